@@ -1,0 +1,250 @@
+"""The ``trackcheck`` command line.
+
+Exit codes are a contract with CI pipelines:
+0 every stage passed · 1 verification failed (a stage failed or timed out) · 2 invalid plan, parameters or
+usage · 3 a source (or the state database) could not be read · 130 interrupted (the run is cancelled).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from trackcheck.engine.core import Engine
+from trackcheck.engine.result import RunResult
+from trackcheck.errors import TrackcheckError
+from trackcheck.junit import write_junit
+from trackcheck.plan.loader import load_plan
+from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.sources.base import mask_url_passwords
+from trackcheck.store.database import DEFAULT_URL
+from trackcheck.verify import overrides_from, start_run, wait_for
+
+EXIT = {"passed": 0, "failed": 1, "error": 3, "cancelled": 130}
+COLOURS = {
+    "passed": "green",
+    "failed": "red",
+    "error": "magenta",
+    "waiting": "yellow",
+    "pending": "dim",
+    "skipped": "dim",
+    "running": "yellow",
+    "cancelled": "dim",
+}
+err = Console(stderr=True)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Every TrackcheckError becomes one readable line on stderr and its exit code."""
+    try:
+        yield
+    except TrackcheckError as exc:
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
+
+
+@click.group()
+@click.version_option(package_name="trackcheck")
+@click.option("-v", "--verbose", count=True, help="-v: one log line per poll; -vv: debug.")
+def main(verbose: int) -> None:
+    """Prove that tracking events arrive, complete and unchanged, in every system of a pipeline."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(plans: tuple[str, ...]) -> None:
+    """Check plan files without connecting to anything (exit 2 at the first invalid one)."""
+    with _errors():
+        for path in plans:
+            plan = load_plan(path)
+            chain = " → ".join(stage.name for stage in plan.stages)
+            click.echo(f"{path}: plan {plan.name!r} is valid ({len(plan.stages)} stages: {chain})")
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="-p/--param")
+        params[name.strip()] = value
+    return params
+
+
+def _expect(path: str | None) -> list[dict[str, Any]] | None:
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        events = (
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+            if path.endswith(".jsonl")
+            else json.loads(text)
+        )
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"cannot read expected events from {path}: {exc}", param_hint="--expect") from None
+    if not isinstance(events, list):
+        raise click.BadParameter("expected events must be a JSON list of objects", param_hint="--expect")
+    return events
+
+
+@main.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A run parameter (repeatable).")
+@click.option(
+    "--expect",
+    "expect_file",
+    type=click.Path(dir_okay=False),
+    help="Expected events (JSON list or JSONL) instead of the plan's 'expect'.",
+)
+@click.option("--interval", help="Poll every stage this often (e.g. 1s), overriding the plan.")
+@click.option("--timeout", help="Time out every stage after this long (e.g. 30s), overriding the plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document on stdout.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report (one testcase per stage).")
+@click.option(
+    "--db",
+    default=DEFAULT_URL,
+    show_default=True,
+    envvar="TRACKCHECK_DB",
+    help="State database URL (SQLite file, PostgreSQL or MariaDB).",
+)
+def run(
+    plan: str,
+    params: tuple[str, ...],
+    expect_file: str | None,
+    interval: str | None,
+    timeout: str | None,
+    as_json: bool,
+    junit: str | None,
+    db: str,
+) -> None:
+    """Verify one run of PLAN in the foreground, with a live view of every stage."""
+    with _errors():
+        overrides = overrides_from(interval, timeout)
+        engine = Engine(db, SchedulerConfig(jobstore="memory"), resume=False)
+        engine.start()
+        run_id = None
+        try:
+            run_id = start_run(engine, plan, _params(params), _expect(expect_file), overrides)
+            result = _watch(engine, run_id)
+        except KeyboardInterrupt:
+            if run_id is None:
+                raise
+            engine.cancel(run_id)
+            result = engine.result(run_id)
+        finally:
+            engine.shutdown(wait=False)
+    _summary(result)
+    if junit:
+        write_junit(result, junit)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    sys.exit(EXIT.get(result.status, 3))
+
+
+def _watch(engine: Engine, run_id: str) -> RunResult:
+    if not err.is_terminal:
+        seen: dict[str, tuple[str, int | None]] = {}
+
+        def progress(result: RunResult) -> None:
+            for stage in result.stages:
+                state = (stage.status, stage.found)
+                if stage.status != "pending" and seen.get(stage.name) != state:
+                    seen[stage.name] = state
+                    err.print(
+                        f"{stage.name}: {stage.status} (attempt {stage.attempts}, found {stage.found}/"
+                        f"{stage.expected}){' - ' + stage.reason if stage.reason else ''}",
+                        highlight=False,
+                    )
+
+        return wait_for(engine, run_id, progress, every=0.5)
+    with Live(console=err, refresh_per_second=4, transient=False) as live:
+        return wait_for(engine, run_id, lambda result: live.update(_table(result)))
+
+
+def _table(result: RunResult) -> Table:
+    from datetime import UTC, datetime
+
+    table = Table(title=f"{result.plan} · run {result.run_id[:8]} · {result.status}", title_justify="left")
+    for column in ("stage", "status", "attempts", "found/expected", "waited", "detail"):
+        table.add_column(column)
+    now = datetime.now(UTC)
+    for stage in result.stages:
+        waited = ""
+        if stage.started_at:
+            end = datetime.fromisoformat(stage.finished_at) if stage.finished_at else now
+            waited = f"{(end - datetime.fromisoformat(stage.started_at)).total_seconds():.0f}s"
+        found = f"{stage.found}/{stage.expected}" if stage.expected is not None else ""
+        colour = COLOURS.get(stage.status, "white")
+        table.add_row(
+            stage.name,
+            f"[{colour}]{stage.status}[/]",
+            str(stage.attempts),
+            found,
+            waited,
+            (stage.reason or "")[:100],
+        )
+    return table
+
+
+def _summary(result: RunResult) -> None:
+    colour = COLOURS.get(result.status, "white")
+    err.print(f"[bold {colour}]{result.status.upper()}[/] {result.plan} run {result.run_id}", highlight=False)
+    for stage in result.stages:
+        if stage.status in ("failed", "error"):
+            err.print(f"  {stage.name}: {stage.reason}", highlight=False)
+            for m in stage.mismatches[:10]:
+                err.print(
+                    f"    mismatch {m['key']}.{m['field']}: expected {m['expected']!r}, got {m['actual']!r}",
+                    highlight=False,
+                )
+            for name in ("missing", "unexpected", "duplicates"):
+                keys = getattr(stage, name)
+                if keys:
+                    err.print(f"    {name}: {', '.join(map(str, keys[:20]))}", highlight=False)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--db", default=DEFAULT_URL, show_default=True, envvar="TRACKCHECK_DB")
+def show(run_id: str, db: str) -> None:
+    """Print the JSON result of a run stored in the state database."""
+    with _errors():
+        engine = Engine(db, poll=False)
+        engine.start()
+        try:
+            click.echo(json.dumps(engine.result(run_id).to_dict(), indent=2, default=str))
+        finally:
+            engine.shutdown()
+
+
+@main.command()
+@click.option("--db", default=DEFAULT_URL, show_default=True, envvar="TRACKCHECK_DB")
+@click.option("--workers", default=10, show_default=True, help="Threads polling sources.")
+def worker(db: str, workers: int) -> None:
+    """Poll every unfinished run in the state database (a BlockingScheduler; Ctrl-C to stop)."""
+    with _errors():
+        engine = Engine(db, SchedulerConfig(scheduler="blocking", workers=workers))
+        engine.start()
+        err.print(f"polling runs in {mask_url_passwords(db)}; Ctrl-C to stop", highlight=False)
+        try:
+            engine.run_forever()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            engine.shutdown(wait=False)

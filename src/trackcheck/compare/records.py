@@ -1,0 +1,198 @@
+"""``compare``: the records of a stage match the reference one to one, by key, field by field."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from itertools import chain, compress, count, repeat
+from operator import eq, is_, is_not, itemgetter, methodcaller, ne
+from typing import Any, cast
+
+from trackcheck.compare.checks import (
+    Check,
+    Record,
+    differing,
+    display_keys,
+    keys_of,
+    listing,
+    plural,
+    same,
+    show,
+    show_value,
+)
+from trackcheck.compare.result import Comparison, Verdict
+from trackcheck.compare.values import display_key, jsonable
+from trackcheck.plan.model import CompareSpec
+
+_ABSENT: Any = object()  # a field the record does not have
+_SAMPLE = 64  # pairs compared first, to choose between a pass over whole records and columns only
+
+
+class RecordsCheck(Check[CompareSpec]):
+    """Every reference key must be found once, with the same values in the compared fields.
+
+    - ``missing``: reference keys not found (yet): the stage waits for them.
+    - ``unexpected``: found keys not in the reference: a failure unless ``allow_extra`` (then only evidence).
+    - ``duplicates``: keys found more than once: always a failure (fields are compared with the last one).
+    - ``mismatches``: a compared field differs beyond its tolerance, or is absent from the found record:
+      a failure, or a reason to keep waiting with ``on_mismatch: wait``.
+
+    Compared fields are ``fields``, or else every field of the reference record except the key. Values match
+    as numbers, as instants, or else exactly (see ``compare.values``); Python's own equality counts too, so a
+    MySQL ``1`` matches ``true``.
+    """
+
+    name = "compare"
+
+    def evaluate(self, found: list[Record], reference: list[Record]) -> Comparison:
+        spec = self.spec
+        found_keys = keys_of(found, self.key)
+        reference_keys = keys_of(reference, self.key)
+        missing: list[Any] = []
+        unexpected: list[Any] = []
+        duplicates: list[Any] = []
+        if found_keys == reference_keys and len(set(found_keys)) == len(found_keys):
+            # the common case: a complete read, in the reference's order; pairs line up without lookups
+            expected_records, actual_records, expected = reference, found, len(reference)
+        else:
+            wanted = dict(zip(reference_keys, reference, strict=True))
+            by_key = dict(zip(found_keys, found, strict=True))
+            expected = len(wanted)
+            if len(by_key) != len(found):
+                duplicates = [display_key(by_key[k], self.key) for k, n in Counter(found_keys).items() if n > 1]
+            # pair in the found order: memory is read in the order the source returned the records
+            actual_records = list(by_key.values())
+            lookup = cast("Callable[[Any], Record | None]", wanted.get)
+            paired = list(map(lookup, by_key))
+            expected_records = cast("list[Record]", paired)
+            if None in paired:
+                unmatched = list(compress(actual_records, map(is_, paired, repeat(None))))
+                unexpected = display_keys(unmatched, self.key)
+                actual_records = list(compress(actual_records, map(is_not, paired, repeat(None))))
+                expected_records = list(compress(expected_records, map(is_not, paired, repeat(None))))
+            if len(expected_records) != len(wanted):
+                missing = display_keys([r for k, r in wanted.items() if k not in by_key], self.key)
+        absent: set[int] = set()
+        mismatches = self._mismatches(expected_records, actual_records, absent)
+
+        failed = bool(
+            duplicates or (unexpected and not spec.allow_extra) or (mismatches and spec.on_mismatch == "fail")
+        )
+        verdict: Verdict = "failed" if failed else "waiting" if missing or mismatches else "passed"
+        return Comparison(
+            verdict=verdict,
+            expected=expected,
+            found=len(found),
+            missing=missing,
+            unexpected=unexpected,
+            duplicates=duplicates,
+            mismatches=mismatches,
+            reason=self._reason(verdict, expected, missing, unexpected, duplicates, mismatches, absent),
+        )
+
+    def _mismatches(self, expected: list[Record], actual: list[Record], absent: set[int]) -> list[dict[str, Any]]:
+        """The field mismatches between paired records (``expected[i]`` was found as ``actual[i]``), in record
+        then field order. ``absent`` receives the positions of mismatches where the found record lacks the field.
+
+        Built for a million pairs, with C-level passes: when a sample shows the records mostly equal as Python
+        sees them, one pass over whole records skips those; the rest is compared column by column, and only
+        values that still differ go through the number/instant/tolerance rules.
+        """
+        if not expected:
+            return []
+        fields = self.spec.fields
+        own_fields_only = fields is None  # then a field the reference record lacks is not compared
+        if fields is None:
+            shape = expected[0].keys()
+            same_shape = all(map(eq, map(dict.keys, expected), repeat(shape)))
+            names = shape if same_shape else dict.fromkeys(chain.from_iterable(expected))
+            fields = [f for f in names if f not in self.key]
+        if not fields:
+            return []
+        pick = itemgetter(*fields)
+        try:
+            sample = min(len(expected), _SAMPLE)
+            if sum(map(eq, map(pick, expected[:sample]), map(pick, actual[:sample]))) * 2 >= sample:
+                rows = list(compress(count(), map(ne, map(pick, expected), map(pick, actual))))
+                expected, actual = [expected[i] for i in rows], [actual[i] for i in rows]
+        except KeyError:  # some record lacks a compared field: compare all, column by column
+            pass
+        tolerance = self.spec.tolerance
+        found: list[tuple[int, int, bool, dict[str, Any]]] = []
+        for position, field in enumerate(fields):
+            wants, gots = _values(expected, field), _values(actual, field)
+            limit = tolerance.get(field)
+            for j in differing(wants, gots):
+                want, value = wants[j], gots[j]
+                if want is _ABSENT:
+                    if own_fields_only:
+                        continue
+                    want = None
+                if value is not _ABSENT and same(want, value, limit):
+                    continue
+                mismatch = {
+                    "key": display_key(actual[j], self.key),
+                    "field": field,
+                    "expected": jsonable(want),
+                    "actual": None if value is _ABSENT else jsonable(value),
+                }
+                found.append((j, position, value is _ABSENT, mismatch))
+        found.sort(key=itemgetter(0, 1))
+        absent.update(i for i, entry in enumerate(found) if entry[2])
+        return [entry[3] for entry in found]
+
+    def _reason(
+        self,
+        verdict: Verdict,
+        expected: int,
+        missing: list[Any],
+        unexpected: list[Any],
+        duplicates: list[Any],
+        mismatches: list[dict[str, Any]],
+        absent: set[int],
+    ) -> str:
+        parts: list[str] = []
+        if duplicates:
+            keys = listing(len(duplicates), map(show, duplicates))
+            parts.append(
+                f"duplicate key {keys}" if len(duplicates) == 1 else f"{len(duplicates)} duplicate keys: {keys}"
+            )
+        if unexpected and not self.spec.allow_extra:
+            parts.append(
+                f"{plural(len(unexpected), 'unexpected event')}: {listing(len(unexpected), map(show, unexpected))}"
+            )
+        if mismatches:
+            described = (
+                f"{show(m['key'])}.{m['field']} expected {show_value(m['expected'])}, "
+                f"got {'no such field' if i in absent else show_value(m['actual'])}"
+                for i, m in enumerate(mismatches)
+            )
+            parts.append(
+                f"{plural(len(mismatches), 'field mismatch', 'field mismatches')}: "
+                f"{listing(len(mismatches), described, '; ')}"
+            )
+        if missing:
+            keys = listing(len(missing), map(show, missing))
+            parts.append(
+                f"{expected - len(missing)} of {expected} expected events found; "
+                f"{'waiting for' if verdict == 'waiting' else 'missing'} {keys}"
+            )
+        if verdict == "passed":
+            parts.append(
+                "the expected event found and matching"
+                if expected == 1
+                else f"all {expected} expected events found and matching"
+                if expected
+                else "no events expected"
+            )
+        if unexpected and self.spec.allow_extra:
+            parts.append(f"{plural(len(unexpected), 'extra event')} allowed")
+        return "; ".join(parts)
+
+
+def _values(records: list[Record], field: str) -> list[Any]:
+    """The column of a field, with _ABSENT where a record lacks it."""
+    try:
+        return list(map(itemgetter(field), records))
+    except KeyError:
+        return list(map(methodcaller("get", field, _ABSENT), records))

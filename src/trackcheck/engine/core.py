@@ -1,0 +1,404 @@
+"""The Engine: submits runs, polls stage groups, and moves each run through its stages.
+
+A poll of a group: load the runs waiting there → one source query per ``batch_size`` runs with the union of
+their ``where`` values → split the rows back per run → compare each run with its reference (``expect`` or
+an earlier stage's snapshot) → decide → write the whole tick with a few bulk statements. Runs that passed
+move to their next stage (a new group); a failed or error stage ends its run and skips the stages after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trackcheck.compare import evaluate_stage
+from trackcheck.compare.result import Comparison
+from trackcheck.compare.values import jsonable
+from trackcheck.engine.groups import group_key, split, union_filters
+from trackcheck.engine.outcome import decide
+from trackcheck.engine.result import RunResult, build_result, capped_evidence
+from trackcheck.errors import SourceError
+from trackcheck.plan.loader import check_expect, load_plan_text, resolve_params
+from trackcheck.plan.model import EXPECT, Plan, StageSpec
+from trackcheck.plan.templates import render
+from trackcheck.scheduling import jobs
+from trackcheck.scheduling.config import SchedulerConfig, build_scheduler
+from trackcheck.scheduling.triggers import schedule_signature, stage_timeout
+from trackcheck.sources import build_source
+from trackcheck.sources.base import FetchRequest, FetchResult, Source
+from trackcheck.store.database import DEFAULT_URL
+from trackcheck.store.models import Run, RunStage
+from trackcheck.store.repository import Store, TickWrite, aware, utcnow
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+
+log = logging.getLogger("trackcheck.poll")
+_TERMINAL = ("passed", "failed", "error")
+
+
+class Engine:
+    """State store + scheduler + sources. ``start()`` before use, ``shutdown()`` after (or ``with``)."""
+
+    def __init__(
+        self,
+        db_url: str = DEFAULT_URL,
+        scheduler: SchedulerConfig | None = None,
+        *,
+        poll: bool = True,
+        resume: bool = True,
+    ) -> None:
+        """``poll=False`` serves submissions only (another process polls); ``resume=False`` ignores runs
+        that this engine did not submit (the CLI's foreground run)."""
+        self.store = Store(db_url)
+        self.config = scheduler or SchedulerConfig()
+        self.polling = poll
+        self.resume = resume
+        self.scheduler: BaseScheduler | None = None
+        self.planner: jobs.JobPlanner | None = None
+        self._sources: dict[tuple[int, str], Source] = {}
+        self._sources_lock = threading.Lock()
+        self._group_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._own_groups: set[str] = set()
+        self.plan = lru_cache(maxsize=256)(self._load_plan)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> Engine:
+        self.store.open()
+        if self.polling:
+            self.scheduler = build_scheduler(
+                self.config, self.store.engine if self.config.jobstore == "sqlalchemy" else None
+            )
+            self.planner = jobs.JobPlanner(self.scheduler, self)
+            jobs.bind(self)
+            if self.config.scheduler == "blocking":
+                return self
+            self.scheduler.start()
+            if self.resume:
+                self.planner.start_sync()
+                self.sync_groups()
+        return self
+
+    def run_forever(self) -> None:
+        """Block in a BlockingScheduler (``trackcheck worker``) until interrupted."""
+        assert self.scheduler is not None and self.planner is not None
+        self.planner.start_sync()
+        self.scheduler.add_job(self.sync_groups, id="tc:first-sync", replace_existing=True)
+        self.scheduler.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=wait)
+        jobs.bind(None)
+        with self._sources_lock:
+            for source in self._sources.values():
+                source.close()
+            self._sources.clear()
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- plans and sources -----------------------------------------------------------------------------
+    def _load_plan(self, plan_id: int) -> Plan:
+        version = self.store.plan_version(plan_id)
+        base = Path(version.base_dir) if version.base_dir else None
+        return load_plan_text(version.text, origin=version.name, base_dir=base)
+
+    def source(self, plan_id: int, name: str) -> Source:
+        with self._sources_lock:
+            if (plan_id, name) not in self._sources:
+                plan = self.plan(plan_id)
+                source = build_source(name, plan.sources[name], plan=plan.name)
+                source.open()
+                self._sources[(plan_id, name)] = source
+            return self._sources[(plan_id, name)]
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def submit(
+        self,
+        plan_id: int,
+        params: dict[str, Any],
+        expect: list[dict[str, Any]] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> str:
+        """Validate a run's input against the plan version and start it; returns the run id at once.
+
+        ParamError if a parameter or the expected events are wrong; nothing is stored then.
+        """
+        plan = self.plan(plan_id)
+        resolved = resolve_params(plan, params)
+        events = [dict(e) for e in (expect if expect is not None else plan.expect)]
+        check_expect(plan, events)
+        now = utcnow()
+        run = Run(
+            id=uuid.uuid4().hex,
+            plan_id=plan_id,
+            plan_name=plan.name,
+            status="running",
+            params=resolved,
+            expect=jsonable(events),
+            overrides=overrides or {},
+            created_at=now,
+            notify=None,
+        )
+        stages = [
+            RunStage(run_id=run.id, idx=i, name=s.name, status="pending", attempts=0, errors_in_row=0)
+            for i, s in enumerate(plan.stages)
+        ]
+        first = self._activation(plan, plan_id, 0, run, now)
+        for name, value in first.items():
+            setattr(stages[0], name.removeprefix("b_"), value)
+        self.store.create_run(run, stages)
+        self._own_groups.add(first["b_group"])
+        if self.planner is not None:
+            self.planner.ensure(self.store.active_groups([first["b_group"]]))
+        return run.id
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop a running run; what its stages verified so far is kept."""
+        return self.store.finish_run(run_id, "cancelled")
+
+    def result(self, run_id: str) -> RunResult:
+        return build_result(self.store.run(run_id), self.store.run_stages(run_id))
+
+    def sync_groups(self) -> None:
+        """Schedule every group with waiting runs and drop jobs of drained groups."""
+        if self.planner is None:
+            return
+        groups = self.store.active_groups()
+        if not self.resume:
+            groups = [g for g in groups if g.group_key in self._own_groups]
+        self.planner.ensure(groups, prune=True)
+
+    def _activation(self, plan: Plan, plan_id: int, idx: int, run: Run, now: datetime) -> dict[str, Any]:
+        """The column values that make stage ``idx`` of ``run`` active (as bind parameters)."""
+        stage = plan.stages[idx]
+        source = self.source(plan_id, stage.source)
+        overrides = run.overrides or {}
+        key = group_key(plan_id, idx, source.batch_key(stage, run.params), schedule_signature(plan, stage, overrides))
+        timeout = stage_timeout(plan, stage, overrides)
+        deadline = now + timeout
+        if stage.at is not None and not overrides.get("interval"):
+            at = stage.at if stage.at.tzinfo else stage.at.replace(tzinfo=UTC)
+            deadline = max(at, now)
+        return {
+            "b_run": run.id,
+            "b_idx": idx,
+            "b_status": "waiting",
+            "b_group": key,
+            "b_where": jsonable(render(stage.where, run.params)),
+            "b_started": now,
+            "b_deadline": deadline,
+        }
+
+    # -- polling ---------------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self, group: str) -> Iterator[None]:
+        with self._group_locks[group]:
+            yield
+
+    def poll_group(self, group: str, fresh_only: bool = False) -> dict[str, Any]:
+        """Poll every run waiting in ``group`` (only never-polled ones with ``fresh_only``); write the tick."""
+        with self._locked(group):
+            pairs = self.store.waiting_in_group(group, fresh_only)
+            if not pairs:
+                return self._summary(group, TickWrite(), [], None)
+            plan_id = pairs[0][1].plan_id
+            plan = self.plan(plan_id)
+            stage = plan.stages[pairs[0][0].idx]
+            write = TickWrite()
+            activated: list[str] = []
+            retry_in: float | None = None
+            for start in range(0, len(pairs), plan.defaults.batch_size):
+                chunk = pairs[start : start + plan.defaults.batch_size]
+                backoff = self._poll_chunk(plan, plan_id, stage, chunk, write, activated)
+                if backoff is not None:
+                    retry_in = backoff if retry_in is None else min(retry_in, backoff)
+            self.store.apply(write)
+            return self._summary(group, write, activated, retry_in)
+
+    def _summary(self, group: str, write: TickWrite, activated: list[str], retry_in: float | None) -> dict[str, Any]:
+        waiting = self.store.active_groups([group])
+        deadline = waiting[0].earliest_deadline if waiting else None
+        return {
+            "group": group,
+            "polled": len(write.polls),
+            "remaining": waiting[0].waiting if waiting else 0,
+            "retry_in": retry_in,
+            "earliest_deadline": deadline.isoformat() if deadline else None,
+            "activated": sorted(set(activated)),
+        }
+
+    def _poll_chunk(
+        self,
+        plan: Plan,
+        plan_id: int,
+        stage: StageSpec,
+        chunk: list[tuple[RunStage, Run]],
+        write: TickWrite,
+        activated: list[str],
+    ) -> float | None:
+        """One source query for up to batch_size runs; returns the back-off delay if the source failed."""
+        wheres = [rs.where or {} for rs, _ in chunk]
+        request = FetchRequest(plan=plan.name, stage=stage, filters=union_filters(wheres), params=chunk[0][1].params)
+        began = time.monotonic()
+        fetched: FetchResult | None = None
+        failure: str | None = None
+        try:
+            fetched = self.source(plan_id, stage.source).fetch(request)
+        except SourceError as exc:
+            failure = str(exc)
+        elapsed_ms = (time.monotonic() - began) * 1000
+        now = utcnow()
+        per_run = split(fetched.records, wheres) if fetched is not None else [[] for _ in chunk]
+        references = self._references(plan, stage, [run for _, run in chunk])
+        key = plan.key_for(stage)
+        retries = plan.setting(stage, "retries")
+        max_errors = 0
+        for (rs, run), found in zip(chunk, per_run, strict=True):
+            comparison: Comparison | None = None
+            error = failure
+            if fetched is not None:
+                reference = references.get(run.id)
+                if isinstance(reference, str):
+                    error = reference
+                else:
+                    comparison = evaluate_stage(stage, key, found, reference or [])
+                    if fetched.unparsed and comparison.reason:
+                        comparison.reason += f" ({fetched.unparsed} unparsed lines)"
+            timeout = stage_timeout(plan, stage, run.overrides or {})
+            decision = decide(
+                comparison=comparison,
+                error=error,
+                now=now,
+                deadline=aware(rs.deadline),
+                timeout=timeout,
+                errors_in_row=rs.errors_in_row,
+                retries=retries,
+            )
+            max_errors = max(max_errors, decision.errors_in_row)
+            terminal = decision.status in _TERMINAL
+            write.polls.append(
+                {
+                    "run_id": run.id,
+                    "stage_idx": rs.idx,
+                    "polled_at": now,
+                    "outcome": decision.outcome,
+                    "found": comparison.found if comparison else None,
+                    "expected": comparison.expected if comparison else None,
+                    "duration_ms": elapsed_ms,
+                    "error": error,
+                }
+            )
+            row: dict[str, Any] = {
+                "id": rs.id,
+                "status": decision.status,
+                "attempts": rs.attempts + 1,
+                "errors_in_row": decision.errors_in_row,
+                "last_polled_at": now,
+                "finished_at": now if terminal else None,
+                "reason": decision.reason,
+                "error": error,
+            }
+            if comparison is not None:
+                row |= {
+                    "expected": comparison.expected,
+                    "found": comparison.found,
+                    "evidence": capped_evidence(comparison.to_dict()),
+                }
+                if comparison.found != rs.found or terminal:
+                    write.snapshots.append(self._snapshot(plan, run.id, rs.idx, found, now))
+            else:
+                row |= {"expected": rs.expected, "found": rs.found, "evidence": rs.evidence}
+            write.stages.append(row)
+            log.info(
+                "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
+                run.id,
+                plan.name,
+                stage.name,
+                decision.outcome,
+                row["found"],
+                row["expected"],
+                elapsed_ms,
+                f" error={error}" if error else "",
+            )
+            self._advance(plan, plan_id, rs, run, decision.status, now, write, activated)
+        if failure is None:
+            return None
+        backoff: timedelta = plan.setting(stage, "backoff")
+        return backoff.total_seconds() * 2 ** max(0, max_errors - 1)
+
+    def _advance(
+        self,
+        plan: Plan,
+        plan_id: int,
+        rs: RunStage,
+        run: Run,
+        status: str,
+        now: datetime,
+        write: TickWrite,
+        activated: list[str],
+    ) -> None:
+        if status == "passed" and rs.idx + 1 < len(plan.stages):
+            values = self._activation(plan, plan_id, rs.idx + 1, run, now)
+            write.activate.append(values)
+            activated.append(values["b_group"])
+            if not self.resume:
+                self._own_groups.add(values["b_group"])
+        elif status in _TERMINAL:
+            write.runs.append({"id": run.id, "status": status, "finished_at": now})
+            if status != "passed":
+                write.skip.append((run.id, rs.idx))
+
+    def _snapshot(
+        self, plan: Plan, run_id: str, idx: int, found: list[dict[str, Any]], now: datetime
+    ) -> dict[str, Any]:
+        limit = plan.defaults.snapshot_limit
+        return {
+            "run_id": run_id,
+            "stage_idx": idx,
+            "records": jsonable(found[:limit]),
+            "total": len(found),
+            "truncated": len(found) > limit,
+            "taken_at": now,
+        }
+
+    def _references(self, plan: Plan, stage: StageSpec, runs: list[Run]) -> dict[str, list[dict[str, Any]] | str]:
+        """Each run's reference records, or a message saying why it cannot be compared."""
+        if stage.reference == EXPECT:
+            return {run.id: list(run.expect) for run in runs}
+        idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
+        snapshots = self.store.snapshots_for([run.id for run in runs], idx)
+        references: dict[str, list[dict[str, Any]] | str] = {}
+        for run in runs:
+            snap = snapshots.get(run.id)
+            if snap is None:
+                references[run.id] = f"no snapshot of stage {stage.reference!r} to compare with"
+            elif snap.truncated:
+                references[run.id] = (
+                    f"stage {stage.reference!r} read {snap.total} records, more than the snapshot "
+                    f"keeps ({len(snap.records)}); raise defaults.snapshot_limit to compare"
+                )
+            else:
+                references[run.id] = list(snap.records)
+        return references
+
+
+def store_plan(engine: Engine, plan_text: str, origin: str, base_dir: str | None) -> tuple[int, Plan]:
+    """Validate plan text and store it as a version (reused when unchanged); returns (version id, plan)."""
+    plan = load_plan_text(plan_text, origin=origin, base_dir=Path(base_dir) if base_dir else None)
+    version = engine.store.save_plan(plan.name, plan_text, base_dir)
+    return version.id, plan

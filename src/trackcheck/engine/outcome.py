@@ -1,0 +1,54 @@
+"""What one poll means for one run's stage: the pure decision, kept apart from I/O so it is easy to test.
+
+passed  - complete and consistent;
+waiting - records still missing (or a mismatch with ``on_mismatch: wait``), nothing wrong in what is there;
+failed  - the data is wrong, or still incomplete when the stage times out;
+error   - the source could not be read: retried with back-off, an error once ``retries`` are used up or
+          the stage timed out while the source was still failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from trackcheck.compare.result import Comparison
+from trackcheck.plan.durations import format_duration
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str  # the stage's status after this poll: waiting, passed, failed, error
+    outcome: str  # what this poll saw: waiting, passed, failed, error
+    reason: str | None
+    errors_in_row: int
+
+
+def decide(
+    *,
+    comparison: Comparison | None,
+    error: str | None,
+    now: datetime,
+    deadline: datetime | None,
+    timeout: timedelta,
+    errors_in_row: int,
+    retries: int | None,
+) -> Decision:
+    """The stage status after a poll that produced ``comparison`` (or raised ``error``)."""
+    timed_out = deadline is not None and now >= deadline
+    if error is not None:
+        in_row = errors_in_row + 1
+        if retries is not None and in_row > retries:
+            return Decision("error", "error", f"source error, {retries} retries used up: {error}", in_row)
+        if timed_out:
+            return Decision(
+                "error",
+                "error",
+                f"source still failing at the timeout ({format_duration(timeout)}): {error}",
+                in_row,
+            )
+        return Decision("waiting", "error", f"source error (attempt {in_row}), retrying: {error}", in_row)
+    assert comparison is not None
+    if comparison.verdict == "waiting" and timed_out:
+        return Decision("failed", "failed", f"timed out after {format_duration(timeout)}: {comparison.reason}", 0)
+    return Decision(comparison.verdict, comparison.verdict, comparison.reason, 0)

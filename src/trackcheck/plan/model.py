@@ -1,0 +1,281 @@
+"""The plan format v1 as pydantic models: every key, its default, and the checks that need no I/O.
+
+A plan names the systems (``sources``), how to read each at every ``stage``, and what must match there.
+Rules that span several keys (a stage compares only with an earlier stage, a ``{param}`` must be declared)
+are checked here too, so a wrong plan is rejected before anything runs. See docs/plans.md.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from trackcheck.plan.durations import parse_duration
+from trackcheck.plan.templates import param_names
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+EXPECT = "expect"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+FieldList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class ParamSpec(_Model):
+    """A run parameter such as ``test_id``; values are converted to ``type`` when a run is submitted."""
+
+    required: bool = False
+    default: Any = None
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    description: str | None = None
+
+
+class Defaults(_Model):
+    """Stage settings that apply wherever a stage does not set its own."""
+
+    interval: Duration = timedelta(seconds=58)
+    timeout: Duration = timedelta(minutes=30)
+    retries: int | None = Field(default=None, ge=0)
+    backoff: Duration = timedelta(seconds=1)
+    snapshot_limit: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=1_000, ge=1)
+
+
+class SourceSpec(BaseModel):
+    """A system to read. ``type`` picks the backend, whose own model validates the other keys."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RequestSpec(_Model):
+    """An HTTP request of an ``http`` stage; ``{param}`` placeholders are rendered per run."""
+
+    method: Literal["GET", "POST"] = "GET"
+    path: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    json_body: Any = Field(default=None, alias="json")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class RedisReadSpec(_Model):
+    """What a ``redis`` stage reads: a stream, a list, a hash, or every string/hash key matching a pattern."""
+
+    kind: Literal["stream", "list", "hash", "keys"]
+    key: str
+    field: str | None = Field(default=None, description="for kind=keys: store each key's name in this field")
+    count: int = Field(default=100_000, ge=1)
+
+
+class CompareSpec(_Model):
+    """Records must match the reference (``expect`` or an earlier stage) by key, field by field."""
+
+    with_: str = Field(alias="with")
+    fields: FieldList | None = None
+    tolerance: dict[str, float | Duration] = Field(default_factory=dict)
+    allow_extra: bool = False
+    on_mismatch: Literal["fail", "wait"] = "fail"
+
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _tolerances(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {k: (parse_duration(v) if isinstance(v, str) else v) for k, v in value.items()}
+
+
+class CountsSpec(_Model):
+    """The stage returns aggregates: ``value`` per ``by`` group must equal the reference's record counts."""
+
+    by: FieldList
+    value: str
+    with_: str = Field(alias="with")
+    tolerance: float | str = 0
+    allow_extra: bool = False
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, value: float | str) -> float | str:
+        if isinstance(value, str) and not re.fullmatch(r"\d+(\.\d+)?%", value.strip()):
+            raise ValueError(f"{value!r} is not a tolerance: write a number (absolute) or a percentage like 5%")
+        return value.strip() if isinstance(value, str) else value
+
+
+class SchemaMapSpec(_Model):
+    """A tracking plan: the value of field ``by`` (e.g. ``event``) picks the JSON Schema file."""
+
+    by: str
+    files: dict[str, str]
+
+
+class StageSpec(_Model):
+    """One system checked at one point of the pipeline."""
+
+    name: str
+    source: str
+    description: str | None = None
+    key: FieldList | None = None
+    query: str | None = None
+    table: str | None = None
+    where: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = None
+    request: RequestSpec | None = None
+    redis: RedisReadSpec | None = None
+    records: str | None = None
+    select: dict[str, str] | None = None
+    compare: CompareSpec | None = None
+    counts: CountsSpec | None = None
+    schema_: str | SchemaMapSpec | None = Field(default=None, alias="schema")
+    interval: Duration | None = None
+    cron: str | None = None
+    at: datetime | None = None
+    timeout: Duration | None = None
+    retries: int | None = Field(default=None, ge=0)
+    backoff: Duration | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", value) or value == EXPECT:
+            raise ValueError(f"{value!r} is not a stage name: use letters, digits, _ . - (and not 'expect')")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for field in value:
+            if not IDENTIFIER.match(field):
+                raise ValueError(f"where field {field!r} is not a plain field name (letters, digits, _)")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday): {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> StageSpec:
+        if sum(x is not None for x in (self.interval, self.cron, self.at)) > 1:
+            raise ValueError("set only one of interval, cron and at")
+        if self.compare is None and self.counts is None:
+            raise ValueError("a stage needs 'compare' (records) or 'counts' (aggregates) to know what must match")
+        if self.compare is not None and self.counts is not None:
+            raise ValueError("a stage has either 'compare' or 'counts', not both")
+        if self.query is not None and self.table is not None:
+            raise ValueError("set 'query' or 'table', not both")
+        if self.query is not None and param_names(self.query):
+            raise ValueError(
+                "run parameters are never pasted into SQL: remove {...} from 'query' and filter with 'where'"
+            )
+        if self.compare is not None and self.compare.fields is not None:
+            unknown = set(self.compare.tolerance) - set(self.compare.fields)
+            if unknown:
+                raise ValueError(f"tolerance names fields that are not compared: {', '.join(sorted(unknown))}")
+        return self
+
+    @property
+    def reference(self) -> str:
+        """What this stage is checked against: ``expect`` or the name of an earlier stage."""
+        spec = self.compare or self.counts
+        assert spec is not None
+        return spec.with_
+
+
+class Plan(_Model):
+    """A whole plan file."""
+
+    name: str
+    description: str | None = None
+    key: FieldList = Field(min_length=1)
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
+    sources: dict[str, SourceSpec]
+    expect: list[dict[str, Any]] = Field(default_factory=list)
+    stages: list[StageSpec] = Field(min_length=1)
+    notify: dict[str, Any] | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _links(self) -> Plan:
+        seen: list[str] = []
+        for index, stage in enumerate(self.stages):
+            where = f"stages[{index}] ({stage.name})"
+            if stage.name in seen:
+                raise ValueError(f"{where}: stage name {stage.name!r} is used twice")
+            if stage.source not in self.sources:
+                known = ", ".join(sorted(self.sources)) or "none"
+                raise ValueError(f"{where}.source: unknown source {stage.source!r} (sources: {known})")
+            reference = stage.reference
+            if reference != EXPECT and reference not in seen:
+                later = reference in {s.name for s in self.stages}
+                why = "a later stage (or itself)" if later else "not a stage of this plan"
+                raise ValueError(
+                    f"{where}.{'compare' if stage.compare else 'counts'}.with: {reference!r} is {why}; "
+                    f"compare with 'expect' or an earlier stage ({', '.join(seen) or 'none yet'})"
+                )
+            undeclared = sorted(self.stage_params(stage) - set(self.params))
+            if undeclared:
+                raise ValueError(
+                    f"{where}: uses run parameter(s) {', '.join('{' + p + '}' for p in undeclared)} "
+                    "that 'params' does not declare"
+                )
+            seen.append(stage.name)
+        return self
+
+    @staticmethod
+    def stage_params(stage: StageSpec) -> set[str]:
+        """The run parameters a stage renders (in where, request, redis key, path)."""
+        parts: list[Any] = [stage.where, stage.path]
+        if stage.request is not None:
+            parts.append(stage.request.model_dump(by_alias=True))
+        if stage.redis is not None:
+            parts.append(stage.redis.key)
+        return param_names(parts)
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def key_for(self, stage: StageSpec) -> list[str]:
+        return stage.key or self.key
+
+    def setting(self, stage: StageSpec, name: str) -> Any:
+        """A stage's own value for interval/timeout/retries/backoff, else the plan default."""
+        own = getattr(stage, name)
+        return own if own is not None else getattr(self.defaults, name)

@@ -1,0 +1,73 @@
+"""The four APScheduler components, chosen by configuration.
+
+- scheduler: ``background`` (services, the CLI's foreground run draws its display meanwhile) or ``blocking``
+  (``trackcheck worker``: a process that only polls);
+- job store: ``sqlalchemy`` on the state database (default: a restart loses nothing) or ``memory``;
+- executor: ``threadpool`` (default, 10 workers) or ``processpool``;
+- trigger: each stage's ``interval`` (default 58s), ``cron`` or ``at``; ``interval`` here overrides the
+  plan defaults of every plan.
+
+Jobs coalesce missed runs into one and tolerate ``misfire_grace_time`` of lateness, on purpose: after a
+restart or a stall, a stage is polled once, not once per missed tick.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trackcheck.plan.model import Duration
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+    from sqlalchemy import Engine
+
+JOBS_TABLE = "tc_apscheduler_jobs"
+
+
+class SchedulerConfig(BaseModel):
+    """How polling is scheduled; every field can come from trackcheck.toml or TRACKCHECK_* variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheduler: Literal["background", "blocking"] = "background"
+    jobstore: Literal["sqlalchemy", "memory"] = "sqlalchemy"
+    executor: Literal["threadpool", "processpool"] = "threadpool"
+    workers: int = Field(default=10, ge=1, le=200)
+    interval: Duration | None = None
+    misfire_grace_time: Duration = timedelta(seconds=30)
+    coalesce: bool = True
+
+
+def build_scheduler(config: SchedulerConfig, state_engine: Engine | None) -> BaseScheduler:
+    """An unstarted APScheduler scheduler assembled from ``config``.
+
+    The SQLAlchemy job store shares the state database's engine (its own table), so jobs and run state
+    live and die together.
+    """
+    from apscheduler.executors.pool import ProcessPoolExecutor, ThreadPoolExecutor
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    if config.jobstore == "sqlalchemy" and state_engine is not None:
+        jobstore: object = SQLAlchemyJobStore(engine=state_engine, tablename=JOBS_TABLE)
+    else:
+        jobstore = MemoryJobStore()
+    executor = (
+        ThreadPoolExecutor(config.workers) if config.executor == "threadpool" else ProcessPoolExecutor(config.workers)
+    )
+    cls = BackgroundScheduler if config.scheduler == "background" else BlockingScheduler
+    return cls(
+        jobstores={"default": jobstore},
+        executors={"default": executor},
+        job_defaults={
+            "coalesce": config.coalesce,
+            "misfire_grace_time": int(config.misfire_grace_time.total_seconds()) or 1,
+            "max_instances": 1,
+        },
+        timezone="UTC",
+    )

@@ -1,0 +1,150 @@
+"""The polling jobs: one per active stage group, plus one-shot jobs for prompt, retry and deadline polls.
+
+Job ids (the group key is an internal hash; no user data goes into the job store):
+
+- ``poll:<group>``          the group's regular trigger (interval, cron or at);
+- ``poll:<group>:now``      a new run's first poll, at once (only the runs never polled yet);
+- ``poll:<group>:retry``    a source error's back-off retry, sooner than the next regular tick;
+- ``poll:<group>:deadline`` a poll at the earliest timeout, when that comes before the next tick;
+- ``tc:sync``               finds groups with no job (runs submitted by another process, a restart).
+
+Jobs call ``poll`` by textual reference, so a persistent job store holds nothing but that reference and
+the group key. The poll's summary goes back to the scheduler's process through the job-executed event,
+which is where jobs are added and removed: this works with thread and process pool executors alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.jobstores.base import JobLookupError
+
+from trackcheck.scheduling.triggers import build_trigger
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+
+    from trackcheck.engine.core import Engine
+    from trackcheck.store.repository import GroupInfo
+
+log = logging.getLogger("trackcheck.scheduler")
+SYNC_EVERY = timedelta(seconds=2)
+_bound: Engine | None = None
+
+
+def bind(engine: Engine | None) -> None:
+    """Make ``engine`` the one the jobs of this process (and of forked pool workers) run against."""
+    global _bound
+    _bound = engine
+
+
+def poll(group_key: str, fresh_only: bool = False) -> dict[str, Any]:
+    """Job entry point: poll every run waiting in a group; returns a summary for the scheduler."""
+    if _bound is None:
+        raise RuntimeError("no trackcheck engine is running in this process")
+    return _bound.poll_group(group_key, fresh_only=fresh_only)
+
+
+def sync() -> None:
+    """Job entry point: give every active group its jobs (runs from other processes, after a restart)."""
+    if _bound is not None:
+        _bound.sync_groups()
+
+
+class JobPlanner:
+    """Keeps the scheduler's jobs in line with the groups that have runs waiting."""
+
+    def __init__(self, scheduler: BaseScheduler, engine: Engine) -> None:
+        self.scheduler = scheduler
+        self.engine = engine
+        scheduler.add_listener(self._on_job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+
+    def start_sync(self) -> None:
+        self.scheduler.add_job(
+            "trackcheck.scheduling.jobs:sync",
+            "interval",
+            seconds=SYNC_EVERY.total_seconds(),
+            id="tc:sync",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+        )
+
+    def ensure(self, groups: list[GroupInfo], *, prune: bool = False) -> None:
+        """Add the missing regular jobs, a prompt poll where a group has new runs; with ``prune``, remove
+        the jobs of groups that no longer have waiting runs."""
+        now = datetime.now(UTC)
+        for group in groups:
+            plan = self.engine.plan(group.plan_id)
+            stage = plan.stages[group.idx]
+            main = f"poll:{group.group_key}"
+            if self.scheduler.get_job(main) is None:
+                self.scheduler.add_job(
+                    "trackcheck.scheduling.jobs:poll",
+                    build_trigger(plan, stage, group.overrides),
+                    args=[group.group_key],
+                    id=main,
+                    name=f"{plan.name}/{stage.name}",
+                    replace_existing=True,
+                )
+            if group.fresh and (stage.at is None or group.overrides.get("interval") is not None):
+                self._once(group.group_key, "now", now, fresh_only=True)
+        if prune:
+            active = {g.group_key for g in groups}
+            for job in self.scheduler.get_jobs():
+                if job.id.startswith("poll:") and job.id.split(":")[1] not in active:
+                    self._remove(job.id)
+
+    def _once(self, group: str, kind: str, when: datetime, fresh_only: bool = False) -> None:
+        self.scheduler.add_job(
+            "trackcheck.scheduling.jobs:poll",
+            "date",
+            run_date=when,
+            args=[group, fresh_only],
+            id=f"poll:{group}:{kind}",
+            replace_existing=True,
+            misfire_grace_time=None,
+            max_instances=3,
+        )
+
+    def _remove(self, job_id: str) -> None:
+        with suppress(JobLookupError):
+            self.scheduler.remove_job(job_id)
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        if event.exception is not None:
+            log.error("poll job %s failed: %s", event.job_id, event.exception)
+            return
+        summary = event.retval
+        if not isinstance(summary, dict) or "group" not in summary:
+            return
+        try:
+            self.after_poll(summary)
+        except Exception:  # a bookkeeping failure must not stop the scheduler; tc:sync repairs it
+            log.exception("could not reschedule after poll of group %s", summary.get("group"))
+
+    def after_poll(self, summary: dict[str, Any]) -> None:
+        """Reschedule from a poll's summary: retire a drained group, back off after errors, honour deadlines,
+        and start the groups that runs moved on to."""
+        group = summary["group"]
+        if summary["remaining"] == 0:
+            for suffix in ("", ":retry", ":deadline"):
+                self._remove(f"poll:{group}{suffix}")
+        else:
+            main = self.scheduler.get_job(f"poll:{group}")
+            next_tick = main.next_run_time if main is not None else None
+            if summary.get("retry_in") is not None:
+                retry_at = datetime.now(UTC) + timedelta(seconds=summary["retry_in"])
+                if next_tick is None or retry_at < next_tick:
+                    self._once(group, "retry", retry_at)
+            deadline = summary.get("earliest_deadline")
+            if deadline is not None:
+                at = datetime.fromisoformat(deadline)
+                if next_tick is None or at < next_tick:
+                    self._once(group, "deadline", at + timedelta(milliseconds=50))
+        if summary.get("activated"):
+            self.ensure(self.engine.store.active_groups(summary["activated"]))

@@ -1,0 +1,47 @@
+"""The trigger of a stage's polling job, from the plan (interval, cron, at) and a run's overrides."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
+
+    from trackcheck.plan.model import Plan, StageSpec
+
+
+def stage_interval(plan: Plan, stage: StageSpec, overrides: dict[str, Any]) -> timedelta:
+    if overrides.get("interval") is not None:
+        return timedelta(seconds=float(overrides["interval"]))
+    return plan.setting(stage, "interval")
+
+
+def stage_timeout(plan: Plan, stage: StageSpec, overrides: dict[str, Any]) -> timedelta:
+    if overrides.get("timeout") is not None:
+        return timedelta(seconds=float(overrides["timeout"]))
+    return plan.setting(stage, "timeout")
+
+
+def schedule_signature(plan: Plan, stage: StageSpec, overrides: dict[str, Any]) -> str:
+    """Equal for runs that poll this stage on the same schedule (so they can share one job)."""
+    if overrides.get("interval") is None and stage.cron:
+        return f"cron:{stage.cron}"
+    if overrides.get("interval") is None and stage.at:
+        return f"at:{stage.at.isoformat()}"
+    return f"every:{stage_interval(plan, stage, overrides).total_seconds()}"
+
+
+def build_trigger(plan: Plan, stage: StageSpec, overrides: dict[str, Any]) -> BaseTrigger:
+    """IntervalTrigger (default), CronTrigger or DateTrigger, all in UTC."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.date import DateTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    signature = schedule_signature(plan, stage, overrides)
+    if signature.startswith("cron:"):
+        return CronTrigger.from_crontab(stage.cron, timezone=UTC)
+    if signature.startswith("at:") and stage.at is not None:
+        at = stage.at if stage.at.tzinfo else stage.at.replace(tzinfo=UTC)
+        return DateTrigger(run_date=max(at, datetime.now(UTC)), timezone=UTC)
+    return IntervalTrigger(seconds=stage_interval(plan, stage, overrides).total_seconds(), timezone=UTC)

@@ -1,0 +1,212 @@
+"""The Source interface every backend implements, and the plumbing they share.
+
+A source reads records (plain dicts) from one system for one stage. The engine polls many runs waiting at
+the same stage together, so a fetch carries the *union* of their filter values; the source returns at least
+every record matching them (it may return more) and the engine splits the rows back per run.
+
+Shared here: masking of credentials in every message, translating driver errors into the SourceError tree
+with the driver error kept as ``__cause__``, JMESPath ``records``/``select`` extraction, and filtering in
+Python for backends that cannot filter on the server.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+from urllib.parse import urlsplit
+
+import jmespath
+import jmespath.exceptions
+from pydantic import BaseModel, ConfigDict
+
+from trackcheck.compare.values import canonical
+from trackcheck.errors import SourceError, SourceQueryError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from trackcheck.plan.model import StageSpec
+
+Record = dict[str, Any]
+MASK = "***"
+
+
+class SourceOptions(BaseModel):
+    """Base of each backend's options model (the keys of a ``sources:`` entry besides ``type``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """One read of one stage, on behalf of one or more runs.
+
+    ``filters`` maps each ``where`` field to the values any of the batched runs accepts (one array, bound
+    as a parameter by SQL sources). ``params`` are the run parameters used to render the stage's other
+    templates (HTTP request, Redis key, file path); the engine only batches runs whose renderings agree.
+    """
+
+    plan: str
+    stage: StageSpec
+    filters: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+
+
+@dataclass
+class FetchResult:
+    """What a fetch read: the records, and how many raw lines/items could not be parsed (files)."""
+
+    records: list[Record]
+    unparsed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Source(ABC):
+    """A system trackcheck reads. Constructors do no I/O: call ``open()`` (or use ``with``) first."""
+
+    type_name: ClassVar[str]
+    options_model: ClassVar[type[SourceOptions]]
+    #: the plan keys of a stage this backend uses; any other source-specific key is a plan error
+    stage_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, name: str, options: SourceOptions) -> None:
+        self.name = name
+        self.options = options
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> None:  # noqa: B027 - optional hook: most backends connect lazily
+        """Acquire connections/clients. Idempotent."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``open`` acquired. Idempotent."""
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- the contract ----------------------------------------------------------------------------------
+    @classmethod
+    def check_stage(cls, stage: StageSpec) -> str | None:
+        """Why ``stage`` cannot be read by this backend (a message naming the key), or None if it can."""
+        used = {k for k in ("query", "table", "path", "request", "redis", "records") if getattr(stage, k)}
+        foreign = sorted(used - cls.stage_keys)
+        if foreign:
+            return f"'{foreign[0]}' does not apply to a {cls.type_name} source"
+        return None
+
+    @abstractmethod
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        """Read the stage's records matching ``request.filters`` (at least those; more is allowed).
+
+        Returns plain dicts with the plan's field names (``select`` applied). Raises a SourceError
+        subclass (connect, query, timeout) when the system cannot be read; never returns partial data
+        silently.
+        """
+
+    def batch_key(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
+        """A string equal for runs whose fetch differs only in ``where`` values: they share one query."""
+        from trackcheck.plan.templates import render
+
+        templated = {
+            "path": stage.path,
+            "request": stage.request.model_dump(by_alias=True) if stage.request else None,
+            "redis": stage.redis.key if stage.redis else None,
+        }
+        return repr(render(templated, params))
+
+    # -- shared plumbing -------------------------------------------------------------------------------
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in a message: passwords in URLs, header values, tokens."""
+        found: list[str] = []
+        for value in self.options.model_dump().values():
+            found.extend(_secrets_in(value))
+        return [s for s in found if s]
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret of this source replaced by ***."""
+        for secret in sorted(self.secrets(), key=len, reverse=True):
+            text = text.replace(secret, MASK)
+        return mask_url_passwords(text)
+
+    def error(
+        self,
+        kind: type[SourceError],
+        message: str,
+        stage: StageSpec | None,
+        cause: BaseException | None = None,
+    ) -> SourceError:
+        """A SourceError of ``kind`` naming this source and the stage, its text masked."""
+        detail = f"{message}: {type(cause).__name__}: {cause}" if cause is not None else message
+        error = kind(self.mask(detail), source=self.name, stage=stage.name if stage else None)
+        if cause is not None:
+            error.__cause__ = cause
+        return error
+
+
+def mask_url_passwords(text: str) -> str:
+    """Hide the password of every ``scheme://user:password@host`` in free text."""
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", rf"\1{MASK}@", text)
+
+
+def _secrets_in(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        if "://" in value:
+            parts = urlsplit(value)
+            if parts.password:
+                yield parts.password
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            if isinstance(inner, str) and str(key).lower() in _SECRET_HEADER_KEYS:
+                yield inner
+                yield from inner.split()[1:]
+            else:
+                yield from _secrets_in(inner)
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            yield from _secrets_in(inner)
+
+
+_SECRET_HEADER_KEYS = {"authorization", "x-api-key", "api-key", "apikey", "token", "x-auth-token", "password"}
+
+
+def extract_records(document: Any, expression: str | None, source: Source, stage: StageSpec) -> list[Record]:
+    """The list of records inside a JSON document (``records:`` JMESPath; the document itself if None)."""
+    found = document
+    if expression:
+        try:
+            found = jmespath.search(expression, document)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise source.error(SourceQueryError, f"'records: {expression}' is not valid JMESPath", stage, exc) from exc
+    if found is None:
+        return []
+    if isinstance(found, dict):
+        found = [found]
+    if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
+        where = f"'records: {expression}'" if expression else "the response"
+        raise source.error(SourceQueryError, f"{where} is not a list of objects", stage)
+    return found
+
+
+def apply_select(records: list[Record], select: Mapping[str, str] | None) -> list[Record]:
+    """Map raw fields to plan fields: ``{plan_field: JMESPath or dotted path}``; None keeps records as they are."""
+    if not select:
+        return records
+    compiled = {name: jmespath.compile(path) for name, path in select.items()}
+    return [{name: expr.search(record) for name, expr in compiled.items()} for record in records]
+
+
+def filter_records(records: Iterable[Record], filters: Mapping[str, Sequence[Any]]) -> list[Record]:
+    """Keep the records whose value of every filter field is one of the accepted values (compared canonically)."""
+    if not filters:
+        return list(records)
+    accepted = {name: {canonical(v) for v in values} for name, values in filters.items()}
+    return [r for r in records if all(canonical(r.get(name)) in ok for name, ok in accepted.items())]

@@ -1,0 +1,318 @@
+"""Reading a stage from any database SQLAlchemy can reach (PostgreSQL, MariaDB/MySQL, SQLite, DuckDB...).
+
+A stage's ``query`` (or ``table``) is a dataset; trackcheck wraps it as a subquery and filters it by the
+``where`` fields, so the plan's SQL is never edited and run parameters are never pasted into it: the values
+are always bound, as one parameter per field where the database can take a list:
+
+* PostgreSQL: ``tc_q.f = ANY(:p)`` with the values sent as one array literal of *unknown* type, so the server
+  types the array after the column. A text list against an integer, numeric or timestamp column therefore
+  compares as integers, numbers or instants (``'25.50'`` finds ``25.5``); a value the column type cannot
+  read (``'abc'`` for an integer) is a SourceQueryError saying so. Casting the column to text instead would
+  defeat indexes and compare ``25.50`` with ``'25.5'`` as different strings.
+* SQLite: ``IN (SELECT value FROM json_each(:p))`` with the values as one JSON text.
+* Others: SQLAlchemy's expanding ``IN`` (one placeholder per value, still all bound).
+
+Every connection is read-only and bounded in time where the driver allows it (see ``_session_setup``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
+
+from pydantic import Field, field_validator
+from sqlalchemy import bindparam, create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.types import NULLTYPE
+
+from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
+from trackcheck.plan.model import IDENTIFIER, Duration
+from trackcheck.sources import missing_driver
+from trackcheck.sources.base import FetchRequest, FetchResult, Source, SourceOptions, apply_select
+
+if TYPE_CHECKING:
+    from trackcheck.plan.model import StageSpec
+
+#: backend name of a URL -> (the extra that installs its driver, the module it brings)
+_EXTRAS = {
+    "postgresql": ("postgres", "psycopg"),
+    "mysql": ("mysql", "pymysql"),
+    "mariadb": ("mysql", "pymysql"),
+    "duckdb": ("duckdb", "duckdb_engine"),
+    "clickhouse": ("clickhouse", "clickhouse_sqlalchemy"),
+}
+#: PostgreSQL query_canceled (statement_timeout); MariaDB max_statement_time; MySQL max_execution_time
+_PG_TIMEOUT, _MYSQL_TIMEOUTS = "57014", {1969, 3024}
+
+
+class SqlOptions(SourceOptions):
+    """``sources.<name>`` of ``type: sql``."""
+
+    url: str
+    query_timeout: Duration = timedelta(seconds=30)
+    connect_timeout: Duration = timedelta(seconds=10)
+    connect_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            # the message must not echo the URL: it may hold a password
+            raise ValueError(
+                "not a database URL: write e.g. postgresql://user@host/db, mysql://user@host/db or "
+                "sqlite:///path/to/file.db"
+            ) from None
+        return value
+
+
+def normalize_url(raw: str) -> URL:
+    """The URL SQLAlchemy gets: default drivers for bare schemes, SQLite files opened read-only."""
+    url = make_url(raw)
+    backend, _, driver = url.drivername.partition("+")
+    if backend in ("postgres", "postgresql"):
+        return url.set(drivername=f"postgresql+{driver or 'psycopg'}")
+    if backend in ("mysql", "mariadb") and not driver:
+        return url.set(drivername=f"{backend}+pymysql")
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+        query = dict(url.query)
+        if str(query.get("uri", "")).lower() in ("true", "1"):
+            query.setdefault("mode", "ro")
+            return url.set(query=query)
+        # mode=ro also means a mistyped path is an error instead of a new empty database
+        database = "file:" + quote(str(url.database))
+        return url.set(database=database, query={**query, "mode": "ro", "uri": "true"})
+    return url
+
+
+class SqlSource(Source):
+    """A database read through SQLAlchemy; one engine (and its pool) per source, shared by threads."""
+
+    type_name = "sql"
+    options_model = SqlOptions
+    stage_keys: ClassVar[frozenset[str]] = frozenset({"query", "table"})
+    options: SqlOptions
+
+    def __init__(self, name: str, options: SqlOptions) -> None:
+        super().__init__(name, options)
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def check_stage(cls, stage: StageSpec) -> str | None:
+        problem = super().check_stage(stage)
+        if problem is None and stage.query is None and stage.table is None:
+            return "a sql stage needs 'query' or 'table'"
+        return problem
+
+    def secrets(self) -> list[str]:
+        """Also the decoded password: drivers report ``p@ss`` where the URL says ``p%40ss``."""
+        found = super().secrets()
+        try:
+            password = make_url(self.options.url).password
+        except (ArgumentError, ValueError):
+            password = None
+        return [*found, str(password)] if password else found
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The engine, created on first use (tests inspect its pool and events)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._create_engine()
+            return self._engine
+
+    def open(self) -> None:
+        """Build the engine and its pool; connections are made by the first fetch."""
+        self.engine  # noqa: B018 - creating it is the point
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def _create_engine(self) -> Engine:
+        url = normalize_url(self.options.url)
+        backend = url.get_backend_name()
+        connect_args = {**self._default_connect_args(url), **self.options.connect_args}
+        try:
+            engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        except (NoSuchModuleError, ImportError) as exc:
+            if backend in _EXTRAS:
+                extra, module = _EXTRAS[backend]
+                if isinstance(exc, ImportError) and exc.name:
+                    module = exc.name
+                cause = exc if isinstance(exc, ImportError) else ImportError(str(exc))
+                raise missing_driver(extra, module, self.name, cause) from exc
+            message = f"no SQLAlchemy dialect for {url.drivername!r}"
+            raise self.error(SourceConnectError, message, None, exc) from exc
+        except (ArgumentError, ValueError, TypeError) as exc:
+            raise self.error(SourceConnectError, "cannot use this database URL", None, exc) from exc
+        event.listen(engine, "connect", functools.partial(self._session_setup, backend))
+        return engine
+
+    def _default_connect_args(self, url: URL) -> dict[str, Any]:
+        seconds = max(2, round(self.options.connect_timeout.total_seconds()))
+        driver = url.drivername.partition("+")[2]
+        if driver in ("psycopg", "psycopg2", "pymysql", "mysqldb"):
+            return {"connect_timeout": seconds}
+        if url.get_backend_name() == "duckdb":
+            return {"read_only": True}
+        return {}
+
+    def _session_setup(self, backend: str, dbapi_connection: Any, _record: Any) -> None:
+        """Make each new connection read-only with a statement timeout, where the server has both.
+
+        PostgreSQL: ``default_transaction_read_only`` and ``statement_timeout`` for the session (a SET,
+        not startup options, so it also works through PgBouncer). MariaDB/MySQL: ``SET SESSION TRANSACTION
+        READ ONLY`` (every later transaction starts as ``START TRANSACTION READ ONLY``) and
+        ``max_statement_time`` (MariaDB) / ``max_execution_time`` (MySQL). SQLite is opened with
+        ``mode=ro`` and interrupted by a progress handler (``_deadline``). Other dialects get neither:
+        use a database user that can only read.
+        """
+        timeout = self.options.query_timeout.total_seconds()
+        cursor = dbapi_connection.cursor()
+        try:
+            if backend == "postgresql":
+                cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                cursor.execute(f"SET statement_timeout = {round(timeout * 1000)}")
+                dbapi_connection.commit()
+            elif backend in ("mysql", "mariadb"):
+                cursor.execute("SET SESSION TRANSACTION READ ONLY")
+                cursor.execute("SELECT VERSION()")
+                if "mariadb" in str(cursor.fetchone()[0]).lower():
+                    cursor.execute(f"SET SESSION max_statement_time = {timeout:.3f}")
+                else:
+                    cursor.execute(f"SET SESSION max_execution_time = {round(timeout * 1000)}")
+        finally:
+            cursor.close()
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        stage = request.stage
+        engine = self.engine
+        statement = build_statement(engine.dialect, request, self)
+        target = engine.url.render_as_string(hide_password=True)
+        try:
+            connection = engine.connect()
+        except PoolTimeoutError as exc:
+            raise self.error(SourceTimeoutError, "no free connection in the pool", stage, exc) from exc
+        except SQLAlchemyError as exc:
+            orig = _driver_error(exc)
+            raise self.error(SourceConnectError, f"cannot connect to {target}", stage, orig) from orig
+        try:
+            with connection, self._deadline(connection):
+                records = [dict(row) for row in connection.execute(statement).mappings()]
+        except DBAPIError as exc:
+            raise self._query_error(exc, stage) from _driver_error(exc)
+        except SQLAlchemyError as exc:
+            raise self.error(SourceQueryError, "the query failed", stage, exc) from exc
+        return FetchResult(apply_select(records, stage.select))
+
+    def _deadline(self, connection: Connection) -> Any:
+        """SQLite has no statement timeout: a progress handler interrupts the query at the deadline."""
+        raw = connection.connection.driver_connection
+        if connection.dialect.name != "sqlite" or not hasattr(raw, "set_progress_handler"):
+            return nullcontext()
+        return _interrupt_after(raw, self.options.query_timeout.total_seconds())
+
+    def _query_error(self, exc: DBAPIError, stage: StageSpec) -> SourceError:
+        orig = _driver_error(exc)
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        number = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
+        timeout = self.options.query_timeout.total_seconds()
+        if code == _PG_TIMEOUT or number in _MYSQL_TIMEOUTS or str(orig) == "interrupted":
+            return self.error(SourceTimeoutError, f"the query ran longer than {timeout:g}s", stage, orig)
+        if exc.connection_invalidated:
+            return self.error(SourceConnectError, "lost the connection during the query", stage, orig)
+        if code == "22P02":
+            return self.error(SourceQueryError, "a where value does not fit the column's type", stage, orig)
+        return self.error(SourceQueryError, "the query failed", stage, orig)
+
+
+def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> TextClause:
+    """``SELECT * FROM (<dataset>) AS tc_q WHERE ...`` with every value bound (see the module docstring)."""
+    stage = request.stage
+    preparer = dialect.identifier_preparer
+    if stage.table:
+        dataset = ".".join(preparer.quote(part) for part in stage.table.split("."))
+    elif stage.query:
+        # newlines: a query ending in a -- comment must not swallow the closing parenthesis
+        dataset = "(\n" + stage.query.strip().rstrip(";").rstrip() + "\n)"
+    else:
+        raise source.error(SourceQueryError, "a sql stage needs 'query' or 'table'", stage)
+    # text() reads :name as a bind parameter; the plan's SQL has none, so every colon in it is literal
+    sql = f"SELECT * FROM {dataset.replace(':', chr(92) + ':')} AS tc_q"
+    conditions, binds = [], []
+    for index, (field, values) in enumerate(sorted(request.filters.items())):
+        if not IDENTIFIER.match(field):
+            raise source.error(SourceQueryError, f"where field {field!r} is not a plain field name", stage)
+        name, column = f"tc_p{index}", f"tc_q.{preparer.quote(field)}"
+        present = [v for v in values if v is not None]
+        if dialect.name == "postgresql":
+            conditions.append(f"{column} = ANY(:{name})")
+            binds.append(bindparam(name, value=pg_array_literal(present), type_=NULLTYPE))
+        elif dialect.name == "sqlite":
+            conditions.append(f"{column} IN (SELECT value FROM json_each(:{name}))")
+            binds.append(bindparam(name, value=json.dumps([_json_value(v) for v in present]), type_=NULLTYPE))
+        else:
+            conditions.append(f"{column} IN :{name}")
+            binds.append(bindparam(name, value=present, expanding=True))
+    if conditions:
+        sql += "\nWHERE " + "\n  AND ".join(conditions)
+    if request.limit is not None:
+        sql += f"\nLIMIT {int(request.limit)}"
+    return text(sql).bindparams(*binds)
+
+
+def pg_array_literal(values: Sequence[Any]) -> str:
+    """``{"a","b"}``: PostgreSQL array text the server parses as an array of the compared column's type."""
+    items = []
+    for value in values:
+        plain = _json_value(value)
+        item = ("true" if plain else "false") if isinstance(plain, bool) else str(plain)
+        items.append('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(items) + "}"
+
+
+def _json_value(value: Any) -> Any:
+    """A value as plain JSON: integral numbers as integers (an integer column cannot read ``25.0``)."""
+    if isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, Decimal | float):
+        finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+        return int(value) if finite and value == int(value) else float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _driver_error(exc: SQLAlchemyError) -> BaseException:
+    """The DBAPI error inside SQLAlchemy's wrapper: its text is the server's, without SQL and parameters."""
+    orig = getattr(exc, "orig", None)
+    return orig if isinstance(orig, BaseException) else exc
+
+
+@contextmanager
+def _interrupt_after(raw: Any, seconds: float) -> Iterator[None]:
+    deadline = time.monotonic() + seconds
+    raw.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)

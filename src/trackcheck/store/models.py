@@ -1,0 +1,123 @@
+"""The state database: plans (versioned), runs, their stages, every poll, and what each stage read.
+
+Alembic owns the schema (store/migrations); these models are its source of truth. JSON columns hold values
+users sent or sources returned: they are stored as JSON, never pickled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class PlanVersion(Base):
+    """One version of a plan's YAML; a run keeps the version it started with."""
+
+    __tablename__ = "tc_plans"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_tc_plans_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    base_dir: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Run(Base):
+    """One verification of a plan with its parameters."""
+
+    __tablename__ = "tc_runs"
+    __table_args__ = (Index("ix_tc_runs_plan_status", "plan_name", "status"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("tc_plans.id"))
+    plan_name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    params: Mapped[dict[str, Any]]
+    expect: Mapped[list[Any]]
+    overrides: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class RunStage(Base):
+    """A run at one stage. ``group_key`` joins the runs polled together by one job with one query."""
+
+    __tablename__ = "tc_run_stages"
+    __table_args__ = (
+        UniqueConstraint("run_id", "idx", name="uq_tc_run_stages_run_idx"),
+        Index("ix_tc_run_stages_group_status", "group_key", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("tc_runs.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    errors_in_row: Mapped[int] = mapped_column(Integer, default=0)
+    group_key: Mapped[str | None] = mapped_column(String(64))
+    where: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    last_polled_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    expected: Mapped[int | None] = mapped_column(Integer)
+    found: Mapped[int | None] = mapped_column(Integer)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Poll(Base):
+    """Every poll of every run's stage: when, the outcome, how much was found, how long it took."""
+
+    __tablename__ = "tc_polls"
+    __table_args__ = (Index("ix_tc_polls_run", "run_id", "stage_idx"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("tc_runs.id", ondelete="CASCADE"))
+    stage_idx: Mapped[int] = mapped_column(Integer)
+    polled_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))
+    found: Mapped[int | None] = mapped_column(Integer)
+    expected: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Snapshot(Base):
+    """What a stage read for a run (capped): later stages compare with it, users inspect it."""
+
+    __tablename__ = "tc_snapshots"
+    __table_args__ = (UniqueConstraint("run_id", "stage_idx", name="uq_tc_snapshots_run_stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("tc_runs.id", ondelete="CASCADE"))
+    stage_idx: Mapped[int] = mapped_column(Integer)
+    records: Mapped[list[Any]]
+    total: Mapped[int] = mapped_column(Integer)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    taken_at: Mapped[datetime]

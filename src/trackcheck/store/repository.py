@@ -1,0 +1,330 @@
+"""The Store: every read and write of trackcheck's state, in as few round trips as a tick allows.
+
+A poll tick over thousands of runs writes its outcome with a handful of bulk statements (insert polls,
+update run stages, replace snapshots, finish runs), never one statement per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from trackcheck.errors import RunNotFound, StoreError
+from trackcheck.sources.base import mask_url_passwords
+from trackcheck.store.database import create_state_engine, migrate
+from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Snapshot
+
+ACTIVE = "waiting"
+RUN_FINISHED = ("passed", "failed", "error", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite and MariaDB hand back naive datetimes; every time trackcheck stores is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+@dataclass
+class GroupInfo:
+    """An active stage group: the runs waiting at one stage that share one job and one query."""
+
+    group_key: str
+    plan_id: int
+    idx: int
+    overrides: dict[str, Any]
+    waiting: int
+    fresh: int
+    earliest_deadline: datetime | None
+
+
+@dataclass
+class TickWrite:
+    """Everything one poll tick changes, applied by ``Store.apply`` in one transaction."""
+
+    polls: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    activate: list[dict[str, Any]] = field(default_factory=list)
+    skip: list[tuple[str, int]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Store:
+    """The state database. No I/O until ``open()``; ``close()`` releases the pool."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    def open(self) -> Store:
+        if self._engine is None:
+            self._engine = create_state_engine(self.url)
+            migrate(self._engine)
+            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        return self
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = self._sessions = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self.open()
+        assert self._engine is not None
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction; database errors become StoreError (masked), the driver's error kept as cause."""
+        if self._sessions is None:
+            self.open()
+        assert self._sessions is not None
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StoreError(f"state database error: {mask_url_passwords(str(getattr(exc, "orig", None) or exc))}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # -- plans -----------------------------------------------------------------------------------------
+    def save_plan(self, name: str, text: str, base_dir: str | None) -> PlanVersion:
+        """Store plan text as a new version of ``name``, or return the latest one if the text is unchanged."""
+        with self.session() as s:
+            latest = s.scalars(
+                select(PlanVersion).where(PlanVersion.name == name).order_by(PlanVersion.version.desc()).limit(1)
+            ).first()
+            if latest is not None and latest.text == text and latest.base_dir == base_dir and not latest.deleted:
+                return latest
+            version = PlanVersion(
+                name=name,
+                version=(latest.version + 1) if latest else 1,
+                text=text,
+                base_dir=base_dir,
+                created_at=utcnow(),
+                deleted=False,
+            )
+            s.add(version)
+            s.flush()
+            return version
+
+    def plan_version(self, plan_id: int) -> PlanVersion:
+        with self.session() as s:
+            version = s.get(PlanVersion, plan_id)
+            if version is None:
+                raise StoreError(f"plan version {plan_id} does not exist")
+            return version
+
+    def latest_plans(self) -> list[PlanVersion]:
+        """The newest version of every plan that is not deleted."""
+        with self.session() as s:
+            newest = (
+                select(PlanVersion.name, func.max(PlanVersion.version).label("v")).group_by(PlanVersion.name).subquery()
+            )
+            rows = s.scalars(
+                select(PlanVersion)
+                .join(newest, and_(PlanVersion.name == newest.c.name, PlanVersion.version == newest.c.v))
+                .where(PlanVersion.deleted.is_(False))
+                .order_by(PlanVersion.name)
+            )
+            return list(rows)
+
+    def latest_plan(self, name: str) -> PlanVersion | None:
+        with self.session() as s:
+            latest = s.scalars(
+                select(PlanVersion).where(PlanVersion.name == name).order_by(PlanVersion.version.desc()).limit(1)
+            ).first()
+            return None if latest is None or latest.deleted else latest
+
+    def plan_history(self, name: str) -> list[PlanVersion]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(PlanVersion).where(PlanVersion.name == name).order_by(PlanVersion.version.desc()))
+            )
+
+    def delete_plan(self, name: str) -> bool:
+        """Mark every version deleted: runs keep the version they started with."""
+        with self.session() as s:
+            result = s.execute(
+                update(PlanVersion).where(PlanVersion.name == name, PlanVersion.deleted.is_(False)).values(deleted=True)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def create_run(self, run: Run, stages: Sequence[RunStage]) -> None:
+        with self.session() as s:
+            s.add(run)
+            s.add_all(stages)
+
+    def run(self, run_id: str) -> Run:
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise RunNotFound("no such run", run=run_id)
+            return run
+
+    def run_stages(self, run_id: str) -> list[RunStage]:
+        with self.session() as s:
+            return list(s.scalars(select(RunStage).where(RunStage.run_id == run_id).order_by(RunStage.idx)))
+
+    def polls(self, run_id: str) -> list[Poll]:
+        with self.session() as s:
+            return list(s.scalars(select(Poll).where(Poll.run_id == run_id).order_by(Poll.id)))
+
+    def snapshots(self, run_id: str) -> dict[int, Snapshot]:
+        with self.session() as s:
+            return {snap.stage_idx: snap for snap in s.scalars(select(Snapshot).where(Snapshot.run_id == run_id))}
+
+    def list_runs(
+        self, plan: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Run], int]:
+        """Runs newest first, filtered, with the total count for pagination."""
+        query = select(Run)
+        if plan:
+            query = query.where(Run.plan_name == plan)
+        if status:
+            query = query.where(Run.status == status)
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            runs = s.scalars(query.order_by(Run.created_at.desc(), Run.id).limit(limit).offset(offset))
+            return list(runs), total
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> bool:
+        """End a running run (cancel, abort); its active stage becomes skipped. False if it had ended."""
+        now = utcnow()
+        with self.session() as s:
+            done = s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == "running")
+                .values(status=status, finished_at=now, error=error)
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                return False
+            s.execute(
+                update(RunStage)
+                .where(RunStage.run_id == run_id, RunStage.status.in_(("waiting", "pending")))
+                .values(status="skipped", finished_at=now, reason=f"run {status}")
+            )
+            return True
+
+    # -- the poller ------------------------------------------------------------------------------------
+    def active_groups(self, group_keys: Iterable[str] | None = None) -> list[GroupInfo]:
+        """Every group with runs waiting (optionally only the given ones), with what scheduling needs."""
+        query = (
+            select(
+                RunStage.group_key,
+                func.min(Run.plan_id),
+                func.min(RunStage.idx),
+                func.min(Run.id),
+                func.count(),
+                func.min(RunStage.attempts),
+                func.min(RunStage.deadline),
+            )
+            .join(Run, Run.id == RunStage.run_id)
+            .where(RunStage.status == ACTIVE, Run.status == "running")
+            .group_by(RunStage.group_key)
+        )
+        if group_keys is not None:
+            query = query.where(RunStage.group_key.in_(list(group_keys)))
+        with self.session() as s:
+            rows = s.execute(query).all()
+            sample = {r[3] for r in rows}
+            overrides: dict[str, dict[str, Any]] = {}
+            if sample:
+                overrides = {i: o for i, o in s.execute(select(Run.id, Run.overrides).where(Run.id.in_(sample)))}
+        return [
+            GroupInfo(
+                group_key=g,
+                plan_id=p,
+                idx=i,
+                overrides=overrides.get(r) or {},
+                waiting=n,
+                fresh=1 if a == 0 else 0,
+                earliest_deadline=aware(d),
+            )
+            for g, p, i, r, n, a, d in rows
+            if g is not None
+        ]
+
+    def waiting_in_group(self, group_key: str, fresh_only: bool = False) -> list[tuple[RunStage, Run]]:
+        query = (
+            select(RunStage, Run)
+            .join(Run, Run.id == RunStage.run_id)
+            .where(RunStage.group_key == group_key, RunStage.status == ACTIVE, Run.status == "running")
+        )
+        if fresh_only:
+            query = query.where(RunStage.attempts == 0)
+        with self.session() as s:
+            return [(stage, run) for stage, run in s.execute(query.order_by(RunStage.id)).tuples()]
+
+    def snapshots_for(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, Snapshot]:
+        with self.session() as s:
+            found = s.scalars(
+                select(Snapshot).where(Snapshot.run_id.in_(list(run_ids)), Snapshot.stage_idx == stage_idx)
+            )
+            return {snap.run_id: snap for snap in found}
+
+    def apply(self, write: TickWrite) -> None:
+        """Write one tick's outcome: a few bulk statements in one transaction."""
+        with self.session() as s:
+            if write.polls:
+                s.execute(insert(Poll), write.polls)
+            if write.stages:
+                s.execute(update(RunStage), write.stages)
+            if write.snapshots:
+                for chunk in _chunks(write.snapshots, 500):
+                    s.execute(
+                        delete(Snapshot).where(
+                            Snapshot.stage_idx == chunk[0]["stage_idx"],
+                            Snapshot.run_id.in_([w["run_id"] for w in chunk]),
+                        )
+                    )
+                s.execute(insert(Snapshot), write.snapshots)
+            if write.activate:
+                s.execute(
+                    update(RunStage)
+                    .where(RunStage.run_id == bindparam("b_run"), RunStage.idx == bindparam("b_idx"))
+                    .values(
+                        status=bindparam("b_status"),
+                        group_key=bindparam("b_group"),
+                        where=bindparam("b_where"),
+                        started_at=bindparam("b_started"),
+                        deadline=bindparam("b_deadline"),
+                    )
+                    .execution_options(synchronize_session=False),
+                    write.activate,
+                )
+            if write.skip:
+                for run_id, after in write.skip:
+                    s.execute(
+                        update(RunStage)
+                        .where(RunStage.run_id == run_id, RunStage.idx > after, RunStage.status == "pending")
+                        .values(status="skipped", reason="an earlier stage did not pass")
+                    )
+            if write.runs:
+                s.execute(update(Run), write.runs)
+
+
+def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

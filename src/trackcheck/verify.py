@@ -1,0 +1,91 @@
+"""Running one verification in the foreground: ``trackcheck.verify()`` and ``trackcheck run`` share this.
+
+A test suite that emits events can verify them in the same test::
+
+    result = trackcheck.verify("plan.yaml", params={"test_id": tid}, expect=events, interval="1s", timeout="2m")
+    assert result.ok, result.to_dict()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from trackcheck.engine.core import Engine, store_plan
+from trackcheck.engine.result import RunResult
+from trackcheck.errors import PlanError
+from trackcheck.plan.durations import parse_duration
+from trackcheck.scheduling.config import SchedulerConfig
+
+#: verify() keeps its state in memory unless told otherwise: a test suite wants no files left behind
+MEMORY_DB = "sqlite://"
+
+
+def overrides_from(interval: str | float | None, timeout: str | float | None) -> dict[str, float]:
+    """``--interval``/``--timeout`` (or verify's arguments) as per-run overrides in seconds."""
+    found: dict[str, float] = {}
+    for name, value in (("interval", interval), ("timeout", timeout)):
+        if value is not None:
+            try:
+                seconds = parse_duration(value).total_seconds()
+            except ValueError as exc:
+                raise PlanError(str(exc), field=name) from None
+            if seconds <= 0:
+                raise PlanError("must be more than zero", field=name)
+            found[name] = seconds
+    return found
+
+
+def start_run(
+    engine: Engine,
+    plan_path: str | Path,
+    params: Mapping[str, Any],
+    expect: list[dict[str, Any]] | None,
+    overrides: dict[str, float],
+) -> str:
+    """Load the plan file, store it as a version, submit a run; PlanError/ParamError on bad input."""
+    path = Path(plan_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(f"cannot read plan file: {exc.strerror or exc}", plan=str(plan_path)) from exc
+    plan_id, _ = store_plan(engine, text, origin=str(plan_path), base_dir=str(path.resolve().parent))
+    return engine.submit(plan_id, dict(params), expect, overrides)
+
+
+def wait_for(
+    engine: Engine, run_id: str, on_update: Callable[[RunResult], None] | None = None, every: float = 0.25
+) -> RunResult:
+    """Block until the run has ended, calling ``on_update`` with each fresh result."""
+    while True:
+        result = engine.result(run_id)
+        if on_update is not None:
+            on_update(result)
+        if result.finished:
+            return result
+        time.sleep(every)
+
+
+def verify(
+    plan: str | Path,
+    params: Mapping[str, Any] | None = None,
+    expect: list[dict[str, Any]] | None = None,
+    interval: str | float | None = None,
+    timeout: str | float | None = None,
+    db: str = MEMORY_DB,
+) -> RunResult:
+    """Verify one run of the plan file ``plan`` and return its result once every stage has ended.
+
+    Raises only for invalid input (PlanError, ParamError); a failed verification is ``result.ok == False``
+    with the evidence in ``result.stages``.
+    """
+    overrides = overrides_from(interval, timeout)
+    engine = Engine(db, SchedulerConfig(jobstore="memory"), resume=False)
+    engine.start()
+    try:
+        run_id = start_run(engine, plan, params or {}, expect, overrides)
+        return wait_for(engine, run_id)
+    finally:
+        engine.shutdown()
