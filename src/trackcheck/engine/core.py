@@ -92,10 +92,12 @@ class Engine:
         """Block in a BlockingScheduler (``trackcheck worker``) until interrupted."""
         assert self.scheduler is not None and self.planner is not None
         self.planner.start_sync()
-        self.scheduler.add_job(self.sync_groups, id="tc:first-sync", replace_existing=True)
+        self.scheduler.add_job("trackcheck.scheduling.jobs:sync", id="tc:first-sync", replace_existing=True)
         self.scheduler.start()
 
     def shutdown(self, wait: bool = True) -> None:
+        if self.planner is not None:
+            self.planner.stop()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
         jobs.bind(None)
@@ -159,8 +161,11 @@ class Engine:
             for i, s in enumerate(plan.stages)
         ]
         first = self._activation(plan, plan_id, 0, run, now)
-        for name, value in first.items():
-            setattr(stages[0], name.removeprefix("b_"), value)
+        stages[0].status = first["b_status"]
+        stages[0].group_key = first["b_group"]
+        stages[0].where = first["b_where"]
+        stages[0].started_at = first["b_started"]
+        stages[0].deadline = first["b_deadline"]
         self.store.create_run(run, stages)
         self._own_groups.add(first["b_group"])
         if self.planner is not None:

@@ -16,6 +16,8 @@ which is where jobs are added and removed: this works with thread and process po
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trackcheck.scheduler")
 SYNC_EVERY = timedelta(seconds=2)
+_SYNC = "sync"
 _bound: Engine | None = None
 
 
@@ -51,8 +54,8 @@ def poll(group_key: str, fresh_only: bool = False) -> dict[str, Any]:
 
 def sync() -> None:
     """Job entry point: give every active group its jobs (runs from other processes, after a restart)."""
-    if _bound is not None:
-        _bound.sync_groups()
+    if _bound is not None and _bound.planner is not None:
+        _bound.planner.request_sync()
 
 
 class JobPlanner:
@@ -61,7 +64,22 @@ class JobPlanner:
     def __init__(self, scheduler: BaseScheduler, engine: Engine) -> None:
         self.scheduler = scheduler
         self.engine = engine
+        # Rescheduling happens on a thread of its own, never in the job-event listener: APScheduler's
+        # shutdown() holds its job store lock while it waits for running jobs, and a listener that asked for
+        # that lock (to add or remove a job) would deadlock it.
+        self._summaries: queue.SimpleQueue[dict[str, Any] | str | None] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._reschedule_loop, name="trackcheck-planner", daemon=True)
+        self._worker.start()
         scheduler.add_listener(self._on_job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+
+    def request_sync(self) -> None:
+        """Have the planner thread run ``Engine.sync_groups`` (jobs must not touch the job store themselves)."""
+        self._summaries.put(_SYNC)
+
+    def stop(self) -> None:
+        """Finish the rescheduling in progress; call before shutting the scheduler down."""
+        self._summaries.put(None)
+        self._worker.join()
 
     def start_sync(self) -> None:
         self.scheduler.add_job(
@@ -120,12 +138,18 @@ class JobPlanner:
             log.error("poll job %s failed: %s", event.job_id, event.exception)
             return
         summary = event.retval
-        if not isinstance(summary, dict) or "group" not in summary:
-            return
-        try:
-            self.after_poll(summary)
-        except Exception:  # a bookkeeping failure must not stop the scheduler; tc:sync repairs it
-            log.exception("could not reschedule after poll of group %s", summary.get("group"))
+        if isinstance(summary, dict) and "group" in summary:
+            self._summaries.put(summary)
+
+    def _reschedule_loop(self) -> None:
+        while (item := self._summaries.get()) is not None:
+            try:
+                if item == _SYNC:
+                    self.engine.sync_groups()
+                elif isinstance(item, dict):
+                    self.after_poll(item)
+            except Exception:  # a bookkeeping failure must not stop the poller; tc:sync repairs it
+                log.exception("could not reschedule the poll jobs")
 
     def after_poll(self, summary: dict[str, Any]) -> None:
         """Reschedule from a poll's summary: retire a drained group, back off after errors, honour deadlines,

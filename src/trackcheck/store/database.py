@@ -78,4 +78,9 @@ def migrate(engine: Engine) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot migrate the state database: {mask_url_passwords(str(getattr(exc, "orig", None) or exc))}") from None
+        raise StoreError(f"cannot migrate the state database: {describe_db_error(exc)}") from exc
+
+
+def describe_db_error(exc: SQLAlchemyError) -> str:
+    """The driver's own message (not SQLAlchemy's wrapper with the statement), with any URL password masked."""
+    return mask_url_passwords(str(getattr(exc, "orig", None) or exc))

@@ -6,19 +6,20 @@ update run stages, replace snapshots, finish runs), never one statement per run.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Engine, Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import RunNotFound, StoreError
-from trackcheck.sources.base import mask_url_passwords
-from trackcheck.store.database import create_state_engine, migrate
+from trackcheck.store.database import create_state_engine, describe_db_error, migrate
 from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Snapshot
 
 ACTIVE = "waiting"
@@ -68,12 +69,16 @@ class Store:
         self.url = url
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+        # an in-memory SQLite database is one connection shared by every thread: take turns on it
+        self._turns: AbstractContextManager[Any] = nullcontext()
 
     def open(self) -> Store:
         if self._engine is None:
             self._engine = create_state_engine(self.url)
             migrate(self._engine)
             self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+            if isinstance(self._engine.pool, StaticPool):
+                self._turns = threading.RLock()
         return self
 
     def close(self) -> None:
@@ -94,18 +99,19 @@ class Store:
         if self._sessions is None:
             self.open()
         assert self._sessions is not None
-        session = self._sessions()
-        try:
-            yield session
-            session.commit()
-        except SQLAlchemyError as exc:
-            session.rollback()
-            raise StoreError(f"state database error: {mask_url_passwords(str(getattr(exc, "orig", None) or exc))}") from exc
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self._turns:
+            session = self._sessions()
+            try:
+                yield session
+                session.commit()
+            except SQLAlchemyError as exc:
+                session.rollback()
+                raise StoreError(f"state database error: {describe_db_error(exc)}") from exc
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     # -- plans -----------------------------------------------------------------------------------------
     def save_plan(self, name: str, text: str, base_dir: str | None) -> PlanVersion:
@@ -275,7 +281,7 @@ class Store:
         if fresh_only:
             query = query.where(RunStage.attempts == 0)
         with self.session() as s:
-            return [(stage, run) for stage, run in s.execute(query.order_by(RunStage.id)).tuples()]
+            return [(stage, run) for stage, run in s.execute(query.order_by(RunStage.id))]
 
     def snapshots_for(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, Snapshot]:
         with self.session() as s:
@@ -301,17 +307,19 @@ class Store:
                     )
                 s.execute(insert(Snapshot), write.snapshots)
             if write.activate:
-                s.execute(
-                    update(RunStage)
-                    .where(RunStage.run_id == bindparam("b_run"), RunStage.idx == bindparam("b_idx"))
+                # Core (not ORM) executemany: the ORM would read a parameter list as a bulk update by primary key
+                table = cast(Table, RunStage.__table__)
+                stages = table.c
+                s.connection().execute(
+                    update(table)
+                    .where(stages.run_id == bindparam("b_run"), stages.idx == bindparam("b_idx"))
                     .values(
                         status=bindparam("b_status"),
                         group_key=bindparam("b_group"),
                         where=bindparam("b_where"),
                         started_at=bindparam("b_started"),
                         deadline=bindparam("b_deadline"),
-                    )
-                    .execution_options(synchronize_session=False),
+                    ),
                     write.activate,
                 )
             if write.skip:
