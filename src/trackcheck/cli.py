@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from trackcheck.engine.core import Engine
-from trackcheck.engine.result import RunResult
+from trackcheck.engine.result import RunResult, StageResult
 from trackcheck.errors import TrackcheckError
 from trackcheck.junit import write_junit
 from trackcheck.plan.loader import load_plan
@@ -41,7 +41,7 @@ COLOURS = {
     "running": "yellow",
     "cancelled": "dim",
 }
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # soft wrap: CI logs keep one line per message
 
 
 @contextmanager
@@ -166,15 +166,20 @@ def _watch(engine: Engine, run_id: str) -> RunResult:
                 state = (stage.status, stage.found)
                 if stage.status != "pending" and seen.get(stage.name) != state:
                     seen[stage.name] = state
-                    err.print(
-                        f"{stage.name}: {stage.status} (attempt {stage.attempts}, found {stage.found}/"
-                        f"{stage.expected}){' - ' + stage.reason if stage.reason else ''}",
-                        highlight=False,
-                    )
+                    err.print(_progress_line(stage), highlight=False)
 
         return wait_for(engine, run_id, progress, every=0.5)
     with Live(console=err, refresh_per_second=4, transient=False) as live:
         return wait_for(engine, run_id, lambda result: live.update(_table(result)))
+
+
+def _progress_line(stage: StageResult) -> str:
+    """One line per change of a stage, for logs and CI consoles (no terminal, no live table)."""
+    facts = [f"poll {stage.attempts}" if stage.attempts else "first poll due"]
+    if stage.expected is not None:
+        facts.append(f"found {stage.found}/{stage.expected}")
+    detail = f" - {stage.reason}" if stage.reason else ""
+    return f"{stage.name}: {stage.status} ({', '.join(facts)}){detail}"
 
 
 def _table(result: RunResult) -> Table:
