@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -242,14 +243,54 @@ def show(run_id: str, db: str) -> None:
 @click.option("--db", default=DEFAULT_URL, show_default=True, envvar="TRACKCHECK_DB")
 @click.option("--workers", default=10, show_default=True, help="Threads polling sources.")
 def worker(db: str, workers: int) -> None:
-    """Poll every unfinished run in the state database (a BlockingScheduler; Ctrl-C to stop)."""
+    """Poll every unfinished run in the state database, in the foreground (Ctrl-C to stop).
+
+    Takes the same lease as ``serve``: while another process polls, this one waits on standby.
+    """
+    from trackcheck.service.leader import lease_for
+
     with _errors():
         engine = Engine(db, SchedulerConfig(scheduler="blocking", workers=workers))
         engine.start()
-        err.print(f"polling runs in {mask_url_passwords(db)}; Ctrl-C to stop", highlight=False)
+        lease = lease_for(engine.store.engine)
         try:
+            if not lease.try_acquire():
+                err.print("another process polls this state database; waiting to take over", highlight=False)
+                while not lease.try_acquire():
+                    time.sleep(1)
+            err.print(f"polling runs in {mask_url_passwords(db)}; Ctrl-C to stop", highlight=False)
             engine.run_forever()
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
             engine.shutdown(wait=False)
+            lease.release()
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A trackcheck.toml (default: ./trackcheck.toml if present).",
+)
+@click.option("--host", help="Address to listen on (default 127.0.0.1; anything else needs TRACKCHECK_API_TOKEN).")
+@click.option("--port", type=int, help="Port (default 8000).")
+@click.option("--db", help=f"State database URL (default {DEFAULT_URL}).")
+@click.option("--plans", type=click.Path(file_okay=False), help="A folder of plan files to load at start.")
+@click.option("--workers", type=int, help="HTTP worker processes (default 1); exactly one of them polls.")
+def serve(
+    config_file: str | None, host: str | None, port: int | None, db: str | None, plans: str | None, workers: int | None
+) -> None:
+    """Start the HTTP API, the dashboard and the scheduler (gunicorn)."""
+    from trackcheck.service.config import load_config
+    from trackcheck.service.server import serve as run_server
+
+    with _errors():
+        config = load_config(config_file, host=host, port=port, db=db, plans=plans, workers=workers).check()
+        err.print(
+            f"trackcheck serving on http://{config.host}:{config.port}/ (state: {mask_url_passwords(config.db)}, "
+            f"{config.workers} worker(s))",
+            highlight=False,
+        )
+        run_server(config)

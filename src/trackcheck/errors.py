@@ -11,7 +11,8 @@ database that cannot be written. "The data is wrong" is never an exception: it i
     │   ├── SourceQueryError    connected, but the query or request failed
     │   └── SourceTimeoutError  the source did not answer in time
     ├── StoreError              the state database could not be read or written    (exit 3)
-    └── RunNotFound             no run with that id                               (exit 2)
+    ├── RunNotFound             no run with that id                               (exit 2)
+    └── ConfigError             the service configuration is invalid or unsafe     (exit 2)
 
 Every error carries the context a user needs to act (plan, stage, source, field) and never a credential:
 driver errors are translated at the boundary with ``raise ... from exc`` after their text was masked.
@@ -71,5 +72,11 @@ class StoreError(TrackcheckError):
 
 class RunNotFound(TrackcheckError):
     """No run with that id exists in the state database."""
+
+    exit_code = 2
+
+
+class ConfigError(TrackcheckError):
+    """The service configuration (trackcheck.toml, TRACKCHECK_* variables, flags) is invalid or unsafe."""
 
     exit_code = 2

@@ -13,12 +13,15 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
 from trackcheck.compare import evaluate_stage
 from trackcheck.compare.result import Comparison
@@ -46,6 +49,17 @@ log = logging.getLogger("trackcheck.poll")
 _TERMINAL = ("passed", "failed", "error")
 
 
+@dataclass(frozen=True)
+class QueryFacts:
+    """One source query of a poll tick (for however many runs it served)."""
+
+    plan: str
+    stage: str
+    source_type: str
+    seconds: float
+    error: str | None
+
+
 class Engine:
     """State store + scheduler + sources. ``start()`` before use, ``shutdown()`` after (or ``with``)."""
 
@@ -70,9 +84,13 @@ class Engine:
         self._group_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._own_groups: set[str] = set()
         self.plan = lru_cache(maxsize=256)(self._load_plan)
+        #: called after every source query with its facts (metrics); must be quick and must not raise
+        self.query_listeners: list[Callable[[QueryFacts], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    def start(self) -> Engine:
+    def start(self, *, paused: bool = False) -> Engine:
+        """Open the state database and start the scheduler; ``paused``: only to write jobs (schedules) into
+        the shared job store, while another process polls; ``lead()`` later makes this one poll."""
         self.store.open()
         if self.polling:
             self.scheduler = build_scheduler(
@@ -82,17 +100,35 @@ class Engine:
             jobs.bind(self)
             if self.config.scheduler == "blocking":
                 return self
-            self.scheduler.start()
-            if self.resume:
-                self.planner.start_sync()
-                self.sync_groups()
+            self.scheduler.start(paused=paused)
+            if not paused:
+                self.lead()
         return self
+
+    @property
+    def leading(self) -> bool:
+        """True while this engine's scheduler runs the poll jobs."""
+        return self.scheduler is not None and self.scheduler.state == STATE_RUNNING
+
+    def lead(self) -> None:
+        """Become the poller: resume the scheduler and pick up every unfinished run (after a restart too)."""
+        assert self.scheduler is not None and self.planner is not None
+        if self.scheduler.state == STATE_PAUSED:
+            self.scheduler.resume()
+        if self.resume:
+            self.planner.start_sync()
+            self.planner.request_sync()
+
+    def follow(self) -> None:
+        """Stop polling (another process leads now); jobs stay in the shared store for the new leader."""
+        if self.scheduler is not None and self.scheduler.state == STATE_RUNNING:
+            self.scheduler.pause()
 
     def run_forever(self) -> None:
         """Block in a BlockingScheduler (``trackcheck worker``) until interrupted."""
         assert self.scheduler is not None and self.planner is not None
         self.planner.start_sync()
-        self.scheduler.add_job("trackcheck.scheduling.jobs:sync", id="tc:first-sync", replace_existing=True)
+        self.scheduler.add_job(jobs.SYNC_JOB, id="tc:first-sync", replace_existing=True)
         self.scheduler.start()
 
     def shutdown(self, wait: bool = True) -> None:
@@ -117,7 +153,12 @@ class Engine:
     def _load_plan(self, plan_id: int) -> Plan:
         version = self.store.plan_version(plan_id)
         base = Path(version.base_dir) if version.base_dir else None
-        return load_plan_text(version.text, origin=version.name, base_dir=base)
+        plan = load_plan_text(version.text, origin=version.name, base_dir=base)
+        if self.config.interval is not None and "interval" not in plan.defaults.model_fields_set:
+            # the deployment's default trigger interval, for plans that do not choose their own
+            defaults = plan.defaults.model_copy(update={"interval": self.config.interval})
+            plan = plan.model_copy(update={"defaults": defaults})
+        return plan
 
     def source(self, plan_id: int, name: str) -> Source:
         with self._sources_lock:
@@ -168,13 +209,14 @@ class Engine:
         stages[0].deadline = first["b_deadline"]
         self.store.create_run(run, stages)
         self._own_groups.add(first["b_group"])
-        if self.planner is not None:
+        if self.planner is not None and self.leading:  # otherwise the leader's tc:sync finds it within seconds
             self.planner.ensure(self.store.active_groups([first["b_group"]]))
         return run.id
 
     def cancel(self, run_id: str) -> bool:
-        """Stop a running run; what its stages verified so far is kept."""
-        return self.store.finish_run(run_id, "cancelled")
+        """Stop a running run; what its stages verified so far is kept. False if it had already ended."""
+        plan = self.plan(self.store.run(run_id).plan_id)
+        return self.store.finish_run(run_id, "cancelled", notify=pending_notice(plan))
 
     def result(self, run_id: str) -> RunResult:
         return build_result(self.store.run(run_id), self.store.run_stages(run_id))
@@ -267,6 +309,9 @@ class Engine:
         except SourceError as exc:
             failure = str(exc)
         elapsed_ms = (time.monotonic() - began) * 1000
+        facts = QueryFacts(plan.name, stage.name, plan.sources[stage.source].type, elapsed_ms / 1000, failure)
+        for listener in self.query_listeners:
+            listener(facts)
         now = utcnow()
         per_run = split(fetched.records, wheres) if fetched is not None else [[] for _ in chunk]
         references = self._references(plan, stage, [run for _, run in chunk])
@@ -364,7 +409,10 @@ class Engine:
             if not self.resume:
                 self._own_groups.add(values["b_group"])
         elif status in _TERMINAL:
-            write.runs.append({"id": run.id, "status": status, "finished_at": now})
+            notice = pending_notice(plan)
+            write.runs.append(
+                {"id": run.id, "status": status, "finished_at": now, "notify": notice, "notify_due": notice and now}
+            )
             if status != "passed":
                 write.skip.append((run.id, rs.idx))
 
@@ -407,3 +455,8 @@ def store_plan(engine: Engine, plan_text: str, origin: str, base_dir: str | None
     plan = load_plan_text(plan_text, origin=origin, base_dir=Path(base_dir) if base_dir else None)
     version = engine.store.save_plan(plan.name, plan_text, base_dir)
     return version.id, plan
+
+
+def pending_notice(plan: Plan) -> dict[str, Any] | None:
+    """The run's notification state when it ends: due at once if the plan names a webhook."""
+    return {"state": "pending", "attempts": 0} if plan.notify else None

@@ -79,6 +79,15 @@ class RequestSpec(_Model):
         return value.upper() if isinstance(value, str) else value
 
 
+class NotifySpec(_Model):
+    """Where a finished run's JSON is POSTed (by the service), signed with HMAC-SHA256 when a secret is set."""
+
+    webhook: str = Field(pattern=r"^https?://")
+    secret: str | None = Field(default=None, description="HMAC key; use ${ENV} so it stays out of the plan text")
+    retries: int = Field(default=5, ge=0, le=20)
+    backoff: Duration = timedelta(seconds=2)
+
+
 class RedisReadSpec(_Model):
     """What a ``redis`` stage reads: a stream, a list, a hash, or every string/hash key matching a pattern."""
 
@@ -220,7 +229,7 @@ class Plan(_Model):
     sources: dict[str, SourceSpec]
     expect: list[dict[str, Any]] = Field(default_factory=list)
     stages: list[StageSpec] = Field(min_length=1)
-    notify: dict[str, Any] | None = None
+    notify: NotifySpec | None = None
 
     @field_validator("params", mode="before")
     @classmethod

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("trackcheck.scheduler")
 SYNC_EVERY = timedelta(seconds=2)
 _SYNC = "sync"
+SYNC_JOB = "trackcheck.scheduling.jobs:sync"
 _bound: Engine | None = None
 
 
@@ -45,11 +46,16 @@ def bind(engine: Engine | None) -> None:
     _bound = engine
 
 
-def poll(group_key: str, fresh_only: bool = False) -> dict[str, Any]:
-    """Job entry point: poll every run waiting in a group; returns a summary for the scheduler."""
+def bound() -> Engine:
+    """The engine that jobs of this process run against."""
     if _bound is None:
         raise RuntimeError("no trackcheck engine is running in this process")
-    return _bound.poll_group(group_key, fresh_only=fresh_only)
+    return _bound
+
+
+def poll(group_key: str, fresh_only: bool = False) -> dict[str, Any]:
+    """Job entry point: poll every run waiting in a group; returns a summary for the scheduler."""
+    return bound().poll_group(group_key, fresh_only=fresh_only)
 
 
 def sync() -> None:
@@ -83,7 +89,7 @@ class JobPlanner:
 
     def start_sync(self) -> None:
         self.scheduler.add_job(
-            "trackcheck.scheduling.jobs:sync",
+            SYNC_JOB,
             "interval",
             seconds=SYNC_EVERY.total_seconds(),
             id="tc:sync",
@@ -105,8 +111,7 @@ class JobPlanner:
                     "trackcheck.scheduling.jobs:poll",
                     build_trigger(plan, stage, group.overrides),
                     args=[group.group_key],
-                    id=main,
-                    name=f"{plan.name}/{stage.name}",
+                    id=main,  # and no name: only internal keys go into the (pickling) job store
                     replace_existing=True,
                 )
             if group.fresh and (stage.at is None or group.overrides.get("interval") is not None):

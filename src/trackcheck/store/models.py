@@ -60,6 +60,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     notify: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: when the webhook notification is next due (set when the run ends, cleared once delivered or given up)
+    notify_due: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class RunStage(Base):
@@ -121,3 +123,18 @@ class Snapshot(Base):
     total: Mapped[int] = mapped_column(Integer)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     taken_at: Mapped[datetime]
+
+
+class Schedule(Base):
+    """A recurring run of a plan. Its parameters live here as JSON; the APScheduler job that fires it
+    (``schedule:<id>``, a cron trigger in the persistent job store) carries nothing but this id."""
+
+    __tablename__ = "tc_schedules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    plan_name: Mapped[str] = mapped_column(String(200))
+    cron: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    last_run_id: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -20,7 +20,7 @@ from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import RunNotFound, StoreError
 from trackcheck.store.database import create_state_engine, describe_db_error, migrate
-from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Snapshot
+from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Schedule, Snapshot
 
 ACTIVE = "waiting"
 RUN_FINISHED = ("passed", "failed", "error", "cancelled")
@@ -215,14 +215,16 @@ class Store:
             runs = s.scalars(query.order_by(Run.created_at.desc(), Run.id).limit(limit).offset(offset))
             return list(runs), total
 
-    def finish_run(self, run_id: str, status: str, error: str | None = None) -> bool:
+    def finish_run(
+        self, run_id: str, status: str, error: str | None = None, notify: dict[str, Any] | None = None
+    ) -> bool:
         """End a running run (cancel, abort); its active stage becomes skipped. False if it had ended."""
         now = utcnow()
         with self.session() as s:
             done = s.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.status == "running")
-                .values(status=status, finished_at=now, error=error)
+                .values(status=status, finished_at=now, error=error, notify=notify, notify_due=notify and now)
             )
             if not done.rowcount:  # type: ignore[attr-defined]
                 return False
@@ -232,6 +234,39 @@ class Store:
                 .values(status="skipped", finished_at=now, reason=f"run {status}")
             )
             return True
+
+    # -- schedules and notifications -------------------------------------------------------------------
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        with self.session() as s:
+            s.add(schedule)
+        return schedule
+
+    def schedules(self) -> list[Schedule]:
+        with self.session() as s:
+            return list(s.scalars(select(Schedule).order_by(Schedule.created_at, Schedule.id)))
+
+    def schedule(self, schedule_id: str) -> Schedule | None:
+        with self.session() as s:
+            return s.get(Schedule, schedule_id)
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        with self.session() as s:
+            return bool(s.execute(delete(Schedule).where(Schedule.id == schedule_id)).rowcount)  # type: ignore[attr-defined]
+
+    def schedule_fired(self, schedule_id: str, run_id: str | None, error: str | None) -> None:
+        with self.session() as s:
+            s.execute(update(Schedule).where(Schedule.id == schedule_id).values(last_run_id=run_id, last_error=error))
+
+    def due_notifications(self, now: datetime, limit: int = 50) -> list[Run]:
+        """Ended runs whose webhook notification is due (oldest first)."""
+        with self.session() as s:
+            query = select(Run).where(Run.notify_due <= now).order_by(Run.notify_due).limit(limit)
+            return list(s.scalars(query))
+
+    def record_notification(self, run_id: str, notify: dict[str, Any], due: datetime | None) -> None:
+        """The outcome of a delivery attempt; ``due`` is the next attempt, None once delivered or given up."""
+        with self.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(notify=notify, notify_due=due))
 
     # -- the poller ------------------------------------------------------------------------------------
     def active_groups(self, group_keys: Iterable[str] | None = None) -> list[GroupInfo]:

@@ -1,0 +1,1 @@
+"""The HTTP service: API, dashboard, and the one polling scheduler per deployment (``trackcheck serve``)."""

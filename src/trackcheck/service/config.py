@@ -1,0 +1,115 @@
+"""Service configuration: ``trackcheck.toml``, then ``TRACKCHECK_*`` variables, then command-line flags.
+
+The four APScheduler components are part of it (``[scheduler]`` in the file, ``TRACKCHECK_SCHEDULER``,
+``TRACKCHECK_JOBSTORE``, ``TRACKCHECK_EXECUTOR``, ``TRACKCHECK_EXECUTOR_WORKERS``, ``TRACKCHECK_INTERVAL``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from trackcheck.errors import ConfigError
+from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.store.database import DEFAULT_URL
+
+CONFIG_FILE = "trackcheck.toml"
+#: TRACKCHECK_<NAME> → (section, key); section None is the top level
+ENV_KEYS: dict[str, tuple[str | None, str]] = {
+    "DB": (None, "db"),
+    "HOST": (None, "host"),
+    "PORT": (None, "port"),
+    "PLANS": (None, "plans"),
+    "WORKERS": (None, "workers"),
+    "API_TOKEN": (None, "api_token"),
+    "MAX_BODY_BYTES": (None, "max_body_bytes"),
+    "SCHEDULER": ("scheduler", "scheduler"),
+    "JOBSTORE": ("scheduler", "jobstore"),
+    "EXECUTOR": ("scheduler", "executor"),
+    "EXECUTOR_WORKERS": ("scheduler", "workers"),
+    "INTERVAL": ("scheduler", "interval"),
+    "MISFIRE_GRACE_TIME": ("scheduler", "misfire_grace_time"),
+    "COALESCE": ("scheduler", "coalesce"),
+}
+
+
+class ServiceConfig(BaseModel):
+    """Everything ``trackcheck serve`` needs; see docs/service.md for each key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    db: str = DEFAULT_URL
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    plans: Path | None = Field(default=None, description="a folder of plan files loaded (as versions) at start")
+    workers: int = Field(default=1, ge=1, le=64, description="HTTP worker processes; exactly one of them polls")
+    api_token: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+
+    def check(self) -> ServiceConfig:
+        """Refuse deployments that would be unsafe or would lose work; ConfigError says which key to change."""
+        if self.api_token is None and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to listen on {self.host} without an API token: set TRACKCHECK_API_TOKEN "
+                "(or api_token in trackcheck.toml), or listen on 127.0.0.1",
+                field="host",
+            )
+        if self.scheduler.scheduler != "background":
+            raise ConfigError("the service polls in the background: scheduler must be 'background'", field="scheduler")
+        if self.workers > 1 and self.scheduler.jobstore != "sqlalchemy":
+            raise ConfigError(
+                "with more than one worker the job store must be 'sqlalchemy' (the workers share it)", field="jobstore"
+            )
+        if self.workers > 1 and self.db.startswith("sqlite") and _memory_sqlite(self.db):
+            raise ConfigError("an in-memory database cannot be shared by several workers", field="db")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _memory_sqlite(url: str) -> bool:
+    return url.rstrip("/") in ("sqlite:", "sqlite://") or ":memory:" in url
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None, **flags: Any) -> ServiceConfig:
+    """The configuration from the file (``path``, or ./trackcheck.toml if present), the environment, then
+    ``flags`` (command-line options; None means not given). ConfigError names the key at fault."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    file = Path(path) if path is not None else Path(CONFIG_FILE)
+    if path is not None or file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file} is not valid TOML: {exc}") from None
+    for name, (section, key) in ENV_KEYS.items():
+        value = env.get(f"TRACKCHECK_{name}")
+        if value is not None and value != "":
+            target = data.setdefault(section, {}) if section else data
+            target[key] = value
+    for key, value in flags.items():
+        if value is not None:
+            data[key] = value
+    try:
+        return ServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,98 @@
+"""One worker process of the service: its engine (scheduler paused unless it leads), the lease, the notifier.
+
+Every worker can accept runs and schedules (they go to the shared state database and job store); only the
+lease holder polls and sends notifications. See ``leader.py`` for the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trackcheck.engine.core import Engine, store_plan
+from trackcheck.errors import PlanError, StoreError
+from trackcheck.scheduling.jobs import SYNC_EVERY
+from trackcheck.service.config import ServiceConfig
+from trackcheck.service.leader import Leadership, lease_for
+from trackcheck.service.notify import Notifier
+
+log = logging.getLogger("trackcheck.service")
+#: the leader is presumed dead when its sync job is this late in the shared job store
+LEADER_STALE = SYNC_EVERY * 5
+
+
+class Service:
+    """What the Flask app of one worker process talks to: ``service.engine`` for runs and plans."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.engine = Engine(config.db, config.scheduler)
+        self.notifier = Notifier(self.engine)
+        self.leadership: Leadership | None = None
+
+    def start(self, *, load_plans: bool = True) -> Service:
+        self.engine.start(paused=True)
+        if load_plans:
+            load_plan_folder(self.engine, self.config.plans)
+        self.leadership = Leadership(lease_for(self.engine.store.engine), self._lead, self._follow)
+        self.leadership.start()
+        return self
+
+    def stop(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()
+        self.engine.shutdown()
+
+    def _lead(self) -> None:
+        self.engine.lead()
+        self.notifier.start()
+
+    def _follow(self) -> None:
+        self.notifier.stop()
+        self.engine.follow()
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership is not None and self.leadership.leading and self.engine.leading
+
+    def health(self) -> dict[str, Any]:
+        """Database reachable, and a scheduler alive somewhere: this process, or the leader's sync job
+        still on time in the shared job store."""
+        facts: dict[str, Any] = {"role": "poller" if self.leading else "standby"}
+        try:
+            self.engine.store.list_runs(limit=1)
+            facts["database"] = "ok"
+        except StoreError as exc:
+            facts["database"] = f"unreachable: {exc.message}"
+        if self.leading:
+            facts["scheduler"] = "ok"
+        else:
+            job = self.engine.scheduler.get_job("tc:sync") if self.engine.scheduler is not None else None
+            due = getattr(job, "next_run_time", None)
+            late = due is None or datetime.now(UTC) - due > LEADER_STALE
+            facts["scheduler"] = "no poller is running" if late else "ok"
+        facts["ok"] = facts["database"] == "ok" and facts["scheduler"] == "ok"
+        return facts
+
+
+def load_plan_folder(engine: Engine, folder: Path | None) -> list[str]:
+    """Store every plan file of ``folder`` as a version (unchanged files add none); a bad file is reported
+    and skipped so one typo does not keep the service down."""
+    loaded: list[str] = []
+    if folder is None:
+        return loaded
+    if not folder.is_dir():
+        raise PlanError("the plans folder does not exist", field=str(folder))
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            _, plan = store_plan(
+                engine, path.read_text(encoding="utf-8"), origin=str(path), base_dir=str(path.resolve().parent)
+            )
+        except PlanError as exc:
+            log.error("skipping plan file %s: %s", path, exc)
+            continue
+        loaded.append(plan.name)
+    log.info("loaded %d plan(s) from %s: %s", len(loaded), folder, ", ".join(loaded) or "none")
+    return loaded

@@ -1,0 +1,69 @@
+"""``trackcheck serve``: gunicorn (a production WSGI server) with N worker processes.
+
+The master migrates the state database and loads the plans folder once, then forks; each worker builds its
+app and ``Service`` after the fork (no preloading: schedulers, threads and connections must not cross a
+fork). Exactly one worker polls, by the lease in ``leader.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from trackcheck.engine.core import Engine
+from trackcheck.service.config import ServiceConfig
+from trackcheck.service.runtime import load_plan_folder
+
+log = logging.getLogger("trackcheck.service")
+
+
+def prepare(config: ServiceConfig) -> list[str]:
+    """Migrate the state database and store the plans folder's plans; returns the plan names loaded."""
+    engine = Engine(config.db, poll=False).start()
+    try:
+        return load_plan_folder(engine, config.plans)
+    finally:
+        engine.shutdown()
+
+
+def _worker_exit(_server: Any, worker: Any) -> None:
+    """Give the lease back and stop the scheduler cleanly when gunicorn stops a worker."""
+    app = getattr(worker, "wsgi", None)
+    service = getattr(app, "extensions", {}).get("trackcheck") if app is not None else None
+    if service is not None:
+        service.stop()
+
+
+class TrackcheckServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, config: ServiceConfig) -> None:
+        self.service_config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = {
+            "bind": f"{self.service_config.host}:{self.service_config.port}",
+            "workers": self.service_config.workers,
+            "worker_class": "gthread",
+            "threads": 8,
+            "timeout": 60,
+            "graceful_timeout": 10,
+            "preload_app": False,
+            "worker_exit": _worker_exit,
+            "proc_name": "trackcheck",
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from trackcheck.service.app import create_app
+
+        return create_app(self.service_config, load_plans=False)
+
+
+def serve(config: ServiceConfig) -> None:
+    """Run until stopped (SIGINT/SIGTERM)."""
+    config.check()
+    prepare(config)
+    TrackcheckServer(config).run()
