@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench bench-quick clean services
+.PHONY: run test lint typecheck unit integration bench bench-quick clean services chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-## Lint, type-check and the whole test suite (unit + integration on the local servers).
-test: $(STAMP) lint typecheck
+## Lint, type-check and the whole test suite (unit, integration on the local servers, browser).
+test: $(STAMP) lint typecheck chromium
 	$(BIN)/pytest -q
+
+## Browser tests drive Debian's Chromium through Playwright (never a browser Playwright downloads itself).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples

@@ -78,9 +78,12 @@ class FileLease:
 class ConnectionLease:
     """A lock owned by one database session; if the session dies, the server releases the lock."""
 
-    def __init__(self, engine: Engine, acquire: str, check: str, unlock: str) -> None:
+    def __init__(self, engine: Engine, acquire: str, check: str, unlock: str, **params: object) -> None:
         self.engine = engine
-        self._sql = (text(acquire), text(check), text(unlock))
+        self._sql = tuple(
+            text(sql).bindparams(**{k: v for k, v in params.items() if f":{k}" in sql})
+            for sql in (acquire, check, unlock)
+        )
         self._connection: Connection | None = None
 
     def try_acquire(self) -> bool:
@@ -137,7 +140,7 @@ def lease_for(engine: Engine) -> Lease:
         if database in (None, "", ":memory:"):
             return SoleLease()
         return FileLease(Path(f"{database}.lock"))
-    if backend == "postgresql":
+    if backend == "postgresql":  # advisory locks are per database already
         return ConnectionLease(
             engine,
             f"SELECT pg_try_advisory_lock({PG_LOCK_KEY})",
@@ -146,11 +149,13 @@ def lease_for(engine: Engine) -> Lease:
             f"SELECT pg_advisory_unlock({PG_LOCK_KEY})",
         )
     if backend in ("mysql", "mariadb"):
+        # named locks are server-wide: the database name keeps two deployments on one server apart
         return ConnectionLease(
             engine,
-            f"SELECT GET_LOCK('{LOCK_NAME}', 0)",
-            f"SELECT IS_USED_LOCK('{LOCK_NAME}') = CONNECTION_ID()",
-            f"SELECT RELEASE_LOCK('{LOCK_NAME}')",
+            "SELECT GET_LOCK(:name, 0)",
+            "SELECT IS_USED_LOCK(:name) = CONNECTION_ID()",
+            "SELECT RELEASE_LOCK(:name)",
+            name=f"{LOCK_NAME}:{engine.url.database}"[:64],
         )
     return SoleLease()
 

@@ -36,7 +36,7 @@ def _worker_exit(_server: Any, worker: Any) -> None:
         service.stop()
 
 
-class TrackcheckServer(BaseApplication):  # type: ignore[misc]
+class TrackcheckServer(BaseApplication):
     def __init__(self, config: ServiceConfig) -> None:
         self.service_config = config
         super().__init__()

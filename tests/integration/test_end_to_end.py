@@ -1,0 +1,569 @@
+"""A whole pipeline verified the way a user does it: a plan written here, real files, a real SQL warehouse
+(SQLite, PostgreSQL and MariaDB), a real HTTP dashboard API, the real CLI in a subprocess and the
+``trackcheck.verify`` API in-process.
+
+The pipeline of these tests: a signup service writes NDJSON spool files at the edge, a loader copies the
+events into a ``signups`` table of the lake (renaming columns), and a dashboard serves tallies per kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, MetaData, Numeric, String, Table, create_engine, event, insert
+
+from tests.integration.http_server import HttpTestServer
+from trackcheck import ParamError, PlanError, RunResult, verify
+from trackcheck.engine import Engine, store_plan
+from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.sources.sql import SqlSource
+from trackcheck.verify import wait_for
+
+RUN_KEYS = ["run_id", "plan", "status", "params", "stages"]
+STAGE_KEYS = [
+    "name",
+    "status",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "expected",
+    "found",
+    "missing",
+    "unexpected",
+    "duplicates",
+    "mismatches",
+    "violations",
+    "counts",
+    "error",
+    "reason",
+]
+
+PLAN = """
+name: signup-funnel
+description: signups reach the edge spool, then the lake, then the dashboard tallies
+key: msg_id
+params:
+  run_tag: {required: true, description: marks the events of one test}
+defaults: {interval: 45s, timeout: 20m}
+sources:
+  edge_spool: {type: file, path: "${FUNNEL_SPOOL}/edge-*.ndjson", format: jsonl}
+  lake_db: {type: sql, url: "${FUNNEL_LAKE_URL}"}
+  dash_api: {type: http, url: "${FUNNEL_DASH_URL}"}
+expect:
+  - {msg_id: m1, kind: signup, tier: free, price: 0}
+  - {msg_id: m2, kind: upgrade, tier: pro, price: 19.99}
+  - {msg_id: m3, kind: upgrade, tier: team, price: 49.5}
+stages:
+  - name: edge
+    source: edge_spool
+    where: {run_tag: "{run_tag}"}
+    compare: {with: expect, fields: [kind, tier, price]}
+  - name: lake
+    source: lake_db
+    query: |
+      SELECT message_id AS msg_id, kind, plan_tier AS tier, price_usd AS price, tag AS run_tag
+      FROM signups
+    where: {run_tag: "{run_tag}"}
+    compare: {with: edge, fields: [kind, tier, price]}
+  - name: dash
+    source: dash_api
+    request: {method: GET, path: /v2/tallies, params: {tag: "{run_tag}"}}
+    records: result.rows
+    counts: {by: kind, value: n, with: lake}
+"""
+EVENTS = [
+    {"msg_id": "m1", "kind": "signup", "tier": "free", "price": 0},
+    {"msg_id": "m2", "kind": "upgrade", "tier": "pro", "price": 19.99},
+    {"msg_id": "m3", "kind": "upgrade", "tier": "team", "price": 49.5},
+]
+TALLIES = [{"kind": "signup", "n": 1}, {"kind": "upgrade", "n": 2}]
+
+lake_tables = MetaData()
+signups = Table(
+    "signups",
+    lake_tables,
+    Column("message_id", String(20)),
+    Column("kind", String(20)),
+    Column("plan_tier", String(20)),
+    Column("price_usd", Numeric(8, 2)),
+    Column("tag", String(80)),
+)
+
+
+class Funnel:
+    """The pipeline of one test: spool folder, lake database (any SQL backend) and dashboard server."""
+
+    def __init__(self, root: Path, lake_url: str, dashboard: HttpTestServer) -> None:
+        self.root = root
+        self.spool = root / "spool"
+        self.spool.mkdir()
+        self.lake_url = lake_url
+        self.lake = create_engine(lake_url)
+        lake_tables.create_all(self.lake)
+        self.dashboard = dashboard
+        self.dashboard.reply("/v2/tallies", {"result": {"rows": []}})
+        self.plan = root / "funnel.yaml"
+        self.plan.write_text(PLAN, encoding="utf-8")
+        self.state_url = f"sqlite:///{root / 'state.db'}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FUNNEL_SPOOL": str(self.spool),
+            "FUNNEL_LAKE_URL": self.lake_url,
+            "FUNNEL_DASH_URL": self.dashboard.url,
+        }
+
+    def reach_edge(self, tag: str, events: list[dict[str, Any]] = EVENTS) -> None:
+        with (self.spool / f"edge-{tag}.ndjson").open("a", encoding="utf-8") as spool:
+            for event in events:
+                spool.write(json.dumps({**event, "run_tag": tag}) + "\n")
+
+    def reach_lake(self, tag: str, events: list[dict[str, Any]] = EVENTS, **changes: Any) -> None:
+        """Load ``events`` into the lake; ``changes`` = {msg_id: {field: value}} alters some on the way."""
+        rows = []
+        for event in events:
+            changed = {**event, **changes.get(event["msg_id"], {})}
+            rows.append(
+                {
+                    "message_id": changed["msg_id"],
+                    "kind": changed["kind"],
+                    "plan_tier": changed["tier"],
+                    "price_usd": Decimal(str(changed["price"])),
+                    "tag": tag,
+                }
+            )
+        with self.lake.begin() as connection:
+            connection.execute(insert(signups), rows)
+
+    def reach_dashboard(self, rows: list[dict[str, Any]] = TALLIES) -> None:
+        self.dashboard.reply("/v2/tallies", {"result": {"rows": rows}})
+
+    def close(self) -> None:
+        self.lake.dispose()
+
+
+@pytest.fixture
+def dashboard() -> Iterator[HttpTestServer]:
+    with HttpTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def funnel(tmp_path: Path, sql_url: str, dashboard: HttpTestServer) -> Iterator[Funnel]:
+    pipeline = Funnel(tmp_path, sql_url, dashboard)
+    yield pipeline
+    pipeline.close()
+
+
+@pytest.fixture
+def sqlite_funnel(tmp_path: Path, sqlite_url: str, dashboard: HttpTestServer) -> Iterator[Funnel]:
+    pipeline = Funnel(tmp_path, sqlite_url, dashboard)
+    yield pipeline
+    pipeline.close()
+
+
+class Cli:
+    """``python -m trackcheck ...`` in a subprocess whose stderr is read line by line while it runs."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trackcheck", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._seen = threading.Condition()
+        self._stdout: list[str] = []
+        self._failures: list[BaseException] = []
+        self._threads = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=lambda: self._stdout.append(self.process.stdout.read()), daemon=True),  # type: ignore[union-attr]
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._seen:
+                self._lines.append(line)
+                self._seen.notify_all()
+        with self._seen:
+            self._lines.append("")  # end of output
+            self._seen.notify_all()
+
+    def wait_for_line(self, pattern: str, timeout: float = 30) -> str:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while True:
+                for line in self._lines:
+                    if regex.search(line):
+                        return line
+                if self._lines and self._lines[-1] == "":
+                    raise AssertionError(f"the CLI ended without printing {pattern!r}:\n{''.join(self._lines)}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n{''.join(self._lines)}")
+                self._seen.wait(left)
+
+    def after_first_miss(self, stage: str, action: Callable[[], None], delay: float = 0.6) -> None:
+        """Run ``action`` ``delay`` seconds after the first poll of ``stage`` found its data incomplete
+        (the ``-v`` log has one line per poll), so that the stage is certainly polled more than once."""
+
+        def when_seen() -> None:
+            try:
+                self.wait_for_line(rf"stage={re.escape(stage)} outcome=waiting")
+                time.sleep(delay)
+                action()
+            except BaseException as exc:
+                self._failures.append(exc)
+
+        thread = threading.Thread(target=when_seen, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        for thread in self._threads:
+            thread.join(10)
+        if self._failures:
+            raise self._failures[0]
+        self.elapsed = time.monotonic() - self.started
+        return code, "".join(self._stdout), "".join(self._lines)
+
+
+def run_cli(funnel: Funnel, tag: str, *extra: str, verbose: bool = False) -> Cli:
+    args = ["-v"] if verbose else []
+    args += ["run", str(funnel.plan), "-p", f"run_tag={tag}", "--db", funnel.state_url, "--json", *extra]
+    return Cli(args, funnel.env)
+
+
+def test_late_data_at_every_stage_is_polled_until_it_arrives_then_passes(funnel: Funnel) -> None:
+    cli = run_cli(funnel, "late-1", "--interval", "200ms", "--timeout", "20s", verbose=True)
+    cli.after_first_miss("edge", lambda: funnel.reach_edge("late-1"))
+    cli.after_first_miss("lake", lambda: funnel.reach_lake("late-1"))
+    cli.after_first_miss("dash", funnel.reach_dashboard)
+
+    code, stdout, stderr = cli.finish()
+
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert list(document) == RUN_KEYS
+    assert document["plan"] == "signup-funnel"
+    assert document["status"] == "passed"
+    assert document["params"] == {"run_tag": "late-1"}
+    assert [stage["name"] for stage in document["stages"]] == ["edge", "lake", "dash"]
+    for stage in document["stages"]:
+        assert list(stage) == STAGE_KEYS
+        assert stage["status"] == "passed", stage
+        assert stage["attempts"] >= 2, f"{stage['name']} passed without waiting for its late data: {stage}"
+        assert (stage["expected"], stage["found"]) == (3, 3)
+        assert stage["error"] is None
+        for evidence in ("missing", "unexpected", "duplicates", "mismatches", "violations", "counts"):
+            assert stage[evidence] == []
+    # a stage starts only after the one before it passed
+    edge, lake, dash = document["stages"]
+    assert edge["started_at"] <= edge["finished_at"] <= lake["started_at"] <= lake["finished_at"] <= dash["started_at"]
+    # the dashboard was asked about this run's tag, and asked more than once
+    tallies = funnel.dashboard.requests_to("/v2/tallies")
+    assert len(tallies) >= 2 and {request.param("tag") for request in tallies} == {"late-1"}
+    assert f"PASSED signup-funnel run {document['run_id']}" in stderr
+
+
+def test_one_field_changed_in_the_lake_fails_that_stage_naming_key_field_and_both_values(funnel: Funnel) -> None:
+    funnel.reach_edge("chg-1")
+    funnel.reach_lake("chg-1", m2={"price": 21.99})
+    funnel.reach_dashboard()
+    report = funnel.root / "reports" / "junit.xml"
+    report.parent.mkdir()
+
+    code, stdout, stderr = run_cli(
+        funnel, "chg-1", "--interval", "200ms", "--timeout", "20s", "--junit", str(report)
+    ).finish()
+
+    assert code == 1, stderr
+    document = json.loads(stdout)
+    assert document["status"] == "failed"
+    edge, lake, dash = document["stages"]
+    assert edge["status"] == "passed"
+    assert lake["status"] == "failed"
+    assert lake["mismatches"] == [{"key": "m2", "field": "price", "expected": 19.99, "actual": 21.99}]
+    assert (lake["missing"], lake["unexpected"]) == ([], [])
+    assert "m2.price" in lake["reason"] and "19.99" in lake["reason"] and "21.99" in lake["reason"]
+    assert dash["status"] == "skipped" and dash["attempts"] == 0
+    assert funnel.dashboard.requests_to("/v2/tallies") == []  # a stage after a failure is never read
+    assert "mismatch m2.price: expected 19.99, got 21.99" in stderr
+
+    # the JUnit report says the same, one testcase per stage
+    suite = ET.parse(report).getroot()
+    assert suite.tag == "testsuite"
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("3", "1", "0", "1")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert list(cases) == ["edge", "lake", "dash"]
+    assert list(cases["edge"]) == []
+    failure = cases["lake"].find("failure")
+    assert failure is not None and "m2.price" in (failure.get("message") or "")
+    assert json.loads(failure.text or "")["mismatches"] == lake["mismatches"]
+    assert cases["dash"].find("skipped") is not None and cases["dash"].find("failure") is None
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties == {"run_id": document["run_id"], "param.run_tag": "chg-1"}
+
+
+def test_an_event_lost_before_the_lake_fails_at_the_timeout_as_missing(sqlite_funnel: Funnel) -> None:
+    funnel = sqlite_funnel
+    funnel.reach_edge("lost-1")
+    funnel.reach_lake("lost-1", EVENTS[:2])  # m3 never arrives
+
+    cli = run_cli(funnel, "lost-1", "--interval", "200ms", "--timeout", "1500ms")
+    code, stdout, stderr = cli.finish()
+
+    assert code == 1, stderr
+    assert cli.elapsed >= 1.5
+    document = json.loads(stdout)
+    edge, lake, dash = document["stages"]
+    assert edge["status"] == "passed"
+    assert lake["status"] == "failed"
+    assert lake["missing"] == ["m3"]
+    assert (lake["expected"], lake["found"]) == (3, 2)
+    assert lake["mismatches"] == [] and lake["unexpected"] == []
+    assert "timed out after 1500ms" in lake["reason"]
+    assert lake["attempts"] >= 3  # it kept polling until the timeout
+    assert dash["status"] == "skipped"
+    assert "missing: m3" in stderr
+
+
+# -- the Python API ------------------------------------------------------------------------------------
+
+
+def later(seconds: float, action: Callable[[], None]) -> threading.Timer:
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, funnel: Funnel) -> None:
+    for name in ("FUNNEL_SPOOL", "FUNNEL_LAKE_URL", "FUNNEL_DASH_URL"):
+        monkeypatch.setenv(name, funnel.env[name])
+
+
+def test_verify_waits_for_late_data_and_returns_the_cli_document_as_an_object(
+    sqlite_funnel: Funnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    funnel = sqlite_funnel
+    set_env(monkeypatch, funnel)
+    later(0.5, lambda: funnel.reach_edge("api-1"))
+    later(1.0, lambda: funnel.reach_lake("api-1"))
+    later(1.5, funnel.reach_dashboard)
+
+    result = verify(funnel.plan, params={"run_tag": "api-1"}, interval="200ms", timeout="20s")
+
+    assert isinstance(result, RunResult)
+    assert result.ok, result.to_dict()
+    assert [stage.name for stage in result.stages] == ["edge", "lake", "dash"]
+    assert result.stage("lake").found == 3
+    document = result.to_dict()
+    assert list(document) == RUN_KEYS
+    assert all(list(stage) == STAGE_KEYS for stage in document["stages"])
+    assert json.loads(json.dumps(document)) == document  # plain JSON, as --json prints it
+    assert result.stage("edge").attempts >= 2
+
+
+def test_verify_expect_argument_replaces_the_plans_events(
+    sqlite_funnel: Funnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    funnel = sqlite_funnel
+    set_env(monkeypatch, funnel)
+    funnel.reach_edge("api-2", EVENTS[:1])
+    funnel.reach_lake("api-2", EVENTS[:1])
+    funnel.reach_dashboard([{"kind": "signup", "n": 1}])
+
+    result = verify(funnel.plan, params={"run_tag": "api-2"}, expect=EVENTS[:1], interval="200ms", timeout="10s")
+
+    assert result.ok, result.to_dict()
+    assert [(stage.expected, stage.found) for stage in result.stages] == [(1, 1), (1, 1), (1, 1)]
+
+
+def test_verify_reports_wrong_data_and_unreadable_sources_in_the_result_never_raising(
+    sqlite_funnel: Funnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    funnel = sqlite_funnel
+    set_env(monkeypatch, funnel)
+    funnel.reach_edge("api-3")
+    funnel.reach_lake("api-3", m1={"kind": "login"})
+
+    failed = verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="10s")
+
+    assert not failed.ok and failed.status == "failed"
+    assert failed.stage("lake").mismatches == [
+        {"key": "m1", "field": "kind", "expected": "signup", "actual": "login"}
+    ]
+
+    monkeypatch.setenv("FUNNEL_LAKE_URL", "postgresql://funnel:Api-Secret-77@127.0.0.1:1/lake")
+    broken = verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="1s")
+
+    assert not broken.ok and broken.status == "error"
+    lake = broken.stage("lake")
+    assert lake.status == "error"
+    assert "lake_db" in (lake.error or "") and "Api-Secret-77" not in json.dumps(broken.to_dict())
+
+
+def test_verify_raises_plan_and_param_errors_for_invalid_input_only(
+    sqlite_funnel: Funnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    funnel = sqlite_funnel
+    set_env(monkeypatch, funnel)
+    broken_plan = funnel.root / "broken.yaml"
+    broken_plan.write_text(PLAN.replace("with: edge", "with: dash"), encoding="utf-8")
+
+    with pytest.raises(PlanError, match=r"stages\[1\] \(lake\)\.compare\.with: 'dash' is a later stage"):
+        verify(broken_plan, params={"run_tag": "x"})
+    with pytest.raises(PlanError, match="cannot read plan file"):
+        verify(funnel.root / "nowhere.yaml", params={"run_tag": "x"})
+    with pytest.raises(ParamError, match="run_tag"):
+        verify(funnel.plan)
+    with pytest.raises(ParamError, match="colour"):
+        verify(funnel.plan, params={"run_tag": "x", "colour": "red"})
+    with pytest.raises(ParamError, match="msg_id"):
+        verify(funnel.plan, params={"run_tag": "x"}, expect=[{"kind": "signup"}])
+    with pytest.raises(PlanError, match="interval"):
+        verify(funnel.plan, params={"run_tag": "x"}, interval="often")
+    with pytest.raises(PlanError, match="timeout"):
+        verify(funnel.plan, params={"run_tag": "x"}, timeout=0)
+
+
+# -- run parameters are data, never SQL ----------------------------------------------------------------
+
+INJECTIONS = ["x' OR '1'='1", "x\\' OR 1=1 -- ", "x'); DROP TABLE signups; --"]
+
+
+def test_run_parameters_are_bound_so_sql_in_a_tag_matches_only_itself(
+    funnel: Funnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_env(monkeypatch, funnel)
+    plan = funnel.root / "lake-only.yaml"
+    plan.write_text(
+        """
+name: lake-only
+key: msg_id
+params: {run_tag: {required: true}}
+sources:
+  lake: {type: sql, url: "${FUNNEL_LAKE_URL}"}
+stages:
+  - name: lake
+    source: lake
+    table: signups
+    select: {msg_id: message_id, kind: kind, run_tag: tag}
+    where: {run_tag: "{run_tag}"}
+    compare: {with: expect, fields: [kind]}
+""",
+        encoding="utf-8",
+    )
+    funnel.reach_lake("innocent")
+    funnel.reach_lake(INJECTIONS[0], EVENTS[:1])  # a row whose tag really is the SQL-looking text
+
+    literal = verify(plan, params={"run_tag": INJECTIONS[0]}, expect=EVENTS[:1], interval="200ms", timeout="10s")
+
+    assert literal.ok, literal.to_dict()
+    assert (literal.stage("lake").found, literal.stage("lake").unexpected) == (1, [])
+
+    for tag in INJECTIONS[1:]:
+        result = verify(plan, params={"run_tag": tag}, expect=EVENTS[:1], interval="200ms", timeout="600ms")
+        lake = result.stage("lake")
+        assert (result.status, lake.status) == ("failed", "failed"), result.to_dict()
+        assert lake.error is None
+        assert (lake.found, lake.missing, lake.unexpected) == (0, ["m1"], [])
+    with funnel.lake.connect() as connection:  # nothing was dropped
+        assert len(connection.execute(signups.select()).all()) == 4
+
+
+# -- batching ------------------------------------------------------------------------------------------
+
+BATCH_PLAN = """
+name: lake-batch
+key: msg_id
+params: {run_tag: {required: true}}
+sources:
+  lake: {type: sql, url: "%s"}
+expect:
+  - {msg_id: m1, kind: signup}
+  - {msg_id: m2, kind: upgrade}
+stages:
+  - name: lake
+    source: lake
+    query: SELECT message_id AS msg_id, kind, tag AS run_tag FROM signups
+    where: {run_tag: "{run_tag}"}
+    compare: {with: expect, fields: [kind]}
+"""
+
+
+def test_runs_waiting_at_one_sql_stage_are_served_by_one_query_per_tick(
+    tmp_path: Path, postgres_url: str, dashboard: HttpTestServer
+) -> None:
+    funnel = Funnel(tmp_path, postgres_url, dashboard)
+    engine = Engine("sqlite://", SchedulerConfig(jobstore="memory"))
+    engine.start()
+    try:
+        plan_id = store_plan(engine, BATCH_PLAN % postgres_url, "batch.yaml", None)[0]
+        source = engine.source(plan_id, "lake")
+        assert isinstance(source, SqlSource)
+        queries: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        @event.listens_for(source.engine, "before_cursor_execute")
+        def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+            if "signups" in statement:
+                with lock:
+                    queries.append(dict(parameters))
+
+        tags = [f"batch-{i:02d}" for i in range(12)]
+        runs = [engine.submit(plan_id, {"run_tag": t}, overrides={"interval": 0.3, "timeout": 60}) for t in tags]
+        deadline = time.monotonic() + 20
+        while any(engine.result(r).stage("lake").attempts == 0 for r in runs):
+            assert time.monotonic() < deadline, "the runs were not all polled"
+            time.sleep(0.05)
+        with lock:
+            queries.clear()
+        time.sleep(1.5)  # ~5 ticks of 300ms with 12 runs waiting
+        with lock:
+            waiting_ticks = list(queries)
+
+        assert 2 <= len(waiting_ticks) <= 8, f"{len(waiting_ticks)} queries in 1.5s for 12 runs"
+        for parameters in waiting_ticks:  # each query asked for every run's tag at once, as one bound array
+            (values,) = parameters.values()
+            assert sorted(re.findall(r'"([^"]+)"', values)) == tags
+
+        funnel.reach_lake("someone-else")
+        for tag in tags:
+            funnel.reach_lake(tag, [EVENTS[0], EVENTS[1]])
+        results = [wait_for(engine, r, every=0.05) for r in runs]
+
+        for tag, result in zip(tags, results, strict=True):
+            lake = result.stage("lake")
+            assert (result.status, lake.found, lake.unexpected) == ("passed", 2, []), (tag, result.to_dict())
+            assert result.params == {"run_tag": tag}
+    finally:
+        engine.shutdown()
+        funnel.close()

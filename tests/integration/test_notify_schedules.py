@@ -1,0 +1,123 @@
+"""Webhook notifications (real HTTP server) and recurring runs (real APScheduler job store)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.integration.http_server import HttpTestServer
+from trackcheck.engine.core import Engine, store_plan
+from trackcheck.errors import ParamError, PlanError
+from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.service import schedules
+from trackcheck.service.notify import SIGNATURE_HEADER, Notifier
+from trackcheck.store.repository import utcnow
+from trackcheck.testing import MemorySource
+from trackcheck.verify import wait_for
+
+PLAN = """
+name: hooked
+key: event_id
+params:
+  test_id: {required: true}
+defaults: {interval: 100ms, timeout: 10s}
+sources:
+  log: {type: memory, table: log}
+expect:
+  - {event_id: e1, event: view}
+stages:
+  - name: log
+    source: log
+    where: {test_id: "{test_id}"}
+    compare: {with: expect, fields: [event]}
+notify: {webhook: "WEBHOOK", secret: s3cret, retries: 2, backoff: 1s}
+"""
+
+
+@pytest.fixture
+def server() -> Iterator[HttpTestServer]:
+    with HttpTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    MemorySource.reset()
+    engine = Engine(f"sqlite:///{tmp_path / 'tc.db'}", SchedulerConfig())
+    engine.start()
+    yield engine
+    engine.shutdown()
+    MemorySource.reset()
+
+
+def finished_run(engine: Engine, server: HttpTestServer) -> str:
+    plan_id = store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)[0]
+    MemorySource.tables["log"].append({"event_id": "e1", "event": "view", "test_id": "t1"})
+    run_id = engine.submit(plan_id, {"test_id": "t1"})
+    assert wait_for(engine, run_id, every=0.05).status == "passed"
+    return run_id
+
+
+def test_a_finished_run_is_posted_signed_and_marked_delivered(engine: Engine, server: HttpTestServer) -> None:
+    server.reply("/hook", {"ok": True})
+    run_id = finished_run(engine, server)
+    assert Notifier(engine).deliver_due() == 1
+    (request,) = server.requests
+    assert request.method == "POST" and request.json()["run_id"] == run_id
+    assert request.json()["stages"][0]["status"] == "passed"
+    expected = "sha256=" + hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
+    assert request.headers[SIGNATURE_HEADER.lower()] == expected
+    notify = engine.store.run(run_id).notify or {}
+    assert (notify["state"], notify["attempts"]) == ("delivered", 1)
+    assert Notifier(engine).deliver_due() == 0  # delivered once, never again
+
+
+def test_a_failing_webhook_is_retried_with_backoff_then_recorded_as_failed(
+    engine: Engine, server: HttpTestServer
+) -> None:
+    server.reply("/hook", {"error": "down"}, status=503)
+    run_id = finished_run(engine, server)
+    notifier = Notifier(engine)
+    assert notifier.deliver_due() == 1
+    run = engine.store.run(run_id)
+    assert run.notify is not None and run.notify["state"] == "retrying"
+    assert "HTTP 503" in run.notify["error"]
+    assert notifier.deliver_due() == 0, "the retry waits for its back-off"
+    assert notifier.deliver_due(utcnow() + timedelta(seconds=1.5)) == 1  # back-off 1s
+    assert notifier.deliver_due(utcnow() + timedelta(seconds=10)) == 1  # then 2s; retries: 2 → 3 attempts
+    notify = engine.store.run(run_id).notify or {}
+    assert (notify["state"], notify["attempts"]) == ("failed", 3)
+    assert notifier.deliver_due(utcnow() + timedelta(hours=1)) == 0
+    assert len(server.requests) == 3
+
+
+def test_a_schedule_fires_runs_of_the_latest_plan_with_its_parameters(engine: Engine, server: HttpTestServer) -> None:
+    store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
+    schedule = schedules.add_schedule(engine, "hooked", "10 2 * * *", {"test_id": "nightly"})
+    assert schedules.next_run_time(engine, schedule.id) is not None
+    job = engine.scheduler.get_job(f"schedule:{schedule.id}") if engine.scheduler else None
+    assert job is not None and job.args == (schedule.id,), "only the id goes into the pickled job store"
+    assert "02:10:00" in str(job.next_run_time)
+    schedules.fire(schedule.id)  # what the cron trigger calls
+    stored = engine.store.schedule(schedule.id)
+    assert stored is not None and stored.last_run_id and stored.last_error is None
+    run = engine.store.run(stored.last_run_id)
+    assert (run.plan_name, run.params) == ("hooked", {"test_id": "nightly"})
+    assert schedules.delete_schedule(engine, schedule.id)
+    assert engine.scheduler is not None and engine.scheduler.get_job(f"schedule:{schedule.id}") is None
+
+
+def test_bad_schedules_are_refused_and_nothing_is_stored(engine: Engine, server: HttpTestServer) -> None:
+    store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
+    with pytest.raises(PlanError, match="cron"):
+        schedules.add_schedule(engine, "hooked", "every day", {"test_id": "x"})
+    with pytest.raises(PlanError, match="nope"):
+        schedules.add_schedule(engine, "nope", "10 2 * * *", {"test_id": "x"})
+    with pytest.raises(ParamError, match="test_id"):
+        schedules.add_schedule(engine, "hooked", "10 2 * * *", {})
+    assert engine.store.schedules() == []
