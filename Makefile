@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench bench-quick clean services chromium
+.PHONY: run demo-cli test lint typecheck unit integration bench bench-quick clean services chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## The main job: the demo pipeline verified end to end on the embedded SQLite default.
+## The main job: the service on the embedded SQLite default, fed by the demo pipeline (Ctrl-C stops it).
 run: $(STAMP)
+	$(BIN)/python examples/serve_demo.py
+
+## The same demo pipeline verified twice with the CLI in the foreground (exit codes 0 and 1).
+demo-cli: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 ## Lint, type-check and the whole test suite (unit, integration on the local servers, browser).

@@ -54,6 +54,7 @@ class ReceivedRequest:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    received_at: float = field(default_factory=time.monotonic)  # monotonic clock, to tell ticks apart
 
     def param(self, name: str) -> str | None:
         """The first value of query parameter ``name``, or None."""
