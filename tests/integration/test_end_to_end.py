@@ -25,7 +25,8 @@ import pytest
 from sqlalchemy import Column, MetaData, Numeric, String, Table, create_engine, event, insert
 
 from tests.integration.http_server import HttpTestServer
-from trackcheck import ParamError, PlanError, RunResult, verify
+import trackcheck
+from trackcheck import ParamError, PlanError, RunResult
 from trackcheck.engine import Engine, store_plan
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.sources.sql import SqlSource
@@ -319,7 +320,12 @@ def test_one_field_changed_in_the_lake_fails_that_stage_naming_key_field_and_bot
     # the JUnit report says the same, one testcase per stage
     suite = ET.parse(report).getroot()
     assert suite.tag == "testsuite"
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("3", "1", "0", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
+        "3",
+        "1",
+        "0",
+        "1",
+    )
     cases = {case.get("name"): case for case in suite.iter("testcase")}
     assert list(cases) == ["edge", "lake", "dash"]
     assert list(cases["edge"]) == []
@@ -378,7 +384,7 @@ def test_verify_waits_for_late_data_and_returns_the_cli_document_as_an_object(
     later(1.0, lambda: funnel.reach_lake("api-1"))
     later(1.5, funnel.reach_dashboard)
 
-    result = verify(funnel.plan, params={"run_tag": "api-1"}, interval="200ms", timeout="20s")
+    result = trackcheck.verify(funnel.plan, params={"run_tag": "api-1"}, interval="200ms", timeout="20s")
 
     assert isinstance(result, RunResult)
     assert result.ok, result.to_dict()
@@ -400,7 +406,9 @@ def test_verify_expect_argument_replaces_the_plans_events(
     funnel.reach_lake("api-2", EVENTS[:1])
     funnel.reach_dashboard([{"kind": "signup", "n": 1}])
 
-    result = verify(funnel.plan, params={"run_tag": "api-2"}, expect=EVENTS[:1], interval="200ms", timeout="10s")
+    result = trackcheck.verify(
+        funnel.plan, params={"run_tag": "api-2"}, expect=EVENTS[:1], interval="200ms", timeout="10s"
+    )
 
     assert result.ok, result.to_dict()
     assert [(stage.expected, stage.found) for stage in result.stages] == [(1, 1), (1, 1), (1, 1)]
@@ -414,15 +422,13 @@ def test_verify_reports_wrong_data_and_unreadable_sources_in_the_result_never_ra
     funnel.reach_edge("api-3")
     funnel.reach_lake("api-3", m1={"kind": "login"})
 
-    failed = verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="10s")
+    failed = trackcheck.verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="10s")
 
     assert not failed.ok and failed.status == "failed"
-    assert failed.stage("lake").mismatches == [
-        {"key": "m1", "field": "kind", "expected": "signup", "actual": "login"}
-    ]
+    assert failed.stage("lake").mismatches == [{"key": "m1", "field": "kind", "expected": "signup", "actual": "login"}]
 
     monkeypatch.setenv("FUNNEL_LAKE_URL", "postgresql://funnel:Api-Secret-77@127.0.0.1:1/lake")
-    broken = verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="1s")
+    broken = trackcheck.verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="1s")
 
     assert not broken.ok and broken.status == "error"
     lake = broken.stage("lake")
@@ -439,19 +445,19 @@ def test_verify_raises_plan_and_param_errors_for_invalid_input_only(
     broken_plan.write_text(PLAN.replace("with: edge", "with: dash"), encoding="utf-8")
 
     with pytest.raises(PlanError, match=r"stages\[1\] \(lake\)\.compare\.with: 'dash' is a later stage"):
-        verify(broken_plan, params={"run_tag": "x"})
+        trackcheck.verify(broken_plan, params={"run_tag": "x"})
     with pytest.raises(PlanError, match="cannot read plan file"):
-        verify(funnel.root / "nowhere.yaml", params={"run_tag": "x"})
+        trackcheck.verify(funnel.root / "nowhere.yaml", params={"run_tag": "x"})
     with pytest.raises(ParamError, match="run_tag"):
-        verify(funnel.plan)
+        trackcheck.verify(funnel.plan)
     with pytest.raises(ParamError, match="colour"):
-        verify(funnel.plan, params={"run_tag": "x", "colour": "red"})
+        trackcheck.verify(funnel.plan, params={"run_tag": "x", "colour": "red"})
     with pytest.raises(ParamError, match="msg_id"):
-        verify(funnel.plan, params={"run_tag": "x"}, expect=[{"kind": "signup"}])
+        trackcheck.verify(funnel.plan, params={"run_tag": "x"}, expect=[{"kind": "signup"}])
     with pytest.raises(PlanError, match="interval"):
-        verify(funnel.plan, params={"run_tag": "x"}, interval="often")
+        trackcheck.verify(funnel.plan, params={"run_tag": "x"}, interval="often")
     with pytest.raises(PlanError, match="timeout"):
-        verify(funnel.plan, params={"run_tag": "x"}, timeout=0)
+        trackcheck.verify(funnel.plan, params={"run_tag": "x"}, timeout=0)
 
 
 # -- run parameters are data, never SQL ----------------------------------------------------------------
@@ -474,8 +480,7 @@ sources:
 stages:
   - name: lake
     source: lake
-    table: signups
-    select: {msg_id: message_id, kind: kind, run_tag: tag}
+    query: SELECT message_id AS msg_id, kind, tag AS run_tag FROM signups
     where: {run_tag: "{run_tag}"}
     compare: {with: expect, fields: [kind]}
 """,
@@ -484,13 +489,15 @@ stages:
     funnel.reach_lake("innocent")
     funnel.reach_lake(INJECTIONS[0], EVENTS[:1])  # a row whose tag really is the SQL-looking text
 
-    literal = verify(plan, params={"run_tag": INJECTIONS[0]}, expect=EVENTS[:1], interval="200ms", timeout="10s")
+    literal = trackcheck.verify(
+        plan, params={"run_tag": INJECTIONS[0]}, expect=EVENTS[:1], interval="200ms", timeout="10s"
+    )
 
     assert literal.ok, literal.to_dict()
     assert (literal.stage("lake").found, literal.stage("lake").unexpected) == (1, [])
 
     for tag in INJECTIONS[1:]:
-        result = verify(plan, params={"run_tag": tag}, expect=EVENTS[:1], interval="200ms", timeout="600ms")
+        result = trackcheck.verify(plan, params={"run_tag": tag}, expect=EVENTS[:1], interval="200ms", timeout="600ms")
         lake = result.stage("lake")
         assert (result.status, lake.status) == ("failed", "failed"), result.to_dict()
         assert lake.error is None

@@ -365,7 +365,28 @@ class Store:
                         .values(status="skipped", reason="an earlier stage did not pass")
                     )
             if write.runs:
-                s.execute(update(Run), write.runs)
+                # only a run still running ends here: one cancelled while this tick polled stays cancelled
+                runs = cast(Table, Run.__table__)
+                s.connection().execute(
+                    update(runs)
+                    .where(runs.c.id == bindparam("b_id"), runs.c.status == "running")
+                    .values(
+                        status=bindparam("b_status"),
+                        finished_at=bindparam("b_finished"),
+                        notify=bindparam("b_notify"),
+                        notify_due=bindparam("b_notify_due"),
+                    ),
+                    [
+                        {
+                            "b_id": r["id"],
+                            "b_status": r["status"],
+                            "b_finished": r["finished_at"],
+                            "b_notify": r["notify"],
+                            "b_notify_due": r["notify_due"],
+                        }
+                        for r in write.runs
+                    ],
+                )
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
