@@ -34,7 +34,7 @@ from trackcheck.plan.loader import check_expect, load_plan_text, resolve_params
 from trackcheck.plan.model import EXPECT, Plan, StageSpec
 from trackcheck.plan.templates import render
 from trackcheck.scheduling import jobs
-from trackcheck.scheduling.config import SchedulerConfig, build_scheduler
+from trackcheck.scheduling.config import CONTROL, SchedulerConfig, build_scheduler
 from trackcheck.scheduling.triggers import schedule_signature, stage_timeout
 from trackcheck.sources import build_source
 from trackcheck.sources.base import FetchRequest, FetchResult, Source
@@ -93,9 +93,7 @@ class Engine:
         the shared job store, while another process polls; ``lead()`` later makes this one poll."""
         self.store.open()
         if self.polling:
-            self.scheduler = build_scheduler(
-                self.config, self.store.engine if self.config.jobstore == "sqlalchemy" else None
-            )
+            self.scheduler = build_scheduler(self.config, self.store.engine)
             self.planner = jobs.JobPlanner(self.scheduler, self)
             jobs.bind(self)
             if self.config.scheduler == "blocking":
@@ -128,7 +126,7 @@ class Engine:
         """Block in a BlockingScheduler (``trackcheck worker``) until interrupted."""
         assert self.scheduler is not None and self.planner is not None
         self.planner.start_sync()
-        self.scheduler.add_job(jobs.SYNC_JOB, id="tc:first-sync", replace_existing=True)
+        self.scheduler.add_job(jobs.SYNC_JOB, id="tc:first-sync", replace_existing=True, executor=CONTROL)
         self.scheduler.start()
 
     def shutdown(self, wait: bool = True) -> None:

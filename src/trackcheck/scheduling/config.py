@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trackcheck.errors import ConfigError
 from trackcheck.plan.model import Duration
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 JOBS_TABLE = "tc_apscheduler_jobs"
+#: the executor of jobs that must run in the scheduler's own process, whatever the configured executor
+CONTROL = "control"
 
 
 class SchedulerConfig(BaseModel):
@@ -41,7 +44,7 @@ class SchedulerConfig(BaseModel):
     coalesce: bool = True
 
 
-def build_scheduler(config: SchedulerConfig, state_engine: Engine | None) -> BaseScheduler:
+def build_scheduler(config: SchedulerConfig, state_engine: Engine) -> BaseScheduler:
     """An unstarted APScheduler scheduler assembled from ``config``.
 
     The SQLAlchemy job store shares the state database's engine (its own table), so jobs and run state
@@ -53,17 +56,30 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine | None) -> Bas
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
-    if config.jobstore == "sqlalchemy" and state_engine is not None:
+    from trackcheck.scheduling.jobs import init_process
+
+    if config.jobstore == "sqlalchemy":
         jobstore: object = SQLAlchemyJobStore(engine=state_engine, tablename=JOBS_TABLE)
     else:
         jobstore = MemoryJobStore()
-    executor = (
-        ThreadPoolExecutor(config.workers) if config.executor == "threadpool" else ProcessPoolExecutor(config.workers)
-    )
+    if config.executor == "threadpool":
+        executor: object = ThreadPoolExecutor(config.workers)
+    else:
+        if state_engine.dialect.name == "sqlite" and state_engine.url.database in (None, "", ":memory:"):
+            raise ConfigError("an in-memory state database cannot be shared with pool processes", field="executor")
+        # APScheduler spawns pool processes: each builds its own engine on the state database once
+        executor = ProcessPoolExecutor(
+            config.workers,
+            pool_kwargs={
+                "initializer": init_process,
+                "initargs": (state_engine.url.render_as_string(hide_password=False), config.model_dump()),
+            },
+        )
     cls = BackgroundScheduler if config.scheduler == "background" else BlockingScheduler
     return cls(
         jobstores={"default": jobstore},
-        executors={"default": executor},
+        # polls run on the configured executor; bookkeeping jobs (tc:sync, schedules) need this process
+        executors={"default": executor, CONTROL: ThreadPoolExecutor(2)},
         job_defaults={
             "coalesce": config.coalesce,
             "misfire_grace_time": int(config.misfire_grace_time.total_seconds()) or 1,

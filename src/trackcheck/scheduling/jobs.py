@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 
+from trackcheck.scheduling.config import CONTROL
 from trackcheck.scheduling.triggers import build_trigger
 
 if TYPE_CHECKING:
@@ -44,6 +45,19 @@ def bind(engine: Engine | None) -> None:
     """Make ``engine`` the one the jobs of this process (and of forked pool workers) run against."""
     global _bound
     _bound = engine
+
+
+def init_process(state_url: str, config: dict[str, Any]) -> None:
+    """Pool process initializer (executor ``processpool``): an engine of its own on the state database.
+
+    It only polls; scheduling stays with the parent's scheduler, which gets each poll's summary back.
+    Two one-shot jobs of one group may then poll it at the same moment in two processes: harmless (the
+    second finds the same rows) but wasteful, which is why the thread pool is the default.
+    """
+    from trackcheck.engine.core import Engine
+    from trackcheck.scheduling.config import SchedulerConfig
+
+    bind(Engine(state_url, SchedulerConfig.model_validate(config), poll=False).start())
 
 
 def bound() -> Engine:
@@ -93,6 +107,7 @@ class JobPlanner:
             "interval",
             seconds=SYNC_EVERY.total_seconds(),
             id="tc:sync",
+            executor=CONTROL,
             replace_existing=True,
             coalesce=True,
             max_instances=1,

@@ -18,6 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 from trackcheck.errors import PlanError, TrackcheckError
 from trackcheck.plan.loader import resolve_params
 from trackcheck.scheduling import jobs
+from trackcheck.scheduling.config import CONTROL
 from trackcheck.store.models import Schedule
 from trackcheck.store.repository import utcnow
 
@@ -47,7 +48,9 @@ def add_schedule(engine: Engine, plan_name: str, cron: str, params: dict[str, An
     engine.store.add_schedule(schedule)
     assert engine.scheduler is not None
     try:
-        engine.scheduler.add_job(FIRE, trigger, args=[schedule.id], id=f"schedule:{schedule.id}", replace_existing=True)
+        engine.scheduler.add_job(
+            FIRE, trigger, args=[schedule.id], id=f"schedule:{schedule.id}", replace_existing=True, executor=CONTROL
+        )
     except Exception:
         engine.store.delete_schedule(schedule.id)
         raise
