@@ -29,7 +29,7 @@ from trackcheck.compare.values import jsonable
 from trackcheck.engine.groups import group_key, split, union_filters
 from trackcheck.engine.outcome import decide
 from trackcheck.engine.result import RunResult, build_result, capped_evidence
-from trackcheck.errors import SourceError
+from trackcheck.errors import TrackcheckError
 from trackcheck.plan.loader import check_expect, load_plan_text, resolve_params
 from trackcheck.plan.model import EXPECT, Plan, StageSpec
 from trackcheck.plan.templates import render
@@ -37,7 +37,7 @@ from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL, SchedulerConfig, build_scheduler
 from trackcheck.scheduling.triggers import schedule_signature, stage_timeout
 from trackcheck.sources import build_source
-from trackcheck.sources.base import FetchRequest, FetchResult, Source
+from trackcheck.sources.base import FetchRequest, FetchResult, Source, mask_url_passwords
 from trackcheck.store.database import DEFAULT_URL
 from trackcheck.store.models import Run, RunStage
 from trackcheck.store.repository import Store, TickWrite, aware, utcnow
@@ -181,6 +181,9 @@ class Engine:
         """
         plan = self.plan(plan_id)
         resolved = resolve_params(plan, params)
+        for stage in plan.stages:  # a parameter a later stage needs is missing: say so now, not mid-run
+            request = stage.request.model_dump(by_alias=True) if stage.request else None
+            render([stage.where, stage.path, request, plan.sources[stage.source].options], resolved)
         events = [dict(e) for e in (expect if expect is not None else plan.expect)]
         check_expect(plan, events)
         now = utcnow()
@@ -304,8 +307,11 @@ class Engine:
         failure: str | None = None
         try:
             fetched = self.source(plan_id, stage.source).fetch(request)
-        except SourceError as exc:
+        except TrackcheckError as exc:
             failure = str(exc)
+        except Exception as exc:  # a bug must not stall the runs: they go on to their deadline as errors
+            log.exception("unexpected error reading stage %s of plan %s", stage.name, plan.name)
+            failure = f"unexpected {type(exc).__name__} reading the source: {mask_url_passwords(str(exc))}"
         elapsed_ms = (time.monotonic() - began) * 1000
         facts = QueryFacts(plan.name, stage.name, plan.sources[stage.source].type, elapsed_ms / 1000, failure)
         for listener in self.query_listeners:
@@ -324,8 +330,12 @@ class Engine:
                 if isinstance(reference, str):
                     error = reference
                 else:
-                    comparison = evaluate_stage(stage, key, found, reference or [])
-                    if fetched.unparsed and comparison.reason:
+                    try:
+                        comparison = evaluate_stage(stage, key, found, reference or [])
+                    except Exception as exc:  # e.g. a schema file removed since the plan loaded
+                        log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
+                        error = f"cannot compare: {type(exc).__name__}: {exc}"
+                    if comparison is not None and fetched.unparsed and comparison.reason:
                         comparison.reason += f" ({fetched.unparsed} unparsed lines)"
             timeout = stage_timeout(plan, stage, run.overrides or {})
             decision = decide(

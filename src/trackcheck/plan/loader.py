@@ -123,7 +123,10 @@ def _resolve_files(raw: dict[str, Any], base: Path) -> None:
     """Make the plan's relative file paths (file sources, schemas) relative to the plan's folder."""
 
     def absolute(value: Any) -> Any:
-        return str(base / value) if isinstance(value, str) and not Path(value).is_absolute() else value
+        if not isinstance(value, str):
+            return value
+        path = Path(value).expanduser()  # ~/logs/... means the home folder, not <plan folder>/~/logs
+        return str(path if path.is_absolute() else base / path)
 
     for spec in (raw.get("sources") or {}).values():
         if isinstance(spec, dict) and spec.get("type") == "file" and "path" in spec:

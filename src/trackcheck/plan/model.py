@@ -11,6 +11,8 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import jmespath
+from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from trackcheck.plan.durations import parse_duration
@@ -204,6 +206,16 @@ class StageSpec(_Model):
             raise ValueError(
                 "run parameters are never pasted into SQL: remove {...} from 'query' and filter with 'where'"
             )
+        if self.select is not None:
+            for path in self.select.values():
+                try:
+                    jmespath.compile(path)
+                except JMESPathError as exc:
+                    raise ValueError(f"select: {path!r} is not a JMESPath expression: {exc}") from None
+            lost = sorted(set(self.where) - set(self.select))
+            if lost:
+                # records are split back per run on their selected fields: a 'where' field must be one of them
+                raise ValueError(f"'where' filters on {', '.join(lost)}, which 'select' does not keep")
         if self.compare is not None and self.compare.fields is not None:
             unknown = set(self.compare.tolerance) - set(self.compare.fields)
             if unknown:
@@ -256,7 +268,8 @@ class Plan(_Model):
                     f"{where}.{'compare' if stage.compare else 'counts'}.with: {reference!r} is {why}; "
                     f"compare with 'expect' or an earlier stage ({', '.join(seen) or 'none yet'})"
                 )
-            undeclared = sorted(self.stage_params(stage) - set(self.params))
+            used = self.stage_params(stage) | param_names(self.sources[stage.source].options.get("path"))
+            undeclared = sorted(used - set(self.params))
             if undeclared:
                 raise ValueError(
                     f"{where}: uses run parameter(s) {', '.join('{' + p + '}' for p in undeclared)} "

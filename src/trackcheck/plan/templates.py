@@ -39,7 +39,7 @@ def expand_env(value: Any, *, plan: str, path: str = "", environ: Mapping[str, s
     if isinstance(value, dict):
         return {k: expand_env(v, plan=plan, path=_join(path, str(k)), environ=env) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, plan=plan, path=f"{path}[{i}]", environ=env) for i, v in enumerate(value)]
+        return [expand_env(v, plan=plan, path=_item(path, i, v), environ=env) for i, v in enumerate(value)]
     return value
 
 
@@ -84,3 +84,9 @@ def _lookup(params: Mapping[str, Any], name: str) -> Any:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _item(path: str, index: int, value: Any) -> str:
+    """``stages[1] (warehouse)``: a stage is named as in every other plan error, not by its index only."""
+    name = value.get("name") if path == "stages" and isinstance(value, dict) else None
+    return f"{path}[{index}]" + (f" ({name})" if isinstance(name, str) else "")

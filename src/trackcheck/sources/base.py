@@ -117,7 +117,7 @@ class Source(ABC):
         from trackcheck.plan.templates import render
 
         templated = {
-            "path": stage.path,
+            "path": stage.path or getattr(self.options, "path", None),  # a file source's own path may use {x}
             "request": stage.request.model_dump(by_alias=True) if stage.request else None,
             "redis": stage.redis.key if stage.redis else None,
         }
