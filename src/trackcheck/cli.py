@@ -176,11 +176,12 @@ def _watch(engine: Engine, run_id: str) -> RunResult:
 
 def _progress_line(stage: StageResult) -> str:
     """One line per change of a stage, for logs and CI consoles (no terminal, no live table)."""
-    facts = [f"poll {stage.attempts}" if stage.attempts else "first poll due"]
+    facts = [f"poll {stage.attempts}"] if stage.attempts else ["first poll due"] if stage.status == "waiting" else []
     if stage.expected is not None:
         facts.append(f"found {stage.found}/{stage.expected}")
+    shown = f" ({', '.join(facts)})" if facts else ""  # a skipped stage was never polled and never will be
     detail = f" - {stage.reason}" if stage.reason else ""
-    return f"{stage.name}: {stage.status} ({', '.join(facts)}){detail}"
+    return f"{stage.name}: {stage.status}{shown}{detail}"
 
 
 def _table(result: RunResult) -> Table:

@@ -80,8 +80,10 @@ def verify(
 ) -> RunResult:
     """Verify one run of the plan file ``plan`` and return its result once every stage has ended.
 
-    Raises only for invalid input (PlanError, ParamError); a failed verification is ``result.ok == False``
-    with the evidence in ``result.stages``.
+    Raises only when verification cannot start: invalid input (PlanError, ParamError), a source driver
+    that is not installed (SourceConnectError) or an unusable state database (StoreError). A failed
+    verification, a source that cannot be read included, is ``result.ok == False`` with the evidence in
+    ``result.stages``.
     """
     overrides = overrides_from(interval, timeout)
     engine = Engine(db, SchedulerConfig(jobstore="memory"), resume=False)

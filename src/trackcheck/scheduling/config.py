@@ -4,8 +4,8 @@
   (``trackcheck worker``: a process that only polls);
 - job store: ``sqlalchemy`` on the state database (default: a restart loses nothing) or ``memory``;
 - executor: ``threadpool`` (default, 10 workers) or ``processpool``;
-- trigger: each stage's ``interval`` (default 58s), ``cron`` or ``at``; ``interval`` here overrides the
-  plan defaults of every plan.
+- trigger: each stage's ``interval`` (default 58s), ``cron`` or ``at``; ``interval`` here is the default
+  interval of plans that do not set ``defaults.interval`` themselves.
 
 Jobs coalesce missed runs into one and tolerate ``misfire_grace_time`` of lateness, on purpose: after a
 restart or a stall, a stage is polled once, not once per missed tick.
