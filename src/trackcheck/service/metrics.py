@@ -1,0 +1,138 @@
+"""Prometheus metrics of a deployment, correct whichever worker process answers the scrape.
+
+- ``trackcheck_runs{status}``: runs per status, counted in the state database at scrape time (a custom
+  collector), so every worker reports the same numbers; ``trackcheck_state_database_up`` says whether that
+  count could be made.
+- ``trackcheck_source_queries_total{source_type}``, ``trackcheck_source_errors_total{source_type}`` and the
+  ``trackcheck_poll_duration_seconds{source_type}`` histogram: recorded by an ``Engine.query_listeners``
+  callback in the process that polls.
+
+Only one worker polls, so per-process counters would read zero whenever another worker answers. With
+``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client keeps every process's values in files there and the
+scrape sums them (``MultiProcessCollector``); the directory must exist and be emptied when the deployment
+starts. Without it, one plain registry per process is used (right for a single worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from trackcheck.errors import ConfigError, StoreError
+from trackcheck.store.models import Run
+from trackcheck.store.repository import RUN_FINISHED
+
+if TYPE_CHECKING:
+    from trackcheck.engine.core import Engine, QueryFacts
+    from trackcheck.store.repository import Store
+
+log = logging.getLogger("trackcheck.metrics")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+RUN_STATUSES = ("running", *RUN_FINISHED)
+#: source queries take from a millisecond (a file, SQLite) to the 30 s default query timeout
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_by_engine: weakref.WeakKeyDictionary[Engine, Metrics] = weakref.WeakKeyDictionary()
+
+
+class RunStatusCollector(Collector):
+    """Counts runs by status in the state database on every scrape: the truth, whatever process asks."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        runs = GaugeMetricFamily("trackcheck_runs", "Runs in the state database by status", labels=["status"])
+        up = GaugeMetricFamily("trackcheck_state_database_up", "1 if the state database answered this scrape")
+        try:
+            counts = self._counts()
+        except StoreError as exc:
+            log.warning("metrics: cannot count runs: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        for status in sorted(set(RUN_STATUSES) | set(counts)):
+            runs.add_metric([status], counts.get(status, 0))
+        up.add_metric([], 1)
+        yield runs
+        yield up
+
+    def _counts(self) -> dict[str, int]:
+        with self.store.session() as session:
+            rows = session.execute(select(Run.status, func.count()).group_by(Run.status))
+            return {status: count for status, count in rows}
+
+
+class Metrics:
+    """The metrics of one worker process, and the rendering of a scrape."""
+
+    def __init__(self, store: Store, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir:
+            _use_multiprocess_values()
+        self.registry = CollectorRegistry(auto_describe=True)
+        own = None if multiprocess_dir else self.registry  # multiprocess values live in files, not a registry
+        labels = ["source_type"]
+        self.queries = Counter("trackcheck_source_queries", "Source queries made by polls", labels, registry=own)
+        self.errors = Counter("trackcheck_source_errors", "Source queries that failed", labels, registry=own)
+        self.duration = Histogram(
+            "trackcheck_poll_duration_seconds",
+            "Duration of one source query of a poll (for every run it served)",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=own,
+        )
+        self.runs = RunStatusCollector(store)
+        if not multiprocess_dir:
+            self.registry.register(self.runs)
+
+    def record(self, facts: QueryFacts) -> None:
+        """The query listener: quick, and never raises into the poller."""
+        try:
+            self.queries.labels(facts.source_type).inc()
+            self.duration.labels(facts.source_type).observe(max(facts.seconds, 0.0))
+            if facts.error is not None:
+                self.errors.labels(facts.source_type).inc()
+        except Exception:  # a metrics problem must never fail a poll
+            log.exception("metrics: cannot record a source query")
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this scrape."""
+        if not self.multiprocess_dir:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        registry.register(self.runs)
+        return generate_latest(registry)
+
+
+def _use_multiprocess_values() -> None:
+    """prometheus_client chooses where values live when it is first imported; if the variable was set only
+    later (e.g. by the server before forking), choose again before our first metric is built."""
+    if values.ValueClass is values.MutexValue:
+        values.ValueClass = values.get_value_class()
+
+
+def metrics_for(engine: Engine) -> Metrics:
+    """The one Metrics of ``engine``, listening to its source queries (created on first call).
+
+    One per engine, not per app: two apps around one service must not count each query twice.
+    """
+    metrics = _by_engine.get(engine)
+    if metrics is None:
+        directory = os.environ.get(MULTIPROC_ENV) or None
+        if directory is not None and not os.path.isdir(directory):
+            raise ConfigError(f"{MULTIPROC_ENV} is set but {directory} is not a directory: create it")
+        metrics = Metrics(engine.store, directory)
+        engine.query_listeners.append(metrics.record)
+        _by_engine[engine] = metrics
+    return metrics

@@ -1,0 +1,355 @@
+"""The OpenAPI 3.1 description of the JSON API, served at ``GET /api/openapi.json`` (no token needed: it
+describes routes, not data).
+
+Built in code next to the routes it describes; tests compare its paths and methods with the app's URL map
+and validate real answers against its schemas (3.1 schemas are JSON Schema 2020-12), so it cannot drift.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from trackcheck.engine.result import EVIDENCE
+
+JSON = "application/json"
+RUN_STATUSES = ["running", "passed", "failed", "error", "cancelled"]
+STAGE_STATUSES = ["pending", "waiting", "passed", "failed", "error", "skipped"]
+ERRORS = {
+    400: "Invalid input: the detail names the key, parameter, plan, stage or field at fault; nothing was stored",
+    401: "Missing or wrong API token (`Authorization: Bearer <token>`)",
+    404: "No such run, plan, plan version, stage, schedule or route",
+    405: "Method not allowed on this path",
+    409: "The request conflicts with the current state (e.g. the run already ended)",
+    413: "The body is larger than the service's max_body_bytes",
+    415: "Wrong Content-Type",
+    502: "A source of the plan could not be opened",
+    503: "The state database is unreachable",
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        **extra,
+    }
+
+
+STRING: dict[str, Any] = {"type": "string"}
+INT: dict[str, Any] = {"type": "integer"}
+TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+NULL_TIME = _nullable(TIME)
+NULL_INT = _nullable(INT)
+NULL_STRING = _nullable(STRING)
+ANY_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+
+
+def _schemas() -> dict[str, Any]:
+    stage_result = _obj(
+        {
+            "name": STRING,
+            "status": {"enum": STAGE_STATUSES},
+            "attempts": INT,
+            "started_at": NULL_TIME,
+            "finished_at": NULL_TIME,
+            "expected": NULL_INT,
+            "found": NULL_INT,
+            **{name: {"type": "array"} for name in EVIDENCE},
+            "error": NULL_STRING,
+            "reason": NULL_STRING,
+        },
+        description="A stage's verdict and its evidence (lists capped at 1000 items each)",
+    )
+    return {
+        "Error": _obj(
+            {"error": {"type": "string", "description": "short code, e.g. invalid_params, not_found"}, "detail": {}},
+            description="Every error of the API",
+        ),
+        "RunRequest": _obj(
+            {
+                "plan": {"type": "string", "description": "plan name (its latest version is used)"},
+                "params": {**ANY_OBJECT, "description": "run parameters as the plan's params declare them"},
+                "expect": {"type": "array", "items": ANY_OBJECT, "description": "expected events (else the plan's)"},
+            },
+            required=["plan"],
+            additionalProperties=False,
+        ),
+        "RunAccepted": _obj({"id": STRING, "status": {"const": "processing"}}),
+        "StageResult": stage_result,
+        "RunResult": _obj(
+            {
+                "run_id": STRING,
+                "plan": STRING,
+                "status": {"enum": RUN_STATUSES},
+                "params": ANY_OBJECT,
+                "stages": {"type": "array", "items": _ref("StageResult")},
+                "notify": {
+                    **_nullable(ANY_OBJECT),
+                    "description": "webhook notification state: state (pending, retrying, delivered, failed, "
+                    "skipped), attempts, error, delivered_at, next_attempt; null if the plan has no webhook",
+                },
+            },
+            description="The same document as `trackcheck run --json`, plus `notify`",
+        ),
+        "RunSummary": _obj(
+            {
+                "id": STRING,
+                "plan": STRING,
+                "status": {"enum": RUN_STATUSES},
+                "created_at": TIME,
+                "finished_at": NULL_TIME,
+                "stages": {
+                    "type": "array",
+                    "items": _obj({"name": STRING, "status": {"enum": STAGE_STATUSES}}),
+                },
+            }
+        ),
+        "RunList": _obj(
+            {
+                "runs": {"type": "array", "items": _ref("RunSummary")},
+                "total": INT,
+                "limit": INT,
+                "offset": INT,
+            }
+        ),
+        "Poll": _obj(
+            {
+                "stage": NULL_STRING,
+                "polled_at": TIME,
+                "outcome": STRING,
+                "found": NULL_INT,
+                "expected": NULL_INT,
+                "duration_ms": {"type": "number"},
+                "error": NULL_STRING,
+            }
+        ),
+        "PollList": _obj({"run_id": STRING, "polls": {"type": "array", "items": _ref("Poll")}}),
+        "Records": _obj(
+            {
+                "run_id": STRING,
+                "stage": STRING,
+                "records": {"type": "array", "items": ANY_OBJECT},
+                "total": {**INT, "description": "how many records the stage read"},
+                "truncated": {"type": "boolean", "description": "true if more were read than the snapshot keeps"},
+                "taken_at": NULL_TIME,
+            }
+        ),
+        "PlanSummary": _obj(
+            {
+                "name": STRING,
+                "version": INT,
+                "description": NULL_STRING,
+                "stages": {"type": "array", "items": STRING},
+                "created_at": TIME,
+            }
+        ),
+        "PlanList": _obj({"plans": {"type": "array", "items": _ref("PlanSummary")}}),
+        "Plan": {
+            "allOf": [
+                _ref("PlanSummary"),
+                _obj(
+                    {
+                        "text": {"type": "string", "description": "the YAML; URL passwords and secrets shown as ***"},
+                        "versions": {"type": "array", "items": _obj({"version": INT, "created_at": TIME})},
+                    }
+                ),
+            ]
+        },
+        "PlanSaved": {
+            "allOf": [
+                _ref("PlanSummary"),
+                _obj({"created": {"type": "boolean", "description": "false if the text equals the latest version"}}),
+            ]
+        },
+        "ScheduleRequest": _obj(
+            {
+                "plan": STRING,
+                "cron": {"type": "string", "description": "five-field crontab expression in UTC, e.g. '10 2 * * *'"},
+                "params": ANY_OBJECT,
+            },
+            required=["plan", "cron"],
+            additionalProperties=False,
+        ),
+        "Schedule": _obj(
+            {
+                "id": STRING,
+                "plan": STRING,
+                "cron": STRING,
+                "params": ANY_OBJECT,
+                "created_at": TIME,
+                "next_run_time": NULL_TIME,
+                "last_run_id": NULL_STRING,
+                "last_error": NULL_STRING,
+            }
+        ),
+        "ScheduleList": _obj({"schedules": {"type": "array", "items": _ref("Schedule")}}),
+    }
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    """Error answers of an operation: 401 (when a token is configured) and 503 can happen anywhere."""
+    return {str(code): {"$ref": f"#/components/responses/E{code}"} for code in sorted({*codes, 401, 503})}
+
+
+def _param(name: str, where: str = "path", schema: dict[str, Any] | None = None, text: str = "") -> dict[str, Any]:
+    found = {"name": name, "in": where, "required": where == "path", "schema": schema or STRING}
+    return found | ({"description": text} if text else {})
+
+
+RUN_ID = _param("run_id", text="run id")
+PLAN_NAME = _param("name", text="plan name")
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def _paths() -> dict[str, Any]:
+    run_body = {"required": True, "content": {JSON: {"schema": _ref("RunRequest")}}}
+    yaml_body = {
+        "required": True,
+        "content": {kind: {"schema": {"type": "string"}} for kind in ("application/yaml", "text/plain")},
+    }
+    return {
+        "/api/runs": {
+            "post": _op(
+                "Start a run of a plan's latest version; answers at once, polling happens in the background",
+                {"202": _json("RunAccepted", "Accepted: poll GET /api/runs/{run_id} until status is not running")}
+                | _errors(400, 404, 413, 415, 502),
+                requestBody=run_body,
+            ),
+            "get": _op(
+                "Runs, newest first",
+                {"200": _json("RunList", "A page of run summaries")} | _errors(400),
+                parameters=[
+                    _param("plan", "query"),
+                    _param("status", "query", {"enum": RUN_STATUSES}),
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+                    _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}),
+                ],
+            ),
+        },
+        "/api/runs/{run_id}": {
+            "get": _op("A run's result", {"200": _json("RunResult", "The result")} | _errors(404)),
+            "parameters": [RUN_ID],
+        },
+        "/api/runs/{run_id}/polls": {
+            "get": _op("Every poll of a run, oldest first", {"200": _json("PollList", "The polls")} | _errors(404)),
+            "parameters": [RUN_ID],
+        },
+        "/api/runs/{run_id}/records/{stage}": {
+            "get": _op(
+                "What a stage read for the run (its snapshot)",
+                {"200": _json("Records", "The records; empty before the first poll")} | _errors(404),
+            ),
+            "parameters": [RUN_ID, _param("stage", text="stage name")],
+        },
+        "/api/runs/{run_id}/cancel": {
+            "post": _op(
+                "Cancel a running run (what was verified is kept)",
+                {"200": _json("RunResult", "The cancelled run")} | _errors(404, 409),
+            ),
+            "parameters": [RUN_ID],
+        },
+        "/api/runs/{run_id}/rerun": {
+            "post": _op(
+                "A new run of the same plan version with the same params, expect and overrides",
+                {"202": _json("RunAccepted", "Accepted")} | _errors(404, 409, 502),
+            ),
+            "parameters": [RUN_ID],
+        },
+        "/api/plans": {
+            "get": _op("The latest version of every plan", {"200": _json("PlanList", "The plans")} | _errors()),
+        },
+        "/api/plans/{name}": {
+            "get": _op(
+                "A plan's YAML (latest or ?version=N) and its version list",
+                {"200": _json("Plan", "The plan")} | _errors(400, 404),
+                parameters=[_param("version", "query", {"type": "integer", "minimum": 1})],
+            ),
+            "put": _op(
+                "Store a plan version (validated; the YAML's name must equal the URL's)",
+                {
+                    "201": _json("PlanSaved", "A new version was stored"),
+                    "200": _json("PlanSaved", "The text equals the latest version: nothing stored"),
+                }
+                | _errors(400, 413, 415),
+                requestBody=yaml_body,
+            ),
+            "delete": _op(
+                "Delete a plan (runs keep their version)", {"204": {"description": "Deleted"}} | _errors(404)
+            ),
+            "parameters": [PLAN_NAME],
+        },
+        "/api/schedules": {
+            "get": _op("Every schedule", {"200": _json("ScheduleList", "The schedules")} | _errors()),
+            "post": _op(
+                "Run a plan on a cron expression (UTC)",
+                {"201": _json("Schedule", "Created")} | _errors(400, 404, 413, 415),
+                requestBody={"required": True, "content": {JSON: {"schema": _ref("ScheduleRequest")}}},
+            ),
+        },
+        "/api/schedules/{schedule_id}": {
+            "get": _op("A schedule", {"200": _json("Schedule", "The schedule")} | _errors(404)),
+            "delete": _op("Delete a schedule", {"204": {"description": "Deleted"}} | _errors(404)),
+            "parameters": [_param("schedule_id", text="schedule id")],
+        },
+        "/api/openapi.json": {
+            "get": _op(
+                "This document (no token needed)",
+                {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": ANY_OBJECT}}}},
+                security=[],
+            ),
+        },
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document (built once per process; callers must not modify it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("trackcheck")
+    except PackageNotFoundError:
+        release = "0"
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "trackcheck",
+            "version": release,
+            "description": "Verify that tracking events arrive complete and unchanged in every system of a "
+            "pipeline. Errors are always {error, detail}; 400 means invalid input and nothing was stored.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": {
+                f"E{code}": {"description": text, "content": {JSON: {"schema": _ref("Error")}}}
+                for code, text in ERRORS.items()
+            },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Required on every route but this document when the service has an api_token",
+                }
+            },
+        },
+    }
