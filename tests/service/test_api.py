@@ -517,3 +517,12 @@ def test_healthz_is_200_when_ok_and_503_otherwise(
     monkeypatch.setattr(service_of(app), "health", lambda: broken)
     answer = client.get("/healthz")
     assert answer.status_code == 503 and answer.json == broken
+
+
+def test_a_run_may_override_interval_and_timeout_like_the_cli(app: Flask, client: FlaskClient) -> None:
+    run_id = submit(client, "ov", interval="2s", timeout=90)
+    assert service_of(app).engine.store.run(run_id).overrides == {"interval": 2.0, "timeout": 90.0}
+    before = total_runs(client)
+    bad = client.post("/api/runs", json={"plan": "mem", "params": {"test_id": "ov"}, "interval": "soon"})
+    assert_error(bad, 400, "interval")
+    assert total_runs(client) == before

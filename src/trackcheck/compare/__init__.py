@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from trackcheck.compare.checks import Check, Record
+from trackcheck.compare.checks import Check, Record, collection_paused
 from trackcheck.compare.counts import CountsCheck
 from trackcheck.compare.records import RecordsCheck
 from trackcheck.compare.result import Comparison
@@ -41,6 +41,11 @@ def evaluate_stage(stage: StageSpec, key: list[str], found: list[Record], refere
 
     Raises PlanError only when the stage cannot be evaluated (no check declared, unreadable schema file).
     """
+    with collection_paused(max(len(found), len(reference))):
+        return _evaluate(stage, key, found, reference)
+
+
+def _evaluate(stage: StageSpec, key: list[str], found: list[Record], reference: list[Record]) -> Comparison:
     result = main_check(stage, key).evaluate(found, reference)
     if stage.schema_ is None:
         return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from itertools import chain, compress, count, repeat
+from itertools import chain, compress, count, filterfalse, repeat
 from operator import eq, is_, is_not, itemgetter, methodcaller, ne
 from typing import Any, cast
 
@@ -60,8 +60,10 @@ class RecordsCheck(Check[CompareSpec]):
             expected = len(wanted)
             if len(by_key) != len(found):
                 duplicates = [display_key(by_key[k], self.key) for k, n in Counter(found_keys).items() if n > 1]
+                actual_records = list(by_key.values())
+            else:
+                actual_records = found  # no key twice: by_key holds found, in its order (never mutated below)
             # pair in the found order: memory is read in the order the source returned the records
-            actual_records = list(by_key.values())
             lookup = cast("Callable[[Any], Record | None]", wanted.get)
             paired = list(map(lookup, by_key))
             expected_records = cast("list[Record]", paired)
@@ -71,7 +73,9 @@ class RecordsCheck(Check[CompareSpec]):
                 actual_records = list(compress(actual_records, map(is_not, paired, repeat(None))))
                 expected_records = list(compress(expected_records, map(is_not, paired, repeat(None))))
             if len(expected_records) != len(wanted):
-                missing = display_keys([r for k, r in wanted.items() if k not in by_key], self.key)
+                # the keys not found, in the reference's order, picked at C speed (a million lookups)
+                absent_keys = filterfalse(by_key.__contains__, wanted)
+                missing = display_keys(list(map(wanted.__getitem__, absent_keys)), self.key)
         absent: set[int] = set()
         mismatches = self._mismatches(expected_records, actual_records, absent)
 
@@ -94,9 +98,12 @@ class RecordsCheck(Check[CompareSpec]):
         """The field mismatches between paired records (``expected[i]`` was found as ``actual[i]``), in record
         then field order. ``absent`` receives the positions of mismatches where the found record lacks the field.
 
-        Built for a million pairs, with C-level passes: when a sample shows the records mostly equal as Python
-        sees them, one pass over whole records skips those; the rest is compared column by column, and only
-        values that still differ go through the number/instant/tolerance rules.
+        Built for a million pairs, with C-level passes. A sample of pairs shows which fields mostly hold
+        equal values as Python sees them (same types on both sides): one pass over whole records, on those
+        fields together, keeps only the pairs where one of them differs. The other fields (types that differ,
+        such as Decimal against float or datetime against ISO text) are compared column by column, after a
+        conversion of the whole column (``differing``). Only values that still differ go through the
+        number/instant/tolerance rules.
         """
         if not expected:
             return []
@@ -109,18 +116,32 @@ class RecordsCheck(Check[CompareSpec]):
             fields = [f for f in names if f not in self.key]
         if not fields:
             return []
-        pick = itemgetter(*fields)
-        try:
-            sample = min(len(expected), _SAMPLE)
-            if sum(map(eq, map(pick, expected[:sample]), map(pick, actual[:sample]))) * 2 >= sample:
-                rows = list(compress(count(), map(ne, map(pick, expected), map(pick, actual))))
-                expected, actual = [expected[i] for i in rows], [actual[i] for i in rows]
-        except KeyError:  # some record lacks a compared field: compare all, column by column
-            pass
+        # rows[field]: the positions of the pairs to compare in that field; None for every pair
+        rows: dict[str, list[int] | None] = dict.fromkeys(fields)
+        if len(expected) > _SAMPLE:
+            sample_wants, sample_gots = expected[:_SAMPLE], actual[:_SAMPLE]
+            alike = [
+                f for f in fields if sum(map(eq, _values(sample_wants, f), _values(sample_gots, f))) * 2 >= _SAMPLE
+            ]
+            if alike:
+                pick = itemgetter(*alike)
+                try:
+                    narrowed = list(compress(count(), map(ne, map(pick, expected), map(pick, actual))))
+                except KeyError:  # some record lacks one of them: compare every column in full
+                    narrowed = None
+                rows.update(dict.fromkeys(alike, narrowed))
         tolerance = self.spec.tolerance
         found: list[tuple[int, int, bool, dict[str, Any]]] = []
+        subsets: dict[int, tuple[list[Record], list[Record]]] = {}
         for position, field in enumerate(fields):
-            wants, gots = _values(expected, field), _values(actual, field)
+            chosen = rows[field]
+            if chosen is None:
+                wanted_records, actual_records = expected, actual
+            else:
+                if id(chosen) not in subsets:
+                    subsets[id(chosen)] = ([expected[i] for i in chosen], [actual[i] for i in chosen])
+                wanted_records, actual_records = subsets[id(chosen)]
+            wants, gots = _values(wanted_records, field), _values(actual_records, field)
             limit = tolerance.get(field)
             for j in differing(wants, gots):
                 want, value = wants[j], gots[j]
@@ -131,12 +152,12 @@ class RecordsCheck(Check[CompareSpec]):
                 if value is not _ABSENT and same(want, value, limit):
                     continue
                 mismatch = {
-                    "key": display_key(actual[j], self.key),
+                    "key": display_key(actual_records[j], self.key),
                     "field": field,
                     "expected": jsonable(want),
                     "actual": None if value is _ABSENT else jsonable(value),
                 }
-                found.append((j, position, value is _ABSENT, mismatch))
+                found.append((j if chosen is None else chosen[j], position, value is _ABSENT, mismatch))
         found.sort(key=itemgetter(0, 1))
         absent.update(i for i, entry in enumerate(found) if entry[2])
         return [entry[3] for entry in found]

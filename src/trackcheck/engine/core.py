@@ -106,7 +106,10 @@ class Engine:
     @property
     def leading(self) -> bool:
         """True while this engine's scheduler runs the poll jobs."""
-        return self.scheduler is not None and self.scheduler.state == STATE_RUNNING
+        if self.scheduler is None or self.scheduler.state != STATE_RUNNING:
+            return False
+        thread = getattr(self.scheduler, "_thread", None)  # a BackgroundScheduler's loop must be alive too
+        return thread is None or thread.is_alive()
 
     def lead(self) -> None:
         """Become the poller: resume the scheduler and pick up every unfinished run (after a restart too)."""
@@ -184,8 +187,9 @@ class Engine:
         for stage in plan.stages:  # a parameter a later stage needs is missing: say so now, not mid-run
             request = stage.request.model_dump(by_alias=True) if stage.request else None
             render([stage.where, stage.path, request, plan.sources[stage.source].options], resolved)
-        events = [dict(e) for e in (expect if expect is not None else plan.expect)]
+        events = list(expect if expect is not None else plan.expect)
         check_expect(plan, events)
+        events = [dict(e) for e in events]
         now = utcnow()
         run = Run(
             id=uuid.uuid4().hex,

@@ -13,6 +13,7 @@ restart or a stall, a stage is polled once, not once per missed tick.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -75,7 +76,7 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine) -> BaseSchedu
                 "initargs": (state_engine.url.render_as_string(hide_password=False), config.model_dump()),
             },
         )
-    cls = BackgroundScheduler if config.scheduler == "background" else BlockingScheduler
+    cls = _resilient(BackgroundScheduler if config.scheduler == "background" else BlockingScheduler)
     return cls(
         jobstores={"default": jobstore},
         # polls run on the configured executor; bookkeeping jobs (tc:sync, schedules) need this process
@@ -87,3 +88,24 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine) -> BaseSchedu
         },
         timezone="UTC",
     )
+
+
+def _resilient(base: type[BaseScheduler]) -> type[BaseScheduler]:
+    """``base`` whose job-processing loop survives a failing round.
+
+    With a job store shared by several processes, a job can vanish between APScheduler reading the due
+    jobs and updating them (JobLookupError); stock APScheduler lets that kill its scheduler thread, after
+    which nothing polls while the scheduler still reports "running". Here the round is logged and retried.
+    """
+
+    class Resilient(base):  # type: ignore[valid-type,misc,unused-ignore]
+        def _process_jobs(self) -> float | None:
+            try:
+                wait: float | None = super()._process_jobs()
+            except Exception:
+                logging.getLogger("trackcheck.scheduler").exception("a scheduling round failed; retrying in 1s")
+                return 1.0
+            return wait
+
+    Resilient.__name__ = Resilient.__qualname__ = f"Resilient{base.__name__}"
+    return Resilient

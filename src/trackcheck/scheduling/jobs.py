@@ -16,6 +16,7 @@ which is where jobs are added and removed: this works with thread and process po
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from contextlib import suppress
@@ -57,7 +58,12 @@ def init_process(state_url: str, config: dict[str, Any]) -> None:
     from trackcheck.engine.core import Engine
     from trackcheck.scheduling.config import SchedulerConfig
 
-    bind(Engine(state_url, SchedulerConfig.model_validate(config), poll=False).start())
+    engine = Engine(state_url, SchedulerConfig.model_validate(config), poll=False).start()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the service's metrics, counted where the polls run
+        from trackcheck.service.metrics import metrics_for
+
+        metrics_for(engine)
+    bind(engine)
 
 
 def bound() -> Engine:
@@ -163,6 +169,8 @@ class JobPlanner:
 
     def _reschedule_loop(self) -> None:
         while (item := self._summaries.get()) is not None:
+            if not self.engine.leading:  # a former poller must not touch the jobs of the one that took over
+                continue
             try:
                 if item == _SYNC:
                     self.engine.sync_groups()

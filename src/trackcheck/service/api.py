@@ -41,6 +41,7 @@ from trackcheck.service.schedules import add_schedule, delete_schedule, next_run
 from trackcheck.sources.base import MASK, mask_url_passwords
 from trackcheck.store.models import PlanVersion, Run, RunStage, Schedule
 from trackcheck.store.repository import RUN_FINISHED, Store, aware
+from trackcheck.verify import overrides_from
 
 log = logging.getLogger("trackcheck.api")
 bp = Blueprint("api", __name__)
@@ -48,7 +49,7 @@ bp = Blueprint("api", __name__)
 PREFIX = "/api"
 RUN_STATUSES = ("running", *RUN_FINISHED)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
-RUN_KEYS = ("plan", "params", "expect")
+RUN_KEYS = ("plan", "params", "expect", "interval", "timeout")
 SCHEDULE_KEYS = ("plan", "cron", "params")
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"})
 #: endpoints anyone may read: the API description holds no data
@@ -392,8 +393,10 @@ def submit_run() -> Any:
     body = _json_body(RUN_KEYS)
     name = _string(body, "plan")
     params, expect = _object(body, "params"), _expect(body)
+    # like `trackcheck run --interval/--timeout`: every stage of this run polls that often, times out then
+    overrides = overrides_from(body.get("interval"), body.get("timeout"))
     version = _latest_plan(name)
-    run_id = current_service().engine.submit(version.id, params, expect)
+    run_id = current_service().engine.submit(version.id, params, expect, overrides)
     log.info("run %s of plan %s (version %d) accepted", run_id, name, version.version)
     return _accepted(run_id)
 

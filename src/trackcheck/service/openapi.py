@@ -80,6 +80,14 @@ def _schemas() -> dict[str, Any]:
                 "plan": {"type": "string", "description": "plan name (its latest version is used)"},
                 "params": {**ANY_OBJECT, "description": "run parameters as the plan's params declare them"},
                 "expect": {"type": "array", "items": ANY_OBJECT, "description": "expected events (else the plan's)"},
+                "interval": {
+                    "type": ["string", "number"],
+                    "description": "poll every stage this often (e.g. '2s'; a number is seconds)",
+                },
+                "timeout": {
+                    "type": ["string", "number"],
+                    "description": "every stage times out after this long (e.g. '90s')",
+                },
             },
             required=["plan"],
             additionalProperties=False,

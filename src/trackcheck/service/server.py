@@ -8,6 +8,9 @@ fork). Exactly one worker polls, by the lease in ``leader.py``.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -65,5 +68,18 @@ class TrackcheckServer(BaseApplication):
 def serve(config: ServiceConfig) -> None:
     """Run until stopped (SIGINT/SIGTERM)."""
     config.check()
+    _metrics_folder()
     prepare(config)
     TrackcheckServer(config).run()
+
+
+def _metrics_folder() -> None:
+    """Prometheus multiprocess mode: the poller's counters must be visible from whichever worker answers a
+    scrape, so every process writes its samples into one folder (a fresh one, or the given one emptied)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="trackcheck-metrics-")

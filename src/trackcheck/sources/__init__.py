@@ -58,7 +58,11 @@ def build_source(name: str, spec: SourceSpec, *, plan: str) -> Source:
     except ValidationError as exc:
         issue = exc.errors()[0]
         loc = ".".join(str(p) for p in issue["loc"])
-        raise PlanError(issue["msg"], plan=plan, field=f"sources.{name}.{loc}" if loc else f"sources.{name}") from None
+        raise PlanError(
+            issue["msg"].removeprefix("Value error, "),
+            plan=plan,
+            field=f"sources.{name}.{loc}" if loc else f"sources.{name}",
+        ) from None
     return cls(name, options)
 
 

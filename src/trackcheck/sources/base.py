@@ -154,7 +154,8 @@ class Source(ABC):
 
 def mask_url_passwords(text: str) -> str:
     """Hide the password of every ``scheme://user:password@host`` in free text."""
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", rf"\1{MASK}@", text)
+    # up to the authority's last '@': a password may hold an unencoded '@' itself
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^\s/]+@", rf"\1{MASK}@", text)
 
 
 def _secrets_in(value: Any) -> Iterable[str]:

@@ -55,6 +55,8 @@ _EXTRAS = {
 }
 #: PostgreSQL query_canceled (statement_timeout); MariaDB max_statement_time; MySQL max_execution_time
 _PG_TIMEOUT, _MYSQL_TIMEOUTS = "57014", {1969, 3024}
+#: IANA names of UTC itself (tzdata links them all to Etc/UTC); Debian's PostgreSQL defaults to Etc/UTC
+_UTC_ALIASES = frozenset({"Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"})
 
 
 class SqlOptions(SourceOptions):
@@ -184,6 +186,12 @@ class SqlSource(Source):
         ``max_statement_time`` (MariaDB) / ``max_execution_time`` (MySQL). SQLite is opened with
         ``mode=ro`` and interrupted by a progress handler (``_deadline``). Other dialects get neither:
         use a database user that can only read.
+
+        A PostgreSQL session whose time zone is another name of UTC (``Etc/UTC``, Debian's default) is set
+        to ``UTC``: the same zone, so no value and no query result changes, but psycopg then labels
+        ``timestamptz`` values with ``datetime.UTC`` instead of ``ZoneInfo('Etc/UTC')``. Comparing them
+        with instants parsed from ISO text (what expected events and snapshots hold) is then a plain field
+        comparison, not two zone lookups per pair: 20× faster, seconds over a million rows (benchmark B2).
         """
         timeout = self.options.query_timeout.total_seconds()
         cursor = dbapi_connection.cursor()
@@ -191,6 +199,8 @@ class SqlSource(Source):
             if backend == "postgresql":
                 cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
                 cursor.execute(f"SET statement_timeout = {round(timeout * 1000)}")
+                if _session_time_zone(dbapi_connection) in _UTC_ALIASES:
+                    cursor.execute("SET TIME ZONE 'UTC'")
                 dbapi_connection.commit()
             elif backend in ("mysql", "mariadb"):
                 cursor.execute("SET SESSION TRANSACTION READ ONLY")
@@ -300,6 +310,16 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
+
+
+def _session_time_zone(dbapi_connection: Any) -> str | None:
+    """The session's ``TimeZone`` as the server reported it (psycopg 3 and psycopg2 both have ``info``)."""
+    info = getattr(dbapi_connection, "info", None)
+    status = getattr(info, "parameter_status", None)
+    if status is None:
+        return None
+    zone = status("TimeZone")
+    return zone if isinstance(zone, str) else None
 
 
 def _driver_error(exc: SQLAlchemyError) -> BaseException:
