@@ -6,13 +6,16 @@ PostgreSQL and MariaDB are supported. The URL may hold a password: it is never l
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -22,6 +25,7 @@ from trackcheck.sources.base import mask_url_passwords
 
 DEFAULT_URL = "sqlite:///trackcheck.db"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK_KEY = 0x7472_6163_6B6D_6967  # PostgreSQL advisory lock of migrations ("trackmig")
 
 
 def normalize_url(url: str) -> str:
@@ -74,7 +78,7 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     try:
-        with engine.begin() as connection:
+        with engine.begin() as connection, _one_migration_at_a_time(connection):
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
@@ -84,3 +88,29 @@ def migrate(engine: Engine) -> None:
 def describe_db_error(exc: SQLAlchemyError) -> str:
     """The driver's own message (not SQLAlchemy's wrapper with the statement), with any URL password masked."""
     return mask_url_passwords(str(getattr(exc, "orig", None) or exc))
+
+
+@contextmanager
+def _one_migration_at_a_time(connection: Connection) -> Iterator[None]:
+    """Processes that start at once on a new state database (parallel CI jobs, gunicorn workers) migrate
+    one after the other; the later ones then find the schema at head and do nothing."""
+    backend = connection.dialect.name
+    if backend == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        yield  # released when the migration's transaction ends
+    elif backend in ("mysql", "mariadb"):
+        name = f"trackcheck.migrate:{connection.engine.url.database}"[:64]
+        connection.execute(text("SELECT GET_LOCK(:name, 120)"), {"name": name})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+    elif backend == "sqlite" and connection.engine.url.database not in (None, "", ":memory:"):
+        with open(f"{connection.engine.url.database}.migrate.lock", "ab") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    else:
+        yield
