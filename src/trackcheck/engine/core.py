@@ -215,7 +215,7 @@ class Engine:
         self.store.create_run(run, stages)
         self._own_groups.add(first["b_group"])
         if self.planner is not None and self.leading:  # otherwise the leader's tc:sync finds it within seconds
-            self.planner.ensure(self.store.active_groups([first["b_group"]]))
+            self.planner.request_start(first["b_group"])
         return run.id
 
     def cancel(self, run_id: str) -> bool:

@@ -93,10 +93,15 @@ class JobPlanner:
         # Rescheduling happens on a thread of its own, never in the job-event listener: APScheduler's
         # shutdown() holds its job store lock while it waits for running jobs, and a listener that asked for
         # that lock (to add or remove a job) would deadlock it.
-        self._summaries: queue.SimpleQueue[dict[str, Any] | str | None] = queue.SimpleQueue()
+        self._summaries: queue.SimpleQueue[dict[str, Any] | tuple[str, str] | str | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._reschedule_loop, name="trackcheck-planner", daemon=True)
         self._worker.start()
         scheduler.add_listener(self._on_job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+
+    def request_start(self, group_key: str) -> None:
+        """A run joined ``group_key``: schedule its prompt first poll from the planner thread, so that a
+        submission never waits for the job store."""
+        self._summaries.put(("start", group_key))
 
     def request_sync(self) -> None:
         """Have the planner thread run ``Engine.sync_groups`` (jobs must not touch the job store themselves)."""
@@ -168,14 +173,26 @@ class JobPlanner:
             self._summaries.put(summary)
 
     def _reschedule_loop(self) -> None:
-        while (item := self._summaries.get()) is not None:
+        stopping = False
+        while not stopping:
+            batch = [self._summaries.get()]
+            while len(batch) < 1000:  # take what else is waiting: a burst of submissions is one ensure()
+                try:
+                    batch.append(self._summaries.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = None in batch
             if not self.engine.leading:  # a former poller must not touch the jobs of the one that took over
                 continue
+            started = {item[1] for item in batch if isinstance(item, tuple)}
             try:
-                if item == _SYNC:
-                    self.engine.sync_groups()
-                elif isinstance(item, dict):
-                    self.after_poll(item)
+                if started:
+                    self.ensure(self.engine.store.active_groups(started))
+                for item in batch:
+                    if item == _SYNC:
+                        self.engine.sync_groups()
+                    elif isinstance(item, dict):
+                        self.after_poll(item)
             except Exception:  # a bookkeeping failure must not stop the poller; tc:sync repairs it
                 log.exception("could not reschedule the poll jobs")
 
