@@ -23,16 +23,16 @@ from trackcheck.errors import (
 
 if TYPE_CHECKING:
     from trackcheck.engine.result import RunResult, StageResult
+    from trackcheck.foreground import verify
     from trackcheck.plan.loader import load_plan
     from trackcheck.plan.model import Plan
-    from trackcheck.verify import verify
 
 _LAZY = {
     "RunResult": "trackcheck.engine.result",
     "StageResult": "trackcheck.engine.result",
     "load_plan": "trackcheck.plan.loader",
     "Plan": "trackcheck.plan.model",
-    "verify": "trackcheck.verify",
+    "verify": "trackcheck.foreground",
 }
 
 __all__ = [

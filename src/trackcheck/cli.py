@@ -24,12 +24,12 @@ from rich.table import Table
 from trackcheck.engine.core import Engine
 from trackcheck.engine.result import RunResult, StageResult
 from trackcheck.errors import TrackcheckError
+from trackcheck.foreground import overrides_from, start_run, wait_for
 from trackcheck.junit import write_junit
 from trackcheck.plan.loader import load_plan
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.database import DEFAULT_URL
-from trackcheck.verify import overrides_from, start_run, wait_for
 
 EXIT = {"passed": 0, "failed": 1, "error": 3, "cancelled": 130}
 COLOURS = {
@@ -64,6 +64,10 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # the HTTP client logs each request's whole URL (user:password@, ?api_key=...) at INFO and the response
+    # headers (Set-Cookie) at DEBUG; trackcheck's own poll lines say what was read, with credentials masked
+    for client in ("httpx", "httpcore"):
+        logging.getLogger(client).setLevel(logging.WARNING)
 
 
 @main.command()

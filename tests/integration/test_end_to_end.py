@@ -17,20 +17,22 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Column, MetaData, Numeric, String, Table, create_engine, event, insert
 
-from tests.integration.http_server import HttpTestServer
 import trackcheck
+from tests.integration.http_server import HttpTestServer
 from trackcheck import ParamError, PlanError, RunResult
 from trackcheck.engine import Engine, store_plan
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.sources.sql import SqlSource
-from trackcheck.verify import wait_for
+from trackcheck.foreground import wait_for
 
 RUN_KEYS = ["run_id", "plan", "status", "params", "stages"]
 STAGE_KEYS = [
@@ -130,14 +132,14 @@ class Funnel:
 
     def reach_edge(self, tag: str, events: list[dict[str, Any]] = EVENTS) -> None:
         with (self.spool / f"edge-{tag}.ndjson").open("a", encoding="utf-8") as spool:
-            for event in events:
-                spool.write(json.dumps({**event, "run_tag": tag}) + "\n")
+            for one in events:
+                spool.write(json.dumps({**one, "run_tag": tag}) + "\n")
 
     def reach_lake(self, tag: str, events: list[dict[str, Any]] = EVENTS, **changes: Any) -> None:
         """Load ``events`` into the lake; ``changes`` = {msg_id: {field: value}} alters some on the way."""
         rows = []
-        for event in events:
-            changed = {**event, **changes.get(event["msg_id"], {})}
+        for original in events:
+            changed = {**original, **changes.get(original["msg_id"], {})}
             rows.append(
                 {
                     "message_id": changed["msg_id"],
@@ -177,6 +179,21 @@ def sqlite_funnel(tmp_path: Path, sqlite_url: str, dashboard: HttpTestServer) ->
     pipeline.close()
 
 
+@pytest.fixture
+def funnels(tmp_path: Path, sqlite_url: str, postgres_url: str, mariadb_url: str) -> Iterator[dict[str, Funnel]]:
+    """The pipeline three times, its lake on SQLite, PostgreSQL and MariaDB, each with its own dashboard."""
+    made: dict[str, Funnel] = {}
+    with HttpTestServer() as a, HttpTestServer() as b, HttpTestServer() as c:
+        for (backend, url), server in zip(
+            {"sqlite": sqlite_url, "postgresql": postgres_url, "mariadb": mariadb_url}.items(), (a, b, c), strict=True
+        ):
+            (tmp_path / backend).mkdir()
+            made[backend] = Funnel(tmp_path / backend, url, server)
+        yield made
+        for pipeline in made.values():
+            pipeline.close()
+
+
 class Cli:
     """``python -m trackcheck ...`` in a subprocess whose stderr is read line by line while it runs."""
 
@@ -195,10 +212,14 @@ class Cli:
         self._failures: list[BaseException] = []
         self._threads = [
             threading.Thread(target=self._read_stderr, daemon=True),
-            threading.Thread(target=lambda: self._stdout.append(self.process.stdout.read()), daemon=True),  # type: ignore[union-attr]
+            threading.Thread(target=self._read_stdout, daemon=True),
         ]
         for thread in self._threads:
             thread.start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        self._stdout.append(self.process.stdout.read())
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -225,7 +246,7 @@ class Cli:
                     raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n{''.join(self._lines)}")
                 self._seen.wait(left)
 
-    def after_first_miss(self, stage: str, action: Callable[[], None], delay: float = 0.6) -> None:
+    def after_first_miss(self, stage: str, action: Callable[[], None], delay: float = 0.5) -> None:
         """Run ``action`` ``delay`` seconds after the first poll of ``stage`` found its data incomplete
         (the ``-v`` log has one line per poll), so that the stage is certainly polled more than once."""
 
@@ -261,39 +282,46 @@ def run_cli(funnel: Funnel, tag: str, *extra: str, verbose: bool = False) -> Cli
     return Cli(args, funnel.env)
 
 
-def test_late_data_at_every_stage_is_polled_until_it_arrives_then_passes(funnel: Funnel) -> None:
-    cli = run_cli(funnel, "late-1", "--interval", "200ms", "--timeout", "20s", verbose=True)
-    cli.after_first_miss("edge", lambda: funnel.reach_edge("late-1"))
-    cli.after_first_miss("lake", lambda: funnel.reach_lake("late-1"))
-    cli.after_first_miss("dash", funnel.reach_dashboard)
+def test_late_data_at_every_stage_is_polled_until_it_arrives_then_passes(funnels: dict[str, Funnel]) -> None:
+    """Three runs side by side, one per lake database; each stage's data comes after its first poll missed it."""
+    clis = {}
+    for backend, funnel in funnels.items():
+        cli = clis[backend] = run_cli(funnel, "late-1", "--interval", "200ms", "--timeout", "20s", verbose=True)
+        cli.after_first_miss("edge", partial(funnel.reach_edge, "late-1"))
+        cli.after_first_miss("lake", partial(funnel.reach_lake, "late-1"))
+        cli.after_first_miss("dash", funnel.reach_dashboard)
 
-    code, stdout, stderr = cli.finish()
+    for backend, cli in clis.items():
+        code, stdout, stderr = cli.finish()
 
-    assert code == 0, stderr
-    document = json.loads(stdout)
-    assert list(document) == RUN_KEYS
-    assert document["plan"] == "signup-funnel"
-    assert document["status"] == "passed"
-    assert document["params"] == {"run_tag": "late-1"}
-    assert [stage["name"] for stage in document["stages"]] == ["edge", "lake", "dash"]
-    for stage in document["stages"]:
-        assert list(stage) == STAGE_KEYS
-        assert stage["status"] == "passed", stage
-        assert stage["attempts"] >= 2, f"{stage['name']} passed without waiting for its late data: {stage}"
-        assert (stage["expected"], stage["found"]) == (3, 3)
-        assert stage["error"] is None
-        for evidence in ("missing", "unexpected", "duplicates", "mismatches", "violations", "counts"):
-            assert stage[evidence] == []
-    # a stage starts only after the one before it passed
-    edge, lake, dash = document["stages"]
-    assert edge["started_at"] <= edge["finished_at"] <= lake["started_at"] <= lake["finished_at"] <= dash["started_at"]
-    # the dashboard was asked about this run's tag, and asked more than once
-    tallies = funnel.dashboard.requests_to("/v2/tallies")
-    assert len(tallies) >= 2 and {request.param("tag") for request in tallies} == {"late-1"}
-    assert f"PASSED signup-funnel run {document['run_id']}" in stderr
+        assert code == 0, (backend, stderr)
+        document = json.loads(stdout)
+        assert list(document) == RUN_KEYS
+        assert document["plan"] == "signup-funnel"
+        assert document["status"] == "passed"
+        assert document["params"] == {"run_tag": "late-1"}
+        assert [stage["name"] for stage in document["stages"]] == ["edge", "lake", "dash"]
+        for stage in document["stages"]:
+            assert list(stage) == STAGE_KEYS
+            assert stage["status"] == "passed", (backend, stage)
+            assert stage["attempts"] >= 2, f"{backend}: {stage['name']} passed without waiting for its data: {stage}"
+            assert (stage["expected"], stage["found"]) == (3, 3)
+            assert stage["error"] is None
+            for evidence in ("missing", "unexpected", "duplicates", "mismatches", "violations", "counts"):
+                assert stage[evidence] == []
+        # a stage starts only after the one before it passed
+        moments = [datetime.fromisoformat(s[at]) for s in document["stages"] for at in ("started_at", "finished_at")]
+        assert moments == sorted(moments), moments
+        # the dashboard was asked about this run's tag, and asked more than once
+        tallies = funnels[backend].dashboard.requests_to("/v2/tallies")
+        assert len(tallies) >= 2 and {request.param("tag") for request in tallies} == {"late-1"}
+        assert f"PASSED signup-funnel run {document['run_id']}" in stderr
 
 
-def test_one_field_changed_in_the_lake_fails_that_stage_naming_key_field_and_both_values(funnel: Funnel) -> None:
+def test_one_field_changed_in_the_lake_fails_that_stage_naming_key_field_and_both_values(
+    sqlite_funnel: Funnel,
+) -> None:
+    funnel = sqlite_funnel
     funnel.reach_edge("chg-1")
     funnel.reach_lake("chg-1", m2={"price": 21.99})
     funnel.reach_dashboard()
@@ -342,11 +370,11 @@ def test_an_event_lost_before_the_lake_fails_at_the_timeout_as_missing(sqlite_fu
     funnel.reach_edge("lost-1")
     funnel.reach_lake("lost-1", EVENTS[:2])  # m3 never arrives
 
-    cli = run_cli(funnel, "lost-1", "--interval", "200ms", "--timeout", "1500ms")
+    cli = run_cli(funnel, "lost-1", "--interval", "200ms", "--timeout", "1s")
     code, stdout, stderr = cli.finish()
 
     assert code == 1, stderr
-    assert cli.elapsed >= 1.5
+    assert cli.elapsed >= 1
     document = json.loads(stdout)
     edge, lake, dash = document["stages"]
     assert edge["status"] == "passed"
@@ -354,8 +382,8 @@ def test_an_event_lost_before_the_lake_fails_at_the_timeout_as_missing(sqlite_fu
     assert lake["missing"] == ["m3"]
     assert (lake["expected"], lake["found"]) == (3, 2)
     assert lake["mismatches"] == [] and lake["unexpected"] == []
-    assert "timed out after 1500ms" in lake["reason"]
-    assert lake["attempts"] >= 3  # it kept polling until the timeout
+    assert "timed out after 1s" in lake["reason"]
+    assert lake["attempts"] >= 2  # it kept polling until the timeout
     assert dash["status"] == "skipped"
     assert "missing: m3" in stderr
 
@@ -383,6 +411,7 @@ def test_verify_waits_for_late_data_and_returns_the_cli_document_as_an_object(
     later(0.5, lambda: funnel.reach_edge("api-1"))
     later(1.0, lambda: funnel.reach_lake("api-1"))
     later(1.5, funnel.reach_dashboard)
+    started = time.monotonic()
 
     result = trackcheck.verify(funnel.plan, params={"run_tag": "api-1"}, interval="200ms", timeout="20s")
 
@@ -394,7 +423,7 @@ def test_verify_waits_for_late_data_and_returns_the_cli_document_as_an_object(
     assert list(document) == RUN_KEYS
     assert all(list(stage) == STAGE_KEYS for stage in document["stages"])
     assert json.loads(json.dumps(document)) == document  # plain JSON, as --json prints it
-    assert result.stage("edge").attempts >= 2
+    assert time.monotonic() - started >= 1.5  # it blocked until the dashboard had the data
 
 
 def test_verify_expect_argument_replaces_the_plans_events(
@@ -414,26 +443,38 @@ def test_verify_expect_argument_replaces_the_plans_events(
     assert [(stage.expected, stage.found) for stage in result.stages] == [(1, 1), (1, 1), (1, 1)]
 
 
-def test_verify_reports_wrong_data_and_unreadable_sources_in_the_result_never_raising(
-    sqlite_funnel: Funnel, monkeypatch: pytest.MonkeyPatch
+def test_verify_reports_wrong_data_in_the_result_with_values_as_json_numbers(
+    funnel: Funnel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    funnel = sqlite_funnel
     set_env(monkeypatch, funnel)
     funnel.reach_edge("api-3")
-    funnel.reach_lake("api-3", m1={"kind": "login"})
+    funnel.reach_lake("api-3", m1={"kind": "login"}, m3={"price": 49.51})
 
     failed = trackcheck.verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="10s")
 
     assert not failed.ok and failed.status == "failed"
-    assert failed.stage("lake").mismatches == [{"key": "m1", "field": "kind", "expected": "signup", "actual": "login"}]
+    assert [stage.status for stage in failed.stages] == ["passed", "failed", "skipped"]
+    assert failed.stage("lake").mismatches == [  # a NUMERIC column's Decimal is shown as the number it is
+        {"key": "m1", "field": "kind", "expected": "signup", "actual": "login"},
+        {"key": "m3", "field": "price", "expected": 49.5, "actual": 49.51},
+    ]
 
+
+def test_verify_reports_an_unreadable_source_in_the_result_never_raising(
+    sqlite_funnel: Funnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    funnel = sqlite_funnel
+    set_env(monkeypatch, funnel)
+    funnel.reach_edge("api-4")
     monkeypatch.setenv("FUNNEL_LAKE_URL", "postgresql://funnel:Api-Secret-77@127.0.0.1:1/lake")
-    broken = trackcheck.verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="1s")
+
+    broken = trackcheck.verify(funnel.plan, params={"run_tag": "api-4"}, interval="200ms", timeout="1s")
 
     assert not broken.ok and broken.status == "error"
     lake = broken.stage("lake")
     assert lake.status == "error"
-    assert "lake_db" in (lake.error or "") and "Api-Secret-77" not in json.dumps(broken.to_dict())
+    assert "source 'lake_db', stage 'lake'" in (lake.error or "")
+    assert "Api-Secret-77" not in json.dumps(broken.to_dict())
 
 
 def test_verify_raises_plan_and_param_errors_for_invalid_input_only(
@@ -462,8 +503,6 @@ def test_verify_raises_plan_and_param_errors_for_invalid_input_only(
 
 # -- run parameters are data, never SQL ----------------------------------------------------------------
 
-INJECTIONS = ["x' OR '1'='1", "x\\' OR 1=1 -- ", "x'); DROP TABLE signups; --"]
-
 
 def test_run_parameters_are_bound_so_sql_in_a_tag_matches_only_itself(
     funnel: Funnel, monkeypatch: pytest.MonkeyPatch
@@ -487,23 +526,58 @@ stages:
         encoding="utf-8",
     )
     funnel.reach_lake("innocent")
-    funnel.reach_lake(INJECTIONS[0], EVENTS[:1])  # a row whose tag really is the SQL-looking text
+    literal = "x\\'); DROP TABLE signups; --"
+    funnel.reach_lake(literal, EVENTS[:1])  # a row whose tag really is that SQL-looking text
 
-    literal = trackcheck.verify(
-        plan, params={"run_tag": INJECTIONS[0]}, expect=EVENTS[:1], interval="200ms", timeout="10s"
+    found = trackcheck.verify(plan, params={"run_tag": literal}, expect=EVENTS[:1], interval="200ms", timeout="10s")
+    nothing = trackcheck.verify(
+        plan, params={"run_tag": "x' OR '1'='1"}, expect=EVENTS[:1], interval="200ms", timeout="300ms"
     )
 
-    assert literal.ok, literal.to_dict()
-    assert (literal.stage("lake").found, literal.stage("lake").unexpected) == (1, [])
-
-    for tag in INJECTIONS[1:]:
-        result = trackcheck.verify(plan, params={"run_tag": tag}, expect=EVENTS[:1], interval="200ms", timeout="600ms")
-        lake = result.stage("lake")
-        assert (result.status, lake.status) == ("failed", "failed"), result.to_dict()
-        assert lake.error is None
-        assert (lake.found, lake.missing, lake.unexpected) == (0, ["m1"], [])
+    assert found.ok, found.to_dict()
+    assert (found.stage("lake").found, found.stage("lake").unexpected) == (1, [])
+    lake = nothing.stage("lake")
+    assert (nothing.status, lake.status, lake.error) == ("failed", "failed", None), nothing.to_dict()
+    assert (lake.found, lake.missing, lake.unexpected) == (0, ["m1"], [])
     with funnel.lake.connect() as connection:  # nothing was dropped
         assert len(connection.execute(signups.select()).all()) == 4
+
+
+def test_verify_called_from_several_threads_at_once_gives_each_its_own_result(
+    sqlite_funnel: Funnel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    funnel = sqlite_funnel
+    set_env(monkeypatch, funnel)
+    tags = ["par-0", "par-1", "par-2"]
+    for tag in tags[:2]:
+        funnel.reach_edge(tag)
+        funnel.reach_lake(tag)
+    funnel.reach_dashboard()
+    funnel.reach_edge(tags[2], EVENTS[:2])  # its m3 never arrives
+    results: dict[str, RunResult | BaseException] = {}
+
+    def verify_one(tag: str) -> None:
+        try:
+            results[tag] = trackcheck.verify(funnel.plan, params={"run_tag": tag}, interval="200ms", timeout="1s")
+        except BaseException as exc:
+            results[tag] = exc
+
+    threads = [threading.Thread(target=verify_one, args=(tag,), daemon=True) for tag in tags]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert set(results) == set(tags), f"verify() still blocked after 20s: {sorted(set(tags) - set(results))}"
+    outcomes = {
+        tag: r if isinstance(r, BaseException) else (r.params["run_tag"], r.status, r.stages[0].missing)
+        for tag, r in results.items()
+    }
+    assert outcomes == {
+        "par-0": ("par-0", "passed", []),
+        "par-1": ("par-1", "passed", []),
+        "par-2": ("par-2", "failed", ["m3"]),
+    }
 
 
 # -- batching ------------------------------------------------------------------------------------------
@@ -557,7 +631,7 @@ def test_runs_waiting_at_one_sql_stage_are_served_by_one_query_per_tick(
         with lock:
             waiting_ticks = list(queries)
 
-        assert 2 <= len(waiting_ticks) <= 8, f"{len(waiting_ticks)} queries in 1.5s for 12 runs"
+        assert 1 <= len(waiting_ticks) <= 8, f"{len(waiting_ticks)} queries in 1.5s for 12 runs"
         for parameters in waiting_ticks:  # each query asked for every run's tag at once, as one bound array
             (values,) = parameters.values()
             assert sorted(re.findall(r'"([^"]+)"', values)) == tags

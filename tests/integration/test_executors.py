@@ -9,7 +9,7 @@ import pytest
 
 from trackcheck.engine import Engine, store_plan
 from trackcheck.scheduling.config import SchedulerConfig
-from trackcheck.verify import wait_for
+from trackcheck.foreground import wait_for
 
 PLAN = """
 name: pooled

@@ -18,7 +18,7 @@ from trackcheck.service import schedules
 from trackcheck.service.notify import SIGNATURE_HEADER, Notifier
 from trackcheck.store.repository import utcnow
 from trackcheck.testing import MemorySource
-from trackcheck.verify import wait_for
+from trackcheck.foreground import wait_for
 
 PLAN = """
 name: hooked

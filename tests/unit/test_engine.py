@@ -12,7 +12,7 @@ from trackcheck.engine import Engine, store_plan
 from trackcheck.errors import ParamError
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.testing import MemorySource
-from trackcheck.verify import wait_for
+from trackcheck.foreground import wait_for
 
 PLAN = """
 name: mem

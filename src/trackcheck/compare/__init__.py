@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from trackcheck.compare.checks import Check, Record, collection_paused
+from trackcheck.compare.checks import LARGE, Check, Record, collection_paused
 from trackcheck.compare.counts import CountsCheck
 from trackcheck.compare.records import RecordsCheck
 from trackcheck.compare.result import Comparison
@@ -41,7 +41,10 @@ def evaluate_stage(stage: StageSpec, key: list[str], found: list[Record], refere
 
     Raises PlanError only when the stage cannot be evaluated (no check declared, unreadable schema file).
     """
-    with collection_paused(max(len(found), len(reference))):
+    size = max(len(found), len(reference))
+    if size < LARGE:  # a run's few records: not even a context manager's cost
+        return _evaluate(stage, key, found, reference)
+    with collection_paused(size):
         return _evaluate(stage, key, found, reference)
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from itertools import chain, compress, count, filterfalse, repeat
+from itertools import chain, compress, count, repeat
 from operator import eq, is_, is_not, itemgetter, methodcaller, ne
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from trackcheck.compare.values import display_key, jsonable
 from trackcheck.plan.model import CompareSpec
 
 _ABSENT: Any = object()  # a field the record does not have
+_Pairing = tuple[list[Record], list[Record], list[Record], list[Record]]
 _SAMPLE = 64  # pairs compared first, to choose between a pass over whole records and columns only
 
 
@@ -56,26 +56,14 @@ class RecordsCheck(Check[CompareSpec]):
             expected_records, actual_records, expected = reference, found, len(reference)
         else:
             wanted = dict(zip(reference_keys, reference, strict=True))
-            by_key = dict(zip(found_keys, found, strict=True))
             expected = len(wanted)
-            if len(by_key) != len(found):
-                duplicates = [display_key(by_key[k], self.key) for k, n in Counter(found_keys).items() if n > 1]
-                actual_records = list(by_key.values())
-            else:
-                actual_records = found  # no key twice: by_key holds found, in its order (never mutated below)
-            # pair in the found order: memory is read in the order the source returned the records
-            lookup = cast("Callable[[Any], Record | None]", wanted.get)
-            paired = list(map(lookup, by_key))
-            expected_records = cast("list[Record]", paired)
-            if None in paired:
-                unmatched = list(compress(actual_records, map(is_, paired, repeat(None))))
-                unexpected = display_keys(unmatched, self.key)
-                actual_records = list(compress(actual_records, map(is_not, paired, repeat(None))))
-                expected_records = list(compress(expected_records, map(is_not, paired, repeat(None))))
-            if len(expected_records) != len(wanted):
-                # the keys not found, in the reference's order, picked at C speed (a million lookups)
-                absent_keys = filterfalse(by_key.__contains__, wanted)
-                missing = display_keys(list(map(wanted.__getitem__, absent_keys)), self.key)
+            pairing = self._pair(found, found_keys, wanted)
+            if pairing is None:  # a key found twice
+                pairing, repeated = self._pair_with_duplicates(found, found_keys, wanted)
+                duplicates = [display_key(r, self.key) for r in repeated]
+            actual_records, expected_records, unmatched, missing_records = pairing
+            unexpected = display_keys(unmatched, self.key)
+            missing = display_keys(missing_records, self.key)
         absent: set[int] = set()
         mismatches = self._mismatches(expected_records, actual_records, absent)
 
@@ -93,6 +81,50 @@ class RecordsCheck(Check[CompareSpec]):
             mismatches=mismatches,
             reason=self._reason(verdict, expected, missing, unexpected, duplicates, mismatches, absent),
         )
+
+    @staticmethod
+    def _pair(found: list[Record], found_keys: list[Any], wanted: dict[Any, Record]) -> _Pairing | None:
+        """(found records with a reference, their references, found records without, references not found),
+        in the found order (memory is read in the order the source returned it); None if a key is found twice.
+
+        Each found key takes its record out of a copy of ``wanted``, so one pass pairs them and what stays
+        in the copy is missing, in the reference's order: two passes over hash tables of a million keys
+        where dicts of both sides and lookups each way took four.
+        """
+        unclaimed = wanted.copy()
+        paired = cast("list[Record | None]", list(map(unclaimed.pop, found_keys, repeat(None))))
+        missing = list(unclaimed.values())
+        if None not in paired:
+            return found, cast("list[Record]", paired), [], missing
+        unmatched_keys = list(compress(found_keys, map(is_, paired, repeat(None))))
+        if any(map(wanted.__contains__, unmatched_keys)) or len(set(unmatched_keys)) != len(unmatched_keys):
+            return None  # taken already (or not in the reference, twice): a duplicate
+        keep = list(map(is_not, paired, repeat(None)))
+        return (
+            list(compress(found, keep)),
+            cast("list[Record]", list(compress(paired, keep))),
+            list(compress(found, map(is_, paired, repeat(None)))),
+            missing,
+        )
+
+    @staticmethod
+    def _pair_with_duplicates(
+        found: list[Record], found_keys: list[Any], wanted: dict[Any, Record]
+    ) -> tuple[_Pairing, list[Record]]:
+        """``_pair`` when keys repeat: the last record found with a key stands for it; and one record of each
+        repeated key."""
+        by_key = dict(zip(found_keys, found, strict=True))
+        duplicates = [by_key[k] for k, n in Counter(found_keys).items() if n > 1]
+        actual = list(by_key.values())
+        paired = list(map(wanted.get, by_key))
+        keep = list(map(is_not, paired, repeat(None)))
+        pairing = (
+            list(compress(actual, keep)),
+            cast("list[Record]", list(compress(paired, keep))),
+            list(compress(actual, map(is_, paired, repeat(None)))),
+            [r for k, r in wanted.items() if k not in by_key],
+        )
+        return pairing, duplicates
 
     def _mismatches(self, expected: list[Record], actual: list[Record], absent: set[int]) -> list[dict[str, Any]]:
         """The field mismatches between paired records (``expected[i]`` was found as ``actual[i]``), in record

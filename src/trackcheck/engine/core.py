@@ -129,7 +129,7 @@ class Engine:
         """Block in a BlockingScheduler (``trackcheck worker``) until interrupted."""
         assert self.scheduler is not None and self.planner is not None
         self.planner.start_sync()
-        self.scheduler.add_job(jobs.SYNC_JOB, id="tc:first-sync", replace_existing=True, executor=CONTROL)
+        self.scheduler.add_job(self.planner.sync_func, id="tc:first-sync", replace_existing=True, executor=CONTROL)
         self.scheduler.start()
 
     def shutdown(self, wait: bool = True) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ log = logging.getLogger("trackcheck.scheduler")
 SYNC_EVERY = timedelta(seconds=2)
 _SYNC = "sync"
 SYNC_JOB = "trackcheck.scheduling.jobs:sync"
+POLL_JOB = "trackcheck.scheduling.jobs:poll"
 _bound: Engine | None = None
 
 
@@ -90,6 +92,12 @@ class JobPlanner:
     def __init__(self, scheduler: BaseScheduler, engine: Engine) -> None:
         self.scheduler = scheduler
         self.engine = engine
+        # A persistent job store or a process pool needs jobs by textual reference (they then run against
+        # the process's bound engine); in memory, on threads, jobs call this engine directly, so several
+        # engines can live in one process (verify() called from several threads, tests).
+        inline = engine.config.jobstore == "memory" and engine.config.executor == "threadpool"
+        self.poll_func: Callable[..., Any] | str = engine.poll_group if inline else POLL_JOB
+        self.sync_func: Callable[[], None] | str = self.request_sync if inline else SYNC_JOB
         # Rescheduling happens on a thread of its own, never in the job-event listener: APScheduler's
         # shutdown() holds its job store lock while it waits for running jobs, and a listener that asked for
         # that lock (to add or remove a job) would deadlock it.
@@ -114,7 +122,7 @@ class JobPlanner:
 
     def start_sync(self) -> None:
         self.scheduler.add_job(
-            SYNC_JOB,
+            self.sync_func,
             "interval",
             seconds=SYNC_EVERY.total_seconds(),
             id="tc:sync",
@@ -134,7 +142,7 @@ class JobPlanner:
             main = f"poll:{group.group_key}"
             if self.scheduler.get_job(main) is None:
                 self.scheduler.add_job(
-                    "trackcheck.scheduling.jobs:poll",
+                    self.poll_func,
                     build_trigger(plan, stage, group.overrides),
                     args=[group.group_key],
                     id=main,  # and no name: only internal keys go into the (pickling) job store
@@ -150,7 +158,7 @@ class JobPlanner:
 
     def _once(self, group: str, kind: str, when: datetime, fresh_only: bool = False) -> None:
         self.scheduler.add_job(
-            "trackcheck.scheduling.jobs:poll",
+            self.poll_func,
             "date",
             run_date=when,
             args=[group, fresh_only],

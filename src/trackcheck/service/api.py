@@ -35,13 +35,13 @@ from werkzeug.exceptions import HTTPException
 from trackcheck.engine.core import store_plan
 from trackcheck.engine.result import build_result
 from trackcheck.errors import ParamError, PlanError, RunNotFound, SourceError, StoreError, TrackcheckError
+from trackcheck.foreground import overrides_from
 from trackcheck.plan.loader import load_plan_text
 from trackcheck.service.app import EXTENSION, current_service, error_response
 from trackcheck.service.schedules import add_schedule, delete_schedule, next_run_time
 from trackcheck.sources.base import MASK, mask_url_passwords
 from trackcheck.store.models import PlanVersion, Run, RunStage, Schedule
 from trackcheck.store.repository import RUN_FINISHED, Store, aware
-from trackcheck.verify import overrides_from
 
 log = logging.getLogger("trackcheck.api")
 bp = Blueprint("api", __name__)

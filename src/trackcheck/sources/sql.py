@@ -191,7 +191,7 @@ class SqlSource(Source):
         to ``UTC``: the same zone, so no value and no query result changes, but psycopg then labels
         ``timestamptz`` values with ``datetime.UTC`` instead of ``ZoneInfo('Etc/UTC')``. Comparing them
         with instants parsed from ISO text (what expected events and snapshots hold) is then a plain field
-        comparison, not two zone lookups per pair: 20× faster, seconds over a million rows (benchmark B2).
+        comparison, not two zone lookups per pair: 20 times faster, seconds over a million rows (benchmark B2).
         """
         timeout = self.options.query_timeout.total_seconds()
         cursor = dbapi_connection.cursor()

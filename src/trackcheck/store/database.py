@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,8 @@ from trackcheck.sources.base import mask_url_passwords
 
 DEFAULT_URL = "sqlite:///trackcheck.db"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+#: Alembic keeps its migration context in module globals: threads of one process migrate in turn
+_MIGRATING = threading.Lock()
 _MIGRATION_LOCK_KEY = 0x7472_6163_6B6D_6967  # PostgreSQL advisory lock of migrations ("trackmig")
 
 
@@ -78,7 +81,7 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     try:
-        with engine.begin() as connection, _one_migration_at_a_time(connection):
+        with _MIGRATING, engine.begin() as connection, _one_migration_at_a_time(connection):
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:

@@ -8,11 +8,9 @@ A test suite that emits events can verify them in the same test::
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from trackcheck.engine.core import Engine, store_plan
@@ -83,7 +81,7 @@ def verify(
     Raises only when verification cannot start: invalid input (PlanError, ParamError), a source driver
     that is not installed (SourceConnectError) or an unusable state database (StoreError). A failed
     verification, a source that cannot be read included, is ``result.ok == False`` with the evidence in
-    ``result.stages``.
+    ``result.stages``. Calls from several threads run side by side.
     """
     overrides = overrides_from(interval, timeout)
     engine = Engine(db, SchedulerConfig(jobstore="memory"), resume=False)
@@ -93,23 +91,3 @@ def verify(
         return wait_for(engine, run_id)
     finally:
         engine.shutdown()
-
-
-class _CallableModule(ModuleType):
-    """``trackcheck.verify`` names both this module and its function. Once the module is imported (by the
-    CLI, or ``from trackcheck.verify import ...``), the import system binds the *module* to the package's
-    ``verify`` attribute, so ``trackcheck.verify(...)`` must work on the module too."""
-
-    def __call__(
-        self,
-        plan: str | Path,
-        params: Mapping[str, Any] | None = None,
-        expect: list[dict[str, Any]] | None = None,
-        interval: str | float | None = None,
-        timeout: str | float | None = None,
-        db: str = MEMORY_DB,
-    ) -> RunResult:
-        return verify(plan, params, expect, interval, timeout, db)
-
-
-sys.modules[__name__].__class__ = _CallableModule
