@@ -30,9 +30,9 @@ import trackcheck
 from tests.integration.http_server import HttpTestServer
 from trackcheck import ParamError, PlanError, RunResult
 from trackcheck.engine import Engine, store_plan
+from trackcheck.foreground import wait_for
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.sources.sql import SqlSource
-from trackcheck.foreground import wait_for
 
 RUN_KEYS = ["run_id", "plan", "status", "params", "stages"]
 STAGE_KEYS = [

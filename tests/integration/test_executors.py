@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from trackcheck.engine import Engine, store_plan
-from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.foreground import wait_for
+from trackcheck.scheduling.config import SchedulerConfig
 
 PLAN = """
 name: pooled

@@ -13,12 +13,12 @@ import pytest
 from tests.integration.http_server import HttpTestServer
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.errors import ParamError, PlanError
+from trackcheck.foreground import wait_for
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.service import schedules
 from trackcheck.service.notify import SIGNATURE_HEADER, Notifier
 from trackcheck.store.repository import utcnow
 from trackcheck.testing import MemorySource
-from trackcheck.foreground import wait_for
 
 PLAN = """
 name: hooked

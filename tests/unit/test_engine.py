@@ -10,9 +10,9 @@ import pytest
 
 from trackcheck.engine import Engine, store_plan
 from trackcheck.errors import ParamError
+from trackcheck.foreground import wait_for
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.testing import MemorySource
-from trackcheck.foreground import wait_for
 
 PLAN = """
 name: mem
