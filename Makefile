@@ -43,3 +43,17 @@ integration: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+## Benchmarks (issue 4) on the local PostgreSQL: `bench` writes benchmarks/RESULTS.md (~10 min);
+## `bench-quick` (<1 min, CI) runs the same code at small sizes, prints its report and fails only if a figure is missing.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run --quick

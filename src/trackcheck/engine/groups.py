@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from trackcheck.compare.values import canonical
+from trackcheck.compare.checks import fast_canonical as canonical  # canonical(), without its regexes for ids
 from trackcheck.sources.base import Record, filter_records
 
 

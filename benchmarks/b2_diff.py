@@ -1,0 +1,281 @@
+"""B2: diff speed. One stage reads N events x 6 fields from PostgreSQL and compares them with a reference.
+
+The reference is the same size as the table and differs by 0.1% missing keys (in the reference, not in the
+table), 0.1% unexpected keys (in the table only) and 0.1% mismatched rows (one field off). It holds JSON
+types, as ``expect`` records or an earlier stage's snapshot do (amounts as floats, times as ISO text), while
+the table returns ``Decimal`` and ``datetime``: the comparison has to match numbers as numbers and instants
+as instants, which is its real work.
+
+Variants, each in a child process of its own (peak RSS is then the variant's), interleaved over repeats:
+
+- ``fetch``: trackcheck's SQL source ``fetch`` alone (psycopg 3 through SQLAlchemy, the query trackcheck
+  builds: ``SELECT * FROM events AS tc_q WHERE tc_q.test_id = ANY(:p)``);
+- ``compare``: the same fetch, then ``trackcheck.compare.evaluate_stage``;
+- ``polars``: the same fetch, then the same diff with polars (frames built from the fetched records,
+  types normalized, a full outer join on the key, field-by-field comparison, duplicate keys).
+
+Run as ``python -m benchmarks.b2_diff '<json config>'`` it is one child; ``measure`` is the parent side.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from benchmarks import common
+
+RUN = "b2run"
+EVENTS = ("page_view", "add_to_cart", "checkout", "purchase", "refund")
+BASE_TS = datetime(2026, 1, 1, tzinfo=UTC)
+FIELDS = ("test_id", "event", "user_id", "amount", "ts")  # compared; event_id is the key
+VARIANTS = ("fetch", "compare", "polars")
+
+PLAN = """\
+name: bench-b2
+key: event_id
+params:
+  test_id: {required: true}
+sources:
+  warehouse: {type: sql, url: "URL", query_timeout: 10m}
+stages:
+  - name: warehouse
+    source: warehouse
+    table: events
+    where: {test_id: "{test_id}"}
+    compare: {with: expect}
+"""
+
+
+def is_unexpected(i: int) -> bool:
+    """In the table, not in the reference (0.1%)."""
+    return i % 1000 == 7
+
+
+def is_mismatched(i: int) -> bool:
+    """In both, with the amount off by one (0.1%)."""
+    return i % 1000 == 500
+
+
+def create_table(database: str, rows: int) -> None:
+    with psycopg.connect(common.dsn(database), autocommit=True) as connection:
+        connection.execute(
+            "CREATE TABLE events (event_id text NOT NULL, test_id text NOT NULL, event text NOT NULL, "
+            "user_id text NOT NULL, amount numeric(12, 2) NOT NULL, ts timestamptz NOT NULL)"
+        )
+        connection.execute(
+            f"INSERT INTO events SELECT 'e' || lpad(i::text, 8, '0'), '{RUN}', "
+            f"(ARRAY{list(EVENTS)})[i % {len(EVENTS)} + 1], 'u' || (i % 50000), (i % 100000) / 100.0, "
+            f"timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second' "
+            f"FROM generate_series(0, {rows - 1}) AS i"
+        )
+        connection.execute("CREATE INDEX events_test_id ON events (test_id)")
+        connection.execute("VACUUM ANALYZE events")
+
+
+def reference(rows: int) -> list[dict[str, Any]]:
+    """The reference, in JSON types: every table row but the unexpected ones, mismatches changed, and as
+    many missing keys (beyond the table's) as there are unexpected ones, so it has ``rows`` records."""
+
+    def record(i: int) -> dict[str, Any]:
+        amount = (i % 100_000) / 100
+        return {
+            "event_id": f"e{i:08d}",
+            "test_id": RUN,
+            "event": EVENTS[i % len(EVENTS)],
+            "user_id": f"u{i % 50_000}",
+            "amount": amount + 1 if is_mismatched(i) else amount,
+            "ts": (BASE_TS + timedelta(seconds=i)).isoformat(),
+        }
+
+    records = [record(i) for i in range(rows) if not is_unexpected(i)]
+    records.extend(record(i) for i in range(rows, rows + rows - len(records)))
+    return records
+
+
+def expected_counts(rows: int) -> dict[str, int]:
+    unexpected = sum(1 for i in range(rows) if is_unexpected(i))
+    return {
+        "missing": unexpected,
+        "unexpected": unexpected,
+        "mismatched": sum(1 for i in range(rows) if is_mismatched(i)),
+    }
+
+
+# -- the child ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChildConfig:
+    variant: str
+    database: str
+    rows: int
+
+
+def run_child(config: ChildConfig) -> dict[str, Any]:
+    from trackcheck.plan.loader import load_plan_text
+    from trackcheck.sources import build_source
+    from trackcheck.sources.base import FetchRequest
+
+    plan = load_plan_text(PLAN.replace("URL", common.sqlalchemy_url(config.database)))
+    stage = plan.stages[0]
+    source = build_source("warehouse", plan.sources["warehouse"], plan=plan.name)
+    source.open()
+    wanted = reference(config.rows)
+    from trackcheck.compare import evaluate_stage
+
+    if config.variant == "polars":
+        import polars  # noqa: F401 - imported before the clock starts, as trackcheck's comparison is
+
+    gc.collect()
+    rss_before = common.current_rss_mb()
+    request = FetchRequest(plan=plan.name, stage=stage, filters={"test_id": [RUN]})
+    began = time.perf_counter()
+    found = source.fetch(request).records
+    fetched = time.perf_counter()
+    counts: dict[str, int] = {}
+    if config.variant == "compare":
+        comparison = evaluate_stage(stage, plan.key_for(stage), found, wanted)
+        counts = {
+            "missing": len(comparison.missing),
+            "unexpected": len(comparison.unexpected),
+            "mismatched": len({json.dumps(m["key"]) for m in comparison.mismatches}),
+            "duplicates": len(comparison.duplicates),
+        }
+    elif config.variant == "polars":
+        counts = polars_diff(found, wanted)
+    ended = time.perf_counter()
+    result = {
+        "variant": config.variant,
+        "rows_found": len(found),
+        "fetch_s": fetched - began,
+        "compare_s": ended - fetched,
+        "total_s": ended - began,
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": common.peak_rss_mb(),
+        "counts": counts,
+    }
+    source.close()
+    return result
+
+
+def polars_diff(found: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> dict[str, int]:
+    """The same diff with polars: frames from the fetched records and the reference, the reference's JSON
+    types read as the table's (numbers as decimals, ISO text as instants), a full outer join on the key, and a
+    field-by-field comparison of the matched rows."""
+    import polars as pl
+
+    actual = pl.DataFrame(found, infer_schema_length=None)
+    expected = pl.DataFrame(wanted, infer_schema_length=None).with_columns(
+        pl.col("amount").cast(actual.schema["amount"]),
+        pl.col("ts").str.to_datetime(time_zone="UTC").cast(actual.schema["ts"]),
+    )
+    duplicates = int(actual.select(pl.col("event_id").is_duplicated().sum()).item())
+    joined = actual.join(expected, on="event_id", how="full", suffix="_ref")
+    missing = joined.filter(pl.col("event_id").is_null()).height
+    unexpected = joined.filter(pl.col("event_id_ref").is_null()).height
+    paired = joined.filter(pl.col("event_id").is_not_null() & pl.col("event_id_ref").is_not_null())
+    differs = pl.any_horizontal([pl.col(f).ne_missing(pl.col(f"{f}_ref")) for f in FIELDS])
+    mismatched = paired.filter(differs).height
+    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched, "duplicates": duplicates}
+
+
+def child_main(raw: str) -> None:
+    common.emit_result(run_child(ChildConfig(**json.loads(raw))))
+
+
+# -- the parent ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class B2Result:
+    """B2's figures. Every child fetches the same rows the same way first, so "fetch alone" is the median
+    of all the fetches (3 per repeat), and "fetch and compare" that plus the median comparison: the ratio
+    then rests on as many samples as possible on a machine whose load changes under the benchmark."""
+
+    rows: int
+    repeats: int
+    fetch_s: float  # fetch alone: median over every child's fetch
+    compare_s: float  # trackcheck's evaluate_stage after the fetch (median over the compare children)
+    polars_s: float  # the same diff with polars after the fetch (median over the polars children)
+    same_child_ratio: float  # median of (fetch + compare) / fetch within each compare child, a cross-check
+    fetch_peak_rss_mb: float
+    compare_peak_rss_mb: float
+    polars_peak_rss_mb: float
+    reference_rss_mb: float  # RSS with the reference built, before the fetch (the same in every child)
+    counts: dict[str, dict[str, int]]
+    expected: dict[str, int]
+    runs: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def fetch_compare_s(self) -> float:
+        return self.fetch_s + self.compare_s
+
+    @property
+    def fetch_polars_s(self) -> float:
+        return self.fetch_s + self.polars_s
+
+    @property
+    def ratio_to_fetch(self) -> float:
+        """Fetch and compare over fetch alone: the target is at most 1.5."""
+        return self.fetch_compare_s / self.fetch_s
+
+    @property
+    def correct(self) -> bool:
+        """Both diffs found exactly the planted differences."""
+        return all({k: c.get(k) for k in self.expected} == self.expected for c in self.counts.values())
+
+
+def measure(rows: int, repeats: int) -> B2Result:
+    with common.fresh_database("tc_bench_b2") as database:
+        common.log(f"B2: generating {rows:,} rows")
+        create_table(database, rows)
+        runs: list[dict[str, Any]] = []
+        for repeat in range(repeats):
+            for variant in VARIANTS:
+                child = common.spawn_child("benchmarks.b2_diff", asdict(ChildConfig(variant, database, rows)))
+                try:
+                    result = child.result(timeout=1800)
+                finally:
+                    child.kill()
+                result["repeat"] = repeat
+                runs.append(result)
+                common.log(
+                    f"B2 {variant} #{repeat + 1}: fetch {result['fetch_s']:.2f}s, then {result['compare_s']:.2f}s, "
+                    f"peak RSS {result['peak_rss_mb']:.0f} MB"
+                )
+
+    def pick(variant: str, figure: str) -> list[float]:
+        return [float(r[figure]) for r in runs if r["variant"] == variant]
+
+    def last_counts(variant: str) -> dict[str, int]:
+        return next(r["counts"] for r in reversed(runs) if r["variant"] == variant)
+
+    return B2Result(
+        rows=rows,
+        repeats=repeats,
+        fetch_s=common.median([float(r["fetch_s"]) for r in runs]),
+        compare_s=common.median(pick("compare", "compare_s")),
+        polars_s=common.median(pick("polars", "compare_s")),
+        same_child_ratio=common.median([r["total_s"] / r["fetch_s"] for r in runs if r["variant"] == "compare"]),
+        fetch_peak_rss_mb=max(pick("fetch", "peak_rss_mb")),
+        compare_peak_rss_mb=max(pick("compare", "peak_rss_mb")),
+        polars_peak_rss_mb=max(pick("polars", "peak_rss_mb")),
+        reference_rss_mb=common.median([float(r["rss_before_mb"]) for r in runs]),
+        counts={"trackcheck": last_counts("compare"), "polars": last_counts("polars")},
+        expected=expected_counts(rows),
+        runs=runs,
+    )
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1])

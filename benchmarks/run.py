@@ -1,0 +1,130 @@
+"""Run every benchmark and write the results: ``python -m benchmarks.run [--quick] [--output PATH]``.
+
+The full run (``make bench``, about 10 minutes) writes ``benchmarks/RESULTS.md``. ``--quick`` (``make
+bench-quick``, under a minute, for CI) runs the same code at small sizes, writes its report to a temporary
+file (never over RESULTS.md) and prints it; like the full run it exits non-zero when any figure is missing.
+Neither asserts how fast anything is: the figures depend on the machine, the report states them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import b1_polling, b2_diff, common, report
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sizes of one benchmark run."""
+
+    name: str
+    ns: tuple[int, ...]
+    interval: float  # seconds between polls in B1 (the default 58 s would make the run last an hour)
+    land_window: float  # rows land within this many seconds of the start
+    profile_n: int
+    b2_rows: int
+    b2_repeats: int
+
+
+FULL = Plan("full", (1, 100, 1_000, 10_000), 5.0, 15.0, 10_000, 1_000_000, 3)
+QUICK = Plan("quick", (1, 50), 1.0, 2.0, 50, 5_000, 1)
+
+
+def run_b1(plan: Plan) -> tuple[list[b1_polling.SideResult], dict[str, Any]]:
+    """Both sides at every N (trackcheck first, then the baseline, each in a fresh database), then one more
+    profiled trackcheck run at ``profile_n`` (profiling slows it, so its figures are not reported)."""
+    results: list[b1_polling.SideResult] = []
+    template = b1_polling.create_template()
+    try:
+        for n in plan.ns:
+            for side in ("trackcheck", "baseline"):
+                common.log(f"B1 {side} N={n:,} (interval {plan.interval:g}s, rows land within {plan.land_window:g}s)")
+                result, _ = b1_polling.measure(side, n, plan.interval, plan.land_window, template)
+                results.append(result)
+                common.log(
+                    f"B1 {side} N={n:,}: p99 {result.latency_p99:.2f}s, {result.queries_per_tick:g} queries/tick, "
+                    f"CPU/tick {result.cpu_per_tick:.3f}s, peak RSS {result.peak_rss_mb:.0f} MB"
+                )
+        common.log(f"B1 profile: trackcheck N={plan.profile_n:,} under pyinstrument")
+        _, raw = b1_polling.measure(
+            "trackcheck", plan.profile_n, plan.interval, plan.land_window, template, profile=True
+        )
+    finally:
+        b1_polling.drop_database(template)
+    profile = raw.get("profile")
+    if profile is None:
+        raise RuntimeError("the profiled run produced no profile")
+    profile["n"] = plan.profile_n
+    return results, profile
+
+
+def missing_figures(b1: list[b1_polling.SideResult], profile: dict[str, Any], b2: b2_diff.B2Result) -> list[str]:
+    """Every figure the report needs that is absent or not a number (the only thing --quick asserts)."""
+    problems: list[str] = []
+    for result in b1:
+        for name, value in result.to_dict().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"B1 {result.side} N={result.n}: {name} is {value}")
+        if result.detected == 0:
+            problems.append(f"B1 {result.side} N={result.n}: no run was detected")
+        if result.server_queries <= 0:
+            problems.append(f"B1 {result.side} N={result.n}: the server counted no source query")
+    expected = {(side, n) for side in ("trackcheck", "baseline") for n in {r.n for r in b1}}
+    if {(r.side, r.n) for r in b1} != expected or not b1:
+        problems.append("B1: a side or an N is missing")
+    if not profile.get("self"):
+        problems.append("B1 profile: no functions recorded")
+    for name, value in b2.to_dict().items():
+        if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+            problems.append(f"B2: {name} is {value}")
+    if not b2.correct:
+        problems.append(f"B2: a diff did not find the planted differences: {b2.counts} (expected {b2.expected})")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, report to a temp file (CI)")
+    parser.add_argument("--output", type=Path, help="where to write the report (default: see above)")
+    parser.add_argument("--json", type=Path, help="also write the raw figures as JSON here")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    output: Path = args.output or (
+        Path(tempfile.mkdtemp(prefix="trackcheck-bench-")) / "RESULTS.md" if args.quick else RESULTS
+    )
+    began = time.time()
+    machine = common.machine()
+    common.log(f"{plan.name} run on {machine['cores']} cores, load {machine['load_average']}")
+    b1, profile = run_b1(plan)
+    common.log(f"B2: {plan.b2_rows:,} rows, {plan.b2_repeats} repeat(s)")
+    b2 = b2_diff.measure(plan.b2_rows, plan.b2_repeats)
+    machine["load_average_end"] = list(common.machine()["load_average"])
+    machine["duration_s"] = round(time.time() - began)
+    machine["preloaded"] = common.preloaded_libraries() or "(none)"
+    text = report.render(plan.name, plan.interval, plan.land_window, machine, b1, profile, b2)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    if args.json:
+        raw = {"machine": machine, "b1": [r.to_dict() for r in b1], "b2": b2.to_dict(), "profile": profile}
+        args.json.write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")
+    problems = missing_figures(b1, profile, b2)
+    if args.quick:
+        print(text)
+    common.log(f"report written to {output} ({machine['duration_s']} s)")
+    for problem in problems:
+        common.log(f"MISSING: {problem}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
