@@ -20,17 +20,19 @@ run: $(STAMP)
 demo-cli: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-## Lint, type-check and the whole test suite (unit, integration on the local servers, browser).
+## Lint, type-check, the whole test suite (unit, integration on the local servers, browser), and the
+## benchmarks at small sizes (they assert that every figure was measured, never how fast).
 test: $(STAMP) lint typecheck chromium
 	$(BIN)/pytest -q
+	$(MAKE) bench-quick
 
 ## Browser tests drive Debian's Chromium through Playwright (never a browser Playwright downloads itself).
 chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

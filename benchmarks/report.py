@@ -11,11 +11,13 @@ from typing import Any
 
 from benchmarks.b1_polling import BATCH_SIZE, DEFAULT_INTERVAL, SideResult
 from benchmarks.b2_diff import B2Result
+from benchmarks.b3_api import B3Result
 
 RSS_TARGET_MB = 500
 CORE_SHARE_TARGET = 0.10
 LATENCY_SLACK_S = 2.0
 B2_RATIO_TARGET = 1.5
+B3_P99_TARGET_MS = 50.0
 TREE_LINES = 90
 
 
@@ -27,6 +29,7 @@ def render(
     b1: list[SideResult],
     profile: dict[str, Any],
     b2: B2Result,
+    b3: B3Result,
 ) -> str:
     parts = [
         _header(plan, machine),
@@ -34,7 +37,7 @@ def render(
         _b1(interval, land_window, b1),
         _profile(profile, max((r for r in b1 if r.side == "trackcheck"), key=lambda r: r.n)),
         _b2(b2),
-        _b3(),
+        _b3(b3),
         _machine(machine),
     ]
     return "\n\n".join(part.rstrip() for part in parts) + "\n"
@@ -479,11 +482,35 @@ duplicate keys counted.
 {_table(["figure", "trackcheck", "polars", "trackcheck / polars"], rows)}{why}"""
 
 
-def _b3() -> str:
-    return """## B3: API
+def _b3(b3: B3Result) -> str:
+    met = b3.p99_ms < B3_P99_TARGET_MS
+    verdict = "**met**" if met else f"**missed** by {_num(b3.p99_ms - B3_P99_TARGET_MS)} ms"
+    rows = [
+        ["requests accepted (202)", f"{b3.requests:,}"],
+        ["errors (anything but 202)", f"{b3.errors:,}"],
+        ["duration (s)", _num(b3.seconds)],
+        ["clients in flight", str(b3.concurrency)],
+        ["throughput (runs accepted / s)", _num(b3.throughput, 1)],
+        ["latency p50 (ms)", _num(b3.p50_ms)],
+        ["latency p99 (ms)", f"{_num(b3.p99_ms)} (target < {B3_P99_TARGET_MS:g}: {verdict})"],
+        ["latency max (ms)", _num(b3.max_ms)],
+    ]
+    why = ""
+    if not met:
+        why = (
+            "\n\nThe service writes each run and its stages to the SQLite state database in one transaction"
+            " per request; with several clients at once these writes queue behind each other and behind the"
+            " poller's ticks (SQLite has one writer at a time), which is what the tail shows. PostgreSQL as"
+            " the state database (`--db`) or fewer concurrent clients shorten it."
+        )
+    return f"""## B3: API
 
-Pending: the service (`trackcheck serve`) is being built now. This section will hold its benchmark
-(requests per second and latency of submitting runs and reading results) when it lands."""
+`trackcheck serve` (gunicorn, one worker, SQLite state database, the poller running) with one plan whose
+source never receives the events, so every accepted run stays waiting and is polled. A second process keeps
+{b3.concurrency} `POST /api/runs` requests in flight on loopback (httpx, one connection per client) until its
+time limit or request cap (it ran {_num(b3.seconds)} s), and times each request from send to the 202 answer.
+
+{_table(["figure", "trackcheck"], rows)}{why}"""
 
 
 def _machine(machine: dict[str, Any]) -> str:
