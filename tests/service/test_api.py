@@ -341,7 +341,7 @@ def test_with_a_token_every_api_route_needs_it(make_app: Callable[..., Flask], m
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(api.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)
     client = make_app(api_token=TOKEN).test_client()
     good = {"Authorization": f"Bearer {TOKEN}"}
     body = {"plan": "mem", "params": {"test_id": "x"}}

@@ -1,0 +1,48 @@
+"""The JSON API under ``/api``: runs, plans and schedules (documented in ``openapi.py``).
+
+Conventions, so that clients can rely on them:
+
+- Accepting a run only writes rows (the poller picks it up): ``POST /api/runs`` answers 202 at once.
+- Every error is ``{"error": <short code>, "detail": <what is wrong, naming the key/plan/stage>}``:
+  400 invalid input (malformed body, unknown key, wrong parameter, bad plan, bad cron), 401 missing/wrong
+  token, 404 unknown run/plan/stage/schedule/route, 405, 409 state conflict, 413 body too large,
+  415 wrong Content-Type, 502 a source could not be opened, 503 the state database is unreachable.
+  Invalid input is rejected before anything is stored.
+- JSON bodies must be sent as ``application/json``: a cross-site page cannot send that without a CORS
+  preflight (which this API never grants), so a token-less deployment on 127.0.0.1 is not open to CSRF.
+- With ``api_token`` set, every route except ``/api/openapi.json`` needs ``Authorization: Bearer <token>``.
+- Nothing returned holds a credential: plan text has URL passwords and literal secrets masked, error
+  details are TrackcheckError messages (masked where raised) masked once more.
+
+One blueprint, ``bp`` (``blueprint.py``), gets its routes from the resource modules ``runs``, ``plans`` and
+``schedules``; ``auth`` guards it, ``errors`` maps every exception to the error shape, ``parsing`` reads
+request bodies and ``masking`` hides secrets in plan text.
+"""
+
+from __future__ import annotations
+
+from trackcheck.service.api import auth, errors, plans, runs, schedules  # noqa: F401 - each fills in bp
+from trackcheck.service.api.auth import OPEN_ENDPOINTS, check_token
+from trackcheck.service.api.blueprint import PREFIX, bp
+from trackcheck.service.api.errors import ApiError, is_api_request
+from trackcheck.service.api.masking import mask_plan_text
+from trackcheck.service.api.plans import YAML_TYPES
+from trackcheck.service.api.runs import DEFAULT_LIMIT, MAX_LIMIT, RUN_KEYS, RUN_STATUSES, run_document
+from trackcheck.service.api.schedules import SCHEDULE_KEYS
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "OPEN_ENDPOINTS",
+    "PREFIX",
+    "RUN_KEYS",
+    "RUN_STATUSES",
+    "SCHEDULE_KEYS",
+    "YAML_TYPES",
+    "ApiError",
+    "bp",
+    "check_token",
+    "is_api_request",
+    "mask_plan_text",
+    "run_document",
+]

@@ -1,0 +1,87 @@
+"""The one error shape, ``{"error", "detail"}``, and the one place that maps exceptions to status codes:
+Flask's own HTTP errors, the ``ApiError`` a view raises, and the ``TrackcheckError`` tree."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from trackcheck.errors import ParamError, PlanError, RunNotFound, SourceError, StoreError, TrackcheckError
+from trackcheck.service.api.auth import check_token, unauthorized
+from trackcheck.service.api.blueprint import PREFIX, bp, log
+from trackcheck.service.app import current_service, error_response
+from trackcheck.sources.base import mask_url_passwords
+
+
+class ApiError(Exception):
+    """An error answer decided by a view: status, short code, and a detail that says what to change."""
+
+    def __init__(self, status: int, error: str, detail: Any) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def fail(status: int, error: str, detail: str) -> NoReturn:
+    raise ApiError(status, error, detail)
+
+
+def is_api_request() -> bool:
+    return request.path == PREFIX or request.path.startswith(PREFIX + "/")
+
+
+def _http_error(exc: HTTPException) -> Any:
+    """Flask's own errors (404, 405, 413...) in the API's JSON shape."""
+    if exc.code in (404, 405) and not check_token(request):
+        return unauthorized()  # unauthenticated clients learn nothing about which routes exist
+    code = exc.code or 500
+    error = (exc.name or "error").lower().replace(" ", "_")
+    detail = exc.description
+    if code == 413:
+        detail = f"the body is larger than {current_service().config.max_body_bytes} bytes (max_body_bytes)"
+    elif code == 405:
+        allowed = sorted(set(getattr(exc, "valid_methods", None) or []) - {"HEAD", "OPTIONS"})
+        detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+    response, status = error_response(code, error, detail)
+    if code == 405:
+        response.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or [])
+    return response, status
+
+
+@bp.app_errorhandler(HTTPException)
+def _app_http_error(exc: HTTPException) -> Any:
+    """Routing errors (no such path or method) happen outside the blueprint: answer JSON under /api only."""
+    return _http_error(exc) if is_api_request() else exc
+
+
+@bp.errorhandler(Exception)
+def _view_error(exc: Exception) -> Any:
+    """Every exception of an API view becomes the error shape; an unexpected one is logged, not shown."""
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.error, _masked(exc.detail))
+    if isinstance(exc, TrackcheckError):
+        status, error = _trackcheck_status(exc)
+        return error_response(status, error, mask_url_passwords(str(exc)))
+    log.exception("unexpected error in %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "an unexpected error occurred; the service log has the details")
+
+
+def _trackcheck_status(exc: TrackcheckError) -> tuple[int, str]:
+    if isinstance(exc, ParamError):
+        return 400, "invalid_params"
+    if isinstance(exc, PlanError):
+        return 400, "invalid_plan"
+    if isinstance(exc, RunNotFound):
+        return 404, "not_found"
+    if isinstance(exc, SourceError):
+        return 502, "source_unavailable"
+    if isinstance(exc, StoreError):
+        return 503, "state_database_unavailable"
+    return 500, "internal_error"
+
+
+def _masked(detail: Any) -> Any:
+    return mask_url_passwords(detail) if isinstance(detail, str) else detail

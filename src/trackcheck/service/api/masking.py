@@ -1,0 +1,75 @@
+"""Plan text fit to show: URL passwords and the values of secret-looking keys masked, ``${ENV}`` kept."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from trackcheck.sources.base import MASK
+
+#: keys whose values are credentials: authorization, password, token, secret, api keys (also x-api-key,
+#: client_secret, access_token...); the plan's own ``key:`` is not one of them
+_SECRET_NAME = r"(?:[\w.-]*[-_])?(?:authorization|password|passwd|secret|token|api[-_]?key)"  # noqa: S105 - a pattern, not a password
+_SECRET_KEY_NAME = re.compile(rf"(?i){_SECRET_NAME}")
+_SECRET_KEY = re.compile(
+    rf"""(?ix)
+    (?P<head>(?<![\w-])["']?{_SECRET_NAME}["']?[ \t]*:[ \t]*)
+    (?P<value>"(?:[^"\\\n]|\\.)*"|'(?:[^'\n]|'')*'
+        |(?:\$\{{[^}}\n]*\}}|[^\s,}}\]#|>])(?:\$\{{[^}}\n]*\}}|[^\s,}}\]]|[ \t]+(?=[^\s#,}}\]]))*)
+    """
+)
+_ENV_REF = re.compile(r"\$\{[^}]*\}")
+#: like ``mask_url_passwords``, but up to the *last* ``@`` of the authority: an unencoded ``@`` in a password
+#: must not leave its tail visible
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^\s/]+)@")
+_AUTH_SCHEMES = re.compile(r"(?i)\b(?:bearer|basic|token)\b")
+#: shorter secrets are masked where they stand (by the patterns), not replaced everywhere in the text
+_MIN_REPLACED = 4
+
+
+def _literal_secret(value: str) -> bool:
+    """A value is a literal secret unless it only references environment variables (``Bearer ${TOKEN}``)."""
+    rest = _AUTH_SCHEMES.sub("", _ENV_REF.sub("", value.strip().strip("\"'")))
+    return bool(rest.strip())
+
+
+def _yaml_secrets(node: Any, key: str | None = None) -> set[str]:
+    """The literal secrets in parsed plan YAML: values of secret keys (and their last word: ``Bearer x``)
+    and URL passwords anywhere."""
+    if isinstance(node, dict):
+        return set().union(*(_yaml_secrets(v, str(k)) for k, v in node.items()))
+    if isinstance(node, list):
+        return set().union(*(_yaml_secrets(v) for v in node))
+    if isinstance(node, bool) or not isinstance(node, str | int | float):
+        return set()
+    value = str(node)
+    found = {m.group(2) for m in _URL_PASSWORD.finditer(value) if _literal_secret(m.group(2))}
+    if key is not None and _SECRET_KEY_NAME.fullmatch(key) and _literal_secret(value):
+        found |= {value, *value.split()[1:]}
+    return found
+
+
+def mask_plan_text(text: str) -> str:
+    """Plan YAML safe to show: URL passwords (as ``mask_url_passwords`` does) and the values of secret keys
+    (Authorization, password, secret, token, api keys) become ``***``. ``${ENV}`` references are kept: they
+    are no secret, and a client that saves the text back must not lose them.
+
+    Secrets are found by parsing the YAML (exact, whatever the quoting or layout) and replaced wherever
+    they occur; the patterns then catch what parsing cannot see (text that is not valid YAML)."""
+    try:
+        secrets = _yaml_secrets(yaml.safe_load(text))
+    except yaml.YAMLError:
+        secrets = set()
+    for secret in sorted((s for s in secrets if len(s) >= _MIN_REPLACED), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+
+    def url(match: re.Match[str]) -> str:
+        keep = not _literal_secret(match.group(2))
+        return match.group(0) if keep else f"{match.group(1)}{MASK}@"
+
+    def key(match: re.Match[str]) -> str:
+        return match.group(0) if not _literal_secret(match.group("value")) else f"{match.group('head')}{MASK}"
+
+    return _SECRET_KEY.sub(key, _URL_PASSWORD.sub(url, text))

@@ -1,0 +1,75 @@
+"""Reading a request: a JSON body with only the allowed keys, its typed fields, integer query arguments.
+Each helper rejects bad input with an error whose detail names the key or parameter."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from flask import request
+
+from trackcheck.service.api.errors import fail
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_body(allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The body as a JSON object with only ``allowed`` keys; 415/413/400 otherwise."""
+    if not request.is_json:
+        fail(415, "unsupported_media_type", "send the body as JSON with 'Content-Type: application/json'")
+    raw = request.get_data(cache=True)  # 413 here when longer than max_body_bytes
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail(400, "bad_request", f"the body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        fail(400, "bad_request", f"the body must be a JSON object with the keys {', '.join(allowed)}")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        fail(400, "bad_request", f"unknown key {unknown[0]!r} in the body (allowed: {', '.join(allowed)})")
+    return body
+
+
+def string_field(body: Mapping[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        fail(400, "bad_request", f"{key!r} is required and must be a non-empty string")
+    return value
+
+
+def object_field(body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        fail(400, "invalid_params", f"{key!r} must be a JSON object of name: value")
+    return value
+
+
+def expect_field(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    value = body.get("expect")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        fail(400, "invalid_params", "'expect' must be a list of event objects")
+    for index, event in enumerate(value):
+        if not isinstance(event, dict):
+            fail(400, "invalid_params", f"expect[{index}] is not an object")
+    return value
+
+
+def int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        fail(400, "bad_request", f"query parameter {name!r} must be an integer, got {raw!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        fail(400, "bad_request", f"query parameter {name!r} must be {bounds}, got {value}")
+    return value

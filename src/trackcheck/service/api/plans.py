@@ -1,0 +1,126 @@
+"""Plans: listing, reading a version (its YAML masked), storing a new version, retiring a plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+from flask import Response, jsonify, request
+
+from trackcheck.engine.core import store_plan
+from trackcheck.plan.loader import load_plan_text
+from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
+from trackcheck.service.api.errors import fail
+from trackcheck.service.api.masking import mask_plan_text
+from trackcheck.service.api.parsing import int_arg
+from trackcheck.service.app import current_service
+from trackcheck.store.models import PlanVersion
+
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"})
+
+
+def _plan_outline(text: str) -> dict[str, Any]:
+    """Description and stage names, read from the stored YAML without expanding ``${ENV}``: listing plans
+    must not depend on this process's environment."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+    stages = raw.get("stages")
+    stages = stages if isinstance(stages, list) else []
+    description = raw.get("description")
+    return {
+        "description": description if isinstance(description, str) else None,
+        "stages": [str(s["name"]) for s in stages if isinstance(s, dict) and "name" in s],
+    }
+
+
+def _plan_summary(version: PlanVersion) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": version.version,
+        **_plan_outline(version.text),
+        "created_at": iso(version.created_at),
+    }
+
+
+def latest_plan(name: str) -> PlanVersion:
+    version = current_service().engine.store.latest_plan(name)
+    if version is None:
+        fail(404, "not_found", f"no plan named {name!r} (GET /api/plans lists them; PUT /api/plans/<name> adds one)")
+    return version
+
+
+@bp.get("/plans")
+def list_plans() -> Any:
+    return jsonify({"plans": [_plan_summary(v) for v in current_service().engine.store.latest_plans()]})
+
+
+@bp.get("/plans/<name>")
+def get_plan(name: str) -> Any:
+    """The latest version (or ``?version=N``) with its YAML, secrets masked, and every version's number."""
+    store = current_service().engine.store
+    latest = latest_plan(name)
+    history = store.plan_history(name)
+    wanted = int_arg("version", latest.version, 1)
+    version = next((v for v in history if v.version == wanted), None)
+    if version is None:
+        fail(404, "not_found", f"plan {name!r} has no version {wanted} (latest: {latest.version})")
+    return jsonify(
+        _plan_summary(version)
+        | {
+            "text": mask_plan_text(version.text),
+            "versions": [{"version": v.version, "created_at": iso(v.created_at)} for v in history],
+        }
+    )
+
+
+def _plans_base_dir() -> str | None:
+    """Relative paths of an uploaded plan resolve like those of the plans folder (same base: same version)."""
+    folder = current_service().config.plans
+    return str(folder.resolve()) if folder is not None else None
+
+
+def _yaml_body() -> str:
+    if request.mimetype not in YAML_TYPES:
+        fail(415, "unsupported_media_type", "send the plan YAML with 'Content-Type: application/yaml'")
+    raw = request.get_data(cache=True)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        fail(400, "bad_request", "the plan is not UTF-8 text")
+    if not text.strip():
+        fail(400, "invalid_plan", "the body is empty: send the plan YAML")
+    return text
+
+
+@bp.put("/plans/<name>")
+def put_plan(name: str) -> Any:
+    """Validate and store a plan version: 201 when it is new, 200 when the text is unchanged."""
+    text, base_dir = _yaml_body(), _plans_base_dir()
+    plan = load_plan_text(text, origin=name, base_dir=None if base_dir is None else Path(base_dir))
+    if plan.name != name:
+        fail(400, "invalid_plan", f"the plan is named {plan.name!r} but the URL says {name!r}: they must match")
+    engine = current_service().engine
+    before = engine.store.latest_plan(name)
+    version_id, _ = store_plan(engine, text, origin=name, base_dir=base_dir)
+    version = engine.store.plan_version(version_id)
+    created = before is None or before.id != version_id
+    if created:
+        log.info("plan %s version %d stored through the API", name, version.version)
+    response = jsonify(_plan_summary(version) | {"created": created})
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"{PREFIX}/plans/{quote(name, safe='')}?version={version.version}"
+    return response
+
+
+@bp.delete("/plans/<name>")
+def delete_plan(name: str) -> Any:
+    """Retire the plan: no new runs or reruns; runs keep the version they started with."""
+    if not current_service().engine.store.delete_plan(name):
+        fail(404, "not_found", f"no plan named {name!r}")
+    log.info("plan %s deleted through the API", name)
+    return Response(status=204)

@@ -1,0 +1,161 @@
+"""Runs: accepting one (202 at once: the poller picks it up), listing, reading its polls and records,
+cancelling and rerunning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request
+from sqlalchemy import select
+
+from trackcheck.engine.result import build_result
+from trackcheck.foreground import overrides_from
+from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
+from trackcheck.service.api.errors import fail
+from trackcheck.service.api.parsing import expect_field, int_arg, json_body, object_field, string_field
+from trackcheck.service.api.plans import latest_plan
+from trackcheck.service.app import current_service
+from trackcheck.store.models import Run, RunStage
+from trackcheck.store.repository import RUN_FINISHED, Store
+
+RUN_STATUSES = ("running", *RUN_FINISHED)
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+RUN_KEYS = ("plan", "params", "expect", "interval", "timeout")
+
+
+def run_document(run: Run, stages: list[RunStage]) -> dict[str, Any]:
+    """``trackcheck run --json`` (``Engine.result``) plus the webhook notification state (None if none)."""
+    return build_result(run, stages).to_dict() | {"notify": run.notify}
+
+
+def _run_summary(run: Run, stages: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "plan": run.plan_name,
+        "status": run.status,
+        "created_at": iso(run.created_at),
+        "finished_at": iso(run.finished_at),
+        "stages": [{"name": name, "status": status} for name, status in stages],
+    }
+
+
+def _stage_statuses(store: Store, run_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Every listed run's stages in one query (a list page must not cost one query per run)."""
+    found: dict[str, list[tuple[str, str]]] = {run_id: [] for run_id in run_ids}
+    if not run_ids:
+        return found
+    query = (
+        select(RunStage.run_id, RunStage.name, RunStage.status)
+        .where(RunStage.run_id.in_(run_ids))
+        .order_by(RunStage.run_id, RunStage.idx)
+    )
+    with store.session() as session:
+        for run_id, name, status in session.execute(query):
+            found[run_id].append((name, status))
+    return found
+
+
+def _accepted(run_id: str) -> Any:
+    response = jsonify({"id": run_id, "status": "processing"})
+    response.status_code = 202
+    response.headers["Location"] = f"{PREFIX}/runs/{run_id}"
+    return response
+
+
+@bp.post("/runs")
+def submit_run() -> Any:
+    """Validate and store a run; the poller does the rest in the background."""
+    body = json_body(RUN_KEYS)
+    name = string_field(body, "plan")
+    params, expect = object_field(body, "params"), expect_field(body)
+    # like `trackcheck run --interval/--timeout`: every stage of this run polls that often, times out then
+    overrides = overrides_from(body.get("interval"), body.get("timeout"))
+    version = latest_plan(name)
+    run_id = current_service().engine.submit(version.id, params, expect, overrides)
+    log.info("run %s of plan %s (version %d) accepted", run_id, name, version.version)
+    return _accepted(run_id)
+
+
+@bp.get("/runs")
+def list_runs() -> Any:
+    status = request.args.get("status") or None
+    if status is not None and status not in RUN_STATUSES:
+        fail(400, "bad_request", f"unknown status {status!r} (one of: {', '.join(RUN_STATUSES)})")
+    limit = int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = int_arg("offset", 0, 0)
+    store = current_service().engine.store
+    runs, total = store.list_runs(request.args.get("plan") or None, status, limit, offset)
+    stages = _stage_statuses(store, [run.id for run in runs])
+    summaries = [_run_summary(run, stages[run.id]) for run in runs]
+    return jsonify({"runs": summaries, "total": total, "limit": limit, "offset": offset})
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str) -> Any:
+    store = current_service().engine.store
+    return jsonify(run_document(store.run(run_id), store.run_stages(run_id)))
+
+
+@bp.get("/runs/<run_id>/polls")
+def run_polls(run_id: str) -> Any:
+    """Every poll of the run, oldest first, with the stage it polled."""
+    store = current_service().engine.store
+    store.run(run_id)  # 404 for an unknown run, not an empty list
+    names = {stage.idx: stage.name for stage in store.run_stages(run_id)}
+    polls = [
+        {
+            "stage": names.get(poll.stage_idx),
+            "polled_at": iso(poll.polled_at),
+            "outcome": poll.outcome,
+            "found": poll.found,
+            "expected": poll.expected,
+            "duration_ms": round(poll.duration_ms, 3),
+            "error": poll.error,
+        }
+        for poll in store.polls(run_id)
+    ]
+    return jsonify({"run_id": run_id, "polls": polls})
+
+
+@bp.get("/runs/<run_id>/records/<stage>")
+def run_records(run_id: str, stage: str) -> Any:
+    """What the stage last read for this run (capped at the plan's snapshot_limit: see ``truncated``)."""
+    store = current_service().engine.store
+    store.run(run_id)
+    stages = store.run_stages(run_id)
+    idx = next((s.idx for s in stages if s.name == stage), None)
+    if idx is None:
+        names = ", ".join(s.name for s in stages)
+        fail(404, "not_found", f"run {run_id} has no stage {stage!r} (stages: {names})")
+    snapshot = store.snapshots_for([run_id], idx).get(run_id)
+    return jsonify(
+        {
+            "run_id": run_id,
+            "stage": stage,
+            "records": snapshot.records if snapshot else [],
+            "total": snapshot.total if snapshot else 0,
+            "truncated": bool(snapshot.truncated) if snapshot else False,
+            "taken_at": iso(snapshot.taken_at) if snapshot else None,
+        }
+    )
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel_run(run_id: str) -> Any:
+    engine = current_service().engine
+    if not engine.cancel(run_id):
+        fail(409, "conflict", f"run {run_id} has already ended ({engine.store.run(run_id).status})")
+    log.info("run %s cancelled through the API", run_id)
+    return jsonify(run_document(engine.store.run(run_id), engine.store.run_stages(run_id)))
+
+
+@bp.post("/runs/<run_id>/rerun")
+def rerun(run_id: str) -> Any:
+    """A new run of the same plan *version* with the same parameters, events and overrides."""
+    engine = current_service().engine
+    run = engine.store.run(run_id)
+    if engine.store.latest_plan(run.plan_name) is None:
+        fail(409, "conflict", f"plan {run.plan_name!r} was deleted; PUT it again to run it")
+    new_id = engine.submit(run.plan_id, dict(run.params), list(run.expect), dict(run.overrides or {}))
+    log.info("run %s accepted as a rerun of %s", new_id, run_id)
+    return _accepted(new_id)

@@ -1,0 +1,202 @@
+"""What the run pages show, read from the state database: the filtered runs list and one run with its
+stages, polls, evidence and snapshots. A page and its htmx fragment render the same context."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import abort, request
+from sqlalchemy import select
+
+from trackcheck.engine.result import EVIDENCE
+from trackcheck.errors import RunNotFound, StoreError
+from trackcheck.service.app import current_service
+from trackcheck.service.dashboard.charts import latency_chart
+from trackcheck.service.dashboard.formatting import format_cell, params_text
+from trackcheck.store.models import PlanVersion, Poll, Run, RunStage
+from trackcheck.store.repository import aware, utcnow
+
+PAGE_SIZE = 25
+#: rows of a snapshot, an evidence list or the poll timeline shown on a page (the API has them all)
+SHOW_ROWS = 200
+SHOW_POLLS = 300
+SHOW_COLUMNS = 30
+RUN_STATUSES = ("running", "passed", "failed", "error", "cancelled")
+#: how often (ms) fragments refresh: quickly while something runs, slowly on an idle runs list (new runs)
+LIVE_MS = 1000
+IDLE_MS = 10000
+
+
+# -- the runs list ------------------------------------------------------------------------------------------
+@dataclass
+class RunRow:
+    run: Run
+    stages: list[RunStage]
+    params: str
+
+    @property
+    def duration(self) -> float | None:
+        end = aware(self.run.finished_at) or utcnow()
+        start = aware(self.run.created_at)
+        return (end - start).total_seconds() if start else None
+
+
+def _filters() -> tuple[str, str, int]:
+    plan = request.args.get("plan", "").strip()
+    status = request.args.get("status", "").strip()
+    if status not in RUN_STATUSES:
+        status = ""
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page = 1
+    return plan, status, page
+
+
+def _stages_of(run_ids: list[str]) -> dict[str, list[RunStage]]:
+    """The stages of a page of runs in one query (not one per run: the list refreshes every second)."""
+    grouped: dict[str, list[RunStage]] = defaultdict(list)
+    if not run_ids:
+        return grouped
+    with current_service().engine.store.session() as s:
+        query = select(RunStage).where(RunStage.run_id.in_(run_ids)).order_by(RunStage.run_id, RunStage.idx)
+        for stage in s.scalars(query):
+            grouped[stage.run_id].append(stage)
+    return grouped
+
+
+def runs_context() -> dict[str, Any]:
+    plan, status, page = _filters()
+    store = current_service().engine.store
+    runs, total = store.list_runs(
+        plan=plan or None, status=status or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
+    stages = _stages_of([r.id for r in runs])
+    rows = [RunRow(run, stages.get(run.id, []), params_text(run.params)) for run in runs]
+    running = any(r.run.status == "running" for r in rows)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    return {
+        "rows": rows,
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "first": (page - 1) * PAGE_SIZE + 1 if rows else 0,
+        "last": (page - 1) * PAGE_SIZE + len(rows),
+        "plan": plan,
+        "status": status,
+        "refresh_ms": LIVE_MS if running else IDLE_MS,
+        "running": running,
+        "now": utcnow(),
+    }
+
+
+# -- one run -------------------------------------------------------------------------------------------------
+@dataclass
+class Records:
+    """A stage's snapshot as a table: the first SHOW_ROWS records, columns in order of first appearance."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    shown: int
+    total: int
+    truncated: bool
+    more_columns: int
+
+
+def _records(snapshot: Any) -> Records | None:
+    if snapshot is None:
+        return None
+    records = [r for r in (snapshot.records or [])[:SHOW_ROWS] if isinstance(r, dict)]
+    columns: list[str] = []
+    for record in records:
+        columns.extend(k for k in record if k not in columns)
+    shown_columns = columns[:SHOW_COLUMNS]
+    rows = [[record.get(c) for c in shown_columns] for record in records]
+    return Records(
+        columns=shown_columns,
+        rows=rows,
+        shown=len(rows),
+        total=snapshot.total,
+        truncated=bool(snapshot.truncated),
+        more_columns=len(columns) - len(shown_columns),
+    )
+
+
+@dataclass
+class StageView:
+    """Everything the run page shows about one stage."""
+
+    stage: RunStage
+    evidence: dict[str, list[Any]]
+    truncated: dict[str, int]
+    records: Records | None
+
+    @property
+    def has_evidence(self) -> bool:
+        return any(self.evidence.values())
+
+    @property
+    def worth_showing(self) -> bool:
+        """In "Differences": stages with evidence, or a verdict/error to explain (not "skipped" notes)."""
+        explained = self.stage.status in ("waiting", "failed", "error") and bool(self.stage.reason or self.stage.error)
+        return self.has_evidence or explained
+
+
+def run_context(run_id: str) -> dict[str, Any]:
+    engine = current_service().engine
+    try:
+        run = engine.store.run(run_id)
+    except RunNotFound:
+        abort(404, f"There is no run {run_id!r}.")
+    stages = engine.store.run_stages(run_id)
+    polls = engine.store.polls(run_id)
+    snapshots = engine.store.snapshots(run_id)
+    version: PlanVersion | None
+    try:
+        version = engine.store.plan_version(run.plan_id)
+    except StoreError:
+        version = None
+    views = []
+    for stage in stages:
+        evidence = stage.evidence or {}
+        views.append(
+            StageView(
+                stage=stage,
+                evidence={name: list(evidence.get(name) or [])[:SHOW_ROWS] for name in EVIDENCE},
+                truncated={
+                    name: len(evidence.get(name) or [])
+                    for name in EVIDENCE
+                    if len(evidence.get(name) or []) > SHOW_ROWS
+                }
+                | dict(evidence.get("truncated") or {}),
+                records=_records(snapshots.get(stage.idx)),
+            )
+        )
+    names = {stage.idx: stage.name for stage in stages}
+    start = aware(run.created_at)
+    return {
+        "run": run,
+        "version": version,
+        "params": {k: format_cell(v) for k, v in run.params.items()},
+        "overrides": {k: v for k, v in (run.overrides or {}).items() if v is not None},
+        "stages": stages,
+        "views": views,
+        "polls": polls[-SHOW_POLLS:],
+        "poll_total": len(polls),
+        "poll_offset": {p.id: _offset(start, p) for p in polls[-SHOW_POLLS:]},
+        "stage_names": names,
+        "chart": latency_chart(run, stages),
+        "running": run.status == "running",
+        "refresh_ms": LIVE_MS,
+        "now": utcnow(),
+        "show_rows": SHOW_ROWS,
+    }
+
+
+def _offset(start: datetime | None, poll: Poll) -> float | None:
+    polled = aware(poll.polled_at)
+    return (polled - start).total_seconds() if start and polled else None
