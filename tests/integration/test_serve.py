@@ -6,6 +6,7 @@ on the server side.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -195,3 +196,31 @@ def _polls(db: str, run_id: str, stage: int) -> int:
         return int(count or 0)
     finally:
         engine.dispose()
+
+
+def test_when_the_polling_worker_dies_another_takes_over(tmp_path: Path, plans: Path, source: HttpTestServer) -> None:
+    served = Served(tmp_path, plans, workers=3).start()
+    try:
+        run_id = served.submit("f1")  # its data never arrives: the stage keeps polling
+        served.wait(run_id, lambda r: r["stages"][0]["attempts"] >= 1)
+        poller = _lease_holder(tmp_path / "state.db.lock")
+        os.kill(poller, signal.SIGKILL)
+        killed_at = time.monotonic()
+        time.sleep(5)
+        after = [r.received_at for r in source.requests if r.path == "/a" and r.received_at > killed_at]
+        assert len(after) >= 2, "nobody polled after the poller died"
+        assert min(b - a for a, b in itertools.pairwise(after)) > 0.5, "two pollers at once"
+        assert _lease_holder(tmp_path / "state.db.lock") != poller
+        assert httpx.get(f"{served.url}/healthz", timeout=5).status_code == 200
+    finally:
+        served.stop()
+
+
+def _lease_holder(lock_file: Path) -> int:
+    """The pid holding the SQLite lease, from the kernel's lock table (the lease is a flock on the file)."""
+    inode = lock_file.stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and fields[-3].endswith(f":{inode}"):
+            return int(fields[-4])
+    raise AssertionError(f"nobody holds the lease on {lock_file}")
