@@ -498,10 +498,12 @@ def _b3(b3: B3Result) -> str:
     why = ""
     if not met:
         why = (
-            "\n\nThe service writes each run and its stages to the SQLite state database in one transaction"
-            " per request; with several clients at once these writes queue behind each other and behind the"
-            " poller's ticks (SQLite has one writer at a time), which is what the tail shows. PostgreSQL as"
-            " the state database (`--db`) or fewer concurrent clients shorten it."
+            "\n\nEach request writes the run and its stages to the SQLite state database in one transaction, and"
+            " the poller's prompt first polls of the new runs write their ticks to the same file meanwhile;"
+            " SQLite has one writer at a time, so requests queue behind those writes, and the tail grows with"
+            " the number of runs accepted. Not measured here:"
+            " PostgreSQL as the state database, and where exactly the tail is spent (no profile of the service"
+            " was taken)."
         )
     return f"""## B3: API
 
