@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -197,3 +198,18 @@ def test_snapshot_keeps_what_each_stage_read(engine: Engine, plan_id: int) -> No
     snapshots = engine.store.snapshots(result.run_id)
     assert sorted(r["event_id"] for r in snapshots[0].records) == ["e1", "e2"]
     assert snapshots[1].total == 2 and not snapshots[1].truncated
+
+
+def test_an_at_stage_polls_once_at_its_instant_and_reports_that_wait(engine: Engine) -> None:
+    at = (datetime.now(UTC) + timedelta(seconds=1.5)).replace(microsecond=0).isoformat()
+    plan = PLAN.replace(
+        "    compare: {with: expect, fields: [event, amount]}",
+        f"    compare: {{with: expect, fields: [event, amount]}}\n    at: '{at}'",
+        1,
+    )
+    plan_id = store_plan(engine, plan, "mem.yaml", None)[0]
+    result = wait_for(engine, engine.submit(plan_id, {"test_id": "at1"}), every=0.05)
+    log = result.stage("log")
+    assert (log.status, log.attempts, log.missing) == ("failed", 1, ["e1", "e2"])
+    assert log.reason is not None and log.reason.startswith("timed out after ")
+    assert "30m" not in log.reason, "the plan's timeout does not apply to an `at` stage"

@@ -341,12 +341,14 @@ class Engine:
                         error = f"cannot compare: {type(exc).__name__}: {exc}"
                     if comparison is not None and fetched.unparsed and comparison.reason:
                         comparison.reason += f" ({fetched.unparsed} unparsed lines)"
-            timeout = stage_timeout(plan, stage, run.overrides or {})
+            deadline, started = aware(rs.deadline), aware(rs.started_at)
+            # the time this stage was given: its timeout, or until the `at` instant for an `at` stage
+            timeout = deadline - started if deadline and started else stage_timeout(plan, stage, run.overrides or {})
             decision = decide(
                 comparison=comparison,
                 error=error,
                 now=now,
-                deadline=aware(rs.deadline),
+                deadline=deadline,
                 timeout=timeout,
                 errors_in_row=rs.errors_in_row,
                 retries=retries,
