@@ -364,21 +364,22 @@ Findings, with what each costs in this profile (inclusive time):
 1. **Loading the waiting runs as ORM objects**: `Store.waiting_in_group` {share("waiting_in_group", "store/")}.
    Every tick builds a `RunStage` and a `Run` entity per waiting run and decodes their JSON columns (expected events,
    params, where, last evidence), though the tick only reads a few of them. *Possible*: read the columns a
-   tick uses as rows (SQLAlchemy `Bundle`s) instead of entities; not proposed yet, as it changes the types
+   tick uses as rows (SQLAlchemy `Bundle`s) instead of entities; not done yet, as it changes the types
    `engine/core.py` works with.
-2. **Writing the tick through the ORM's bulk UPDATE by primary key**: `Store.apply` {share("apply", "store/")}.
-   It is one statement per table, as designed, but the ORM prepares each of the thousands of parameter sets.
-   *Proposed* (a patch to `store/repository.py`, with the engine's maintainers): Core `executemany` for the
-   stage rows and the poll rows, as the tick's other bulk statements already are.
+2. **Writing the tick**: `Store.apply` {share("apply", "store/")}.
+   One statement per table, as designed; the ORM's bulk UPDATE by primary key prepared each of the thousands of
+   parameter sets on its own. *Applied* in `store/repository.py` (this profile is of the code with it): Core
+   `executemany` for the stage rows and the poll rows, as the tick's other bulk statements already were; what
+   remains is the database writing thousands of rows.
 3. **One UPDATE per failed run**: `Store.apply` loops over `write.skip` (the later stages of runs whose stage
    failed or errored) with one statement per run: per-run round trips when a timeout fails thousands of runs
-   at once (not exercised above, where every run passes). *Proposed* (same patch): one UPDATE per 500 runs
+   at once (not exercised above, where every run passes). *Applied* (same change): one UPDATE per 500 runs
    (they share the stage index: they come from one group).
 4. **`Comparison.to_dict` through `dataclasses.asdict`** (deep-copies every value) for each run's evidence.
    *Fixed* in `compare/result.py`: the same dict, built without deep-copying each scalar. Also fixed:
    `jsonable` (snapshots of what each run read) returns JSON scalars without walking its isinstance chain.
 5. **Splitting rows back per run** with `canonical()` (two regular expressions per value): `split`
-   {share("split", "engine/")}. *Proposed* (a patch to `engine/groups.py`): `fast_canonical`, which `compare`
+   {share("split", "engine/")}. *Applied* in `engine/groups.py`: `fast_canonical`, which `compare`
    already uses for the same keys.
 6. **A second prompt poll queued behind the first**: while the first tick of many new runs is still running,
    the 2 s sync job still sees runs never polled and schedules another "now" poll, which waits for the group
