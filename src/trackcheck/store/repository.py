@@ -339,7 +339,8 @@ class Store:
                 columns = [name for name in write.stages[0] if name != "id"]
                 s.connection().execute(
                     update(table)
-                    .where(table.c.id == bindparam("b_id"))
+                    # only a stage still waiting: one a cancel skipped while this tick polled stays skipped
+                    .where(table.c.id == bindparam("b_id"), table.c.status == ACTIVE)
                     .values({name: bindparam(f"b_{name}") for name in columns}),
                     [{f"b_{name}": value for name, value in row.items()} for row in write.stages],
                 )
