@@ -25,10 +25,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from trackcheck.errors import ConfigError, StoreError
-from trackcheck.store.models import Run
 from trackcheck.store.repository import RUN_FINISHED
 
 if TYPE_CHECKING:
@@ -54,7 +52,7 @@ class RunStatusCollector(Collector):
         runs = GaugeMetricFamily("trackcheck_runs", "Runs in the state database by status", labels=["status"])
         up = GaugeMetricFamily("trackcheck_state_database_up", "1 if the state database answered this scrape")
         try:
-            counts = self._counts()
+            counts = self.store.runs_by_status()
         except StoreError as exc:
             log.warning("metrics: cannot count runs: %s", exc)
             up.add_metric([], 0)
@@ -65,11 +63,6 @@ class RunStatusCollector(Collector):
         up.add_metric([], 1)
         yield runs
         yield up
-
-    def _counts(self) -> dict[str, int]:
-        with self.store.session() as session:
-            rows = session.execute(select(Run.status, func.count()).group_by(Run.status))
-            return {status: count for status, count in rows}
 
 
 class Metrics:

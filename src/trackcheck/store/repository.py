@@ -216,6 +216,21 @@ class Store:
             runs = s.scalars(query.order_by(Run.created_at.desc(), Run.id).limit(limit).offset(offset))
             return list(runs), total
 
+    def stages_of(self, run_ids: Sequence[str]) -> dict[str, list[RunStage]]:
+        """The stages of many runs (a page of a list) in one query, in stage order."""
+        grouped: dict[str, list[RunStage]] = {run_id: [] for run_id in run_ids}
+        if not run_ids:
+            return grouped
+        query = select(RunStage).where(RunStage.run_id.in_(list(run_ids))).order_by(RunStage.run_id, RunStage.idx)
+        with self.session() as s:
+            for stage in s.scalars(query):
+                grouped[stage.run_id].append(stage)
+        return grouped
+
+    def runs_by_status(self) -> dict[str, int]:
+        with self.session() as s:
+            return {status: count for status, count in s.execute(select(Run.status, func.count()).group_by(Run.status))}
+
     def finish_run(
         self, run_id: str, status: str, error: str | None = None, notify: dict[str, Any] | None = None
     ) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import jsonify, request
-from sqlalchemy import select
 
 from trackcheck.engine.result import build_result
 from trackcheck.foreground import overrides_from
@@ -16,7 +15,7 @@ from trackcheck.service.api.parsing import expect_field, int_arg, json_body, obj
 from trackcheck.service.api.plans import latest_plan
 from trackcheck.service.app import current_service
 from trackcheck.store.models import Run, RunStage
-from trackcheck.store.repository import RUN_FINISHED, Store
+from trackcheck.store.repository import RUN_FINISHED
 
 RUN_STATUSES = ("running", *RUN_FINISHED)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
@@ -28,31 +27,15 @@ def run_document(run: Run, stages: list[RunStage]) -> dict[str, Any]:
     return build_result(run, stages).to_dict() | {"notify": run.notify}
 
 
-def _run_summary(run: Run, stages: list[tuple[str, str]]) -> dict[str, Any]:
+def _run_summary(run: Run, stages: list[RunStage]) -> dict[str, Any]:
     return {
         "id": run.id,
         "plan": run.plan_name,
         "status": run.status,
         "created_at": iso(run.created_at),
         "finished_at": iso(run.finished_at),
-        "stages": [{"name": name, "status": status} for name, status in stages],
+        "stages": [{"name": stage.name, "status": stage.status} for stage in stages],
     }
-
-
-def _stage_statuses(store: Store, run_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
-    """Every listed run's stages in one query (a list page must not cost one query per run)."""
-    found: dict[str, list[tuple[str, str]]] = {run_id: [] for run_id in run_ids}
-    if not run_ids:
-        return found
-    query = (
-        select(RunStage.run_id, RunStage.name, RunStage.status)
-        .where(RunStage.run_id.in_(run_ids))
-        .order_by(RunStage.run_id, RunStage.idx)
-    )
-    with store.session() as session:
-        for run_id, name, status in session.execute(query):
-            found[run_id].append((name, status))
-    return found
 
 
 def _accepted(run_id: str) -> Any:
@@ -85,7 +68,7 @@ def list_runs() -> Any:
     offset = int_arg("offset", 0, 0)
     store = current_service().engine.store
     runs, total = store.list_runs(request.args.get("plan") or None, status, limit, offset)
-    stages = _stage_statuses(store, [run.id for run in runs])
+    stages = store.stages_of([run.id for run in runs])
     summaries = [_run_summary(run, stages[run.id]) for run in runs]
     return jsonify({"runs": summaries, "total": total, "limit": limit, "offset": offset})
 

@@ -4,13 +4,11 @@ stages, polls, evidence and snapshots. A page and its htmx fragment render the s
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import abort, request
-from sqlalchemy import select
 
 from trackcheck.engine.result import EVIDENCE
 from trackcheck.errors import RunNotFound, StoreError
@@ -57,25 +55,13 @@ def _filters() -> tuple[str, str, int]:
     return plan, status, page
 
 
-def _stages_of(run_ids: list[str]) -> dict[str, list[RunStage]]:
-    """The stages of a page of runs in one query (not one per run: the list refreshes every second)."""
-    grouped: dict[str, list[RunStage]] = defaultdict(list)
-    if not run_ids:
-        return grouped
-    with current_service().engine.store.session() as s:
-        query = select(RunStage).where(RunStage.run_id.in_(run_ids)).order_by(RunStage.run_id, RunStage.idx)
-        for stage in s.scalars(query):
-            grouped[stage.run_id].append(stage)
-    return grouped
-
-
 def runs_context() -> dict[str, Any]:
     plan, status, page = _filters()
     store = current_service().engine.store
     runs, total = store.list_runs(
         plan=plan or None, status=status or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
     )
-    stages = _stages_of([r.id for r in runs])
+    stages = store.stages_of([r.id for r in runs])
     rows = [RunRow(run, stages.get(run.id, []), params_text(run.params)) for run in runs]
     running = any(r.run.status == "running" for r in rows)
     pages = max(1, math.ceil(total / PAGE_SIZE))
