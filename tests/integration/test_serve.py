@@ -206,9 +206,12 @@ def test_when_the_polling_worker_dies_another_takes_over(tmp_path: Path, plans: 
         poller = _lease_holder(tmp_path / "state.db.lock")
         os.kill(poller, signal.SIGKILL)
         killed_at = time.monotonic()
-        time.sleep(5)
-        after = [r.received_at for r in source.requests if r.path == "/a" and r.received_at > killed_at]
-        assert len(after) >= 2, "nobody polled after the poller died"
+        deadline = killed_at + 30  # a standby takes the lease within seconds; the machine may be busy
+        after: list[float] = []
+        while len(after) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = [r.received_at for r in source.requests if r.path == "/a" and r.received_at > killed_at]
+        assert len(after) >= 4, f"polling did not resume after the poller died: {len(after)} polls in 30 s"
         assert min(b - a for a, b in itertools.pairwise(after)) > 0.5, "two pollers at once"
         assert _lease_holder(tmp_path / "state.db.lock") != poller
         assert httpx.get(f"{served.url}/healthz", timeout=5).status_code == 200

@@ -72,6 +72,9 @@ class Store:
         self._sessions: sessionmaker[Session] | None = None
         # an in-memory SQLite database is one connection shared by every thread: take turns on it
         self._turns: AbstractContextManager[Any] = nullcontext()
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in growing steps
+        # (up to 100 ms) before it retries: the threads of this process queue for it here instead
+        self._writes: AbstractContextManager[Any] = nullcontext()
 
     def open(self) -> Store:
         if self._engine is None:
@@ -80,6 +83,8 @@ class Store:
             self._sessions = sessionmaker(self._engine, expire_on_commit=False)
             if isinstance(self._engine.pool, StaticPool):
                 self._turns = threading.RLock()
+            if self._engine.dialect.name == "sqlite":
+                self._writes = threading.RLock()
         return self
 
     def close(self) -> None:
@@ -95,12 +100,13 @@ class Store:
         return self._engine
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction; database errors become StoreError (masked), the driver's error kept as cause."""
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """A transaction; database errors become StoreError (masked), the driver's error kept as cause.
+        ``write``: it writes (on SQLite, writers of this process then take turns)."""
         if self._sessions is None:
             self.open()
         assert self._sessions is not None
-        with self._turns:
+        with self._turns, self._writes if write else nullcontext():
             session = self._sessions()
             try:
                 yield session
@@ -117,7 +123,7 @@ class Store:
     # -- plans -----------------------------------------------------------------------------------------
     def save_plan(self, name: str, text: str, base_dir: str | None) -> PlanVersion:
         """Store plan text as a new version of ``name``, or return the latest one if the text is unchanged."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             latest = s.scalars(
                 select(PlanVersion).where(PlanVersion.name == name).order_by(PlanVersion.version.desc()).limit(1)
             ).first()
@@ -171,7 +177,7 @@ class Store:
 
     def delete_plan(self, name: str) -> bool:
         """Mark every version deleted: runs keep the version they started with."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             result = s.execute(
                 update(PlanVersion).where(PlanVersion.name == name, PlanVersion.deleted.is_(False)).values(deleted=True)
             )
@@ -179,9 +185,12 @@ class Store:
 
     # -- runs ------------------------------------------------------------------------------------------
     def create_run(self, run: Run, stages: Sequence[RunStage]) -> None:
-        with self.session() as s:
-            s.add(run)
-            s.add_all(stages)
+        """Store a new run and its stages: two Core inserts, not the ORM's unit of work, because this is
+        the one write on the path of ``POST /api/runs`` (benchmark B3)."""
+        with self.session(write=True) as s:
+            connection = s.connection()
+            connection.execute(insert(cast(Table, Run.__table__)), [_columns(run)])
+            connection.execute(insert(cast(Table, RunStage.__table__)), [_columns(stage) for stage in stages])
 
     def run(self, run_id: str) -> Run:
         with self.session() as s:
@@ -236,7 +245,7 @@ class Store:
     ) -> bool:
         """End a running run (cancel, abort); its active stage becomes skipped. False if it had ended."""
         now = utcnow()
-        with self.session() as s:
+        with self.session(write=True) as s:
             done = s.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.status == "running")
@@ -253,7 +262,7 @@ class Store:
 
     # -- schedules and notifications -------------------------------------------------------------------
     def add_schedule(self, schedule: Schedule) -> Schedule:
-        with self.session() as s:
+        with self.session(write=True) as s:
             s.add(schedule)
         return schedule
 
@@ -266,11 +275,11 @@ class Store:
             return s.get(Schedule, schedule_id)
 
     def delete_schedule(self, schedule_id: str) -> bool:
-        with self.session() as s:
+        with self.session(write=True) as s:
             return bool(s.execute(delete(Schedule).where(Schedule.id == schedule_id)).rowcount)  # type: ignore[attr-defined]
 
     def schedule_fired(self, schedule_id: str, run_id: str | None, error: str | None) -> None:
-        with self.session() as s:
+        with self.session(write=True) as s:
             s.execute(update(Schedule).where(Schedule.id == schedule_id).values(last_run_id=run_id, last_error=error))
 
     def due_notifications(self, now: datetime, limit: int = 50) -> list[Run]:
@@ -281,7 +290,7 @@ class Store:
 
     def record_notification(self, run_id: str, notify: dict[str, Any], due: datetime | None) -> None:
         """The outcome of a delivery attempt; ``due`` is the next attempt, None once delivered or given up."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             s.execute(update(Run).where(Run.id == run_id).values(notify=notify, notify_due=due))
 
     # -- the poller ------------------------------------------------------------------------------------
@@ -343,7 +352,7 @@ class Store:
 
     def apply(self, write: TickWrite) -> None:
         """Write one tick's outcome: a few bulk statements in one transaction."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             if write.polls:
                 # Core executemany: the ORM's bulk insert prepares each of thousands of rows on its own
                 s.connection().execute(insert(cast(Table, Poll.__table__)), write.polls)
@@ -430,3 +439,10 @@ class Store:
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _columns(row: Run | RunStage) -> dict[str, Any]:
+    """A new ORM object's column values (unset ones as None, autoincrement keys left to the database)."""
+    table = cast(Table, type(row).__table__)
+    values = {column.key: getattr(row, column.key) for column in table.columns}
+    return {key: value for key, value in values.items() if value is not None or not table.c[key].primary_key}
