@@ -62,7 +62,7 @@ class Service:
         still on time in the shared job store."""
         facts: dict[str, Any] = {"role": "poller" if self.leading else "standby"}
         try:
-            self.engine.store.list_runs(limit=1)
+            self.engine.store.ping()
             facts["database"] = "ok"
         except StoreError as exc:
             facts["database"] = f"unreachable: {exc.message}"

@@ -120,6 +120,11 @@ class Store:
             finally:
                 session.close()
 
+    def ping(self) -> None:
+        """StoreError unless the state database answers (health checks: cheap whatever its size)."""
+        with self.session() as s:
+            s.execute(select(1))
+
     # -- plans -----------------------------------------------------------------------------------------
     def save_plan(self, name: str, text: str, base_dir: str | None) -> PlanVersion:
         """Store plan text as a new version of ``name``, or return the latest one if the text is unchanged."""
