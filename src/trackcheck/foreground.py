@@ -23,7 +23,7 @@ from trackcheck.scheduling.config import SchedulerConfig
 MEMORY_DB = "sqlite://"
 
 
-def overrides_from(interval: str | float | None, timeout: str | float | None) -> dict[str, float]:
+def overrides_from(interval: str | float | None = None, timeout: str | float | None = None) -> dict[str, float]:
     """``--interval``/``--timeout`` (or verify's arguments) as per-run overrides in seconds."""
     found: dict[str, float] = {}
     for name, value in (("interval", interval), ("timeout", timeout)):

@@ -10,8 +10,8 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from trackcheck.errors import ParamError, TrackcheckError
-from trackcheck.plan.durations import parse_duration
+from trackcheck.errors import ParamError, PlanError, TrackcheckError
+from trackcheck.foreground import overrides_from
 from trackcheck.plan.model import Plan
 from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.blueprint import bp
@@ -77,10 +77,10 @@ def _submit(version: PlanVersion, plan: Plan, state: FormState) -> str | None:
     for name in ("interval", "timeout"):
         raw = state.values.get(name, "").strip()
         if raw:
-            try:
-                overrides[name] = parse_duration(raw).total_seconds()
-            except ValueError as exc:
-                state.errors[name] = str(exc)
+            try:  # the same rules as the API and `trackcheck run --interval/--timeout`
+                overrides |= overrides_from(**{name: raw})
+            except PlanError as exc:
+                state.errors[name] = exc.message
     expect: list[dict[str, Any]] | None = None
     raw_expect = state.values.get("expect", "").strip()
     if raw_expect:
