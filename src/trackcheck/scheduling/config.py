@@ -58,6 +58,7 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine) -> BaseSchedu
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     from trackcheck.scheduling.jobs import init_process
+    from trackcheck.store.database import sqlite_file
 
     if config.jobstore == "sqlalchemy":
         jobstore: object = SQLAlchemyJobStore(engine=state_engine, tablename=JOBS_TABLE)
@@ -66,7 +67,7 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine) -> BaseSchedu
     if config.executor == "threadpool":
         executor: object = ThreadPoolExecutor(config.workers)
     else:
-        if state_engine.dialect.name == "sqlite" and state_engine.url.database in (None, "", ":memory:"):
+        if state_engine.dialect.name == "sqlite" and sqlite_file(state_engine.url) is None:
             raise ConfigError("an in-memory state database cannot be shared with pool processes", field="executor")
         # APScheduler spawns pool processes: each builds its own engine on the state database once
         executor = ProcessPoolExecutor(

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from trackcheck.errors import ConfigError
 from trackcheck.scheduling.config import SchedulerConfig
-from trackcheck.store.database import DEFAULT_URL
+from trackcheck.store.database import DEFAULT_URL, normalize_url, sqlite_file
 
 CONFIG_FILE = "trackcheck.toml"
 #: TRACKCHECK_<NAME> → (section, key); section None is the top level
@@ -67,7 +69,7 @@ class ServiceConfig(BaseModel):
             raise ConfigError(
                 "with more than one worker the job store must be 'sqlalchemy' (the workers share it)", field="jobstore"
             )
-        if self.workers > 1 and self.db.startswith("sqlite") and _memory_sqlite(self.db):
+        if self.workers > 1 and _memory_sqlite(self.db):
             raise ConfigError("an in-memory database cannot be shared by several workers", field="db")
         return self
 
@@ -82,7 +84,11 @@ def is_loopback(host: str) -> bool:
 
 
 def _memory_sqlite(url: str) -> bool:
-    return url.rstrip("/") in ("sqlite:", "sqlite://") or ":memory:" in url
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        return False  # not a URL at all: the state database says so when it opens
+    return parsed.get_backend_name() == "sqlite" and sqlite_file(parsed) is None
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None, **flags: Any) -> ServiceConfig:

@@ -23,6 +23,8 @@ from typing import IO, Protocol
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from trackcheck.store.database import sqlite_file
+
 log = logging.getLogger("trackcheck.leader")
 LOCK_NAME = "trackcheck.scheduler"
 #: the advisory lock key of PostgreSQL: a fixed 63-bit number derived from LOCK_NAME
@@ -136,10 +138,8 @@ def lease_for(engine: Engine) -> Lease:
     """The lease that suits the state database behind ``engine``."""
     backend = engine.dialect.name
     if backend == "sqlite":
-        database = engine.url.database
-        if database in (None, "", ":memory:"):
-            return SoleLease()
-        return FileLease(Path(f"{database}.lock"))
+        database = sqlite_file(engine.url)
+        return SoleLease() if database is None else FileLease(Path(f"{database}.lock"))
     if backend == "postgresql":  # advisory locks are per database already
         return ConnectionLease(
             engine,

@@ -17,7 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -44,6 +44,13 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite URL; None for an in-memory database (one process only) or another backend."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return url.database
+
+
 def create_state_engine(url: str) -> Engine:
     """A SQLAlchemy engine for the state database, tuned per dialect; StoreError if the URL is unusable."""
     try:
@@ -53,10 +60,11 @@ def create_state_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        if parsed.database in (None, "", ":memory:"):
+        file = sqlite_file(parsed)
+        if file is None:
             kwargs["poolclass"] = StaticPool
         else:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(file).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
         engine = create_engine(parsed, **kwargs)
     except (ImportError, SQLAlchemyError) as exc:
@@ -108,7 +116,7 @@ def _one_migration_at_a_time(connection: Connection) -> Iterator[None]:
             yield
         finally:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-    elif backend == "sqlite" and connection.engine.url.database not in (None, "", ":memory:"):
+    elif sqlite_file(connection.engine.url) is not None:
         with open(f"{connection.engine.url.database}.migrate.lock", "ab") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
