@@ -171,12 +171,10 @@ def _plan_error(exc: ValidationError, raw: dict[str, Any], name: str) -> PlanErr
 def _check_backends(plan: Plan) -> None:
     from trackcheck.sources import build_source
 
-    for name, spec in plan.sources.items():
-        build_source(name, spec, plan=plan.name)
+    built = {name: build_source(name, spec, plan=plan.name) for name, spec in plan.sources.items()}
     for stage in plan.stages:
-        from trackcheck.sources import source_class
-
-        problem = source_class(plan.sources[stage.source].type).check_stage(stage)
+        source = built[stage.source]
+        problem = source.check_stage(stage) or source.check_read(stage)
         if problem:
             raise PlanError(problem, plan=plan.name, stage=stage.name)
 

@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from sqlalchemy.engine import make_url
@@ -31,6 +31,13 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     "WORKERS": (None, "workers"),
     "API_TOKEN": (None, "api_token"),
     "MAX_BODY_BYTES": (None, "max_body_bytes"),
+    "DB_PASSWORD_FILE": (None, "db_password_file"),
+    "SECRET_KEY": (None, "secret_key"),
+    "ALLOW_INLINE_SOURCES": (None, "allow_inline_sources"),
+    "ALLOW_PRIVATE_NETWORKS": (None, "allow_private_networks"),
+    "COOKIE_SECURE": (None, "cookie_secure"),
+    "TRUSTED_PROXIES": (None, "trusted_proxies"),
+    "LOGIN_RATE_LIMIT": (None, "login_rate_limit"),
     "SCHEDULER": ("scheduler", "scheduler"),
     "JOBSTORE": ("scheduler", "jobstore"),
     "EXECUTOR": ("scheduler", "executor"),
@@ -39,6 +46,19 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     "MISFIRE_GRACE_TIME": ("scheduler", "misfire_grace_time"),
     "COALESCE": ("scheduler", "coalesce"),
 }
+
+
+Role = Literal["admin", "runner", "viewer"]
+
+
+class TokenConfig(BaseModel):
+    """One ``[[tokens]]`` entry: who (``name``, shown in logs), what they may do (``role``), and the token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Role
+    token: SecretStr = Field(min_length=16)
 
 
 class ServiceConfig(BaseModel):
@@ -52,17 +72,55 @@ class ServiceConfig(BaseModel):
     plans: Path | None = Field(default=None, description="a folder of plan files loaded (as versions) at start")
     workers: int = Field(default=1, ge=1, le=64, description="HTTP worker processes; exactly one of them polls")
     api_token: SecretStr | None = None
+    tokens: list[TokenConfig] = Field(default_factory=list, description="[[tokens]]: named tokens with a role")
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    db_password_file: Path | None = Field(
+        default=None, description="a file holding the state database's password (kept out of the URL and ps)"
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="encrypts secrets at rest (connections, plan secrets); comma-separated to rotate"
+    )
+    connections: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="[connections.NAME]: the systems plans may read, with their secrets"
+    )
+    allow_inline_sources: bool = Field(
+        default=False, description="uploaded plans may define sources inline instead of using a connection"
+    )
+    allow_private_networks: bool = Field(
+        default=False, description="inline sources of uploaded plans may reach loopback, link-local, private hosts"
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto", description="the dashboard cookie's Secure flag: auto = when the request came over https"
+    )
+    trusted_proxies: int = Field(
+        default=0, ge=0, le=5, description="reverse proxies in front whose X-Forwarded-For/-Proto are believed"
+    )
+    login_rate_limit: str = Field(
+        default="10 per minute", description="failed logins and 401s allowed per client address (Flask-Limiter)"
+    )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+
+    @property
+    def authenticated(self) -> bool:
+        """True when callers must show a token (``api_token`` or ``[[tokens]]``); else loopback, all admin."""
+        return self.api_token is not None or bool(self.tokens)
 
     def check(self) -> ServiceConfig:
         """Refuse deployments that would be unsafe or would lose work; ConfigError says which key to change."""
-        if self.api_token is None and not is_loopback(self.host):
+        if not self.authenticated and not is_loopback(self.host):
             raise ConfigError(
                 f"refusing to listen on {self.host} without an API token: set TRACKCHECK_API_TOKEN "
                 "(or api_token in trackcheck.toml), or listen on 127.0.0.1",
                 field="host",
             )
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ConfigError("two [[tokens]] entries have the same name", field="tokens")
+        secrets = [t.token.get_secret_value() for t in self.tokens]
+        if self.api_token is not None:
+            secrets.append(self.api_token.get_secret_value())
+        if len(set(secrets)) != len(secrets):
+            raise ConfigError("two tokens have the same value: each caller needs its own", field="tokens")
         if self.scheduler.scheduler != "background":
             raise ConfigError("the service polls in the background: scheduler must be 'background'", field="scheduler")
         if self.workers > 1 and self.scheduler.jobstore != "sqlalchemy":

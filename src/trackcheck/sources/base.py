@@ -103,6 +103,17 @@ class Source(ABC):
             return f"'{foreign[0]}' does not apply to a {cls.type_name} source"
         return None
 
+    def check_read(self, stage: StageSpec) -> str | None:
+        """Why reading ``stage`` with this source's options would be unsafe or impossible (a message naming
+        the key and, for text such as SQL, the position), or None. Called when a plan loads, so a plan that
+        would write, reach outside its root or change host is refused before it is stored; no I/O."""
+        return None
+
+    def hosts(self) -> list[str]:
+        """The network hosts this source connects to (checked against the private-network rule for
+        inline sources of uploaded plans); none for sources that read local files."""
+        return []
+
     @abstractmethod
     def fetch(self, request: FetchRequest) -> FetchResult:
         """Read the stage's records matching ``request.filters`` (at least those; more is allowed).

@@ -41,6 +41,10 @@ class PlanVersion(Base):
     base_dir: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: False for plans uploaded over the API or the dashboard: loaded as data (no ${ENV}, connections only)
+    trusted: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: the full text encrypted (Fernet) when it holds literal secrets; ``text`` then has them masked
+    sealed: Mapped[str | None] = mapped_column(Text)
 
 
 class Run(Base):
@@ -138,3 +142,32 @@ class Schedule(Base):
     created_at: Mapped[datetime]
     last_run_id: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Connection(Base):
+    """A system defined once by an admin over the API, used by plans as ``connection: NAME``.
+
+    ``options`` is what may be shown (secrets masked); ``sealed`` the complete options, encrypted with the
+    service's secret key (None when they hold no secret).
+    """
+
+    __tablename__ = "tc_connections"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    options: Mapped[dict[str, Any]]
+    sealed: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class LoginSession(Base):
+    """A dashboard login, so that logging out ends it on the server: the cookie only carries its id."""
+
+    __tablename__ = "tc_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
