@@ -66,7 +66,14 @@ def make_app(tmp_path: Path, plans_dir: Path) -> Iterator[Callable[..., Flask]]:
     apps: list[Flask] = []
 
     def make(**config: Any) -> Flask:
-        settings: dict[str, Any] = {"db": f"sqlite:///{tmp_path}/tc.db", "plans": plans_dir} | config
+        # these tests are about the API's handling of runs and plans: uploaded plans may define their (memory,
+        # local HTTP) sources inline here; the trust boundary itself is tested in tests/security
+        settings: dict[str, Any] = {
+            "db": f"sqlite:///{tmp_path}/tc.db",
+            "plans": plans_dir,
+            "allow_inline_sources": True,
+            "allow_private_networks": True,
+        } | config
         app = create_app(ServiceConfig(**settings))
         app.config["TESTING"] = True
         apps.append(app)

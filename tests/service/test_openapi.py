@@ -145,6 +145,25 @@ def test_real_answers_match_the_documented_schemas(make_app: Callable[..., Flask
     check("delete", "/api/plans/{name}", "/api/plans/mem", 204)
     check("delete", "/api/plans/{name}", "/api/plans/mem", 404)
     check("post", "/api/runs/{run_id}/rerun", f"/api/runs/{run_id}/rerun", 409)
+
+    connection = {"name": "logs", "type": "file", "options": {"root": "/var/log/app", "format": "jsonl"}}
+    check("post", "/api/connections", "/api/connections", 201, json=connection)
+    check("post", "/api/connections", "/api/connections", 409, json=connection)
+    check("post", "/api/connections", "/api/connections", 400, json=connection | {"name": "x", "type": "nope"})
+    check("get", "/api/connections", "/api/connections", 200)
+    check("get", "/api/connections/{name}", "/api/connections/logs", 200)
+    check("get", "/api/connections/{name}", "/api/connections/nope", 404)
+    secret = {"type": "http", "options": {"url": "http://user:pw-1234@bi.example.com/"}}
+    check("put", "/api/connections/{name}", "/api/connections/bi", 409, json=secret)  # no secret key to seal it
+    check(
+        "put", "/api/connections/{name}", "/api/connections/logs", 200, json={"type": "file", "options": {"root": "/x"}}
+    )
+    check(
+        "put", "/api/connections/{name}", "/api/connections/more", 201, json={"type": "file", "options": {"root": "/y"}}
+    )
+    check("put", "/api/connections/{name}", "/api/connections/x", 400, json={"type": "file", "options": {"root": "x"}})
+    check("delete", "/api/connections/{name}", "/api/connections/logs", 204)
+    check("delete", "/api/connections/{name}", "/api/connections/logs", 404)
     if token:
         client.environ_base["HTTP_AUTHORIZATION"] = "Bearer wrong"
         check("get", "/api/runs", "/api/runs", 401)

@@ -15,7 +15,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -26,18 +26,23 @@ from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from trackcheck.compare import evaluate_stage
 from trackcheck.compare.result import Comparison
 from trackcheck.compare.values import jsonable
+from trackcheck.connections import Connections, Keyring
+from trackcheck.connections.keyring import no_key_error
 from trackcheck.engine.groups import group_key, split, union_filters
 from trackcheck.engine.outcome import decide
 from trackcheck.engine.result import RunResult, build_result, capped_evidence
-from trackcheck.errors import TrackcheckError
+from trackcheck.errors import ConfigError, TrackcheckError
 from trackcheck.plan.loader import check_expect, load_plan_text, resolve_params
+from trackcheck.plan.masking import mask_plan_text
 from trackcheck.plan.model import EXPECT, Plan, StageSpec
 from trackcheck.plan.templates import render
+from trackcheck.plan.trust import TRUSTED, Trust
 from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL, SchedulerConfig, build_scheduler
 from trackcheck.scheduling.triggers import schedule_signature, stage_timeout
 from trackcheck.sources import build_source
 from trackcheck.sources.base import FetchRequest, FetchResult, Source, mask_url_passwords
+from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
 from trackcheck.store.models import Run, RunStage
 from trackcheck.store.repository import Store, TickWrite, aware, utcnow
@@ -47,6 +52,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trackcheck.poll")
 _TERMINAL = ("passed", "failed", "error")
+
+
+@dataclass(frozen=True)
+class PlanSetup:
+    """What loading a stored plan needs besides its text: the operator's connections (``[connections.*]``,
+    ``${ENV}`` not yet expanded), the secret key that opens what is stored encrypted, and the rules for
+    uploaded plans. Plain data, so that a process-pool worker can rebuild the same engine."""
+
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    secret_key: str | None = None
+    uploads: Trust = field(default_factory=Trust.for_uploads)
 
 
 @dataclass(frozen=True)
@@ -70,10 +86,15 @@ class Engine:
         *,
         poll: bool = True,
         resume: bool = True,
+        setup: PlanSetup | None = None,
     ) -> None:
         """``poll=False`` serves submissions only (another process polls); ``resume=False`` ignores runs
         that this engine did not submit (the CLI's foreground run)."""
         self.store = Store(db_url)
+        self.setup = setup or PlanSetup()
+        self.keyring = Keyring(self.setup.secret_key) if self.setup.secret_key else None
+        self.connections = Connections(self.setup.connections, ConnectionStore(self.store), self.keyring)
+        self._connections_seen: object = None
         self.config = scheduler or SchedulerConfig()
         self.polling = poll
         self.resume = resume
@@ -93,7 +114,7 @@ class Engine:
         the shared job store, while another process polls; ``lead()`` later makes this one poll."""
         self.store.open()
         if self.polling:
-            self.scheduler = build_scheduler(self.config, self.store.engine)
+            self.scheduler = build_scheduler(self.config, self.store.engine, self.setup)
             self.planner = jobs.JobPlanner(self.scheduler, self)
             jobs.bind(self)
             if self.config.scheduler == "blocking":
@@ -154,7 +175,17 @@ class Engine:
     def _load_plan(self, plan_id: int) -> Plan:
         version = self.store.plan_version(plan_id)
         base = Path(version.base_dir) if version.base_dir else None
-        plan = load_plan_text(version.text, origin=version.name, base_dir=base)
+        text = version.text
+        if version.sealed is not None:
+            if self.keyring is None:
+                raise ConfigError(
+                    f"plan {version.name!r} holds secrets stored encrypted and the service has no secret key: "
+                    "set TRACKCHECK_SECRET_KEY to the key it was stored with",
+                    field="secret_key",
+                )
+            text = self.keyring.open(version.sealed, what=f"plan {version.name!r}")
+        trust = TRUSTED if version.trusted else self.setup.uploads
+        plan = load_plan_text(text, origin=version.name, base_dir=base, connections=self.connections, trust=trust)
         if self.config.interval is not None and "interval" not in plan.defaults.model_fields_set:
             # the deployment's default trigger interval, for plans that do not choose their own
             defaults = plan.defaults.model_copy(update={"interval": self.config.interval})
@@ -230,10 +261,24 @@ class Engine:
         """Schedule every group with waiting runs and drop jobs of drained groups."""
         if self.planner is None:
             return
+        self.refresh_connections()
         groups = self.store.active_groups()
         if not self.resume:
             groups = [g for g in groups if g.group_key in self._own_groups]
         self.planner.ensure(groups, prune=True)
+
+    def refresh_connections(self) -> None:
+        """Forget loaded plans and open sources when a connection changed (in any process): the next poll
+        reads with the connection's new options."""
+        revision = self.connections.revision()
+        if revision != self._connections_seen:
+            if self._connections_seen is not None:
+                self.plan.cache_clear()
+                with self._sources_lock:
+                    for source in self._sources.values():
+                        source.close()
+                    self._sources.clear()
+            self._connections_seen = revision
 
     def _activation(self, plan: Plan, plan_id: int, idx: int, run: Run, now: datetime) -> dict[str, Any]:
         """The column values that make stage ``idx`` of ``run`` active (as bind parameters)."""
@@ -464,10 +509,36 @@ class Engine:
         return references
 
 
-def store_plan(engine: Engine, plan_text: str, origin: str, base_dir: str | None) -> tuple[int, Plan]:
-    """Validate plan text and store it as a version (reused when unchanged); returns (version id, plan)."""
-    plan = load_plan_text(plan_text, origin=origin, base_dir=Path(base_dir) if base_dir else None)
-    version = engine.store.save_plan(plan.name, plan_text, base_dir)
+def store_plan(
+    engine: Engine, plan_text: str, origin: str, base_dir: str | None, *, trusted: bool = True
+) -> tuple[int, Plan]:
+    """Validate plan text and store it as a version (reused when unchanged); returns (version id, plan).
+
+    ``trusted=False`` for a plan sent over the API or the dashboard: it loads under the engine's rules for
+    uploads. Literal secrets in the text (a URL password, a header, a webhook secret) are stored encrypted
+    when the service has a secret key, the shown text masked; without a key an uploaded plan with secrets
+    is refused (ConfigError), and a trusted one is stored as it is, as its file on disk is."""
+    trust = TRUSTED if trusted else engine.setup.uploads
+    base = Path(base_dir) if base_dir else None
+    plan = load_plan_text(plan_text, origin=origin, base_dir=base, connections=engine.connections, trust=trust)
+    shown, sealed = plan_text, None
+    if mask_plan_text(plan_text) != plan_text:
+        if engine.keyring is not None:
+            shown = mask_plan_text(plan_text)
+            latest = engine.store.latest_plan(plan.name)
+            if (
+                latest is not None
+                and latest.sealed is not None
+                and latest.text == shown
+                and latest.base_dir == base_dir
+                and latest.trusted == trusted
+                and engine.keyring.open(latest.sealed, what=f"plan {plan.name!r}") == plan_text
+            ):
+                return latest.id, plan
+            sealed = engine.keyring.seal(plan_text)
+        elif not trusted:
+            raise no_key_error(f"plan {plan.name!r}")
+    version = engine.store.save_plan(plan.name, shown, base_dir, trusted=trusted, sealed=sealed)
     return version.id, plan
 
 

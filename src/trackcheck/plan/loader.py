@@ -8,16 +8,19 @@ or connected while loading: a plan can be validated on a laptop that cannot reac
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
 
 from trackcheck.errors import ParamError, PlanError
 from trackcheck.plan.model import EXPECT, Plan
-from trackcheck.plan.templates import expand_env
+from trackcheck.plan.templates import env_references, expand_env
+from trackcheck.plan.trust import TRUSTED, Trust
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -27,18 +30,31 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def load_plan(path: str | Path) -> Plan:
+def load_plan(
+    path: str | Path, *, connections: Mapping[str, Mapping[str, Any]] | None = None, trust: Trust = TRUSTED
+) -> Plan:
     """Read, expand and validate the plan file at ``path``; relative files in it are relative to it."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlanError(f"cannot read plan file: {exc.strerror or exc}", plan=str(path)) from exc
-    return load_plan_text(text, origin=str(path), base_dir=file.resolve().parent)
+    return load_plan_text(text, origin=str(path), base_dir=file.resolve().parent, connections=connections, trust=trust)
 
 
-def load_plan_text(text: str, *, origin: str = "<plan>", base_dir: Path | None = None) -> Plan:
-    """Validate plan YAML given as text (the API stores plans this way); ``origin`` names it in errors."""
+def load_plan_text(
+    text: str,
+    *,
+    origin: str = "<plan>",
+    base_dir: Path | None = None,
+    connections: Mapping[str, Mapping[str, Any]] | None = None,
+    trust: Trust = TRUSTED,
+) -> Plan:
+    """Validate plan YAML given as text (the API stores plans this way); ``origin`` names it in errors.
+
+    ``connections`` are the systems a source may name with ``connection:``; ``trust`` says whether the plan
+    is the operator's own (``${ENV}`` expanded, anything inline) or was uploaded (see ``plan/trust.py``).
+    """
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -48,13 +64,27 @@ def load_plan_text(text: str, *, origin: str = "<plan>", base_dir: Path | None =
     if not isinstance(raw, dict):
         raise PlanError("a plan is a YAML mapping with name, key, sources and stages", plan=origin)
     name = str(raw.get("name") or origin)
-    raw = expand_env(raw, plan=name)
-    _resolve_files(raw, base_dir or Path.cwd())
+    if trust.uploaded:
+        references = env_references(raw)
+        if references:
+            where, variable = references[0]
+            raise PlanError(
+                f"${{{variable}}} is not expanded in a plan sent to the service (the service's environment is "
+                "not the plan's to read): name a connection, which the operator defines with its secrets",
+                plan=name,
+                field=where or None,
+            )
+    else:
+        raw = expand_env(raw, plan=name)
+    linked = _use_connections(raw, name, connections or {}, trust)
+    _resolve_files(raw, base_dir or Path.cwd(), linked, trust, name)
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as exc:
         raise _plan_error(exc, raw, name) from None
     _check_backends(plan)
+    if trust.uploaded:
+        _check_reach(plan, trust)
     _check_schemas(plan)
     return plan
 
@@ -119,8 +149,47 @@ def _convert(plan: str, name: str, kind: str, value: Any) -> Any:
     return value
 
 
-def _resolve_files(raw: dict[str, Any], base: Path) -> None:
-    """Make the plan's relative file paths (file sources, schemas) relative to the plan's folder."""
+def _use_connections(
+    raw: dict[str, Any], plan: str, connections: Mapping[str, Mapping[str, Any]], trust: Trust
+) -> set[str]:
+    """Replace each ``{connection: NAME}`` source by the connection's type and options; the names of the
+    sources that use one. An uploaded plan's other sources are refused unless inline sources are allowed."""
+    sources = raw.get("sources")
+    if not isinstance(sources, dict):
+        return set()
+    linked: set[str] = set()
+    for name, spec in sources.items():
+        field = f"sources.{name}"
+        if isinstance(spec, dict) and "connection" in spec:
+            connection = spec["connection"]
+            if set(spec) != {"connection"}:
+                extra = sorted(set(spec) - {"connection"})[0]
+                raise PlanError(
+                    f"a source that names a connection has no other keys ({extra!r} belongs in the connection)",
+                    plan=plan,
+                    field=f"{field}.{extra}",
+                )
+            if not isinstance(connection, str) or connection not in connections:
+                known = ", ".join(sorted(connections)) or "none defined"
+                raise PlanError(f"unknown connection {connection!r} (connections: {known})", plan=plan, field=field)
+            sources[name] = {**connections[connection], "connection": connection}
+            linked.add(str(name))
+        elif trust.uploaded and not trust.allow_inline_sources:
+            known = ", ".join(sorted(connections)) or "none defined yet"
+            raise PlanError(
+                "a plan sent to the service reads systems through connections: write 'connection: NAME' "
+                f"(connections: {known}); the operator can allow inline sources with allow_inline_sources",
+                plan=plan,
+                field=field,
+            )
+    return linked
+
+
+def _resolve_files(raw: dict[str, Any], base: Path, linked: set[str], trust: Trust, plan: str) -> None:
+    """Make the plan's relative file paths (file sources, schemas) relative to the plan's folder.
+
+    Paths of a source that uses a connection stay as written: they are relative to the connection's root.
+    An uploaded plan's schema files must be inside the service's plans folder."""
 
     def absolute(value: Any) -> Any:
         if not isinstance(value, str):
@@ -128,18 +197,39 @@ def _resolve_files(raw: dict[str, Any], base: Path) -> None:
         path = Path(value).expanduser()  # ~/logs/... means the home folder, not <plan folder>/~/logs
         return str(path if path.is_absolute() else base / path)
 
-    for spec in (raw.get("sources") or {}).values():
-        if isinstance(spec, dict) and spec.get("type") == "file" and "path" in spec:
+    def schema_file(value: Any, field: str) -> Any:
+        if not isinstance(value, str) or not trust.uploaded:
+            return absolute(value)
+        root = trust.files_root
+        if root is None:
+            raise PlanError(
+                "a plan sent to the service can only name schema files of the service's plans folder, and it "
+                "has none (serve --plans)",
+                plan=plan,
+                field=field,
+            )
+        path = Path(value)
+        inside = os.path.realpath(root / path)
+        if path.is_absolute() or ".." in path.parts or not inside.startswith(os.path.realpath(root) + os.sep):
+            raise PlanError(
+                f"{value!r} is not inside the plans folder: name schema files relative to it", plan=plan, field=field
+            )
+        return inside
+
+    sources = raw.get("sources") or {}
+    for name, spec in sources.items():
+        if isinstance(spec, dict) and spec.get("type") == "file" and "path" in spec and name not in linked:
             spec["path"] = absolute(spec["path"])
-    for stage in raw.get("stages") or []:
+    for index, stage in enumerate(raw.get("stages") or []):
         if not isinstance(stage, dict):
             continue
+        where = f"stages[{index}]" + (f" ({stage['name']})" if isinstance(stage.get("name"), str) else "")
         schema = stage.get("schema")
         if isinstance(schema, str):
-            stage["schema"] = absolute(schema)
+            stage["schema"] = schema_file(schema, f"{where}.schema")
         elif isinstance(schema, dict) and isinstance(schema.get("files"), dict):
-            schema["files"] = {k: absolute(v) for k, v in schema["files"].items()}
-        if isinstance(stage.get("path"), str):
+            schema["files"] = {k: schema_file(v, f"{where}.schema.files.{k}") for k, v in schema["files"].items()}
+        if isinstance(stage.get("path"), str) and stage.get("source") not in linked:
             stage["path"] = absolute(stage["path"])
 
 
@@ -177,6 +267,49 @@ def _check_backends(plan: Plan) -> None:
         problem = source.check_stage(stage) or source.check_read(stage)
         if problem:
             raise PlanError(problem, plan=plan.name, stage=stage.name)
+
+
+def _check_reach(plan: Plan, trust: Trust) -> None:
+    """What an uploaded plan defines inline (when allowed) must not reach inside: no loopback, link-local or
+    private host unless the operator allows it, and never the service's own state database."""
+    from trackcheck.sources import build_source
+    from trackcheck.sources.network import check_hosts, refusal
+
+    for name, spec in plan.sources.items():
+        if spec.connection is not None:
+            continue
+        source = build_source(name, spec, plan=plan.name)
+        if trust.state_db is not None and _same_database(spec.options.get("url"), trust.state_db):
+            raise PlanError("this is the service's own state database", plan=plan.name, field=f"sources.{name}.url")
+        if not trust.allow_private_networks:
+            problem = check_hosts(source, allow_private=False)
+            if problem:
+                raise PlanError(problem, plan=plan.name, field=f"sources.{name}")
+    if plan.notify is not None and not trust.allow_private_networks:
+        host = urlsplit(plan.notify.webhook).hostname or ""
+        problem = refusal(host, allow_private=False)
+        if problem:
+            raise PlanError(problem, plan=plan.name, field="notify.webhook")
+
+
+def _same_database(url: Any, state_db: str) -> bool:
+    """Whether a source URL names the state database (the same SQLite file, or server and database)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not isinstance(url, str):
+        return False
+    try:
+        a, b = make_url(url), make_url(state_db)
+    except (ArgumentError, ValueError):
+        return False
+    if a.get_backend_name() != b.get_backend_name():
+        return False
+    if a.get_backend_name() == "sqlite":
+        return bool(a.database and b.database) and os.path.realpath(str(a.database).removeprefix("file:")) == (
+            os.path.realpath(str(b.database))
+        )
+    return (a.host, a.port, a.database) == (b.host, b.port, b.database)
 
 
 def _check_schemas(plan: Plan) -> None:

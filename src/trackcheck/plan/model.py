@@ -60,6 +60,8 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     type: str
+    #: the connection it came from (``sources: {wh: {connection: warehouse}}``), None for an inline source
+    connection: str | None = None
 
     @property
     def options(self) -> dict[str, Any]:

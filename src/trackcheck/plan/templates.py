@@ -43,6 +43,17 @@ def expand_env(value: Any, *, plan: str, path: str = "", environ: Mapping[str, s
     return value
 
 
+def env_references(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every ``${NAME}`` in a YAML tree as (where, name): uploaded plans must not hold any."""
+    if isinstance(value, str):
+        return [(path, m.group(1)) for m in _ENV.finditer(value)]
+    if isinstance(value, dict):
+        return [ref for k, v in value.items() for ref in env_references(v, _join(path, str(k)))]
+    if isinstance(value, list):
+        return [ref for i, v in enumerate(value) for ref in env_references(v, _item(path, i, v))]
+    return []
+
+
 def param_names(value: Any) -> set[str]:
     """Every ``{name}`` used anywhere inside a value (strings, lists, dicts)."""
     if isinstance(value, str):

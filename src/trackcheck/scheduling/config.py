@@ -45,7 +45,7 @@ class SchedulerConfig(BaseModel):
     coalesce: bool = True
 
 
-def build_scheduler(config: SchedulerConfig, state_engine: Engine) -> BaseScheduler:
+def build_scheduler(config: SchedulerConfig, state_engine: Engine, setup: object = None) -> BaseScheduler:
     """An unstarted APScheduler scheduler assembled from ``config``.
 
     The SQLAlchemy job store shares the state database's engine (its own table), so jobs and run state
@@ -74,7 +74,8 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine) -> BaseSchedu
             config.workers,
             pool_kwargs={
                 "initializer": init_process,
-                "initargs": (state_engine.url.render_as_string(hide_password=False), config.model_dump()),
+                # setup: the engine's PlanSetup (connections, secret key), for the pool's own engines
+                "initargs": (state_engine.url.render_as_string(hide_password=False), config.model_dump(), setup),
             },
         )
     cls = _resilient(BackgroundScheduler if config.scheduler == "background" else BlockingScheduler)

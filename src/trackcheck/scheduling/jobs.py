@@ -50,7 +50,7 @@ def bind(engine: Engine | None) -> None:
     _bound = engine
 
 
-def init_process(state_url: str, config: dict[str, Any]) -> None:
+def init_process(state_url: str, config: dict[str, Any], setup: Any = None) -> None:
     """Pool process initializer (executor ``processpool``): an engine of its own on the state database.
 
     It only polls; scheduling stays with the parent's scheduler, which gets each poll's summary back.
@@ -60,7 +60,7 @@ def init_process(state_url: str, config: dict[str, Any]) -> None:
     from trackcheck.engine.core import Engine
     from trackcheck.scheduling.config import SchedulerConfig
 
-    engine = Engine(state_url, SchedulerConfig.model_validate(config), poll=False).start()
+    engine = Engine(state_url, SchedulerConfig.model_validate(config), poll=False, setup=setup).start()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the service's metrics, counted where the polls run
         from trackcheck.service.metrics import metrics_for
 

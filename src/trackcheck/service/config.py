@@ -11,13 +11,16 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from trackcheck.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trackcheck.engine.core import PlanSetup
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.store.database import DEFAULT_URL, normalize_url, sqlite_file
 
@@ -100,6 +103,28 @@ class ServiceConfig(BaseModel):
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
+    @field_validator("login_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # ValueError: "couldn't parse rate limit string ..." (e.g. "10 per minute")
+        return value
+
+    def plan_setup(self) -> PlanSetup:
+        """What the engine needs to load plans: connections, the secret key, the rules for uploaded plans."""
+        from trackcheck.engine.core import PlanSetup
+        from trackcheck.plan.trust import Trust
+
+        uploads = Trust.for_uploads(
+            allow_inline_sources=self.allow_inline_sources,
+            allow_private_networks=self.allow_private_networks,
+            files_root=self.plans.resolve() if self.plans is not None else None,
+            state_db=self.db,
+        )
+        key = self.secret_key.get_secret_value() if self.secret_key is not None else None
+        return PlanSetup(connections=dict(self.connections), secret_key=key, uploads=uploads)
+
     @property
     def authenticated(self) -> bool:
         """True when callers must show a token (``api_token`` or ``[[tokens]]``); else loopback, all admin."""
@@ -121,6 +146,9 @@ class ServiceConfig(BaseModel):
             secrets.append(self.api_token.get_secret_value())
         if len(set(secrets)) != len(secrets):
             raise ConfigError("two tokens have the same value: each caller needs its own", field="tokens")
+        from trackcheck.connections import Connections
+
+        Connections(self.connections)  # ConfigError naming connections.NAME.key if one is invalid
         if self.scheduler.scheduler != "background":
             raise ConfigError("the service polls in the background: scheduler must be 'background'", field="scheduler")
         if self.workers > 1 and self.scheduler.jobstore != "sqlalchemy":
@@ -130,6 +158,29 @@ class ServiceConfig(BaseModel):
         if self.workers > 1 and _memory_sqlite(self.db):
             raise ConfigError("an in-memory database cannot be shared by several workers", field="db")
         return self
+
+
+def state_database_url(db: str, password_file: str | Path | None) -> str:
+    """The URL the state database is opened with: ``db``, with the password read from ``password_file``
+    (stripped) when one is given, so that it appears neither on a command line (ps) nor in a config file.
+
+    ConfigError names the file (never what it holds) when it cannot be read or is empty."""
+    if password_file is None:
+        return db
+    path = Path(password_file)
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or type(exc).__name__}", field="db_password_file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", field="db_password_file") from None
+    if not password:
+        raise ConfigError(f"{path} is empty", field="db_password_file")
+    try:
+        url = make_url(normalize_url(db))
+    except ArgumentError:
+        raise ConfigError("the state database URL is not a database URL", field="db") from None
+    return url.set(password=password).render_as_string(hide_password=False)
 
 
 def is_loopback(host: str) -> bool:

@@ -18,11 +18,13 @@ STAGE_STATUSES = ["pending", "waiting", "passed", "failed", "error", "skipped"]
 ERRORS = {
     400: "Invalid input: the detail names the key, parameter, plan, stage or field at fault; nothing was stored",
     401: "Missing or wrong API token (`Authorization: Bearer <token>`)",
+    403: "The token's role may not do this (viewer: read; runner: runs too; admin: everything)",
     404: "No such run, plan, plan version, stage, schedule or route",
     405: "Method not allowed on this path",
     409: "The request conflicts with the current state (e.g. the run already ended)",
     413: "The body is larger than the service's max_body_bytes",
     415: "Wrong Content-Type",
+    429: "Too many failed logins or unauthenticated requests from this address: wait Retry-After seconds",
     502: "A source of the plan could not be opened",
     503: "The state database is unreachable",
 }
@@ -201,6 +203,28 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "ScheduleList": _obj({"schedules": {"type": "array", "items": _ref("Schedule")}}),
+        "ConnectionRequest": _obj(
+            {
+                "name": {"type": "string", "description": "required by POST; PUT takes it from the URL"},
+                "type": {"type": "string", "description": "sql, file, http, redis..."},
+                "options": {
+                    **ANY_OBJECT,
+                    "description": "the type's options (url, root, headers...); '***' keeps a stored secret",
+                },
+            },
+            required=["type"],
+            additionalProperties=False,
+        ),
+        "Connection": _obj(
+            {
+                "name": STRING,
+                "type": STRING,
+                "options": {**ANY_OBJECT, "description": "secrets (passwords, header values, tokens) shown as ***"},
+                "origin": {"enum": ["config", "api"], "description": "config: from trackcheck.toml, read-only"},
+                "updated_at": NULL_TIME,
+            }
+        ),
+        "ConnectionList": _obj({"connections": {"type": "array", "items": _ref("Connection")}}),
     }
 
 
@@ -209,8 +233,8 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    """Error answers of an operation: 401 (when a token is configured) and 503 can happen anywhere."""
-    return {str(code): {"$ref": f"#/components/responses/E{code}"} for code in sorted({*codes, 401, 503})}
+    """Error answers of an operation: 401/403/429 (when tokens are configured) and 503 can happen anywhere."""
+    return {str(code): {"$ref": f"#/components/responses/E{code}"} for code in sorted({*codes, 401, 403, 429, 503})}
 
 
 def _param(name: str, where: str = "path", schema: dict[str, Any] | None = None, text: str = "") -> dict[str, Any]:
@@ -315,6 +339,31 @@ def _paths() -> dict[str, Any]:
             "get": _op("A schedule", {"200": _json("Schedule", "The schedule")} | _errors(404)),
             "delete": _op("Delete a schedule", {"204": {"description": "Deleted"}} | _errors(404)),
             "parameters": [_param("schedule_id", text="schedule id")],
+        },
+        "/api/connections": {
+            "get": _op(
+                "Every connection, secrets masked (admin)", {"200": _json("ConnectionList", "The list")} | _errors()
+            ),
+            "post": _op(
+                "Define a connection (admin); secrets are stored encrypted and never shown again",
+                {"201": _json("Connection", "Created")} | _errors(400, 409, 413, 415),
+                requestBody={"required": True, "content": {JSON: {"schema": _ref("ConnectionRequest")}}},
+            ),
+        },
+        "/api/connections/{name}": {
+            "get": _op("A connection, secrets masked (admin)", {"200": _json("Connection", "It")} | _errors(404)),
+            "put": _op(
+                "Create or replace a connection (admin); '***' keeps the stored secret at that place",
+                {"201": _json("Connection", "Created"), "200": _json("Connection", "Replaced")}
+                | _errors(400, 409, 413, 415),
+                requestBody={"required": True, "content": {JSON: {"schema": _ref("ConnectionRequest")}}},
+            ),
+            "delete": _op(
+                "Delete a connection (admin); 409 while a plan uses it, unless ?force=true",
+                {"204": {"description": "Deleted"}} | _errors(404, 409),
+                parameters=[_param("force", "query", {"type": "string", "enum": ["true", "false"]})],
+            ),
+            "parameters": [_param("name", text="connection name")],
         },
         "/api/openapi.json": {
             "get": _op(

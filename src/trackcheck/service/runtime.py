@@ -6,6 +6,7 @@ lease holder polls and sends notifications. See ``leader.py`` for the lease.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.errors import PlanError, StoreError
 from trackcheck.scheduling.jobs import SYNC_EVERY
-from trackcheck.service.config import ServiceConfig
+from trackcheck.service.config import ServiceConfig, state_database_url
 from trackcheck.service.leader import Leadership, lease_for
 from trackcheck.service.notify import Notifier
 
@@ -28,11 +29,14 @@ class Service:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        self.engine = Engine(config.db, config.scheduler)
+        self.engine = Engine(
+            state_database_url(config.db, config.db_password_file), config.scheduler, setup=config.plan_setup()
+        )
         self.notifier = Notifier(self.engine)
         self.leadership: Leadership | None = None
 
     def start(self, *, load_plans: bool = True) -> Service:
+        warn_if_open(self.config)
         self.engine.start(paused=True)
         if load_plans:
             load_plan_folder(self.engine, self.config.plans)
@@ -75,6 +79,29 @@ class Service:
             facts["scheduler"] = "no poller is running" if late else "ok"
         facts["ok"] = facts["database"] == "ok" and facts["scheduler"] == "ok"
         return facts
+
+
+def open_access_warning(config: ServiceConfig) -> str | None:
+    """What the log and every dashboard page say when no token is configured (None when one is)."""
+    if config.authenticated:
+        return None
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return (
+        f"No API token is configured: anyone who can reach {host}:{config.port} is an admin. "
+        "Set [[tokens]] or TRACKCHECK_API_TOKEN."
+    )
+
+
+def warn_if_open(config: ServiceConfig) -> None:
+    message = open_access_warning(config)
+    if message is not None:
+        _warn_once(message)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Log ``message`` once per process: gunicorn's master warns before it forks, so its workers do not."""
+    log.warning(message)
 
 
 def load_plan_folder(engine: Engine, folder: Path | None) -> list[str]:

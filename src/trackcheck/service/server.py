@@ -16,15 +16,16 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from trackcheck.engine.core import Engine
-from trackcheck.service.config import ServiceConfig
-from trackcheck.service.runtime import load_plan_folder
+from trackcheck.service.config import ServiceConfig, state_database_url
+from trackcheck.service.runtime import load_plan_folder, warn_if_open
 
 log = logging.getLogger("trackcheck.service")
 
 
 def prepare(config: ServiceConfig) -> list[str]:
     """Migrate the state database and store the plans folder's plans; returns the plan names loaded."""
-    engine = Engine(config.db, poll=False).start()
+    url = state_database_url(config.db, config.db_password_file)
+    engine = Engine(url, poll=False, setup=config.plan_setup()).start()
     try:
         return load_plan_folder(engine, config.plans)
     finally:
@@ -68,6 +69,7 @@ class TrackcheckServer(BaseApplication):
 def serve(config: ServiceConfig) -> None:
     """Run until stopped (SIGINT/SIGTERM)."""
     config.check()
+    warn_if_open(config)
     _metrics_folder()
     prepare(config)
     TrackcheckServer(config).run()

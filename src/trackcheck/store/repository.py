@@ -21,7 +21,7 @@ from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import RunNotFound, StoreError
 from trackcheck.store.database import create_state_engine, describe_db_error, migrate
-from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Schedule, Snapshot
+from trackcheck.store.models import LoginSession, PlanVersion, Poll, Run, RunStage, Schedule, Snapshot
 
 ACTIVE = "waiting"
 RUN_FINISHED = ("passed", "failed", "error", "cancelled")
@@ -126,13 +126,26 @@ class Store:
             s.execute(select(1))
 
     # -- plans -----------------------------------------------------------------------------------------
-    def save_plan(self, name: str, text: str, base_dir: str | None) -> PlanVersion:
-        """Store plan text as a new version of ``name``, or return the latest one if the text is unchanged."""
+    def save_plan(
+        self, name: str, text: str, base_dir: str | None, *, trusted: bool = True, sealed: str | None = None
+    ) -> PlanVersion:
+        """Store plan text as a new version of ``name``, or return the latest one if nothing changed.
+
+        ``trusted``: the operator's plan (plans folder, CLI), not one sent over the API; ``sealed``: the
+        full text encrypted, ``text`` then being the masked copy (never compared: a new seal each time)."""
         with self.session(write=True) as s:
             latest = s.scalars(
                 select(PlanVersion).where(PlanVersion.name == name).order_by(PlanVersion.version.desc()).limit(1)
             ).first()
-            if latest is not None and latest.text == text and latest.base_dir == base_dir and not latest.deleted:
+            unchanged = latest is not None and latest.text == text and latest.base_dir == base_dir
+            if (
+                latest is not None
+                and unchanged
+                and not latest.deleted
+                and (latest.trusted or not trusted)  # the operator's own text stays trusted when uploaded again
+                and sealed is None
+                and latest.sealed is None
+            ):
                 return latest
             version = PlanVersion(
                 name=name,
@@ -141,6 +154,8 @@ class Store:
                 base_dir=base_dir,
                 created_at=utcnow(),
                 deleted=False,
+                trusted=trusted,
+                sealed=sealed,
             )
             s.add(version)
             s.flush()
@@ -439,6 +454,25 @@ class Store:
                         for r in write.runs
                     ],
                 )
+
+    # -- dashboard sessions --------------------------------------------------------------------------
+    def start_login_session(self, login: LoginSession) -> None:
+        """Store a dashboard login, and delete the logins that have expired by now (logins are rare)."""
+        with self.session(write=True) as s:
+            s.execute(delete(LoginSession).where(LoginSession.expires_at <= login.created_at))
+            s.add(login)
+
+    def login_session(self, session_id: str, now: datetime) -> LoginSession | None:
+        """The login ``session_id``, unless it ended or expired before ``now``."""
+        with self.session() as s:
+            login = s.get(LoginSession, session_id)
+        expires = aware(login.expires_at) if login is not None else None
+        return login if expires is not None and expires > now else None
+
+    def end_login_session(self, session_id: str) -> bool:
+        """Delete the login (logging out): its cookie, wherever it was copied, opens nothing any more."""
+        with self.session(write=True) as s:
+            return bool(s.execute(delete(LoginSession).where(LoginSession.id == session_id)).rowcount)  # type: ignore[attr-defined]
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -14,18 +14,18 @@ Conventions, so that clients can rely on them:
 - Nothing returned holds a credential: plan text has URL passwords and literal secrets masked, error
   details are TrackcheckError messages (masked where raised) masked once more.
 
-One blueprint, ``bp`` (``blueprint.py``), gets its routes from the resource modules ``runs``, ``plans`` and
-``schedules``; ``auth`` guards it, ``errors`` maps every exception to the error shape, ``parsing`` reads
-request bodies and ``masking`` hides secrets in plan text.
+One blueprint, ``bp`` (``blueprint.py``), gets its routes from the resource modules ``runs``, ``plans``,
+``schedules`` and ``connections``; ``auth`` guards it, ``errors`` maps every exception to the error shape, ``parsing`` reads
+request bodies (``trackcheck.plan.masking`` hides secrets in plan text).
 """
 
 from __future__ import annotations
 
-from trackcheck.service.api import auth, errors, plans, runs, schedules  # noqa: F401 - each fills in bp
+from trackcheck.service.api import auth, connections, errors, plans, runs, schedules  # noqa: F401 - each fills in bp
 from trackcheck.service.api.auth import OPEN_ENDPOINTS, check_token
 from trackcheck.service.api.blueprint import PREFIX, bp
 from trackcheck.service.api.errors import ApiError, is_api_request
-from trackcheck.service.api.masking import mask_plan_text
+from trackcheck.plan.masking import mask_plan_text
 from trackcheck.service.api.plans import YAML_TYPES
 from trackcheck.service.api.runs import DEFAULT_LIMIT, MAX_LIMIT, RUN_KEYS, RUN_STATUSES, run_document
 from trackcheck.service.api.schedules import SCHEDULE_KEYS

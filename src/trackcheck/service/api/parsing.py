@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from flask import request
 
+from trackcheck.plan.templates import env_references
 from trackcheck.service.api.errors import fail
 
 
@@ -46,7 +47,16 @@ def object_field(body: Mapping[str, Any], key: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         fail(400, "invalid_params", f"{key!r} must be a JSON object of name: value")
+    _no_env(value, key)
     return value
+
+
+def _no_env(value: Any, key: str) -> None:
+    """A run request is data: ``${NAME}`` in it is refused rather than silently kept or ever expanded."""
+    references = env_references(value, key)
+    if references:
+        where, name = references[0]
+        fail(400, "invalid_params", f"{where}: ${{{name}}} is not expanded in a run request; send the value itself")
 
 
 def expect_field(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -58,6 +68,7 @@ def expect_field(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     for index, event in enumerate(value):
         if not isinstance(event, dict):
             fail(400, "invalid_params", f"expect[{index}] is not an object")
+    _no_env(value, "expect")
     return value
 
 

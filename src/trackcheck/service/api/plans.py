@@ -13,7 +13,7 @@ from trackcheck.engine.core import store_plan
 from trackcheck.plan.loader import load_plan_text
 from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
 from trackcheck.service.api.errors import fail
-from trackcheck.service.api.masking import mask_plan_text
+from trackcheck.plan.masking import mask_plan_text
 from trackcheck.service.api.parsing import int_arg
 from trackcheck.service.app import current_service
 from trackcheck.store.models import PlanVersion
@@ -101,12 +101,19 @@ def _yaml_body() -> str:
 def put_plan(name: str) -> Any:
     """Validate and store a plan version: 201 when it is new, 200 when the text is unchanged."""
     text, base_dir = _yaml_body(), _plans_base_dir()
-    plan = load_plan_text(text, origin=name, base_dir=None if base_dir is None else Path(base_dir))
+    engine = current_service().engine
+    # a plan sent over the API is data: loaded under the rules for uploads (no ${ENV}, connections only)
+    plan = load_plan_text(
+        text,
+        origin=name,
+        base_dir=None if base_dir is None else Path(base_dir),
+        connections=engine.connections,
+        trust=engine.setup.uploads,
+    )
     if plan.name != name:
         fail(400, "invalid_plan", f"the plan is named {plan.name!r} but the URL says {name!r}: they must match")
-    engine = current_service().engine
     before = engine.store.latest_plan(name)
-    version_id, _ = store_plan(engine, text, origin=name, base_dir=base_dir)
+    version_id, _ = store_plan(engine, text, origin=name, base_dir=base_dir, trusted=False)
     version = engine.store.plan_version(version_id)
     created = before is None or before.id != version_id
     if created:

@@ -24,6 +24,16 @@ _ENV_REF = re.compile(r"\$\{[^}]*\}")
 #: like ``mask_url_passwords``, but up to the *last* ``@`` of the authority: an unencoded ``@`` in a password
 #: must not leave its tail visible
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^\s/]+)@")
+#: request headers that never carry a credential; the value of any other header (``X-Custom-Auth``...) is
+#: treated as one
+PLAIN_HEADERS = frozenset(
+    {
+        "accept", "accept-encoding", "accept-language", "cache-control", "connection", "content-type",
+        "user-agent", "x-requested-with", "pragma", "if-none-match", "if-modified-since", "x-api-version",
+    }
+)  # fmt: skip
+#: the value of a credential-named query parameter in a URL: ``?api_key=...``, ``&access_token=...``
+_QUERY_SECRET = re.compile(rf"(?i)[?&]{_SECRET_NAME}=([^&#\s\"']+)")
 _AUTH_SCHEMES = re.compile(r"(?i)\b(?:bearer|basic|token)\b")
 #: shorter secrets are masked where they stand (by the patterns), not replaced everywhere in the text
 _MIN_REPLACED = 4
@@ -36,8 +46,15 @@ def _literal_secret(value: str) -> bool:
 
 
 def _yaml_secrets(node: Any, key: str | None = None) -> set[str]:
-    """The literal secrets in parsed plan YAML: values of secret keys (and their last word: ``Bearer x``)
-    and URL passwords anywhere."""
+    """The literal secrets in parsed plan YAML: values of secret keys (and their last word: ``Bearer x``),
+    every value of a ``headers`` mapping, URL passwords and credential-named query parameters anywhere."""
+    if isinstance(node, dict) and key is not None and key.lower() == "headers":
+        values = [
+            str(v)
+            for k, v in node.items()
+            if isinstance(v, str | int | float) and not isinstance(v, bool) and str(k).lower() not in PLAIN_HEADERS
+        ]
+        return {w for v in values if _literal_secret(v) for w in (v, *v.split()[1:])}
     if isinstance(node, dict):
         return set().union(*(_yaml_secrets(v, str(k)) for k, v in node.items()))
     if isinstance(node, list):
@@ -46,6 +63,7 @@ def _yaml_secrets(node: Any, key: str | None = None) -> set[str]:
         return set()
     value = str(node)
     found = {m.group(2) for m in _URL_PASSWORD.finditer(value) if _literal_secret(m.group(2))}
+    found |= {m.group(1) for m in _QUERY_SECRET.finditer(value) if _literal_secret(m.group(1))}
     if key is not None and _SECRET_KEY_NAME.fullmatch(key) and _literal_secret(value):
         found |= {value, *value.split()[1:]}
     return found
@@ -72,4 +90,8 @@ def mask_plan_text(text: str) -> str:
     def key(match: re.Match[str]) -> str:
         return match.group(0) if not _literal_secret(match.group("value")) else f"{match.group('head')}{MASK}"
 
-    return _SECRET_KEY.sub(key, _URL_PASSWORD.sub(url, text))
+    def query(match: re.Match[str]) -> str:
+        keep = not _literal_secret(match.group(1))
+        return match.group(0) if keep else match.group(0)[: match.start(1) - match.start(0)] + MASK
+
+    return _QUERY_SECRET.sub(query, _SECRET_KEY.sub(key, _URL_PASSWORD.sub(url, text)))

@@ -1,0 +1,117 @@
+"""Connections over the API (admin only): the systems plans may name, with write-only secrets.
+
+Answers show each connection's options with its secrets masked (``***``); a client may send a document it
+read back unchanged (``PUT`` after ``GET``): every ``***`` keeps the stored secret. Connections of
+trackcheck.toml are listed (``origin: config``) but changed only in that file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+from flask import Response, jsonify, request
+
+from trackcheck.errors import ConfigError, PlanError
+from trackcheck.service.api.blueprint import PREFIX, bp, log
+from trackcheck.service.api.errors import fail
+from trackcheck.service.api.parsing import json_body, string_field
+from trackcheck.service.app import current_service
+
+CONNECTION_KEYS = ("name", "type", "options")
+
+
+def _document(name: str) -> dict[str, Any]:
+    info = current_service().engine.connections.info(name)
+    if info is None:
+        fail(404, "not_found", f"no connection named {name!r} (GET /api/connections lists them)")
+    return info.to_dict()
+
+
+def _spec(body: dict[str, Any]) -> dict[str, Any]:
+    kind = string_field(body, "type")
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        fail(400, "invalid_connection", "'options' must be a JSON object of the type's options (url, root...)")
+    if "type" in options:
+        fail(400, "invalid_connection", "options.type: give the type once, as 'type' beside 'options'")
+    return {"type": kind, **options}
+
+
+def _save(name: str, body: dict[str, Any]) -> bool:
+    try:
+        return current_service().engine.connections.save(name, _spec(body))
+    except PlanError as exc:
+        fail(400, "invalid_connection", str(exc))
+    except ConfigError as exc:
+        code = "secret_key_required" if exc.context.get("field") == "secret_key" else "conflict"
+        fail(409, code, exc.message)
+
+
+@bp.get("/connections")
+def list_connections() -> Any:
+    shown = current_service().engine.connections.describe()
+    return jsonify({"connections": [c.to_dict() for c in shown]})
+
+
+@bp.post("/connections")
+def create_connection() -> Any:
+    body = json_body(CONNECTION_KEYS)
+    name = string_field(body, "name")
+    if current_service().engine.connections.info(name) is not None:
+        fail(409, "conflict", f"connection {name!r} exists: PUT {PREFIX}/connections/{name} replaces it")
+    _save(name, body)
+    log.info("connection %s created through the API", name)
+    response = jsonify(_document(name))
+    response.status_code = 201
+    response.headers["Location"] = f"{PREFIX}/connections/{quote(name, safe='')}"
+    return response
+
+
+@bp.get("/connections/<name>")
+def get_connection(name: str) -> Any:
+    return jsonify(_document(name))
+
+
+@bp.put("/connections/<name>")
+def put_connection(name: str) -> Any:
+    body = json_body(CONNECTION_KEYS)
+    if body.get("name", name) != name:
+        fail(400, "invalid_connection", f"the body names {body['name']!r} but the URL says {name!r}")
+    created = _save(name, body)
+    log.info("connection %s %s through the API", name, "created" if created else "replaced")
+    response = jsonify(_document(name))
+    response.status_code = 201 if created else 200
+    return response
+
+
+@bp.delete("/connections/<name>")
+def delete_connection(name: str) -> Any:
+    """Remove a connection; 409 while a plan's latest version uses it, unless ``?force=true``."""
+    _document(name)
+    users = plans_using(name)
+    if users and request.args.get("force") != "true":
+        fail(409, "conflict", f"plans {', '.join(users)} use connection {name!r}: change them or add ?force=true")
+    try:
+        current_service().engine.connections.delete(name)
+    except ConfigError as exc:
+        fail(409, "conflict", exc.message)
+    log.info("connection %s deleted through the API", name)
+    return Response(status=204)
+
+
+def plans_using(name: str) -> list[str]:
+    """The plans whose latest version names connection ``name`` in a source."""
+    users = []
+    for version in current_service().engine.store.latest_plans():
+        try:
+            raw = yaml.safe_load(version.text)
+        except yaml.YAMLError:
+            continue
+        sources = raw.get("sources") if isinstance(raw, dict) else None
+        if isinstance(sources, dict) and any(
+            isinstance(s, dict) and s.get("connection") == name for s in sources.values()
+        ):
+            users.append(version.name)
+    return users
