@@ -31,7 +31,7 @@ from trackcheck.connections.keyring import no_key_error
 from trackcheck.engine.groups import group_key, split, union_filters
 from trackcheck.engine.outcome import decide
 from trackcheck.engine.result import RunResult, build_result, capped_evidence
-from trackcheck.errors import ConfigError, TrackcheckError
+from trackcheck.errors import ConfigError, SourceConnectError, TrackcheckError
 from trackcheck.plan.loader import check_expect, load_plan_text, resolve_params
 from trackcheck.plan.masking import mask_plan_text
 from trackcheck.plan.model import EXPECT, Plan, StageSpec
@@ -42,6 +42,7 @@ from trackcheck.scheduling.config import CONTROL, SchedulerConfig, build_schedul
 from trackcheck.scheduling.triggers import schedule_signature, stage_timeout
 from trackcheck.sources import build_source
 from trackcheck.sources.base import FetchRequest, FetchResult, Source, mask_url_passwords
+from trackcheck.sources.network import NetworkRule, check_hosts
 from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
 from trackcheck.store.models import Run, RunStage
@@ -197,9 +198,23 @@ class Engine:
             if (plan_id, name) not in self._sources:
                 plan = self.plan(plan_id)
                 source = build_source(name, plan.sources[name], plan=plan.name)
+                self._guard(plan_id, plan, name, source)
                 source.open()
                 self._sources[(plan_id, name)] = source
             return self._sources[(plan_id, name)]
+
+    def _guard(self, plan_id: int, plan: Plan, name: str, source: Source) -> None:
+        """An inline source of an uploaded plan stays off private networks at every connection, not only when
+        the plan loaded: its hosts are checked again now, and HTTP sources check before each request."""
+        uploads = self.setup.uploads
+        if plan.sources[name].connection is not None or uploads.allow_private_networks:
+            return
+        if self.store.plan_version(plan_id).trusted:
+            return
+        source.network = NetworkRule(allow_private=False)
+        problem = check_hosts(source, allow_private=False)
+        if problem:
+            raise SourceConnectError(problem, plan=plan.name, source=name)
 
     # -- runs ------------------------------------------------------------------------------------------
     def submit(

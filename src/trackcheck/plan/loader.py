@@ -217,8 +217,10 @@ def _resolve_files(raw: dict[str, Any], base: Path, linked: set[str], trust: Tru
         return inside
 
     sources = raw.get("sources") or {}
+    # a source with a root (every connection of files has one) keeps its paths relative to that root
+    rooted = {str(n) for n, spec in sources.items() if n in linked or (isinstance(spec, dict) and "root" in spec)}
     for name, spec in sources.items():
-        if isinstance(spec, dict) and spec.get("type") == "file" and "path" in spec and name not in linked:
+        if isinstance(spec, dict) and spec.get("type") == "file" and "path" in spec and name not in rooted:
             spec["path"] = absolute(spec["path"])
     for index, stage in enumerate(raw.get("stages") or []):
         if not isinstance(stage, dict):
@@ -229,7 +231,7 @@ def _resolve_files(raw: dict[str, Any], base: Path, linked: set[str], trust: Tru
             stage["schema"] = schema_file(schema, f"{where}.schema")
         elif isinstance(schema, dict) and isinstance(schema.get("files"), dict):
             schema["files"] = {k: schema_file(v, f"{where}.schema.files.{k}") for k, v in schema["files"].items()}
-        if isinstance(stage.get("path"), str) and stage.get("source") not in linked:
+        if isinstance(stage.get("path"), str) and stage.get("source") not in rooted:
             stage["path"] = absolute(stage["path"])
 
 

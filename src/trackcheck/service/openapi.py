@@ -319,7 +319,7 @@ def _paths() -> dict[str, Any]:
                     "201": _json("PlanSaved", "A new version was stored"),
                     "200": _json("PlanSaved", "The text equals the latest version: nothing stored"),
                 }
-                | _errors(400, 413, 415),
+                | _errors(400, 409, 413, 415),
                 requestBody=yaml_body,
             ),
             "delete": _op(

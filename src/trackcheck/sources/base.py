@@ -29,9 +29,13 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from trackcheck.plan.model import StageSpec
+    from trackcheck.sources.network import NetworkRule
 
 Record = dict[str, Any]
 MASK = "***"
+#: how much of a driver's (or any cause's) text an error quotes: a server's error message must not be a
+#: way to read a file or a response body through trackcheck
+CAUSE_CHARS = 300
 
 
 class SourceOptions(BaseModel):
@@ -72,6 +76,10 @@ class Source(ABC):
     options_model: ClassVar[type[SourceOptions]]
     #: the plan keys of a stage this backend uses; any other source-specific key is a plan error
     stage_keys: ClassVar[frozenset[str]] = frozenset()
+    #: the network rule applied while fetching; None (the default) reaches anything, as a trusted plan may.
+    #: Set it per source before ``open()``: under a rule forbidding private addresses the http source
+    #: re-checks its host before each request, since a name may resolve differently than at load.
+    network: NetworkRule | None = None
 
     def __init__(self, name: str, options: SourceOptions) -> None:
         self.name = name
@@ -155,9 +163,18 @@ class Source(ABC):
         stage: StageSpec | None,
         cause: BaseException | None = None,
     ) -> SourceError:
-        """A SourceError of ``kind`` naming this source and the stage, its text masked."""
-        detail = f"{message}: {type(cause).__name__}: {cause}" if cause is not None else message
-        error = kind(self.mask(detail), source=self.name, stage=stage.name if stage else None)
+        """A SourceError of ``kind`` naming this source and the stage, its text masked.
+
+        The cause's text is quoted up to CAUSE_CHARS (masked before it is cut, so that a secret straddling
+        the cut cannot leak in part); the cause itself stays the error's ``__cause__`` for logs.
+        """
+        detail = self.mask(message)
+        if cause is not None:
+            said = self.mask(f"{type(cause).__name__}: {cause}")
+            if len(said) > CAUSE_CHARS:
+                said = said[:CAUSE_CHARS] + "…"
+            detail = f"{detail}: {said}"
+        error = kind(detail, source=self.name, stage=stage.name if stage else None)
         if cause is not None:
             error.__cause__ = cause
         return error

@@ -5,6 +5,12 @@ records, not an error: the stage simply waits. A line that cannot be parsed is c
 result, never fatal, except the last line of a file without its newline: it is still being written. Only
 what says the source is misconfigured (a directory or file trackcheck may not read, an undecodable CSV)
 raises.
+
+A source with a ``root`` (a connection an operator defined) reads only below it: its paths are globs
+relative to the root, an absolute path, a ``~`` path or a ``..`` part is refused when the plan loads
+(``check_read``), and every file a glob matches is resolved (``os.path.realpath``) and skipped, with a
+note and unread, when it lies outside the root's real path: a symbolic link never leads out of the root.
+Without a root a path may name any file trackcheck can read (trusted plans).
 """
 
 from __future__ import annotations
@@ -45,12 +51,27 @@ _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
 
 
 class FileOptions(SourceOptions):
-    """``sources.<name>`` of ``type: file``; a stage's own ``path`` replaces ``path``."""
+    """``sources.<name>`` of ``type: file``; a stage's own ``path`` replaces ``path``.
+
+    ``root`` (absolute; ``~`` is expanded) confines every path to that directory: paths are then
+    relative to it. None: paths may name any file (the plan is trusted).
+    """
 
     path: str | None = None
+    root: str | None = None
     format: Literal["jsonl", "csv", "auto"] = "auto"
     encoding: str = "utf-8"
     delimiter: str = ","
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        expanded = os.path.expanduser(value)
+        if not os.path.isabs(expanded):
+            raise ValueError(f"the root {value!r} is not an absolute path")
+        return os.path.normpath(expanded)
 
     @field_validator("encoding")
     @classmethod
@@ -77,6 +98,9 @@ class _Parsed:
     unparsed: int = 0
     notes: list[str] = field(default_factory=list)
 
+    #: files matched but not read because they resolve outside the source's root
+    outside: list[str] = field(default_factory=list)
+
     def problem(self, where: str, what: str) -> None:
         self.unparsed += 1
         if len(self.notes) < MAX_NOTES:
@@ -91,20 +115,42 @@ class FileSource(Source):
     stage_keys: ClassVar[frozenset[str]] = frozenset({"path"})
     options: FileOptions
 
+    def check_read(self, stage: StageSpec) -> str | None:
+        """With a root, the path (the stage's, else the source's) must be relative and stay below it."""
+        root = self.options.root
+        template = stage.path or self.options.path
+        if root is None or template is None:
+            return None
+        problem = _escape(template)
+        return f"path: {template!r} {problem}; paths are relative to the connection's root {root}" if problem else None
+
     def fetch(self, request: FetchRequest) -> FetchResult:
         stage = request.stage
         pattern = self._pattern(request)
         parsed = _Parsed()
         root = _static_root(pattern)
+        confined = self._confine(pattern, stage)
+        if confined is not None:
+            pattern, root = confined
         for path in self._matching(pattern, root, stage):
+            readable = self._inside(path)
+            if readable is None:
+                parsed.outside.append(_display(path, root))
+                continue
             try:
-                self._read(path, root, parsed, stage)
+                self._read(path, root, parsed, stage, readable)
             except FileNotFoundError:
                 continue  # rotated away between the glob and the open: its lines are in the next file
             except OSError as exc:
                 raise self.error(SourceQueryError, f"cannot read {path}", stage, exc) from exc
         if parsed.unparsed > len(parsed.notes):
             parsed.notes.append(f"... and {parsed.unparsed - len(parsed.notes)} more unparsed lines")
+        if parsed.outside:
+            shown = ", ".join(parsed.outside[:5]) + (", ..." if len(parsed.outside) > 5 else "")
+            parsed.notes.append(
+                f"not read: {len(parsed.outside)} file(s) resolving outside the connection's root "
+                f"(symbolic links are not followed out of it): {shown}"
+            )
         records = filter_records(apply_select(parsed.records, stage.select), request.filters)
         if request.limit is not None:
             records = records[: request.limit]
@@ -122,7 +168,39 @@ class FileSource(Source):
             if ".." in Path(value).parts:
                 raise self.error(SourceQueryError, f"run parameter {{{name}}} may not contain '..'", stage)
         params = {name: glob.escape(str(value)) for name, value in request.params.items()}
-        return os.path.expanduser(str(render(template, params)))
+        rendered = str(render(template, params))
+        return rendered if self.options.root is not None else os.path.expanduser(rendered)
+
+    # -- staying below the root ------------------------------------------------------------------------
+    def _confine(self, pattern: str, stage: StageSpec) -> tuple[str, Path] | None:
+        """The glob and its static root below the source's root, or None without a root.
+
+        Raises when the root does not exist or when the rendered path (a run parameter may make it
+        absolute) or its static root leaves the root.
+        """
+        root = self.options.root
+        if root is None:
+            return None
+        if not os.path.isdir(root):
+            what = "is not a directory" if os.path.exists(root) else "does not exist"
+            raise self.error(SourceQueryError, f"the connection's root {root} {what}", stage)
+        problem = _escape(pattern)
+        if problem:
+            message = f"path {pattern!r} {problem}; paths are relative to the connection's root {root}"
+            raise self.error(SourceQueryError, message, stage)
+        static = Path(root, _static_root(pattern))
+        if not _within(os.path.realpath(static), os.path.realpath(root)):
+            message = f"{_display(static, Path(root))} leads outside the connection's root (a symbolic link?)"
+            raise self.error(SourceQueryError, message, stage)
+        return os.path.join(glob.escape(root), pattern), static
+
+    def _inside(self, path: Path) -> Path | None:
+        """The real path to open for ``path``: itself without a root; None when it resolves outside it."""
+        root = self.options.root
+        if root is None:
+            return path
+        real = os.path.realpath(path)
+        return Path(real) if _within(real, os.path.realpath(root)) else None
 
     def _matching(self, pattern: str, root: Path, stage: StageSpec) -> list[Path]:
         """The files matching, sorted; none when the directory does not exist yet."""
@@ -139,12 +217,13 @@ class FileSource(Source):
         return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
 
     # -- parsing ---------------------------------------------------------------------------------------
-    def _read(self, path: Path, root: Path, parsed: _Parsed, stage: StageSpec) -> None:
-        name = str(path.relative_to(root)) if path != root and root in path.parents else path.name
+    def _read(self, path: Path, root: Path, parsed: _Parsed, stage: StageSpec, readable: Path) -> None:
+        """Parse ``path`` (opened as ``readable``, its checked real path under a root) into ``parsed``."""
+        name = _display(path, root)
         kind = self._format(path, stage)
         gzipped = path.suffix.lower() == ".gz"
         try:
-            with gzip.open(path, "rb") if gzipped else path.open("rb") as stream:
+            with gzip.open(readable, "rb") if gzipped else readable.open("rb") as stream:
                 if kind == "jsonl":
                     self._jsonl(stream, name, parsed)
                 else:
@@ -230,6 +309,27 @@ class _Lines:
         for raw in self._stream:
             self.complete = raw.endswith(b"\n")
             yield raw.decode(self._encoding)
+
+
+def _escape(path: str) -> str | None:
+    """Why ``path`` would not stay relative to a root (absolute, ``~``, a ``..`` part), or None."""
+    if path.startswith("~"):
+        return "starts with '~'"
+    if os.path.isabs(path):
+        return "is absolute"
+    if ".." in Path(path).parts:
+        return "has a '..' part"
+    return None
+
+
+def _within(real: str, root: str) -> bool:
+    """Whether the resolved path ``real`` is the resolved directory ``root`` or below it."""
+    return real == root or os.path.commonpath([real, root]) == root
+
+
+def _display(path: Path, root: Path) -> str:
+    """How notes and messages name a file: relative to the glob's static root when below it."""
+    return str(path.relative_to(root)) if path != root and root in path.parents else path.name
 
 
 def _static_root(pattern: str) -> Path:

@@ -7,6 +7,15 @@ relative to the source's ``url``; ``records`` (JMESPath) finds the list of objec
 Every header value, of the source and of the stage's request, is treated as a credential: it never appears
 in a message, and neither does a password in the URL nor the value of a query parameter named like a
 token, key or password. Messages name the method and the URL without credentials or query string.
+
+The host is the source's. A stage's ``request.path`` is a relative path (no scheme, no ``//host``, no
+backslash, no ``@`` before the first ``/``, no ``..`` segment) and sets no ``Host`` header: checked when
+the plan loads (``check_read``). A built request whose scheme, host or port differ from the source's
+``url``, or whose path is not below the url's path, is refused before it is sent. A redirect is followed
+only to the same scheme, host and port (httpx calls the request hook for every request of a redirect
+chain). Under a ``Source.network`` rule that forbids private addresses, the host is resolved and checked
+again before each request and the address actually connected to is checked before the answer is read:
+a DNS answer that changed since the plan loaded is caught.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from pydantic import Field
 from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
 from trackcheck.plan.model import Duration
 from trackcheck.plan.templates import render
+from trackcheck.sources import network
 from trackcheck.sources.base import (
     FetchRequest,
     FetchResult,
@@ -46,6 +56,9 @@ MIN_SECRET_CHARS = 4
 _SECRET_NAME = re.compile(
     r"token|secret|passw|pwd|auth|credential|signature|session|cookie|apikey|(^|[-_])(api)?key$", re.I
 )
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class HttpOptions(SourceOptions):
@@ -73,22 +86,27 @@ class HttpSource(Source):
         # rendered stage header / secret-named parameter values of recent fetches (bounded: they may
         # contain run parameters, so there are as many as runs)
         self._seen_secrets: OrderedDict[str, None] = OrderedDict()
+        self._origin: tuple[str, str, int | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
         with self._lock:
             if self._client is not None:
                 return
+            restricted = self.network is not None and not self.network.allow_private
             try:
                 self._client = httpx.Client(
                     base_url=self.options.url,
                     headers=self.options.headers,
                     timeout=self.options.timeout.total_seconds(),
                     verify=self.options.verify_tls,
-                    follow_redirects=True,  # httpx drops Authorization when a redirect leaves the origin
+                    follow_redirects=True,  # to the same origin only: see _before_request
+                    event_hooks={"request": [self._before_request], "response": [self._after_response]},
+                    trust_env=not restricted,  # a proxy from the environment would connect on our behalf
                 )
             except (httpx.InvalidURL, ValueError, TypeError) as exc:
                 raise self.error(SourceConnectError, "the source url is not a valid HTTP URL", None, exc) from exc
+            self._origin = _origin(self._client.base_url)
 
     def close(self) -> None:
         with self._lock:
@@ -97,6 +115,25 @@ class HttpSource(Source):
             client.close()
 
     # -- the contract ----------------------------------------------------------------------------------
+    def check_read(self, stage: StageSpec) -> str | None:
+        """A stage's ``request.path`` is relative to the source's url: it can never name another host."""
+        spec = stage.request
+        if spec is None:
+            return None
+        problem = _foreign_path(spec.path)
+        if problem:
+            return f"request.path: {spec.path!r} {problem}; the host is the source's url, paths are relative to it"
+        if any(name.strip().lower() == "host" for name in spec.headers):
+            return "request.headers: 'Host' cannot be set by a stage; the host is the source's url"
+        return None
+
+    def hosts(self) -> list[str]:
+        """The host of ``url`` as httpx parses it (the parser that connects is the one checked)."""
+        try:
+            return [httpx.URL(self.options.url).host]
+        except (httpx.InvalidURL, TypeError):
+            return [""]
+
     def fetch(self, request: FetchRequest) -> FetchResult:
         """Send the stage's request; the JSON answer's ``records`` filtered by ``request.filters``.
 
@@ -121,7 +158,21 @@ class HttpSource(Source):
                 method, str(path), params=params or None, json=body, headers=headers or None
             )
             target = f"{method} {_display_url(built.url)}"
+            if _origin(built.url) != self._origin:
+                other = f"{self._differs(built.url)} ({_display_origin(built.url)})"
+                raise self.error(SourceQueryError, f"{target}: request to {other} refused, not sent", stage)
+            if any(name.strip().lower() == "host" for name in headers):
+                raise self.error(SourceQueryError, f"{target}: a stage cannot set the Host header, not sent", stage)
+            if not built.url.path.startswith(self._client.base_url.path):
+                message = f"{target}: the path leaves the source's url (a '..' in a run parameter?), not sent"
+                raise self.error(SourceQueryError, message, stage)
             response = self._client.send(built)
+        except _Refused as exc:
+            if exc.request is built:
+                raise self.error(SourceQueryError, f"{target}: {exc.reason}", stage) from None
+            other = f"{self._differs(exc.request.url)} ({_display_origin(exc.request.url)})"
+            reason = "" if exc.reason == _OTHER_ORIGIN else f": {exc.reason}"
+            raise self.error(SourceQueryError, f"{target}: redirect to {other} not followed{reason}", stage) from None
         except httpx.TimeoutException as exc:
             seconds = self.options.timeout.total_seconds()
             raise self.error(SourceTimeoutError, f"{target}: no answer within {seconds:g}s", stage, exc) from exc
@@ -145,6 +196,40 @@ class HttpSource(Source):
         if request.limit is not None:
             records = records[: request.limit]
         return FetchResult(records)
+
+    # -- staying on the source's host -------------------------------------------------------------------
+    def _before_request(self, request: httpx.Request) -> None:
+        """httpx's request hook, called for the first request and for each redirect it would follow."""
+        if _origin(request.url) != self._origin:
+            raise _Refused(request, _OTHER_ORIGIN)
+        rule = self.network
+        if rule is not None and not rule.allow_private:
+            problem = network.refusal(request.url.host, allow_private=False)
+            if problem:
+                raise _Refused(request, problem)
+
+    def _differs(self, url: httpx.URL) -> str:
+        """What a URL changes of the source's origin, as a message says it."""
+        scheme, host, port = _origin(url)
+        if self._origin is None or host != self._origin[1]:
+            return "another host"
+        if port != self._origin[2]:
+            return "another port"
+        return "another scheme" if scheme != self._origin[0] else "the same host"
+
+    def _after_response(self, response: httpx.Response) -> None:
+        """httpx's response hook, before the body is read: the peer must be allowed by the network rule
+        too, or a name resolving differently for the connection than for the check would get through."""
+        rule = self.network
+        if rule is None or rule.allow_private:
+            return
+        stream = response.extensions.get("network_stream")
+        peer = stream.get_extra_info("server_addr") if stream is not None else None
+        if not peer:
+            raise _Refused(response.request, "cannot tell which address answered")
+        problem = network.refusal(str(peer[0]), allow_private=False)
+        if problem:
+            raise _Refused(response.request, f"connected to a refused address: {problem}")
 
     # -- masking ---------------------------------------------------------------------------------------
     def secrets(self) -> list[str]:
@@ -175,6 +260,47 @@ class HttpSource(Source):
             excerpt = excerpt[:EXCERPT_CHARS] + "…"
         detail = f"{message}: {excerpt}" if excerpt else f"{message} (empty body)"
         return self.error(SourceQueryError, detail, stage)
+
+
+_OTHER_ORIGIN = "another scheme, host or port"
+
+
+class _Refused(Exception):
+    """Raised by the hooks to stop a request (not an httpx error: nothing is retried or wrapped)."""
+
+    def __init__(self, request: httpx.Request, reason: str) -> None:
+        super().__init__(reason)
+        self.request = request
+        self.reason = reason
+
+
+def _foreign_path(path: str) -> str | None:
+    """Why a stage's ``request.path`` could leave the source's host, or None for a plain relative path."""
+    if _CONTROL.search(path):
+        return "contains a control character"
+    if "\\" in path:
+        return "contains a backslash"
+    start = path.lstrip()
+    if start.startswith("//"):
+        return "is a network-path reference (//host)"
+    if _SCHEME.match(start):
+        return "has a scheme"
+    if "@" in start.split("/", 1)[0]:
+        return "has an '@' before its first '/'"
+    if any(unquote(segment) == ".." for segment in re.split(r"[?#]", path, maxsplit=1)[0].split("/")):
+        return "has a '..' segment"
+    return None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the default port written out) of a URL."""
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def _display_origin(url: httpx.URL) -> str:
+    """Another host as messages name it: scheme, host and port only (never credentials, path or query)."""
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}/"
 
 
 def _header_secrets(headers: Mapping[str, str]) -> Iterable[str]:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qs, unquote, urlparse
 
 from trackcheck.errors import SourceConnectError, SourceQueryError, SourceTimeoutError
 from trackcheck.plan.model import Duration
@@ -39,6 +40,7 @@ from trackcheck.sources.base import (
     apply_select,
     filter_records,
 )
+from trackcheck.sources.network import LOCAL
 
 if TYPE_CHECKING:
     import redis
@@ -79,6 +81,21 @@ class RedisSource(Source):
         if foreign is None and stage.redis is None:
             return "a redis stage needs 'redis: {kind, key}' (kind: stream, list, hash or keys)"
         return foreign
+
+    def hosts(self) -> list[str]:
+        """The server's host, parsed as redis-py parses the URL (``urlparse``), and any ``host`` query
+        argument; a ``unix://`` socket, or a socket path in the query, is local."""
+        try:
+            parts = urlparse(self.options.url)
+            query = parse_qs(parts.query)
+            hostname = parts.hostname
+        except ValueError:
+            return [LOCAL]
+        if parts.scheme == "unix" or "path" in query or "unix_socket_path" in query:
+            return [LOCAL]
+        found = [unquote(hostname)] if hostname else []
+        found.extend(value for value in query.get("host", []) if value not in found)
+        return found or [LOCAL]  # redis-py's default host is localhost
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:

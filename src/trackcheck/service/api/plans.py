@@ -10,6 +10,7 @@ import yaml
 from flask import Response, jsonify, request
 
 from trackcheck.engine.core import store_plan
+from trackcheck.errors import ConfigError
 from trackcheck.plan.loader import load_plan_text
 from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
 from trackcheck.service.api.errors import fail
@@ -113,7 +114,10 @@ def put_plan(name: str) -> Any:
     if plan.name != name:
         fail(400, "invalid_plan", f"the plan is named {plan.name!r} but the URL says {name!r}: they must match")
     before = engine.store.latest_plan(name)
-    version_id, _ = store_plan(engine, text, origin=name, base_dir=base_dir, trusted=False)
+    try:
+        version_id, _ = store_plan(engine, text, origin=name, base_dir=base_dir, trusted=False)
+    except ConfigError as exc:  # literal secrets, and no key to encrypt them with
+        fail(409, "secret_key_required", f"{exc.message}; or move the secrets into a connection")
     version = engine.store.plan_version(version_id)
     created = before is None or before.id != version_id
     if created:
