@@ -17,19 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from trackcheck.engine.core import Engine
+from trackcheck.connections import Connections
+from trackcheck.engine.core import Engine, PlanSetup
 from trackcheck.engine.result import RunResult, StageResult
-from trackcheck.errors import TrackcheckError
+from trackcheck.errors import ConfigError, TrackcheckError
 from trackcheck.foreground import overrides_from, start_run, wait_for
 from trackcheck.junit import write_junit
 from trackcheck.plan.loader import load_plan
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.sources.base import mask_url_passwords
-from trackcheck.store.database import DEFAULT_URL
+from trackcheck.store.database import DEFAULT_URL, normalize_url
 
 EXIT = {"passed": 0, "failed": 1, "error": 3, "cancelled": 130}
 COLOURS = {
@@ -43,6 +47,16 @@ COLOURS = {
     "cancelled": "dim",
 }
 err = Console(stderr=True, soft_wrap=True)  # soft wrap: CI logs keep one line per message
+VISIBLE_IN_PS = (
+    "a password on the command line is visible in ps: put it in TRACKCHECK_DB, or in a file named by "
+    "--db-password-file / TRACKCHECK_DB_PASSWORD_FILE"
+)
+db_password_file_option = click.option(
+    "--db-password-file",
+    type=click.Path(dir_okay=False),
+    envvar="TRACKCHECK_DB_PASSWORD_FILE",
+    help="A file holding the state database's password, set on the --db URL (which must not hold one).",
+)
 
 
 @contextmanager
@@ -53,6 +67,27 @@ def _errors() -> Iterator[None]:
     except TrackcheckError as exc:
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
+
+
+def _refuse_password_in_argv(db: str | None) -> None:
+    """ConfigError (exit 2) if ``--db`` was typed with a password: every user of the machine sees the command
+    lines of its processes. TRACKCHECK_DB may hold one (the environment is not in ps)."""
+    if db is None or click.get_current_context().get_parameter_source("db") is not ParameterSource.COMMANDLINE:
+        return
+    try:
+        password = make_url(normalize_url(db)).password
+    except ArgumentError:
+        password = None
+    if password or mask_url_passwords(db) != db:
+        raise ConfigError(VISIBLE_IN_PS)
+
+
+def _state_url(db: str, password_file: str | None) -> str:
+    """The state database URL of ``--db`` (or TRACKCHECK_DB) and ``--db-password-file``."""
+    from trackcheck.service.config import state_database_url
+
+    _refuse_password_in_argv(db)
+    return state_database_url(db, password_file)
 
 
 @click.group()
@@ -70,13 +105,31 @@ def main(verbose: int) -> None:
         logging.getLogger(client).setLevel(logging.WARNING)
 
 
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A trackcheck.toml whose [connections] plans may name (default: ./trackcheck.toml if present).",
+)
+
+
+def _plan_setup(config_file: str | None) -> PlanSetup:
+    """The connections and secret key of trackcheck.toml (and TRACKCHECK_*), as the service would use them:
+    a plan that names a connection runs the same in CI as on the service."""
+    from trackcheck.service.config import load_config
+
+    return load_config(config_file).plan_setup()
+
+
 @main.command()
 @click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate(plans: tuple[str, ...]) -> None:
+@config_option
+def validate(plans: tuple[str, ...], config_file: str | None) -> None:
     """Check plan files without connecting to anything (exit 2 at the first invalid one)."""
     with _errors():
+        connections = Connections(_plan_setup(config_file).connections)
         for path in plans:
-            plan = load_plan(path)
+            plan = load_plan(path, connections=connections)
             chain = " → ".join(stage.name for stage in plan.stages)
             click.echo(f"{path}: plan {plan.name!r} is valid ({len(plan.stages)} stages: {chain})")
 
@@ -126,8 +179,10 @@ def _expect(path: str | None) -> list[dict[str, Any]] | None:
     default=DEFAULT_URL,
     show_default=True,
     envvar="TRACKCHECK_DB",
-    help="State database URL (SQLite file, PostgreSQL or MariaDB).",
+    help="State database URL (SQLite file, PostgreSQL or MariaDB), without a password.",
 )
+@db_password_file_option
+@config_option
 def run(
     plan: str,
     params: tuple[str, ...],
@@ -137,11 +192,14 @@ def run(
     as_json: bool,
     junit: str | None,
     db: str,
+    db_password_file: str | None,
+    config_file: str | None,
 ) -> None:
     """Verify one run of PLAN in the foreground, with a live view of every stage."""
     with _errors():
         overrides = overrides_from(interval, timeout)
-        engine = Engine(db, SchedulerConfig(jobstore="memory"), resume=False)
+        setup = _plan_setup(config_file)
+        engine = Engine(_state_url(db, db_password_file), SchedulerConfig(jobstore="memory"), resume=False, setup=setup)
         engine.start()
         run_id = None
         try:
@@ -233,10 +291,11 @@ def _summary(result: RunResult) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--db", default=DEFAULT_URL, show_default=True, envvar="TRACKCHECK_DB")
-def show(run_id: str, db: str) -> None:
+@db_password_file_option
+def show(run_id: str, db: str, db_password_file: str | None) -> None:
     """Print the JSON result of a run stored in the state database."""
     with _errors():
-        engine = Engine(db, poll=False)
+        engine = Engine(_state_url(db, db_password_file), poll=False)
         engine.start()
         try:
             click.echo(json.dumps(engine.result(run_id).to_dict(), indent=2, default=str))
@@ -246,8 +305,10 @@ def show(run_id: str, db: str) -> None:
 
 @main.command()
 @click.option("--db", default=DEFAULT_URL, show_default=True, envvar="TRACKCHECK_DB")
+@db_password_file_option
+@config_option
 @click.option("--workers", default=10, show_default=True, help="Threads polling sources.")
-def worker(db: str, workers: int) -> None:
+def worker(db: str, db_password_file: str | None, config_file: str | None, workers: int) -> None:
     """Poll every unfinished run in the state database, in the foreground (Ctrl-C to stop).
 
     Takes the same lease as ``serve``: while another process polls, this one waits on standby.
@@ -255,7 +316,9 @@ def worker(db: str, workers: int) -> None:
     from trackcheck.service.leader import lease_for
 
     with _errors():
-        engine = Engine(db, SchedulerConfig(scheduler="blocking", workers=workers))
+        setup = _plan_setup(config_file)  # the service's connections, secret key and rules for uploaded plans
+        scheduler = SchedulerConfig(scheduler="blocking", workers=workers)
+        engine = Engine(_state_url(db, db_password_file), scheduler, setup=setup)
         engine.start()
         lease = lease_for(engine.store.engine)
         try:
@@ -281,18 +344,32 @@ def worker(db: str, workers: int) -> None:
 )
 @click.option("--host", help="Address to listen on (default 127.0.0.1; anything else needs TRACKCHECK_API_TOKEN).")
 @click.option("--port", type=int, help="Port (default 8000).")
-@click.option("--db", help=f"State database URL (default {DEFAULT_URL}).")
+@click.option("--db", help=f"State database URL (default {DEFAULT_URL}), without a password.")
+@click.option(
+    "--db-password-file",
+    type=click.Path(dir_okay=False),
+    help="A file holding the state database's password (or TRACKCHECK_DB_PASSWORD_FILE, db_password_file).",
+)
 @click.option("--plans", type=click.Path(file_okay=False), help="A folder of plan files to load at start.")
 @click.option("--workers", type=int, help="HTTP worker processes (default 1); exactly one of them polls.")
 def serve(
-    config_file: str | None, host: str | None, port: int | None, db: str | None, plans: str | None, workers: int | None
+    config_file: str | None,
+    host: str | None,
+    port: int | None,
+    db: str | None,
+    db_password_file: str | None,
+    plans: str | None,
+    workers: int | None,
 ) -> None:
     """Start the HTTP API, the dashboard and the scheduler (gunicorn)."""
     from trackcheck.service.config import load_config
     from trackcheck.service.server import serve as run_server
 
     with _errors():
-        config = load_config(config_file, host=host, port=port, db=db, plans=plans, workers=workers).check()
+        _refuse_password_in_argv(db)
+        config = load_config(
+            config_file, host=host, port=port, db=db, db_password_file=db_password_file, plans=plans, workers=workers
+        ).check()
         err.print(
             f"trackcheck serving on http://{config.host}:{config.port}/ (state: {mask_url_passwords(config.db)}, "
             f"{config.workers} worker(s))",

@@ -88,9 +88,10 @@ class Depot:
             )
 
     def trackcheck(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The state database URL goes in TRACKCHECK_DB: a password on the command line would show in ps."""
         return subprocess.run(
-            [sys.executable, "-m", "trackcheck", *args, "--db", self.state],
-            env=self.env,
+            [sys.executable, "-m", "trackcheck", *args],
+            env={**self.env, "TRACKCHECK_DB": self.state},
             capture_output=True,
             text=True,
             timeout=60,
@@ -126,7 +127,7 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def show(depot: Depot, run_id: str) -> tuple[int, str, str]:
     """``trackcheck show`` through click's CliRunner (the run itself went through a real process)."""
-    result = CliRunner().invoke(main, ["show", run_id, "--db", depot.state], env=depot.env)
+    result = CliRunner().invoke(main, ["show", run_id], env={**depot.env, "TRACKCHECK_DB": depot.state})
     return result.exit_code, result.stdout, result.stderr
 
 

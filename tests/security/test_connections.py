@@ -66,7 +66,9 @@ def test_a_secret_is_refused_without_a_key_and_stored_encrypted_with_one(
     client = make_client(secret_key=KEY)
     created = client.post("/api/connections", json=body)
     assert created.status_code == 201, created.json
-    assert created.json["options"]["url"] == url.replace(CANARY, "***").replace("postgresql+psycopg", "postgresql+psycopg")
+    assert created.json["options"]["url"] == url.replace(CANARY, "***").replace(
+        "postgresql+psycopg", "postgresql+psycopg"
+    )
     assert created.json["origin"] == "api"
     for path in ("/api/connections", "/api/connections/wh", "/connections"):
         assert CANARY not in client.get(path).data.decode()
@@ -86,7 +88,9 @@ def test_a_secret_is_refused_without_a_key_and_stored_encrypted_with_one(
 
     # another key cannot read it: the service says which setting to fix, never the secret
     client = make_client(secret_key="another passphrase and not the first one")
-    answer = client.put("/api/plans/conn2", data=plan("conn2", "  wh: {connection: wh}", SQL_STAGE), content_type="application/yaml")
+    answer = client.put(
+        "/api/plans/conn2", data=plan("conn2", "  wh: {connection: wh}", SQL_STAGE), content_type="application/yaml"
+    )
     assert answer.status_code >= 400 and "secret key" in answer.json["detail"] and CANARY not in answer.data.decode()
 
 
@@ -95,7 +99,10 @@ def test_a_connection_in_use_is_not_deleted_by_accident(
 ) -> None:
     client = make_client()
     root = str(tmp_path)
-    assert client.post("/api/connections", json={"name": "logs", "type": "file", "options": {"root": root}}).status_code == 201
+    assert (
+        client.post("/api/connections", json={"name": "logs", "type": "file", "options": {"root": root}}).status_code
+        == 201
+    )
     body = plan("uses", "  wh: {connection: logs}", "    path: x.jsonl")
     assert put_plan(client, "uses", body).status_code == 201
     refused(client.delete("/api/connections/logs"), 409, "uses", "force")
@@ -135,7 +142,11 @@ def test_connections_of_the_config_are_listed_masked_and_read_only(
         "origin": "config",
         "updated_at": None,
     }
-    refused(client.put("/api/connections/bi", json={"type": "http", "options": {"url": "http://x/"}}), 409, "trackcheck.toml")
+    refused(
+        client.put("/api/connections/bi", json={"type": "http", "options": {"url": "http://x/"}}),
+        409,
+        "trackcheck.toml",
+    )
     refused(client.delete("/api/connections/bi"), 409, "trackcheck.toml")
     assert CANARY not in client.get("/connections").data.decode()
 

@@ -48,6 +48,7 @@ stages:
 
 
 SQL_STAGE = "    query: SELECT event_id, event, test_id FROM events"
+HTTP_STAGE = "    request: {path: /events}\n    records: items"
 
 
 @pytest.fixture
@@ -145,7 +146,11 @@ def test_an_uploaded_plan_reads_through_a_connection_and_no_secret_is_ever_shown
         keep(client.get(path))
     for page in ("/", "/plans", "/plans/up", f"/runs/{run}", "/connections"):
         assert keep(client.get(page)).status_code == 200, page
-    assert keep(client.get("/api/connections/warehouse")).json["options"]["url"].startswith("postgresql+psycopg://postgres:***@")
+    assert (
+        keep(client.get("/api/connections/warehouse"))
+        .json["options"]["url"]
+        .startswith("postgresql+psycopg://postgres:***@")
+    )
     for data in answers:
         assert CANARY not in data.decode(), data[:300]
     assert CANARY not in caplog.text
@@ -157,7 +162,9 @@ def test_env_references_are_never_expanded_in_an_uploaded_plan_or_a_run_request(
 ) -> None:
     monkeypatch.setenv("TC_HOST_SECRET", CANARY)
     client = make_client(connections={"warehouse": {"type": "sql", "url": "sqlite:////tmp/none.db"}})
-    body = plan("envy", "  wh: {connection: warehouse}", SQL_STAGE).replace("  - name: wh", "  - name: wh\n    description: ${TC_HOST_SECRET}")
+    body = plan("envy", "  wh: {connection: warehouse}", SQL_STAGE).replace(
+        "  - name: wh", "  - name: wh\n    description: ${TC_HOST_SECRET}"
+    )
     detail = refused(put_plan(client, "envy", body), 400, "${TC_HOST_SECRET}", "stages[0] (wh).description")
     assert CANARY not in detail
     assert client.get("/api/plans/envy").status_code == 404
@@ -166,7 +173,9 @@ def test_env_references_are_never_expanded_in_an_uploaded_plan_or_a_run_request(
     assert put_plan(client, "envy", good).status_code == 201
     answer = client.post("/api/runs", json={"plan": "envy", "params": {"test_id": "${TC_HOST_SECRET}"}})
     refused(answer, 400, "params.test_id", "${TC_HOST_SECRET}")
-    answer = client.post("/api/runs", json={"plan": "envy", "params": {"test_id": "x"}, "expect": [{"event_id": "${TC_HOST_SECRET}"}]})
+    answer = client.post(
+        "/api/runs", json={"plan": "envy", "params": {"test_id": "x"}, "expect": [{"event_id": "${TC_HOST_SECRET}"}]}
+    )
     refused(answer, 400, "expect[0].event_id")
     answer = client.post("/api/schedules", json={"plan": "envy", "cron": "0 3 * * *", "params": {"test_id": "${HOME}"}})
     refused(answer, 400, "params.test_id")
@@ -182,7 +191,9 @@ def test_an_uploaded_plan_must_name_a_connection_unless_the_operator_allows_inli
     detail = refused(put_plan(client, "inline", inline), 400, "sources.wh", "connection: NAME", "logs")
     assert "allow_inline_sources" in detail
     assert client.get("/api/plans/inline").status_code == 404
-    detail = refused(put_plan(client, "inline", plan("inline", "  wh: {connection: nope}", "")), 400, "unknown connection 'nope'")
+    detail = refused(
+        put_plan(client, "inline", plan("inline", "  wh: {connection: nope}", "")), 400, "unknown connection 'nope'"
+    )
     refused(
         put_plan(client, "inline", plan("inline", "  wh: {connection: logs, path: /etc/passwd}", "")),
         400,
@@ -204,13 +215,26 @@ def test_inline_sources_of_uploaded_plans_stay_off_private_networks_and_the_stat
             ("http://10.1.2.3/", "private"),
             ("http://[::1]:9/", "loopback"),
         ):
-            body = plan("ssrf", f"  wh: {{type: http, url: '{url}'}}", "    request: {path: /events}\n    records: items")
+            body = plan(
+                "ssrf", f"  wh: {{type: http, url: '{url}'}}", "    request: {path: /events}\n    records: items"
+            )
             refused(put_plan(client, "ssrf", body), 400, "sources.wh", what)
         assert server.requests == []  # nothing was even tried
+    for spec, what in (
+        ("{type: redis, url: 'redis://127.0.0.1:6379/0'}", "loopback"),
+        ("{type: sql, url: 'postgresql://postgres@127.0.0.1:5432/postgres'}", "loopback"),
+        ("{type: sql, url: 'mysql://root@169.254.169.254/test'}", "link-local"),
+    ):
+        body = plan(
+            "inside", f"  wh: {spec}", "    table: events" if "sql" in spec else "    redis: {kind: list, key: k}"
+        )
+        refused(put_plan(client, "inside", body), 400, "sources.wh", what)
     for url in (f"sqlite:///{state}", f"sqlite:///{tmp_path}/../{tmp_path.name}/state.db"):
         body = plan("own", f"  wh: {{type: sql, url: '{url}'}}", "    table: tc_connections")
         refused(put_plan(client, "own", body), 400, "sources.wh.url", "state database")
-    hook = plan("hook", "  wh: {type: file, path: x.jsonl}", "", extra="notify: {webhook: 'http://169.254.169.254/hook'}")
+    hook = plan(
+        "hook", "  wh: {type: file, path: x.jsonl}", "", extra="notify: {webhook: 'http://169.254.169.254/hook'}"
+    )
     refused(put_plan(client, "hook", hook), 400, "notify.webhook", "link-local")
     assert client.get("/api/plans").json["plans"] == []
 
@@ -221,7 +245,9 @@ def test_the_operator_may_allow_private_networks_for_inline_sources(
     client = make_client(allow_inline_sources=True, allow_private_networks=True)
     with HttpTestServer() as server:
         server.reply("/events", {"items": [{"event_id": "e1", "event": "view", "test_id": "p1"}]})
-        body = plan("lan", f"  wh: {{type: http, url: '{server.url}'}}", "    request: {path: /events}\n    records: items")
+        body = plan(
+            "lan", f"  wh: {{type: http, url: '{server.url}'}}", "    request: {path: /events}\n    records: items"
+        )
         assert put_plan(client, "lan", body).status_code == 201
         run = client.post("/api/runs", json={"plan": "lan", "params": {"test_id": "p1"}}).json["id"]
         assert wait_finished(client, run)["status"] == "passed"
@@ -247,7 +273,8 @@ def test_schema_files_of_uploaded_plans_stay_in_the_plans_folder(
 
 # -- one read-only statement, through the API, on the real servers ----------------------------------------------
 ESCAPES = [
-    "SELECT 1) x; COMMIT; SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; CREATE TABLE pwned (i int); SELECT * FROM (SELECT 1",
+    "SELECT 1) x; COMMIT; SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; "
+    "CREATE TABLE pwned (i int); SELECT * FROM (SELECT 1",
     "SELECT * FROM events; CREATE TABLE pwned (i int)",
     "WITH gone AS (DELETE FROM events RETURNING *) SELECT * FROM gone",
     "CREATE TABLE pwned AS SELECT * FROM events",
@@ -322,7 +349,7 @@ def test_literal_secrets_of_an_uploaded_plan_are_refused_without_a_key_and_encry
     with HttpTestServer() as server:
         server.reply("/events", {"items": [{"event_id": "e1", "event": "view", "test_id": "s1"}]})
         url = server.url.replace("http://", f"http://reader:{CANARY}@")
-        body = plan("lit", f"  wh: {{type: http, url: '{url}'}}", "    request: {path: /events}\n    records: items")
+        body = plan("lit", f"  wh: {{type: http, url: '{url}'}}", HTTP_STAGE)
         inline = {"allow_inline_sources": True, "allow_private_networks": True}
         client = make_client(db=f"sqlite:///{state}", **inline)
         refused(put_plan(client, "lit", body), 409, "secret key", "TRACKCHECK_SECRET_KEY")
@@ -349,7 +376,9 @@ def test_a_webhook_body_holds_no_secret(make_client: Callable[..., FlaskClient],
     with HttpTestServer() as hooks:
         hooks.reply("/hook", {"ok": True})
         client = make_client(
-            allow_private_networks=True, secret_key=SECRET_KEY, connections={"warehouse": {"type": "sql", "url": wh_url}}
+            allow_private_networks=True,
+            secret_key=SECRET_KEY,
+            connections={"warehouse": {"type": "sql", "url": wh_url}},
         )
         extra = f"notify: {{webhook: '{hooks.url}/hook', secret: hmac-{CANARY}}}"
         body = plan("hooked", "  wh: {connection: warehouse}", SQL_STAGE, extra=extra)

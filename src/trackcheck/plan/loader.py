@@ -281,6 +281,12 @@ def _check_reach(plan: Plan, trust: Trust) -> None:
         if spec.connection is not None:
             continue
         source = build_source(name, spec, plan=plan.name)
+        if "connect_args" in spec.options:  # driver flags could turn the read-only layers off
+            raise PlanError(
+                "connect_args is for the operator's connections, not for a plan sent to the service",
+                plan=plan.name,
+                field=f"sources.{name}.connect_args",
+            )
         if trust.state_db is not None and _same_database(spec.options.get("url"), trust.state_db):
             raise PlanError("this is the service's own state database", plan=plan.name, field=f"sources.{name}.url")
         if not trust.allow_private_networks:

@@ -8,12 +8,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from trackcheck.service.config import ServiceConfig
 from trackcheck.service.runtime import Service
 
 EXTENSION = "trackcheck"
+
+
+class SessionCookies(SecureCookieSessionInterface):
+    """The dashboard's signed session cookie, ``Secure`` as ``cookie_secure`` says: ``always``, ``never``, or
+    ``auto``: when the request came over https (as told by ``trusted_proxies`` proxies in front)."""
+
+    def __init__(self, secure: str = "auto") -> None:
+        self.secure = secure
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        if self.secure == "always":
+            return True
+        if self.secure == "never":
+            return False
+        return request.is_secure
 
 
 def create_app(
@@ -24,10 +41,18 @@ def create_app(
 
     if service is None:
         service = Service((config or ServiceConfig()).check()).start(load_plans=load_plans)
+    config = service.config
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = service.config.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = service
+    app.session_interface = SessionCookies(config.cookie_secure)
+    if config.trusted_proxies:
+        # believe the last N proxies' X-Forwarded-For/-Proto: the client address (rate limit, logs) and https
+        # (the cookie's Secure flag) are then the client's, not the proxy's
+        n = config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    api.auth.init_rate_limit(app, config)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.register_blueprint(ops.bp)
     app.register_blueprint(dashboard.bp)

@@ -146,9 +146,11 @@ class ServiceConfig(BaseModel):
             secrets.append(self.api_token.get_secret_value())
         if len(set(secrets)) != len(secrets):
             raise ConfigError("two tokens have the same value: each caller needs its own", field="tokens")
-        from trackcheck.connections import Connections
+        from trackcheck.connections import Connections, Keyring
 
         Connections(self.connections)  # ConfigError naming connections.NAME.key if one is invalid
+        if self.secret_key is not None:
+            Keyring(self.secret_key.get_secret_value())  # ConfigError if too short
         if self.scheduler.scheduler != "background":
             raise ConfigError("the service polls in the background: scheduler must be 'background'", field="scheduler")
         if self.workers > 1 and self.scheduler.jobstore != "sqlalchemy":
@@ -171,7 +173,8 @@ def state_database_url(db: str, password_file: str | Path | None) -> str:
     try:
         password = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or type(exc).__name__}", field="db_password_file") from None
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot read {path}: {reason}", field="db_password_file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text", field="db_password_file") from None
     if not password:

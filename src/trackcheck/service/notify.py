@@ -22,6 +22,7 @@ import httpx
 from trackcheck.engine.result import build_result
 from trackcheck.errors import TrackcheckError
 from trackcheck.sources.base import mask_url_passwords
+from trackcheck.sources.network import refusal
 from trackcheck.store.repository import utcnow
 
 if TYPE_CHECKING:
@@ -72,6 +73,14 @@ class Notifier:
             self._attempt(run)
         return len(due)
 
+    def _refusal(self, run: Run, webhook: str) -> str | None:
+        """An uploaded plan's webhook host was checked when the plan loaded; its name may resolve to another
+        address now (DNS rebinding), so it is checked again before each delivery."""
+        if self.engine.setup.uploads.allow_private_networks or self.engine.store.plan_version(run.plan_id).trusted:
+            return None
+        problem = refusal(httpx.URL(webhook).host, allow_private=False)
+        return f"not sent: {problem}" if problem else None
+
     def _attempt(self, run: Run) -> None:
         plan = self.engine.plan(run.plan_id)
         state: dict[str, Any] = dict(run.notify or {})
@@ -83,11 +92,12 @@ class Notifier:
         if plan.notify.secret:
             headers[SIGNATURE_HEADER] = sign(plan.notify.secret, body)
         attempts = int(state.get("attempts", 0)) + 1
-        error: str | None = None
+        error = self._refusal(run, plan.notify.webhook)
         try:
-            response = self._client.post(plan.notify.webhook, content=body, headers=headers)
-            if response.status_code >= 300:
-                error = f"the webhook answered HTTP {response.status_code}"
+            if error is None:
+                response = self._client.post(plan.notify.webhook, content=body, headers=headers)
+                if response.status_code >= 300:
+                    error = f"the webhook answered HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {mask_url_passwords(str(exc))}"
         now = utcnow()

@@ -13,6 +13,9 @@ are always bound, as one parameter per field where the database can take a list:
 * Others: SQLAlchemy's expanding ``IN`` (one placeholder per value, still all bound).
 
 Every connection is read-only and bounded in time where the driver allows it (see ``_session_setup``).
+A ``query`` is checked when its plan loads to be exactly one read-only SELECT (``sqlguard``), and on
+PostgreSQL every statement is sent by the extended protocol, which runs one statement per execution
+(``build_statement``): what the check missed still cannot add a second statement.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError,
 from trackcheck.plan.model import IDENTIFIER, Duration
 from trackcheck.sources import missing_driver
 from trackcheck.sources.base import FetchRequest, FetchResult, Source, SourceOptions, apply_select
+from trackcheck.sources.sqlguard import check_query, query_body
 
 if TYPE_CHECKING:
     from trackcheck.plan.model import StageSpec
@@ -119,6 +123,22 @@ class SqlSource(Source):
         if problem is None and stage.query is None and stage.table is None:
             return "a sql stage needs 'query' or 'table'"
         return problem
+
+    def check_read(self, stage: StageSpec) -> str | None:
+        """A ``query`` must be exactly one read-only query in this database's dialect (see ``sqlguard``); a
+        ``table`` is 1-3 dot-separated names. Checked once, when the plan loads: ``fetch`` does not parse."""
+        if stage.table is not None:
+            parts = stage.table.split(".")
+            if not 1 <= len(parts) <= 3 or not all(IDENTIFIER.match(part) for part in parts):
+                return (
+                    f"table: {stage.table!r} is not a table name: write table, schema.table or "
+                    "catalog.schema.table (letters, digits and _)"
+                )
+        if stage.query is not None:
+            refusal = check_query(stage.query, normalize_url(self.options.url).get_backend_name())
+            if refusal is not None:
+                return f"query: {refusal}"
+        return None
 
     def secrets(self) -> list[str]:
         """Also the decoded password: drivers report ``p@ss`` where the URL says ``p%40ss``."""
@@ -254,6 +274,36 @@ class SqlSource(Source):
             return self.error(SourceQueryError, "a where value does not fit the column's type", stage, orig)
         return self.error(SourceQueryError, "the query failed", stage, orig)
 
+    def hosts(self) -> list[str]:
+        """The database servers the URL connects to: its host, and each ``host``/``hostaddr`` of the query
+        or of ``connect_args`` (libpq's comma-separated lists too). A Unix socket, a host left to the driver
+        (libpq's socket or PGHOST), a ``service`` or an option file count as local. A SQLite or DuckDB file
+        is no network host: [] (which local files a plan may open is the trust policy's to decide)."""
+        from trackcheck.sources.network import LOCAL
+
+        try:
+            url = make_url(self.options.url)
+        except (ArgumentError, ValueError):
+            return [LOCAL]
+        if url.get_backend_name() in ("sqlite", "duckdb"):
+            return []
+        found = [url.host] if url.host else []
+        hidden = {"unix_socket", "service", "dsn", "conninfo", "read_default_file", "read_default_group"}
+        for options in (url.query, self.options.connect_args):
+            for key, value in options.items():
+                if key in hidden:
+                    found.append(LOCAL)
+                if key not in ("host", "hostaddr"):
+                    continue
+                listed = ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+                for item in (part.strip() for part in listed.split(",")):
+                    if item.startswith("["):  # [::1]:5432 (SQLAlchemy's multi-host form)
+                        item = item[1:].partition("]")[0]
+                    elif item.count(":") == 1:  # host:5432
+                        item = item.partition(":")[0]
+                    found.append(LOCAL if not item or item.startswith(("/", "@")) else item)
+        return list(dict.fromkeys(found)) or [LOCAL]
+
 
 def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> TextClause:
     """``SELECT * FROM (<dataset>) AS tc_q WHERE ...`` with every value bound (see the module docstring)."""
@@ -263,7 +313,7 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
         dataset = ".".join(preparer.quote(part) for part in stage.table.split("."))
     elif stage.query:
         # newlines: a query ending in a -- comment must not swallow the closing parenthesis
-        dataset = "(\n" + stage.query.strip().rstrip(";").rstrip() + "\n)"
+        dataset = "(\n" + query_body(stage.query).strip() + "\n)"
     else:
         raise source.error(SourceQueryError, "a sql stage needs 'query' or 'table'", stage)
     # text() reads :name as a bind parameter; the plan's SQL has none, so every colon in it is literal
@@ -285,8 +335,17 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
             binds.append(bindparam(name, value=present, expanding=True))
     if conditions:
         sql += "\nWHERE " + "\n  AND ".join(conditions)
-    if request.limit is not None:
-        sql += f"\nLIMIT {int(request.limit)}"
+    limit = None if request.limit is None else int(request.limit)
+    if dialect.name == "postgresql" and not binds:
+        # Defence in depth behind the plan check: psycopg 3 sends a statement without parameters by the
+        # simple query protocol, which runs every statement in the string (SQLAlchemy passes {} for a
+        # text() without binds, and psycopg treats an empty parameter set as none). With one bound
+        # parameter it uses the extended protocol, whose Parse step takes exactly one statement, so
+        # "...) x; COMMIT; CREATE ..." fails instead of running. LIMIT NULL is no limit.
+        sql += "\nLIMIT :tc_limit"
+        binds.append(bindparam("tc_limit", value=limit, type_=NULLTYPE))
+    elif limit is not None:
+        sql += f"\nLIMIT {limit}"
     return text(sql).bindparams(*binds)
 
 

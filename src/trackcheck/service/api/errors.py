@@ -8,9 +8,17 @@ from typing import Any, NoReturn
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from trackcheck.errors import ParamError, PlanError, RunNotFound, SourceError, StoreError, TrackcheckError
-from trackcheck.service.api.auth import check_token, unauthorized
-from trackcheck.service.api.blueprint import PREFIX, bp, log
+from trackcheck.errors import (
+    ConfigError,
+    ParamError,
+    PlanError,
+    RunNotFound,
+    SourceError,
+    StoreError,
+    TrackcheckError,
+)
+from trackcheck.service.api.auth import caller_of, forbidden, is_api_request, refusal, too_many, unauthorized
+from trackcheck.service.api.blueprint import bp, log
 from trackcheck.service.app import current_service, error_response
 from trackcheck.sources.base import mask_url_passwords
 
@@ -27,25 +35,31 @@ def fail(status: int, error: str, detail: str) -> NoReturn:
     raise ApiError(status, error, detail)
 
 
-def is_api_request() -> bool:
-    return request.path == PREFIX or request.path.startswith(PREFIX + "/")
-
-
 def _http_error(exc: HTTPException) -> Any:
     """Flask's own errors (404, 405, 413...) in the API's JSON shape."""
-    if exc.code in (404, 405) and not check_token(request):
-        return unauthorized()  # unauthenticated clients learn nothing about which routes exist
+    if exc.code in (404, 405):
+        # clients learn nothing about which routes exist: not without a token, nor beyond what their role reaches
+        caller = caller_of(request)
+        if caller is None:
+            return unauthorized()
+        refused = refusal(caller)
+        if refused is not None:
+            return forbidden(refused)
     code = exc.code or 500
     error = (exc.name or "error").lower().replace(" ", "_")
     detail = exc.description
     if code == 413:
         detail = f"the body is larger than {current_service().config.max_body_bytes} bytes (max_body_bytes)"
+    elif code == 429:
+        detail = "too many failed authentications from this address (login_rate_limit): wait for Retry-After"
     elif code == 405:
         allowed = sorted(set(getattr(exc, "valid_methods", None) or []) - {"HEAD", "OPTIONS"})
         detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
     response, status = error_response(code, error, detail)
     if code == 405:
         response.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or [])
+    elif code == 429:
+        too_many(response)
     return response, status
 
 
@@ -80,6 +94,8 @@ def _trackcheck_status(exc: TrackcheckError) -> tuple[int, str]:
         return 502, "source_unavailable"
     if isinstance(exc, StoreError):
         return 503, "state_database_unavailable"
+    if isinstance(exc, ConfigError):  # e.g. a connection stored with another secret key: the operator's to fix
+        return 503, "service_misconfigured"
     return 500, "internal_error"
 
 

@@ -12,9 +12,9 @@ from flask import Response, jsonify, request
 from trackcheck.engine.core import store_plan
 from trackcheck.errors import ConfigError
 from trackcheck.plan.loader import load_plan_text
+from trackcheck.plan.masking import mask_plan_text
 from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
 from trackcheck.service.api.errors import fail
-from trackcheck.plan.masking import mask_plan_text
 from trackcheck.service.api.parsing import int_arg
 from trackcheck.service.app import current_service
 from trackcheck.store.models import PlanVersion

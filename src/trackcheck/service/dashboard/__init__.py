@@ -11,13 +11,13 @@ and sets a signed HttpOnly SameSite=Strict session cookie. The cookie is signed 
 token, so every gunicorn worker agrees on it and rotating the token logs everyone out.
 
 One blueprint, ``bp`` (``blueprint.py``, with the headers and error pages), gets its routes from ``login``
-(the token login and the cross-site check), ``pages`` and ``forms`` (the start-a-run form); ``context``
-builds what the run pages show, ``charts`` the latency chart, ``formatting`` the Jinja filters.
+(the token login and the cross-site check), ``pages``, ``forms`` (the start-a-run form) and ``connections``;
+``context`` builds what the run pages show, ``charts`` the latency chart, ``formatting`` the Jinja filters.
 """
 
 from __future__ import annotations
 
-from trackcheck.service.dashboard import formatting, forms, login, pages  # noqa: F401 - each fills in bp
+from trackcheck.service.dashboard import connections, formatting, forms, login, pages  # noqa: F401 - each fills in bp
 from trackcheck.service.dashboard.blueprint import bp
 from trackcheck.service.dashboard.login import session_authenticated
 from trackcheck.service.dashboard.pages import masked_plan_text

@@ -4,13 +4,10 @@ any more comes back without its polling trigger, which stops the polling."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from trackcheck.errors import RunNotFound, TrackcheckError
-from trackcheck.plan.loader import load_plan_text
 from trackcheck.plan.model import Plan
 from trackcheck.service.api import mask_plan_text
 from trackcheck.service.app import current_service
@@ -20,6 +17,7 @@ from trackcheck.service.dashboard.formatting import params_text
 from trackcheck.service.schedules import next_run_time
 from trackcheck.sources import build_source
 from trackcheck.sources.base import MASK, mask_url_passwords
+from trackcheck.store.models import PlanVersion
 
 
 # -- runs ---------------------------------------------------------------------------------------------------
@@ -76,13 +74,15 @@ def rerun(run_id: str) -> ResponseReturnValue:
 
 
 # -- plans and schedules ------------------------------------------------------------------------------------
-def masked_plan_text(text: str, base_dir: str | None) -> str:
+def masked_plan_text(version: PlanVersion) -> str:
     """Plan YAML fit to show, masked exactly as ``GET /api/plans/<name>`` masks it (URL passwords and values
     of secret-looking keys), and also every secret the plan's sources themselves declare (e.g. a header the
-    key-name rule does not know). ``${ENV}`` references stay as written: they hold no secret."""
+    key-name rule does not know). ``${ENV}`` references stay as written: they hold no secret. The plan is
+    loaded as the engine loads it (its trust, its connections), so a connection's secrets are masked too."""
+    text = version.text
     secrets: list[str] = []
     try:
-        plan = load_plan_text(text, origin="<dashboard>", base_dir=Path(base_dir) if base_dir else None)
+        plan = current_service().engine.plan(version.id)
         for name, spec in plan.sources.items():
             secrets.extend(build_source(name, spec, plan=plan.name).secrets())
         if plan.notify is not None and plan.notify.secret:
@@ -129,7 +129,7 @@ def plan_page(name: str) -> ResponseReturnValue:
         history=history,
         plan=plan,
         problem=problem,
-        text=masked_plan_text(shown.text, shown.base_dir),
+        text=masked_plan_text(shown),
     )
 
 
