@@ -127,9 +127,10 @@ def _plan_setup(config_file: str | None) -> PlanSetup:
 def validate(plans: tuple[str, ...], config_file: str | None) -> None:
     """Check plan files without connecting to anything (exit 2 at the first invalid one)."""
     with _errors():
-        connections = Connections(_plan_setup(config_file).connections)
+        setup = _plan_setup(config_file)
+        connections = Connections(setup.connections)
         for path in plans:
-            plan = load_plan(path, connections=connections)
+            plan = load_plan(path, connections=connections, limits=setup.limits)
             chain = " → ".join(stage.name for stage in plan.stages)
             click.echo(f"{path}: plan {plan.name!r} is valid ({len(plan.stages)} stages: {chain})")
 
@@ -197,8 +198,8 @@ def run(
 ) -> None:
     """Verify one run of PLAN in the foreground, with a live view of every stage."""
     with _errors():
-        overrides = overrides_from(interval, timeout)
-        setup = _plan_setup(config_file)
+        setup = _plan_setup(config_file)  # its limits: min_interval from trackcheck.toml or TRACKCHECK_MIN_INTERVAL
+        overrides = overrides_from(interval, timeout, limits=setup.limits)
         engine = Engine(_state_url(db, db_password_file), SchedulerConfig(jobstore="memory"), resume=False, setup=setup)
         engine.start()
         run_id = None

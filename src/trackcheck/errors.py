@@ -10,6 +10,7 @@ database that cannot be written. "The data is wrong" is never an exception: it i
     │   ├── SourceConnectError  could not connect / missing driver
     │   ├── SourceQueryError    connected, but the query or request failed
     │   └── SourceTimeoutError  the source did not answer in time
+    │       (each is ``permanent`` or ``transient``: see ErrorKind)
     ├── StoreError              the state database could not be read or written    (exit 3)
     ├── RunNotFound             no run with that id                               (exit 2)
     └── ConfigError             the service configuration is invalid or unsafe     (exit 2)
@@ -19,6 +20,21 @@ driver errors are translated at the boundary with ``raise ... from exc`` after t
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """Whether a source error can fix itself. Decided once, where the driver's error is translated.
+
+    ``permanent``: the same read will fail the same way every time (an unknown table or column, SQL that
+    does not parse, 401/403 from an API, a missing root folder, a missing driver): the stage ends as
+    ``error`` at once (or after the plan's ``retries``). ``transient``: the system may answer later (a
+    refused connection, a timeout, a 503): retried with back-off until the stage times out.
+    """
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
 
 
 class TrackcheckError(Exception):
@@ -47,9 +63,14 @@ class ParamError(PlanError):
 
 
 class SourceError(TrackcheckError):
-    """A source could not be read; the stage is retried with back-off until it times out."""
+    """A source could not be read: retried with back-off until the stage times out when ``transient``,
+    the stage ends at once when ``permanent``."""
 
     exit_code = 3
+
+    def __init__(self, message: str, *, kind: ErrorKind = ErrorKind.TRANSIENT, **context: str | None) -> None:
+        self.kind = kind
+        super().__init__(message, **context)
 
 
 class SourceConnectError(SourceError):
@@ -65,9 +86,14 @@ class SourceTimeoutError(SourceError):
 
 
 class StoreError(TrackcheckError):
-    """The state database could not be read or written."""
+    """The state database could not be read or written. ``data_error``: it refused a value it was given
+    (the write is at fault, not the database's availability)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, *, data_error: bool = False, **context: str | None) -> None:
+        self.data_error = data_error
+        super().__init__(message, **context)
 
 
 class RunNotFound(TrackcheckError):

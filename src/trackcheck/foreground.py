@@ -10,31 +10,42 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from trackcheck.engine.core import Engine, store_plan
+from trackcheck.engine.core import Engine, PlanSetup, store_plan
 from trackcheck.engine.result import RunResult
 from trackcheck.errors import PlanError
 from trackcheck.plan.durations import parse_duration
+from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits, check_interval, check_timeout
 from trackcheck.scheduling.config import SchedulerConfig
 
 #: verify() keeps its state in memory unless told otherwise: a test suite wants no files left behind
 MEMORY_DB = "sqlite://"
 
 
-def overrides_from(interval: str | float | None = None, timeout: str | float | None = None) -> dict[str, float]:
-    """``--interval``/``--timeout`` (or verify's arguments) as per-run overrides in seconds."""
+def overrides_from(
+    interval: str | float | None = None,
+    timeout: str | float | None = None,
+    *,
+    limits: PlanLimits = DEFAULT_LIMITS,
+) -> dict[str, float]:
+    """``--interval``/``--timeout`` (or verify's arguments, or a run request's) as per-run overrides in
+    seconds, held to the same bounds as a plan's (``min_interval``, ``max_timeout``); PlanError naming
+    ``interval`` or ``timeout`` otherwise."""
     found: dict[str, float] = {}
-    for name, value in (("interval", interval), ("timeout", timeout)):
+    for name, value, check in (("interval", interval, check_interval), ("timeout", timeout, check_timeout)):
         if value is not None:
             try:
-                seconds = parse_duration(value).total_seconds()
+                delta = parse_duration(value)
+                if delta <= timedelta(0):
+                    raise ValueError("must be more than zero")
+                check(delta, limits)
             except ValueError as exc:
                 raise PlanError(str(exc), field=name) from None
-            if seconds <= 0:
-                raise PlanError("must be more than zero", field=name)
-            found[name] = seconds
+            found[name] = delta.total_seconds()
     return found
 
 
@@ -75,16 +86,26 @@ def verify(
     interval: str | float | None = None,
     timeout: str | float | None = None,
     db: str = MEMORY_DB,
+    min_interval: str | float | None = None,
 ) -> RunResult:
     """Verify one run of the plan file ``plan`` and return its result once every stage has ended.
+
+    ``min_interval`` lowers (or raises) the shortest poll interval a plan or ``interval`` may ask for (1s
+    by default): a test suite polling its own local pipeline may poll faster than a shared service.
 
     Raises only when verification cannot start: invalid input (PlanError, ParamError), a source driver
     that is not installed (SourceConnectError) or an unusable state database (StoreError). A failed
     verification, a source that cannot be read included, is ``result.ok == False`` with the evidence in
     ``result.stages``. Calls from several threads run side by side.
     """
-    overrides = overrides_from(interval, timeout)
-    engine = Engine(db, SchedulerConfig(jobstore="memory"), resume=False)
+    limits = DEFAULT_LIMITS
+    if min_interval is not None:
+        try:
+            limits = replace(DEFAULT_LIMITS, min_interval=parse_duration(min_interval))
+        except ValueError as exc:
+            raise PlanError(str(exc), field="min_interval") from None
+    overrides = overrides_from(interval, timeout, limits=limits)
+    engine = Engine(db, SchedulerConfig(jobstore="memory"), resume=False, setup=PlanSetup(limits=limits))
     engine.start()
     try:
         run_id = start_run(engine, plan, params or {}, expect, overrides)

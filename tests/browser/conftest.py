@@ -23,6 +23,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from tests.settings import MIN_INTERVAL
 from trackcheck.engine.core import Engine
 from trackcheck.service.app import create_app
 from trackcheck.service.config import ServiceConfig
@@ -156,7 +157,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     (plans / "pipe.yaml").write_text(PIPE_PLAN.format(log=json.dumps(str(log_file))), encoding="utf-8")
     (plans / "vault.yaml").write_text(VAULT_PLAN, encoding="utf-8")
     MemorySource.reset()
-    app = create_app(ServiceConfig(db=f"sqlite:///{root}/tc.db", plans=plans))
+    app = create_app(ServiceConfig(db=f"sqlite:///{root}/tc.db", plans=plans, min_interval=MIN_INTERVAL))
     url, server, thread = serve(app)
     try:
         yield Dashboard(url, app, log_file)

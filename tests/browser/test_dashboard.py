@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import ARTIFACTS, PASSWORD, TOKEN, Dashboard, serve, unique
+from tests.settings import MIN_INTERVAL
 from trackcheck.service.app import create_app
 from trackcheck.service.config import ServiceConfig
 from trackcheck.service.runtime import Service
@@ -205,7 +206,7 @@ def test_no_page_shows_a_source_password(dashboard: Dashboard, page: Page) -> No
 def locked(dashboard: Dashboard) -> Iterator[str]:
     """A second app on the same state database, with an API token: its pages need a login. Its service is
     not started (no scheduler): it only serves pages, while the package's service polls."""
-    service = Service(ServiceConfig(db=dashboard.engine.store.url, api_token=TOKEN))
+    service = Service(ServiceConfig(db=dashboard.engine.store.url, api_token=TOKEN, min_interval=MIN_INTERVAL))
     url, server, thread = serve(create_app(service=service))
     yield url
     server.shutdown()

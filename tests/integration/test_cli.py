@@ -379,6 +379,8 @@ def test_invalid_input_exits_2_from_a_real_process(ws: Workspace) -> None:
 
 # -- unreadable sources: exit 3, never a password ----------------------------------------------------
 
+#: what each ends with: a permanent error (it cannot fix itself) at once, a transient one at the timeout
+PERMANENT = {"postgresql-no-such-database", "mariadb-wrong-password"}
 UNREADABLE = {
     "postgresql-closed-port": f"postgresql://orders_ro:{PASSWORD}@127.0.0.1:1/orders",
     "postgresql-no-such-database": f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/tc_no_such_db_4711",
@@ -415,7 +417,12 @@ def test_an_unreadable_source_exits_3_naming_source_and_stage_never_the_password
     assert inbox["status"] == "passed"
     assert warehouse["status"] == "error"
     assert "source 'wh'" in warehouse["error"] and "stage 'warehouse'" in warehouse["error"]
-    assert "still failing at the timeout (1s)" in warehouse["reason"]
+    if case in PERMANENT:
+        assert warehouse["error_kind"] == "permanent" and warehouse["attempts"] == 1
+        assert "permanent source error, not retried" in warehouse["reason"]
+    else:
+        assert warehouse["error_kind"] == "transient"
+        assert "still failing at the timeout (1s)" in warehouse["reason"]
     assert "source 'wh', stage 'warehouse'" in result.stderr
     assert "DEBUG" in result.stderr  # -vv really logged
     junit = (ws.root / "report.xml").read_text(encoding="utf-8")

@@ -28,12 +28,15 @@ from sqlalchemy import Column, MetaData, Numeric, String, Table, create_engine, 
 
 import trackcheck
 from tests.integration.http_server import HttpTestServer
+from tests.settings import FAST_SETUP, MIN_INTERVAL
 from trackcheck import ParamError, PlanError, RunResult
 from trackcheck.engine import Engine, store_plan
 from trackcheck.foreground import wait_for
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.sources.sql import SqlSource
 
+#: verify()'s polling in these tests: every 200 ms, below a deployment's 1 s floor
+POLL: dict[str, Any] = {"interval": "200ms", "min_interval": MIN_INTERVAL}
 RUN_KEYS = ["run_id", "plan", "status", "params", "stages"]
 STAGE_KEYS = [
     "name",
@@ -50,6 +53,7 @@ STAGE_KEYS = [
     "violations",
     "counts",
     "error",
+    "error_kind",
     "reason",
 ]
 
@@ -413,7 +417,7 @@ def test_verify_waits_for_late_data_and_returns_the_cli_document_as_an_object(
     later(1.5, funnel.reach_dashboard)
     started = time.monotonic()
 
-    result = trackcheck.verify(funnel.plan, params={"run_tag": "api-1"}, interval="200ms", timeout="20s")
+    result = trackcheck.verify(funnel.plan, params={"run_tag": "api-1"}, **POLL, timeout="20s")
 
     assert isinstance(result, RunResult)
     assert result.ok, result.to_dict()
@@ -436,7 +440,12 @@ def test_verify_expect_argument_replaces_the_plans_events(
     funnel.reach_dashboard([{"kind": "signup", "n": 1}])
 
     result = trackcheck.verify(
-        funnel.plan, params={"run_tag": "api-2"}, expect=EVENTS[:1], interval="200ms", timeout="10s"
+        funnel.plan,
+        params={"run_tag": "api-2"},
+        expect=EVENTS[:1],
+        interval="200ms",
+        min_interval=MIN_INTERVAL,
+        timeout="10s",
     )
 
     assert result.ok, result.to_dict()
@@ -450,7 +459,7 @@ def test_verify_reports_wrong_data_in_the_result_with_values_as_json_numbers(
     funnel.reach_edge("api-3")
     funnel.reach_lake("api-3", m1={"kind": "login"}, m3={"price": 49.51})
 
-    failed = trackcheck.verify(funnel.plan, params={"run_tag": "api-3"}, interval="200ms", timeout="10s")
+    failed = trackcheck.verify(funnel.plan, params={"run_tag": "api-3"}, **POLL, timeout="10s")
 
     assert not failed.ok and failed.status == "failed"
     assert [stage.status for stage in failed.stages] == ["passed", "failed", "skipped"]
@@ -468,7 +477,7 @@ def test_verify_reports_an_unreadable_source_in_the_result_never_raising(
     funnel.reach_edge("api-4")
     monkeypatch.setenv("FUNNEL_LAKE_URL", "postgresql://funnel:Api-Secret-77@127.0.0.1:1/lake")
 
-    broken = trackcheck.verify(funnel.plan, params={"run_tag": "api-4"}, interval="200ms", timeout="1s")
+    broken = trackcheck.verify(funnel.plan, params={"run_tag": "api-4"}, **POLL, timeout="1s")
 
     assert not broken.ok and broken.status == "error"
     lake = broken.stage("lake")
@@ -529,9 +538,14 @@ stages:
     literal = "x\\'); DROP TABLE signups; --"
     funnel.reach_lake(literal, EVENTS[:1])  # a row whose tag really is that SQL-looking text
 
-    found = trackcheck.verify(plan, params={"run_tag": literal}, expect=EVENTS[:1], interval="200ms", timeout="10s")
+    found = trackcheck.verify(plan, params={"run_tag": literal}, expect=EVENTS[:1], **POLL, timeout="10s")
     nothing = trackcheck.verify(
-        plan, params={"run_tag": "x' OR '1'='1"}, expect=EVENTS[:1], interval="200ms", timeout="300ms"
+        plan,
+        params={"run_tag": "x' OR '1'='1"},
+        expect=EVENTS[:1],
+        interval="200ms",
+        min_interval=MIN_INTERVAL,
+        timeout="300ms",
     )
 
     assert found.ok, found.to_dict()
@@ -558,7 +572,7 @@ def test_verify_called_from_several_threads_at_once_gives_each_its_own_result(
 
     def verify_one(tag: str) -> None:
         try:
-            results[tag] = trackcheck.verify(funnel.plan, params={"run_tag": tag}, interval="200ms", timeout="1s")
+            results[tag] = trackcheck.verify(funnel.plan, params={"run_tag": tag}, **POLL, timeout="1s")
         except BaseException as exc:
             results[tag] = exc
 
@@ -604,7 +618,7 @@ def test_runs_waiting_at_one_sql_stage_are_served_by_one_query_per_tick(
     tmp_path: Path, postgres_url: str, dashboard: HttpTestServer
 ) -> None:
     funnel = Funnel(tmp_path, postgres_url, dashboard)
-    engine = Engine("sqlite://", SchedulerConfig(jobstore="memory"))
+    engine = Engine("sqlite://", SchedulerConfig(jobstore="memory"), setup=FAST_SETUP)
     engine.start()
     try:
         plan_id = store_plan(engine, BATCH_PLAN % postgres_url, "batch.yaml", None)[0]

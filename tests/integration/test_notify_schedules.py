@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.http_server import HttpTestServer
+from tests.settings import FAST_SETUP
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.errors import ParamError, PlanError
 from trackcheck.foreground import wait_for
@@ -48,7 +49,7 @@ def server() -> Iterator[HttpTestServer]:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     MemorySource.reset()
-    engine = Engine(f"sqlite:///{tmp_path / 'tc.db'}", SchedulerConfig())
+    engine = Engine(f"sqlite:///{tmp_path / 'tc.db'}", SchedulerConfig(), setup=FAST_SETUP)
     engine.start()
     yield engine
     engine.shutdown()
@@ -72,6 +73,7 @@ def test_a_finished_run_is_posted_signed_and_marked_delivered(engine: Engine, se
     assert request.json()["stages"][0]["status"] == "passed"
     expected = "sha256=" + hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
     assert request.headers[SIGNATURE_HEADER.lower()] == expected
+    assert request.headers["idempotency-key"] == run_id  # a receiver drops a repeat delivery by it
     notify = engine.store.run(run_id).notify or {}
     assert (notify["state"], notify["attempts"]) == ("delivered", 1)
     assert Notifier(engine).deliver_due() == 0  # delivered once, never again

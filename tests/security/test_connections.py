@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from tests.security.test_uploaded_plans import SQL_STAGE, plan, put_plan, refused, wait_finished, warehouse
+from tests.settings import MIN_INTERVAL
 from trackcheck.errors import ConfigError
 from trackcheck.service.app import EXTENSION, create_app
 from trackcheck.service.config import ServiceConfig
@@ -36,7 +37,7 @@ def make_client(state: str) -> Iterator[Callable[..., FlaskClient]]:
         for app in apps:  # one deployment at a time on the state database: the newest polls
             app.extensions[EXTENSION].stop()
         apps.clear()
-        app = create_app(ServiceConfig(**({"db": state} | config)).check())
+        app = create_app(ServiceConfig(**({"db": state, "min_interval": MIN_INTERVAL} | config)).check())
         app.config["TESTING"] = True
         apps.append(app)
         return app.test_client()

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from tests.service.conftest import MEM_PLAN
+from tests.settings import FAST_SETUP, MIN_INTERVAL
 from trackcheck.cli import main
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.service.app import EXTENSION, create_app
@@ -62,7 +63,7 @@ def password_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def stored_run(postgres_url: str) -> Iterator[str]:
     """A run in a fresh PostgreSQL state database; its id."""
-    engine = Engine(postgres_url, poll=False).start()
+    engine = Engine(postgres_url, poll=False, setup=FAST_SETUP).start()
     try:
         version_id, _ = store_plan(engine, MEM_PLAN, origin="mem", base_dir=None)
         yield engine.submit(version_id, {"test_id": "pw"})
@@ -134,7 +135,7 @@ def test_show_reads_the_password_from_the_file_and_never_prints_it(
 def test_the_service_opens_its_state_database_with_the_password_of_the_file(
     postgres_url: str, stored_run: str, password_file: Path, tmp_path: Path
 ) -> None:
-    app = create_app(ServiceConfig(db=postgres_url, db_password_file=password_file))
+    app = create_app(ServiceConfig(db=postgres_url, db_password_file=password_file, min_interval=MIN_INTERVAL))
     service = app.extensions[EXTENSION]
     try:
         assert service.engine.store.engine.url.password == PASSWORD

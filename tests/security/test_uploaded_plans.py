@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from tests.integration.http_server import HttpTestServer
+from tests.settings import MIN_INTERVAL
 from trackcheck.service.app import EXTENSION, create_app
 from trackcheck.service.config import ServiceConfig
 
@@ -56,7 +57,7 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., FlaskClient]]:
     apps: list[Flask] = []
 
     def make(**config: Any) -> FlaskClient:
-        settings: dict[str, Any] = {"db": f"sqlite:///{tmp_path / 'state.db'}"} | config
+        settings: dict[str, Any] = {"db": f"sqlite:///{tmp_path / 'state.db'}", "min_interval": MIN_INTERVAL} | config
         app = create_app(ServiceConfig(**settings).check())
         app.config["TESTING"] = True
         apps.append(app)

@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.settings import MIN_INTERVAL
 from trackcheck.service.app import EXTENSION, create_app
 from trackcheck.service.config import ServiceConfig
 from trackcheck.testing import MemorySource
@@ -73,6 +74,7 @@ def make_app(tmp_path: Path, plans_dir: Path) -> Iterator[Callable[..., Flask]]:
             "plans": plans_dir,
             "allow_inline_sources": True,
             "allow_private_networks": True,
+            "min_interval": MIN_INTERVAL,
         } | config
         app = create_app(ServiceConfig(**settings))
         app.config["TESTING"] = True

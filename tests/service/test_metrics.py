@@ -17,6 +17,7 @@ from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.conftest import MEM_PLAN, rows, wait_finished
+from tests.settings import FAST_SETUP
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.service.app import EXTENSION, create_app
 from trackcheck.service.metrics import MULTIPROC_ENV
@@ -75,7 +76,7 @@ def test_source_errors_are_counted(client: FlaskClient) -> None:
 
 def test_run_counts_come_from_the_database_not_from_this_process(app: Flask, client: FlaskClient) -> None:
     """A run another process submitted is counted although this process never saw it."""
-    other = Engine(app.extensions[EXTENSION].config.db, poll=False).start()
+    other = Engine(app.extensions[EXTENSION].config.db, poll=False, setup=FAST_SETUP).start()
     try:
         plan_id, _ = store_plan(other, MEM_PLAN, "mem.yaml", None)
         other.submit(plan_id, {"test_id": "elsewhere"})

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.settings import FAST_SETUP
 
 from trackcheck.engine import Engine, store_plan
 from trackcheck.errors import ParamError
@@ -51,7 +52,7 @@ def rows(test_id: str, **changes: object) -> list[dict[str, object]]:
 @pytest.fixture
 def engine() -> Iterator[Engine]:
     MemorySource.reset()
-    engine = Engine("sqlite://", SchedulerConfig(jobstore="memory"))
+    engine = Engine("sqlite://", SchedulerConfig(jobstore="memory"), setup=FAST_SETUP)
     engine.start()
     yield engine
     engine.shutdown()

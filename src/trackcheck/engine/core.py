@@ -31,7 +31,15 @@ from trackcheck.connections.keyring import no_key_error
 from trackcheck.engine.groups import group_key, split, union_filters
 from trackcheck.engine.outcome import decide
 from trackcheck.engine.result import RunResult, build_result, capped_evidence
-from trackcheck.errors import ConfigError, SourceConnectError, TrackcheckError
+from trackcheck.errors import (
+    ConfigError,
+    ErrorKind,
+    SourceConnectError,
+    SourceError,
+    StoreError,
+    TrackcheckError,
+)
+from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits
 from trackcheck.plan.loader import check_expect, load_plan_text, resolve_params
 from trackcheck.plan.masking import mask_plan_text
 from trackcheck.plan.model import EXPECT, Plan, StageSpec
@@ -46,7 +54,7 @@ from trackcheck.sources.network import NetworkRule, check_hosts
 from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
 from trackcheck.store.models import Run, RunStage
-from trackcheck.store.repository import Store, TickWrite, aware, utcnow
+from trackcheck.store.repository import Store, TickWrite, aware, storable_text, utcnow
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -64,6 +72,7 @@ class PlanSetup:
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     secret_key: str | None = None
     uploads: Trust = field(default_factory=Trust.for_uploads)
+    limits: PlanLimits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,14 @@ class Engine:
                 )
             text = self.keyring.open(version.sealed, what=f"plan {version.name!r}")
         trust = TRUSTED if version.trusted else self.setup.uploads
-        plan = load_plan_text(text, origin=version.name, base_dir=base, connections=self.connections, trust=trust)
+        plan = load_plan_text(
+            text,
+            origin=version.name,
+            base_dir=base,
+            connections=self.connections,
+            trust=trust,
+            limits=self.setup.limits,
+        )
         if self.config.interval is not None and "interval" not in plan.defaults.model_fields_set:
             # the deployment's default trigger interval, for plans that do not choose their own
             defaults = plan.defaults.model_copy(update={"interval": self.config.interval})
@@ -230,9 +246,6 @@ class Engine:
         """
         plan = self.plan(plan_id)
         resolved = resolve_params(plan, params)
-        for stage in plan.stages:  # a parameter a later stage needs is missing: say so now, not mid-run
-            request = stage.request.model_dump(by_alias=True) if stage.request else None
-            render([stage.where, stage.path, request, plan.sources[stage.source].options], resolved)
         events = list(expect if expect is not None else plan.expect)
         check_expect(plan, events)
         events = [dict(e) for e in events]
@@ -329,18 +342,72 @@ class Engine:
             if not pairs:
                 return self._summary(group, TickWrite(), [], None)
             plan_id = pairs[0][1].plan_id
-            plan = self.plan(plan_id)
-            stage = plan.stages[pairs[0][0].idx]
             write = TickWrite()
             activated: list[str] = []
             retry_in: float | None = None
+            try:
+                plan = self.plan(plan_id)
+                stage = plan.stages[pairs[0][0].idx]
+            except TrackcheckError as exc:  # e.g. a connection it names was deleted: end its runs, say why
+                self._unloadable(pairs, str(exc), write)
+                self._apply(write, pairs)
+                return self._summary(group, write, activated, None)
             for start in range(0, len(pairs), plan.defaults.batch_size):
                 chunk = pairs[start : start + plan.defaults.batch_size]
                 backoff = self._poll_chunk(plan, plan_id, stage, chunk, write, activated)
                 if backoff is not None:
                     retry_in = backoff if retry_in is None else min(retry_in, backoff)
-            self.store.apply(write)
+            self._apply(write, pairs)
             return self._summary(group, write, activated, retry_in)
+
+    def _apply(self, write: TickWrite, pairs: list[tuple[RunStage, Run]]) -> None:
+        """Write a tick so that one run's data cannot hold the others back.
+
+        A value the state database refuses (a NUL character on PostgreSQL, a lone surrogate anywhere) is
+        stored escaped, with a note on the runs it concerns; if the tick still cannot be written, each run is
+        written on its own and a run whose write fails ends as ``error`` saying why. An outage of the state
+        database is not a run's fault: it propagates, and the tick is polled again later.
+        """
+        try:
+            self.store.apply(write)
+            return
+        except StoreError as exc:
+            if not exc.data_error:
+                raise
+        except (UnicodeError, ValueError):
+            pass
+        escaped = write.escaped()
+        try:
+            self.store.apply(escaped)
+            return
+        except StoreError as exc:
+            if not exc.data_error:
+                raise
+            log.warning("a tick of %d run(s) could not be stored, writing run by run: %s", len(pairs), exc)
+        except (UnicodeError, ValueError) as exc:
+            log.warning("a tick of %d run(s) could not be stored, writing run by run: %s", len(pairs), exc)
+        for rs, run in pairs:
+            part = escaped.for_run(run.id)
+            try:
+                self.store.apply(part)
+            except StoreError as exc:
+                if not exc.data_error:
+                    raise
+                self.store.apply(_cannot_store(rs, run, part, exc.message))
+            except (UnicodeError, ValueError) as exc:
+                self.store.apply(_cannot_store(rs, run, part, f"{type(exc).__name__}: {exc}"))
+
+    def _unloadable(self, pairs: list[tuple[RunStage, Run]], why: str, write: TickWrite) -> None:
+        """The plan version of these runs no longer loads: they end as ``error`` now rather than wait forever."""
+        now = utcnow()
+        reason = f"the plan no longer loads, nothing was read: {mask_url_passwords(why)}"
+        for rs, run in pairs:
+            write.polls.append(_poll_row(run.id, rs.idx, now, "error", None, None, 0.0, reason, ErrorKind.PERMANENT))
+            write.stages.append(
+                _stage_row(rs, "error", now, reason, reason, ErrorKind.PERMANENT, rs.expected, rs.found, rs.evidence)
+            )
+            write.runs.append({"id": run.id, "status": "error", "finished_at": now, "notify": None, "notify_due": None})
+            write.skip.append((run.id, rs.idx))
 
     def _summary(self, group: str, write: TickWrite, activated: list[str], retry_in: float | None) -> dict[str, Any]:
         waiting = self.store.active_groups([group])
@@ -354,6 +421,33 @@ class Engine:
             "activated": sorted(set(activated)),
         }
 
+    def _fetch(self, plan: Plan, plan_id: int, stage: StageSpec, chunk: list[tuple[RunStage, Run]]) -> Fetched:
+        """One source query for the runs of ``chunk`` (the union of their ``where`` values), timed and
+        reported to the query listeners; a failure is kept with its kind, never raised."""
+        wheres = [rs.where or {} for rs, _ in chunk]
+        request = FetchRequest(plan=plan.name, stage=stage, filters=union_filters(wheres), params=chunk[0][1].params)
+        began = time.monotonic()
+        result: FetchResult | None = None
+        failure: str | None = None
+        kind = ErrorKind.TRANSIENT
+        escaped: frozenset[int] = frozenset()
+        try:
+            result = self.source(plan_id, stage.source).fetch(request)
+            result.records, escaped = _storable_records(result.records)
+        except SourceError as exc:
+            failure, kind = str(exc), exc.kind
+        except TrackcheckError as exc:  # a parameter or plan problem: the same at every poll
+            failure, kind = str(exc), ErrorKind.PERMANENT
+        except Exception as exc:  # a bug must not stall the runs: they end as errors saying so
+            log.exception("unexpected error reading stage %s of plan %s", stage.name, plan.name)
+            failure = f"unexpected {type(exc).__name__} reading the source: {mask_url_passwords(str(exc))}"
+            kind = ErrorKind.PERMANENT
+        seconds = time.monotonic() - began
+        facts = QueryFacts(plan.name, stage.name, plan.sources[stage.source].type, seconds, failure)
+        for listener in self.query_listeners:
+            listener(facts)
+        return Fetched(result, failure, kind, seconds * 1000, escaped)
+
     def _poll_chunk(
         self,
         plan: Plan,
@@ -362,51 +456,60 @@ class Engine:
         chunk: list[tuple[RunStage, Run]],
         write: TickWrite,
         activated: list[str],
+        fetched: Fetched | None = None,
     ) -> float | None:
-        """One source query for up to batch_size runs; returns the back-off delay if the source failed."""
+        """Poll up to batch_size runs with one source query; returns the back-off delay if the source failed.
+
+        A permanent failure of a query made for several runs may be one run's doing (a ``where`` value the
+        column type cannot read): the runs are then split in two and each half read on its own, so only the
+        runs whose values fail end as ``error``; when both halves fail the same way, all of them do.
+        """
+        fetched = fetched or self._fetch(plan, plan_id, stage, chunk)
         wheres = [rs.where or {} for rs, _ in chunk]
-        request = FetchRequest(plan=plan.name, stage=stage, filters=union_filters(wheres), params=chunk[0][1].params)
-        began = time.monotonic()
-        fetched: FetchResult | None = None
-        failure: str | None = None
-        try:
-            fetched = self.source(plan_id, stage.source).fetch(request)
-        except TrackcheckError as exc:
-            failure = str(exc)
-        except Exception as exc:  # a bug must not stall the runs: they go on to their deadline as errors
-            log.exception("unexpected error reading stage %s of plan %s", stage.name, plan.name)
-            failure = f"unexpected {type(exc).__name__} reading the source: {mask_url_passwords(str(exc))}"
-        elapsed_ms = (time.monotonic() - began) * 1000
-        facts = QueryFacts(plan.name, stage.name, plan.sources[stage.source].type, elapsed_ms / 1000, failure)
-        for listener in self.query_listeners:
-            listener(facts)
+        distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
+        if fetched.failure is not None and fetched.kind is ErrorKind.PERMANENT and distinct:
+            halves = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
+            reads = [self._fetch(plan, plan_id, stage, half) for half in halves]
+            if not all(r.failure is not None and r.kind is ErrorKind.PERMANENT for r in reads):
+                delays = [
+                    self._poll_chunk(plan, plan_id, stage, half, write, activated, read)
+                    for half, read in zip(halves, reads, strict=True)
+                ]
+                return min((d for d in delays if d is not None), default=None)
         now = utcnow()
-        per_run = split(fetched.records, wheres) if fetched is not None else [[] for _ in chunk]
+        records = fetched.result
+        per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
         references = self._references(plan, stage, [run for _, run in chunk])
         key = plan.key_for(stage)
         retries = plan.setting(stage, "retries")
         max_errors = 0
         for (rs, run), found in zip(chunk, per_run, strict=True):
             comparison: Comparison | None = None
-            error = failure
-            if fetched is not None:
+            error, kind = fetched.failure, fetched.kind
+            if records is not None:
                 reference = references.get(run.id)
                 if isinstance(reference, str):
-                    error = reference
+                    error, kind = reference, ErrorKind.PERMANENT
                 else:
                     try:
                         comparison = evaluate_stage(stage, key, found, reference or [])
                     except Exception as exc:  # e.g. a schema file removed since the plan loaded
                         log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
-                        error = f"cannot compare: {type(exc).__name__}: {exc}"
-                    if comparison is not None and fetched.unparsed and comparison.reason:
-                        comparison.reason += f" ({fetched.unparsed} unparsed lines)"
+                        error, kind = f"cannot compare: {type(exc).__name__}: {exc}", ErrorKind.PERMANENT
+                    if comparison is not None and records.unparsed and comparison.reason:
+                        comparison.reason += f" ({records.unparsed} unparsed lines)"
+                    escaped = sum(1 for record in found if id(record) in fetched.escaped)
+                    if comparison is not None and escaped:
+                        comparison.reason = (comparison.reason or "") + (
+                            f" ({escaped} record(s) held a NUL character or a lone surrogate: shown escaped)"
+                        )
             deadline, started = aware(rs.deadline), aware(rs.started_at)
             # the time this stage was given: its timeout, or until the `at` instant for an `at` stage
             timeout = deadline - started if deadline and started else stage_timeout(plan, stage, run.overrides or {})
             decision = decide(
                 comparison=comparison,
                 error=error,
+                permanent=kind is ErrorKind.PERMANENT,
                 now=now,
                 deadline=deadline,
                 timeout=timeout,
@@ -415,38 +518,48 @@ class Engine:
             )
             max_errors = max(max_errors, decision.errors_in_row)
             terminal = decision.status in _TERMINAL
+            error_kind = kind if error is not None else None
             write.polls.append(
-                {
-                    "run_id": run.id,
-                    "stage_idx": rs.idx,
-                    "polled_at": now,
-                    "outcome": decision.outcome,
-                    "found": comparison.found if comparison else None,
-                    "expected": comparison.expected if comparison else None,
-                    "duration_ms": elapsed_ms,
-                    "error": error,
-                }
+                _poll_row(
+                    run.id,
+                    rs.idx,
+                    now,
+                    decision.outcome,
+                    comparison.found if comparison else None,
+                    comparison.expected if comparison else None,
+                    fetched.milliseconds,
+                    error,
+                    error_kind,
+                )
             )
-            row: dict[str, Any] = {
-                "id": rs.id,
-                "status": decision.status,
-                "attempts": rs.attempts + 1,
-                "errors_in_row": decision.errors_in_row,
-                "last_polled_at": now,
-                "finished_at": now if terminal else None,
-                "reason": decision.reason,
-                "error": error,
-            }
             if comparison is not None:
-                row |= {
-                    "expected": comparison.expected,
-                    "found": comparison.found,
-                    "evidence": capped_evidence(comparison.to_dict()),
-                }
+                row = _stage_row(
+                    rs,
+                    decision.status,
+                    now,
+                    decision.reason,
+                    error,
+                    error_kind,
+                    comparison.expected,
+                    comparison.found,
+                    capped_evidence(comparison.to_dict()),
+                    errors_in_row=decision.errors_in_row,
+                )
                 if comparison.found != rs.found or terminal:
                     write.snapshots.append(self._snapshot(plan, run.id, rs.idx, found, now))
             else:
-                row |= {"expected": rs.expected, "found": rs.found, "evidence": rs.evidence}
+                row = _stage_row(
+                    rs,
+                    decision.status,
+                    now,
+                    decision.reason,
+                    error,
+                    error_kind,
+                    rs.expected,
+                    rs.found,
+                    rs.evidence,
+                    errors_in_row=decision.errors_in_row,
+                )
             write.stages.append(row)
             log.info(
                 "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
@@ -456,14 +569,15 @@ class Engine:
                 decision.outcome,
                 row["found"],
                 row["expected"],
-                elapsed_ms,
+                fetched.milliseconds,
                 f" error={error}" if error else "",
             )
             self._advance(plan, plan_id, rs, run, decision.status, now, write, activated)
-        if failure is None:
+        if fetched.failure is None:
             return None
         backoff: timedelta = plan.setting(stage, "backoff")
-        return backoff.total_seconds() * 2 ** max(0, max_errors - 1)
+        # doubling per error in a row, up to 2^10: beyond, the regular tick comes first anyway
+        return backoff.total_seconds() * 2 ** min(10, max(0, max_errors - 1))
 
     def _advance(
         self,
@@ -524,6 +638,119 @@ class Engine:
         return references
 
 
+def _storable_records(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], frozenset[int]]:
+    """Records with every text escaped where no state database could store it (``storable_text``), and the
+    ids of the records that changed. Done where records enter trackcheck, so that comparisons, snapshots
+    and later stages all see the same values, on SQLite, PostgreSQL and MariaDB alike."""
+    cleaned = [_storable_record(record) for record in records]
+    return cleaned, frozenset(id(new) for new, old in zip(cleaned, records, strict=True) if new is not old)
+
+
+def _storable_record(record: dict[str, Any]) -> dict[str, Any]:
+    changed = False
+
+    def clean(value: Any) -> Any:
+        nonlocal changed
+        if isinstance(value, str):
+            fixed = storable_text(value)
+            changed = changed or fixed is not value
+            return fixed
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    cleaned = {clean(k): clean(v) for k, v in record.items()}
+    return cleaned if changed else record
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What one source query of a tick gave: the records, or the failure and whether it can fix itself."""
+
+    result: FetchResult | None
+    failure: str | None
+    kind: ErrorKind
+    milliseconds: float
+    #: ``id()`` of the records whose text was escaped (they stay alive in ``result``)
+    escaped: frozenset[int] = frozenset()
+
+
+def _poll_row(
+    run_id: str,
+    idx: int,
+    now: datetime,
+    outcome: str,
+    found: int | None,
+    expected: int | None,
+    milliseconds: float,
+    error: str | None,
+    error_kind: ErrorKind | None,
+) -> dict[str, Any]:
+    """A ``tc_polls`` row of a tick."""
+    return {
+        "run_id": run_id,
+        "stage_idx": idx,
+        "polled_at": now,
+        "outcome": outcome,
+        "found": found,
+        "expected": expected,
+        "duration_ms": milliseconds,
+        "error": error,
+        "error_kind": error_kind.value if error_kind else None,
+    }
+
+
+def _stage_row(
+    rs: RunStage,
+    status: str,
+    now: datetime,
+    reason: str | None,
+    error: str | None,
+    error_kind: ErrorKind | None,
+    expected: int | None,
+    found: int | None,
+    evidence: dict[str, Any] | None,
+    *,
+    errors_in_row: int | None = None,
+) -> dict[str, Any]:
+    """The ``tc_run_stages`` update of a tick for one run's stage."""
+    return {
+        "id": rs.id,
+        "run_id": rs.run_id,
+        "status": status,
+        "attempts": rs.attempts + 1,
+        "errors_in_row": rs.errors_in_row + 1 if errors_in_row is None else errors_in_row,
+        "last_polled_at": now,
+        "finished_at": now if status in _TERMINAL else None,
+        "reason": reason,
+        "error": error,
+        "error_kind": error_kind.value if error_kind else None,
+        "expected": expected,
+        "found": found,
+        "evidence": evidence,
+    }
+
+
+def _cannot_store(rs: RunStage, run: Run, part: TickWrite, why: str) -> TickWrite:
+    """The tick of one run whose poll the state database refused: its stage ends as ``error`` saying why
+    (the records it read are not kept), and so does the run."""
+    now = utcnow()
+    reason = f"what this poll read could not be stored in the state database: {mask_url_passwords(why)}"[:2000]
+    write = TickWrite()
+    write.polls.append(_poll_row(run.id, rs.idx, now, "error", None, None, 0.0, reason, ErrorKind.PERMANENT))
+    write.stages.append(
+        _stage_row(rs, "error", now, reason, reason, ErrorKind.PERMANENT, rs.expected, rs.found, rs.evidence)
+    )
+    notice = next((r["notify"] for r in part.runs), None)
+    write.runs.append(
+        {"id": run.id, "status": "error", "finished_at": now, "notify": notice, "notify_due": notice and now}
+    )
+    write.skip.append((run.id, rs.idx))
+    return write
+
+
 def store_plan(
     engine: Engine, plan_text: str, origin: str, base_dir: str | None, *, trusted: bool = True
 ) -> tuple[int, Plan]:
@@ -535,7 +762,9 @@ def store_plan(
     is refused (ConfigError), and a trusted one is stored as it is, as its file on disk is."""
     trust = TRUSTED if trusted else engine.setup.uploads
     base = Path(base_dir) if base_dir else None
-    plan = load_plan_text(plan_text, origin=origin, base_dir=base, connections=engine.connections, trust=trust)
+    plan = load_plan_text(
+        plan_text, origin=origin, base_dir=base, connections=engine.connections, trust=trust, limits=engine.setup.limits
+    )
     shown, sealed = plan_text, None
     if mask_plan_text(plan_text) != plan_text:
         if engine.keyring is not None:

@@ -3,8 +3,9 @@
 passed  - complete and consistent;
 waiting - records still missing (or a mismatch with ``on_mismatch: wait``), nothing wrong in what is there;
 failed  - the data is wrong, or still incomplete when the stage times out;
-error   - the source could not be read: retried with back-off, an error once ``retries`` are used up or
-          the stage timed out while the source was still failing.
+error   - the source could not be read: a permanent error (it cannot fix itself) at once, a transient one
+          retried with back-off, an error once ``retries`` are used up or the stage timed out while the
+          source was still failing.
 """
 
 from __future__ import annotations
@@ -29,15 +30,19 @@ def decide(
     comparison: Comparison | None,
     error: str | None,
     now: datetime,
+    permanent: bool = False,
     deadline: datetime | None,
     timeout: timedelta,
     errors_in_row: int,
     retries: int | None,
 ) -> Decision:
-    """The stage status after a poll that produced ``comparison`` (or raised ``error``)."""
+    """The stage status after a poll that produced ``comparison`` (or raised ``error``, ``permanent`` when it
+    cannot fix itself: the stage then ends at once unless the plan asks for ``retries``)."""
     timed_out = deadline is not None and now >= deadline
     if error is not None:
         in_row = errors_in_row + 1
+        if permanent and retries is None:
+            return Decision("error", "error", f"permanent source error, not retried: {error}", in_row)
         if retries is not None and in_row > retries:
             return Decision("error", "error", f"source error, {retries} retries used up: {error}", in_row)
         if timed_out:

@@ -37,6 +37,8 @@ class StageResult:
     violations: list[dict[str, Any]] = field(default_factory=list)
     counts: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    #: ``permanent`` (the stage ended without waiting: it cannot fix itself) or ``transient`` (retried)
+    error_kind: str | None = None
     reason: str | None = None
 
 
@@ -100,6 +102,7 @@ def _stage(stage: RunStage) -> StageResult:
         expected=stage.expected,
         found=stage.found,
         error=stage.error,
+        error_kind=stage.error_kind,
         reason=stage.reason,
         **{name: list(evidence.get(name) or []) for name in EVIDENCE},
     )

@@ -1,6 +1,16 @@
-"""Plans: the YAML format (model), loading it with clear errors (loader), durations and templates."""
+"""Plans: the YAML format (model), loading it with clear errors (loader), its limits, durations and templates."""
 
-from trackcheck.plan.loader import load_plan, load_plan_text, resolve_params
+from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits
+from trackcheck.plan.loader import load_plan, load_plan_text, missing_params, resolve_params
 from trackcheck.plan.model import Plan, StageSpec
 
-__all__ = ["Plan", "StageSpec", "load_plan", "load_plan_text", "resolve_params"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Plan",
+    "PlanLimits",
+    "StageSpec",
+    "load_plan",
+    "load_plan_text",
+    "missing_params",
+    "resolve_params",
+]

@@ -2,7 +2,8 @@
 
 Every problem becomes one PlanError that names the plan, the stage and the key at fault, e.g.
 ``plan 'checkout-events', stage 'warehouse', field 'compare.with': 'bi' is a later stage``. Nothing is opened
-or connected while loading: a plan can be validated on a laptop that cannot reach the warehouse.
+or connected while loading: a plan can be validated on a laptop that cannot reach the warehouse. Text, YAML
+structure, names and settings are held to ``PlanLimits`` (``plan/limits.py``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import ValidationError
 
 from trackcheck.errors import ParamError, PlanError
+from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits
 from trackcheck.plan.model import EXPECT, Plan
-from trackcheck.plan.templates import env_references, expand_env
+from trackcheck.plan.names import check_plan_name
+from trackcheck.plan.safe_yaml import parse_yaml
+from trackcheck.plan.templates import env_references, expand_env, param_names, printable
 from trackcheck.plan.trust import TRUSTED, Trust
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -31,7 +34,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 
 def load_plan(
-    path: str | Path, *, connections: Mapping[str, Mapping[str, Any]] | None = None, trust: Trust = TRUSTED
+    path: str | Path,
+    *,
+    connections: Mapping[str, Mapping[str, Any]] | None = None,
+    trust: Trust = TRUSTED,
+    limits: PlanLimits = DEFAULT_LIMITS,
 ) -> Plan:
     """Read, expand and validate the plan file at ``path``; relative files in it are relative to it."""
     file = Path(path)
@@ -39,7 +46,11 @@ def load_plan(
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlanError(f"cannot read plan file: {exc.strerror or exc}", plan=str(path)) from exc
-    return load_plan_text(text, origin=str(path), base_dir=file.resolve().parent, connections=connections, trust=trust)
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"the plan file is not UTF-8 text (byte {exc.start})", plan=str(path)) from exc
+    return load_plan_text(
+        text, origin=str(path), base_dir=file.resolve().parent, connections=connections, trust=trust, limits=limits
+    )
 
 
 def load_plan_text(
@@ -49,21 +60,18 @@ def load_plan_text(
     base_dir: Path | None = None,
     connections: Mapping[str, Mapping[str, Any]] | None = None,
     trust: Trust = TRUSTED,
+    limits: PlanLimits = DEFAULT_LIMITS,
 ) -> Plan:
     """Validate plan YAML given as text (the API stores plans this way); ``origin`` names it in errors.
 
     ``connections`` are the systems a source may name with ``connection:``; ``trust`` says whether the plan
-    is the operator's own (``${ENV}`` expanded, anything inline) or was uploaded (see ``plan/trust.py``).
+    is the operator's own (``${ENV}`` expanded, anything inline) or was uploaded (see ``plan/trust.py``);
+    ``limits`` bound its size, YAML structure, names and settings (see ``plan/limits.py``).
     """
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise PlanError(f"not valid YAML{line}: {getattr(exc, 'problem', exc)}", plan=origin) from exc
+    raw = parse_yaml(text, limits=limits, origin=origin)
     if not isinstance(raw, dict):
         raise PlanError("a plan is a YAML mapping with name, key, sources and stages", plan=origin)
-    name = str(raw.get("name") or origin)
+    name = _display_name(raw.get("name"), origin, limits)
     if trust.uploaded:
         references = env_references(raw)
         if references:
@@ -79,7 +87,7 @@ def load_plan_text(
     linked = _use_connections(raw, name, connections or {}, trust)
     _resolve_files(raw, base_dir or Path.cwd(), linked, trust, name)
     try:
-        plan = Plan.model_validate(raw)
+        plan = Plan.model_validate(raw, context={"limits": limits})
     except ValidationError as exc:
         raise _plan_error(exc, raw, name) from None
     _check_backends(plan)
@@ -93,7 +101,9 @@ def resolve_params(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
     """Check run parameters against ``params:`` and convert them to their declared types.
 
     Strings (from the CLI's ``-p k=v``) are converted; JSON values (from the API) must already be of the
-    type. Unknown, missing or ill-typed parameters raise a ParamError naming the parameter.
+    type. Unknown, missing or ill-typed parameters raise a ParamError naming the parameter, and so does an
+    optional parameter without a value that a stage renders (``missing_params``), naming that stage too:
+    the run is refused now rather than failing when it reaches that stage.
     """
     unknown = sorted(set(given) - set(plan.params))
     if unknown:
@@ -107,7 +117,29 @@ def resolve_params(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
             resolved[name] = spec.default
         elif spec.required:
             raise ParamError("required run parameter is missing", plan=plan.name, parameter=name)
+    missing = missing_params(plan, resolved)
+    if missing:
+        stage, parameter = missing[0]
+        key = next(k for k, v in plan.templates(plan.stage(stage)).items() if parameter in param_names(v))
+        raise ParamError(
+            f"run parameter {{{parameter}}} has no value, and this stage uses it in {key}: "
+            "give it a value (or the parameter a default)",
+            plan=plan.name,
+            stage=stage,
+            parameter=parameter,
+        )
     return resolved
+
+
+def missing_params(plan: Plan, resolved: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(stage name, parameter) for every ``{parameter}`` a stage renders that ``resolved`` gives no value,
+    in stage order: such a run would pass its first stages and then fail when it reaches that one."""
+    return [
+        (stage.name, parameter)
+        for stage in plan.stages
+        for parameter in sorted(plan.stage_params(stage))
+        if parameter not in resolved
+    ]
 
 
 def check_expect(plan: Plan, expect: list[dict[str, Any]]) -> None:
@@ -128,6 +160,17 @@ def check_expect(plan: Plan, expect: list[dict[str, Any]]) -> None:
                 plan=plan.name,
                 parameter="expect",
             )
+
+
+def _display_name(value: Any, origin: str, limits: PlanLimits) -> str:
+    """The plan's name for error messages: as written when it is a valid name, else shortened and with
+    its control characters escaped (the model then says what is wrong with it)."""
+    if not isinstance(value, str) or not value:
+        return origin
+    try:
+        return check_plan_name(value, limits)
+    except ValueError:
+        return printable(value)
 
 
 def _convert(plan: str, name: str, kind: str, value: Any) -> Any:
@@ -225,7 +268,7 @@ def _resolve_files(raw: dict[str, Any], base: Path, linked: set[str], trust: Tru
     for index, stage in enumerate(raw.get("stages") or []):
         if not isinstance(stage, dict):
             continue
-        where = f"stages[{index}]" + (f" ({stage['name']})" if isinstance(stage.get("name"), str) else "")
+        where = f"stages[{index}]" + (f" ({printable(stage['name'])})" if isinstance(stage.get("name"), str) else "")
         schema = stage.get("schema")
         if isinstance(schema, str):
             stage["schema"] = schema_file(schema, f"{where}.schema")
@@ -248,11 +291,12 @@ def _plan_error(exc: ValidationError, raw: dict[str, Any], name: str) -> PlanErr
         if len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int):
             stages = raw.get("stages") or []
             entry = stages[loc[1]] if loc[1] < len(stages) else None
-            stage_name = entry.get("name") if isinstance(entry, dict) else None
+            written = entry.get("name") if isinstance(entry, dict) else None
+            stage_name = printable(written) if isinstance(written, str) and written else None
             head = f"stages[{loc[1]}]" + (f" ({stage_name})" if stage_name else "")
-            path = ".".join([head, *(str(p) for p in loc[2:])])
+            path = ".".join([head, *(printable(p) for p in loc[2:])])
         else:
-            path = ".".join(str(p) for p in loc)
+            path = ".".join(printable(p) for p in loc)
         lines.append(f"{path}: {message}" if path else message)
     single = len(lines) == 1
     return PlanError(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-
+from trackcheck.errors import PlanError
+from trackcheck.plan.safe_yaml import parse_yaml
 from trackcheck.sources.base import MASK
 
 #: keys whose values are credentials: authorization, password, token, secret, api keys (also x-api-key,
@@ -77,8 +77,8 @@ def mask_plan_text(text: str) -> str:
     Secrets are found by parsing the YAML (exact, whatever the quoting or layout) and replaced wherever
     they occur; the patterns then catch what parsing cannot see (text that is not valid YAML)."""
     try:
-        secrets = _yaml_secrets(yaml.safe_load(text))
-    except yaml.YAMLError:
+        secrets = _yaml_secrets(parse_yaml(text))
+    except PlanError:  # not YAML, or beyond the plan limits: the patterns below still apply
         secrets = set()
     for secret in sorted((s for s in secrets if len(s) >= _MIN_REPLACED), key=len, reverse=True):
         text = text.replace(secret, MASK)

@@ -13,14 +13,53 @@ from typing import Annotated, Any, Literal
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from trackcheck.plan.cron import check_cron
 from trackcheck.plan.durations import parse_duration
-from trackcheck.plan.templates import param_names
+from trackcheck.plan.limits import (
+    DEFAULT_LIMITS,
+    PlanLimits,
+    check_at_most,
+    check_backoff,
+    check_interval,
+    check_timeout,
+)
+from trackcheck.plan.names import IDENTIFIER, NAME, check_name, check_plan_name
+from trackcheck.plan.templates import param_names, stage_templates
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 EXPECT = "expect"
+
+
+def limits_of(info: ValidationInfo) -> PlanLimits:
+    """The limits a plan is validated under: ``model_validate(raw, context={"limits": ...})``, else the
+    defaults."""
+    context = info.context
+    limits = context.get("limits") if isinstance(context, dict) else None
+    return limits if isinstance(limits, PlanLimits) else DEFAULT_LIMITS
+
+
+def _check_setting(name: str, value: Any, limits: PlanLimits) -> None:
+    """The bound of a setting that ``defaults`` and stages share (interval, timeout, backoff, retries)."""
+    if value is None:
+        return
+    if name == "interval":
+        check_interval(value, limits)
+    elif name == "timeout":
+        check_timeout(value, limits)
+    elif name == "backoff":
+        check_backoff(value, limits)
+    elif name == "retries":
+        check_at_most(value, limits.max_retries, "max_retries")
 
 
 class _Model(BaseModel):
@@ -52,6 +91,22 @@ class Defaults(_Model):
     backoff: Duration = timedelta(seconds=1)
     snapshot_limit: int = Field(default=10_000, ge=1)
     batch_size: int = Field(default=1_000, ge=1)
+
+    @field_validator("interval", "timeout", "backoff", "retries")
+    @classmethod
+    def _bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        _check_setting(str(info.field_name), value, limits_of(info))
+        return value
+
+    @field_validator("snapshot_limit", "batch_size")
+    @classmethod
+    def _capped(cls, value: int, info: ValidationInfo) -> int:
+        limits = limits_of(info)
+        if info.field_name == "snapshot_limit":
+            check_at_most(value, limits.max_snapshot_limit, "max_snapshot_limit")
+        else:
+            check_at_most(value, limits.max_batch_size, "max_batch_size")
+        return value
 
 
 class SourceSpec(BaseModel):
@@ -91,6 +146,12 @@ class NotifySpec(_Model):
     retries: int = Field(default=5, ge=0, le=20)
     backoff: Duration = timedelta(seconds=2)
 
+    @field_validator("backoff")
+    @classmethod
+    def _backoff(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        check_backoff(value, limits_of(info))
+        return value
+
 
 class RedisReadSpec(_Model):
     """What a ``redis`` stage reads: a stream, a list, a hash, or every string/hash key matching a pattern."""
@@ -99,6 +160,12 @@ class RedisReadSpec(_Model):
     key: str
     field: str | None = Field(default=None, description="for kind=keys: store each key's name in this field")
     count: int = Field(default=100_000, ge=1)
+
+    @field_validator("count")
+    @classmethod
+    def _count(cls, value: int, info: ValidationInfo) -> int:
+        check_at_most(value, limits_of(info).max_redis_count, "max_redis_count")
+        return value
 
 
 class CompareSpec(_Model):
@@ -169,9 +236,16 @@ class StageSpec(_Model):
 
     @field_validator("name")
     @classmethod
-    def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", value) or value == EXPECT:
-            raise ValueError(f"{value!r} is not a stage name: use letters, digits, _ . - (and not 'expect')")
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        rule = "use letters, digits, _ . - (and not 'expect')"
+        if value == EXPECT:
+            raise ValueError(f"{value!r} is not a stage name: {rule}")
+        return check_name(value, "stage name", NAME, rule, limits_of(info))
+
+    @field_validator("interval", "timeout", "backoff", "retries")
+    @classmethod
+    def _bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        _check_setting(str(info.field_name), value, limits_of(info))
         return value
 
     @field_validator("where")
@@ -185,14 +259,7 @@ class StageSpec(_Model):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            from apscheduler.triggers.cron import CronTrigger
-
-            try:
-                CronTrigger.from_crontab(value)
-            except ValueError as exc:
-                raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday): {exc}") from None
-        return value
+        return None if value is None else check_cron(value)
 
     @model_validator(mode="after")
     def _shape(self) -> StageSpec:
@@ -245,11 +312,31 @@ class Plan(_Model):
     stages: list[StageSpec] = Field(min_length=1)
     notify: NotifySpec | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        return check_plan_name(value, limits_of(info))
+
     @field_validator("params", mode="before")
     @classmethod
     def _params(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, ParamSpec], info: ValidationInfo) -> dict[str, ParamSpec]:
+        rule = "a run parameter is named like {test_id}: a letter or _, then letters, digits, _"
+        for name in value:
+            check_name(name, "parameter name", IDENTIFIER, rule, limits_of(info))
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SourceSpec], info: ValidationInfo) -> dict[str, SourceSpec]:
+        for name in value:
+            check_name(name, "source name", NAME, "use letters, digits, _ . -", limits_of(info))
         return value
 
     @model_validator(mode="after")
@@ -270,25 +357,25 @@ class Plan(_Model):
                     f"{where}.{'compare' if stage.compare else 'counts'}.with: {reference!r} is {why}; "
                     f"compare with 'expect' or an earlier stage ({', '.join(seen) or 'none yet'})"
                 )
-            used = self.stage_params(stage) | param_names(self.sources[stage.source].options.get("path"))
-            undeclared = sorted(used - set(self.params))
-            if undeclared:
-                raise ValueError(
-                    f"{where}: uses run parameter(s) {', '.join('{' + p + '}' for p in undeclared)} "
-                    "that 'params' does not declare"
-                )
+            for key, value in self.templates(stage).items():
+                undeclared = sorted(param_names(value) - set(self.params))
+                if undeclared:
+                    raise ValueError(
+                        f"{where}: {key} uses run parameter(s) {', '.join('{' + p + '}' for p in undeclared)} "
+                        "that 'params' does not declare"
+                    )
             seen.append(stage.name)
         return self
 
-    @staticmethod
-    def stage_params(stage: StageSpec) -> set[str]:
-        """The run parameters a stage renders (in where, request, redis key, path)."""
-        parts: list[Any] = [stage.where, stage.path]
-        if stage.request is not None:
-            parts.append(stage.request.model_dump(by_alias=True))
-        if stage.redis is not None:
-            parts.append(stage.redis.key)
-        return param_names(parts)
+    def templates(self, stage: StageSpec, *, where: bool = True) -> dict[str, Any]:
+        """The values of ``stage`` rendered with a run's parameters, by plan key (see
+        ``templates.stage_templates``, the one list of them)."""
+        path = self.sources[stage.source].options.get("path") if stage.source in self.sources else None
+        return stage_templates(stage, path if isinstance(path, str) else None, where=where)
+
+    def stage_params(self, stage: StageSpec) -> set[str]:
+        """The run parameters ``stage`` renders, wherever it renders them."""
+        return param_names(list(self.templates(stage).values()))
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackcheck.errors import ParamError, PlanError
+
+if TYPE_CHECKING:
+    from trackcheck.plan.model import StageSpec
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARAM = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -65,6 +68,37 @@ def param_names(value: Any) -> set[str]:
     return set()
 
 
+def stage_templates(stage: StageSpec, source_path: str | None = None, *, where: bool = True) -> dict[str, Any]:
+    """Every value of ``stage`` that is rendered with a run's parameters, by the plan key it is written at.
+
+    This is the one list of what may hold ``{param}``; the loader (undeclared parameters), run submission
+    (parameters without a value) and batching (runs sharing one fetch) all read it:
+
+    - ``where``: rendered when the stage becomes active (left out with ``where=False``: batching keeps
+      runs with different ``where`` values together);
+    - ``path``: a file stage's glob, or else ``sources.<name>.path``, its file source's own ``source_path``;
+    - ``request.path``, ``request.params``, ``request.json``, ``request.headers`` of an http stage;
+    - ``redis.key`` of a redis stage.
+
+    Keys a stage leaves unset are absent. ``query`` never holds ``{param}`` (the model refuses it).
+    """
+    found: dict[str, Any] = {}
+    if where and stage.where:
+        found["where"] = stage.where
+    if stage.path:
+        found["path"] = stage.path
+    elif source_path:
+        found[f"sources.{stage.source}.path"] = source_path
+    if stage.request is not None:
+        found["request.path"] = stage.request.path
+        found["request.params"] = stage.request.params
+        found["request.json"] = stage.request.json_body
+        found["request.headers"] = stage.request.headers
+    if stage.redis is not None:
+        found["redis.key"] = stage.redis.key
+    return found
+
+
 def render(value: Any, params: Mapping[str, Any]) -> Any:
     """Fill ``{name}`` placeholders from run parameters; ``{{`` and ``}}`` are literal braces."""
     if isinstance(value, str):
@@ -93,11 +127,19 @@ def _lookup(params: Mapping[str, Any], name: str) -> Any:
     return params[name]
 
 
+def printable(value: object, limit: int = 80) -> str:
+    """Plan text (a name, a key) as it may appear in a message: control characters escaped, so that it
+    cannot forge a log line, and cut after ``limit`` characters."""
+    text = str(value)
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
+
+
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    return f"{path}.{printable(key)}" if path else printable(key)
 
 
 def _item(path: str, index: int, value: Any) -> str:
     """``stages[1] (warehouse)``: a stage is named as in every other plan error, not by its index only."""
     name = value.get("name") if path == "stages" and isinstance(value, dict) else None
-    return f"{path}[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+    return f"{path}[{index}]" + (f" ({printable(name)})" if isinstance(name, str) else "")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 
+from trackcheck.errors import StoreError, TrackcheckError
 from trackcheck.scheduling.config import CONTROL
 from trackcheck.scheduling.triggers import build_trigger
 
@@ -137,8 +138,17 @@ class JobPlanner:
         the jobs of groups that no longer have waiting runs."""
         now = datetime.now(UTC)
         for group in groups:
-            plan = self.engine.plan(group.plan_id)
-            stage = plan.stages[group.idx]
+            try:
+                plan = self.engine.plan(group.plan_id)
+                stage = plan.stages[group.idx]
+            except StoreError:
+                continue  # the state database is away: the next sync schedules it
+            except TrackcheckError as exc:
+                # the plan version no longer loads (a connection it names was removed...): one poll now ends
+                # its runs with the reason; the other groups are scheduled as usual
+                log.warning("group %s: its plan does not load, its runs end: %s", group.group_key, exc)
+                self._once(group.group_key, "now", now)
+                continue
             main = f"poll:{group.group_key}"
             if self.scheduler.get_job(main) is None:
                 self.scheduler.add_job(

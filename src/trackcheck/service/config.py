@@ -10,6 +10,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from trackcheck.errors import ConfigError
+from trackcheck.plan.limits import DEFAULT_LIMITS
+from trackcheck.plan.model import Duration
 
 if TYPE_CHECKING:
     from trackcheck.engine.core import PlanSetup
@@ -41,6 +44,7 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     "COOKIE_SECURE": (None, "cookie_secure"),
     "TRUSTED_PROXIES": (None, "trusted_proxies"),
     "LOGIN_RATE_LIMIT": (None, "login_rate_limit"),
+    "MIN_INTERVAL": (None, "min_interval"),
     "SCHEDULER": ("scheduler", "scheduler"),
     "JOBSTORE": ("scheduler", "jobstore"),
     "EXECUTOR": ("scheduler", "executor"),
@@ -98,6 +102,10 @@ class ServiceConfig(BaseModel):
     trusted_proxies: int = Field(
         default=0, ge=0, le=5, description="reverse proxies in front whose X-Forwarded-For/-Proto are believed"
     )
+    min_interval: Duration = Field(
+        default=DEFAULT_LIMITS.min_interval,
+        description="the shortest poll interval a plan or a run may ask for: each poll is a read of a source",
+    )
     login_rate_limit: str = Field(
         default="10 per minute", description="failed logins and 401s allowed per client address (Flask-Limiter)"
     )
@@ -123,7 +131,8 @@ class ServiceConfig(BaseModel):
             state_db=self.db,
         )
         key = self.secret_key.get_secret_value() if self.secret_key is not None else None
-        return PlanSetup(connections=dict(self.connections), secret_key=key, uploads=uploads)
+        limits = replace(DEFAULT_LIMITS, min_interval=self.min_interval)
+        return PlanSetup(connections=dict(self.connections), secret_key=key, uploads=uploads, limits=limits)
 
     @property
     def authenticated(self) -> bool:

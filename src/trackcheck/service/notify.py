@@ -88,7 +88,9 @@ class Notifier:
             self.engine.store.record_notification(run.id, state | {"state": "skipped"}, None)
             return
         body = json.dumps(build_result(run, self.engine.store.run_stages(run.id)).to_dict(), default=str).encode()
-        headers = {"Content-Type": "application/json", "X-Trackcheck-Run": run.id}
+        # delivery is at least once: a poller killed between the answer and recording it sends again, with the
+        # same Idempotency-Key, so that the receiver can drop the repeat
+        headers = {"Content-Type": "application/json", "X-Trackcheck-Run": run.id, "Idempotency-Key": run.id}
         if plan.notify.secret:
             headers[SIGNATURE_HEADER] = sign(plan.notify.secret, body)
         attempts = int(state.get("attempts", 0)) + 1

@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 from trackcheck.engine.result import EVIDENCE
+from trackcheck.service.validation import MAX_NAME, MAX_OFFSET
 
 JSON = "application/json"
 RUN_STATUSES = ["running", "passed", "failed", "error", "cancelled"]
@@ -48,6 +49,8 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra:
 
 
 STRING: dict[str, Any] = {"type": "string"}
+#: a required string: empty or blank ones are refused
+NAME: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": "\\S"}
 INT: dict[str, Any] = {"type": "integer"}
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 NULL_TIME = _nullable(TIME)
@@ -72,6 +75,14 @@ def _schemas() -> dict[str, Any]:
         },
         description="A stage's verdict and its evidence (lists capped at 1000 items each)",
     )
+    connection = {
+        "name": {**NAME, "description": "required by POST; PUT takes it from the URL"},
+        "type": {**NAME, "description": "sql, file, http, redis..."},
+        "options": {
+            **ANY_OBJECT,
+            "description": "the type's options (url, root, headers...); '***' keeps a stored secret",
+        },
+    }
     return {
         "Error": _obj(
             {"error": {"type": "string", "description": "short code, e.g. invalid_params, not_found"}, "detail": {}},
@@ -79,15 +90,17 @@ def _schemas() -> dict[str, Any]:
         ),
         "RunRequest": _obj(
             {
-                "plan": {"type": "string", "description": "plan name (its latest version is used)"},
+                "plan": {**NAME, "description": "plan name (its latest version is used)"},
                 "params": {**ANY_OBJECT, "description": "run parameters as the plan's params declare them"},
                 "expect": {"type": "array", "items": ANY_OBJECT, "description": "expected events (else the plan's)"},
                 "interval": {
                     "type": ["string", "number"],
+                    "exclusiveMinimum": 0,
                     "description": "poll every stage this often (e.g. '2s'; a number is seconds)",
                 },
                 "timeout": {
                     "type": ["string", "number"],
+                    "exclusiveMinimum": 0,
                     "description": "every stage times out after this long (e.g. '90s')",
                 },
             },
@@ -183,8 +196,8 @@ def _schemas() -> dict[str, Any]:
         },
         "ScheduleRequest": _obj(
             {
-                "plan": STRING,
-                "cron": {"type": "string", "description": "five-field crontab expression in UTC, e.g. '10 2 * * *'"},
+                "plan": NAME,
+                "cron": {**NAME, "description": "five-field crontab expression in UTC, e.g. '10 2 * * *'"},
                 "params": ANY_OBJECT,
             },
             required=["plan", "cron"],
@@ -203,18 +216,8 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "ScheduleList": _obj({"schedules": {"type": "array", "items": _ref("Schedule")}}),
-        "ConnectionRequest": _obj(
-            {
-                "name": {"type": "string", "description": "required by POST; PUT takes it from the URL"},
-                "type": {"type": "string", "description": "sql, file, http, redis..."},
-                "options": {
-                    **ANY_OBJECT,
-                    "description": "the type's options (url, root, headers...); '***' keeps a stored secret",
-                },
-            },
-            required=["type"],
-            additionalProperties=False,
-        ),
+        "ConnectionRequest": _obj(connection, required=["type"], additionalProperties=False),
+        "NewConnection": _obj(connection, required=["name", "type"], additionalProperties=False),
         "Connection": _obj(
             {
                 "name": STRING,
@@ -232,14 +235,23 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
 
 
+#: answers any operation may give: a malformed URL (a name longer than any column, a control character in
+#: it, a NUL in the query), the token's (when tokens are configured), the state database's
+ANYWHERE = (400, 401, 403, 429, 503)
+
+
 def _errors(*codes: int) -> dict[str, Any]:
-    """Error answers of an operation: 401/403/429 (when tokens are configured) and 503 can happen anywhere."""
-    return {str(code): {"$ref": f"#/components/responses/E{code}"} for code in sorted({*codes, 401, 403, 429, 503})}
+    """Error answers of an operation: its own ``codes`` and those of ``ANYWHERE``."""
+    return {str(code): {"$ref": f"#/components/responses/E{code}"} for code in sorted({*codes, *ANYWHERE})}
 
 
 def _param(name: str, where: str = "path", schema: dict[str, Any] | None = None, text: str = "") -> dict[str, Any]:
-    found = {"name": name, "in": where, "required": where == "path", "schema": schema or STRING}
+    found = {"name": name, "in": where, "required": where == "path", "schema": schema or _default_schema(where)}
     return found | ({"description": text} if text else {})
+
+
+def _default_schema(where: str) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": MAX_NAME} if where == "path" else STRING
 
 
 RUN_ID = _param("run_id", text="run id")
@@ -271,7 +283,7 @@ def _paths() -> dict[str, Any]:
                     _param("plan", "query"),
                     _param("status", "query", {"enum": RUN_STATUSES}),
                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
-                    _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}),
+                    _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}),
                 ],
             ),
         },
@@ -311,7 +323,7 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "A plan's YAML (latest or ?version=N) and its version list",
                 {"200": _json("Plan", "The plan")} | _errors(400, 404),
-                parameters=[_param("version", "query", {"type": "integer", "minimum": 1})],
+                parameters=[_param("version", "query", {"type": "integer", "minimum": 1, "maximum": MAX_OFFSET})],
             ),
             "put": _op(
                 "Store a plan version (validated; the YAML's name must equal the URL's)",
@@ -347,7 +359,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Define a connection (admin); secrets are stored encrypted and never shown again",
                 {"201": _json("Connection", "Created")} | _errors(400, 409, 413, 415),
-                requestBody={"required": True, "content": {JSON: {"schema": _ref("ConnectionRequest")}}},
+                requestBody={"required": True, "content": {JSON: {"schema": _ref("NewConnection")}}},
             ),
         },
         "/api/connections/{name}": {

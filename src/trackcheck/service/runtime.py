@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.errors import PlanError, StoreError
 from trackcheck.scheduling.jobs import SYNC_EVERY
 from trackcheck.service.config import ServiceConfig, state_database_url
 from trackcheck.service.leader import Leadership, lease_for
 from trackcheck.service.notify import Notifier
+from trackcheck.store.database import describe_db_error
 
 log = logging.getLogger("trackcheck.service")
 #: the leader is presumed dead when its sync job is this late in the shared job store
@@ -63,7 +66,7 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         """Database reachable, and a scheduler alive somewhere: this process, or the leader's sync job
-        still on time in the shared job store."""
+        still on time in the shared job store. Never raises: each fact that cannot be learnt says why."""
         facts: dict[str, Any] = {"role": "poller" if self.leading else "standby"}
         try:
             self.engine.store.ping()
@@ -72,11 +75,18 @@ class Service:
             facts["database"] = f"unreachable: {exc.message}"
         if self.leading:
             facts["scheduler"] = "ok"
+        elif facts["database"] != "ok":
+            # the job store is in the state database: no poller anywhere can work without it
+            facts["scheduler"] = "no poller is running: the state database is unreachable"
         else:
-            job = self.engine.scheduler.get_job("tc:sync") if self.engine.scheduler is not None else None
-            due = getattr(job, "next_run_time", None)
-            late = due is None or datetime.now(UTC) - due > LEADER_STALE
-            facts["scheduler"] = "no poller is running" if late else "ok"
+            try:
+                job = self.engine.scheduler.get_job("tc:sync") if self.engine.scheduler is not None else None
+            except SQLAlchemyError as exc:
+                facts["scheduler"] = f"unknown: the job store is unreachable: {describe_db_error(exc)}"
+            else:
+                due = getattr(job, "next_run_time", None)
+                late = due is None or datetime.now(UTC) - due > LEADER_STALE
+                facts["scheduler"] = "no poller is running" if late else "ok"
         facts["ok"] = facts["database"] == "ok" and facts["scheduler"] == "ok"
         return facts
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
-from trackcheck.errors import PlanError, TrackcheckError
+from trackcheck.errors import PlanError, StoreError, TrackcheckError
+from trackcheck.plan.cron import check_cron
 from trackcheck.plan.loader import resolve_params
 from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL
+from trackcheck.store.database import describe_db_error
 from trackcheck.store.models import Schedule
 from trackcheck.store.repository import utcnow
 
@@ -27,10 +31,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trackcheck.schedules")
 FIRE = "trackcheck.service.schedules:fire"
+#: ``tc_schedules.cron``'s width
+MAX_CRON = 200
+
+
+@contextmanager
+def _job_store() -> Iterator[None]:
+    """The job store lives in the state database: its driver errors become StoreError (503), as the store's do."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise StoreError(f"state database error (job store): {describe_db_error(exc)}") from exc
 
 
 def parse_cron(expression: str) -> CronTrigger:
     """A five-field crontab expression in UTC; PlanError naming ``cron`` if it is not one."""
+    if len(expression) > MAX_CRON:
+        raise PlanError(f"longer than {MAX_CRON} characters: not a cron expression", field="cron")
+    try:
+        check_cron(expression)  # the same rules as a stage's cron: valid, and it fires every year
+    except ValueError as exc:
+        raise PlanError(f"{exc}; e.g. '10 2 * * *' for 02:10 UTC daily", field="cron") from None
     try:
         return CronTrigger.from_crontab(expression, timezone="UTC")
     except ValueError as exc:
@@ -48,9 +69,10 @@ def add_schedule(engine: Engine, plan_name: str, cron: str, params: dict[str, An
     engine.store.add_schedule(schedule)
     assert engine.scheduler is not None
     try:
-        engine.scheduler.add_job(
-            FIRE, trigger, args=[schedule.id], id=f"schedule:{schedule.id}", replace_existing=True, executor=CONTROL
-        )
+        with _job_store():
+            engine.scheduler.add_job(
+                FIRE, trigger, args=[schedule.id], id=f"schedule:{schedule.id}", replace_existing=True, executor=CONTROL
+            )
     except Exception:
         engine.store.delete_schedule(schedule.id)
         raise
@@ -58,14 +80,15 @@ def add_schedule(engine: Engine, plan_name: str, cron: str, params: dict[str, An
 
 
 def next_run_time(engine: Engine, schedule_id: str) -> str | None:
-    job = engine.scheduler.get_job(f"schedule:{schedule_id}") if engine.scheduler is not None else None
+    with _job_store():
+        job = engine.scheduler.get_job(f"schedule:{schedule_id}") if engine.scheduler is not None else None
     when = getattr(job, "next_run_time", None)
     return when.isoformat() if when is not None else None
 
 
 def delete_schedule(engine: Engine, schedule_id: str) -> bool:
     if engine.scheduler is not None:
-        with suppress(JobLookupError):
+        with suppress(JobLookupError), _job_store():
             engine.scheduler.remove_job(f"schedule:{schedule_id}")
     return engine.store.delete_schedule(schedule_id)
 

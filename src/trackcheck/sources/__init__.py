@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from trackcheck.errors import PlanError, SourceConnectError
+from trackcheck.errors import ErrorKind, PlanError, SourceConnectError
 
 if TYPE_CHECKING:
     from trackcheck.plan.model import SourceSpec
@@ -69,7 +69,9 @@ def build_source(name: str, spec: SourceSpec, *, plan: str) -> Source:
 def missing_driver(extra: str, module: str, source: str, exc: ImportError) -> SourceConnectError:
     """The error for a driver that is not installed: which extra brings it."""
     error = SourceConnectError(
-        f"the driver module {module!r} is not installed: pip install 'trackcheck[{extra}]'", source=source
+        f"the driver module {module!r} is not installed: pip install 'trackcheck[{extra}]'",
+        kind=ErrorKind.PERMANENT,
+        source=source,
     )
     error.__cause__ = exc
     return error

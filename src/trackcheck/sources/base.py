@@ -23,7 +23,7 @@ import jmespath.exceptions
 from pydantic import BaseModel, ConfigDict
 
 from trackcheck.compare.values import canonical
-from trackcheck.errors import SourceError, SourceQueryError
+from trackcheck.errors import ErrorKind, SourceError, SourceQueryError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -133,14 +133,10 @@ class Source(ABC):
 
     def batch_key(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
         """A string equal for runs whose fetch differs only in ``where`` values: they share one query."""
-        from trackcheck.plan.templates import render
+        from trackcheck.plan.templates import render, stage_templates
 
-        templated = {
-            "path": stage.path or getattr(self.options, "path", None),  # a file source's own path may use {x}
-            "request": stage.request.model_dump(by_alias=True) if stage.request else None,
-            "redis": stage.redis.key if stage.redis else None,
-        }
-        return repr(render(templated, params))
+        # every template the stage renders per run but its ``where`` (a file source's own path may use {x})
+        return repr(render(stage_templates(stage, getattr(self.options, "path", None), where=False), params))
 
     # -- shared plumbing -------------------------------------------------------------------------------
     def secrets(self) -> list[str]:
@@ -162,8 +158,11 @@ class Source(ABC):
         message: str,
         stage: StageSpec | None,
         cause: BaseException | None = None,
+        *,
+        permanent: bool = False,
     ) -> SourceError:
-        """A SourceError of ``kind`` naming this source and the stage, its text masked.
+        """A SourceError of ``kind`` naming this source and the stage, its text masked; ``permanent`` when
+        the same read cannot succeed later (see ``ErrorKind``): the stage then ends without waiting.
 
         The cause's text is quoted up to CAUSE_CHARS (masked before it is cut, so that a secret straddling
         the cut cannot leak in part); the cause itself stays the error's ``__cause__`` for logs.
@@ -174,7 +173,12 @@ class Source(ABC):
             if len(said) > CAUSE_CHARS:
                 said = said[:CAUSE_CHARS] + "…"
             detail = f"{detail}: {said}"
-        error = kind(detail, source=self.name, stage=stage.name if stage else None)
+        error = kind(
+            detail,
+            kind=ErrorKind.PERMANENT if permanent else ErrorKind.TRANSIENT,
+            source=self.name,
+            stage=stage.name if stage else None,
+        )
         if cause is not None:
             error.__cause__ = cause
         return error

@@ -162,11 +162,13 @@ class FileSource(Source):
         stage = request.stage
         template = stage.path or self.options.path
         if not template:
-            raise self.error(SourceQueryError, "no 'path': set it on the source or on the stage", stage)
+            raise self.error(SourceQueryError, "no 'path': set it on the source or on the stage", stage, permanent=True)
         for name in param_names(template):
             value = str(request.params.get(name, ""))
             if ".." in Path(value).parts:
-                raise self.error(SourceQueryError, f"run parameter {{{name}}} may not contain '..'", stage)
+                raise self.error(
+                    SourceQueryError, f"run parameter {{{name}}} may not contain '..'", stage, permanent=True
+                )
         params = {name: glob.escape(str(value)) for name, value in request.params.items()}
         rendered = str(render(template, params))
         return rendered if self.options.root is not None else os.path.expanduser(rendered)
@@ -183,15 +185,15 @@ class FileSource(Source):
             return None
         if not os.path.isdir(root):
             what = "is not a directory" if os.path.exists(root) else "does not exist"
-            raise self.error(SourceQueryError, f"the connection's root {root} {what}", stage)
+            raise self.error(SourceQueryError, f"the connection's root {root} {what}", stage, permanent=True)
         problem = _escape(pattern)
         if problem:
             message = f"path {pattern!r} {problem}; paths are relative to the connection's root {root}"
-            raise self.error(SourceQueryError, message, stage)
+            raise self.error(SourceQueryError, message, stage, permanent=True)
         static = Path(root, _static_root(pattern))
         if not _within(os.path.realpath(static), os.path.realpath(root)):
             message = f"{_display(static, Path(root))} leads outside the connection's root (a symbolic link?)"
-            raise self.error(SourceQueryError, message, stage)
+            raise self.error(SourceQueryError, message, stage, permanent=True)
         return os.path.join(glob.escape(root), pattern), static
 
     def _inside(self, path: Path) -> Path | None:
@@ -213,7 +215,7 @@ class FileSource(Source):
             return []
         except PermissionError as exc:
             # glob() would silently find nothing in a directory it may not list
-            raise self.error(SourceQueryError, f"cannot read directory {root}", stage, exc) from exc
+            raise self.error(SourceQueryError, f"cannot read directory {root}", stage, exc, permanent=True) from exc
         return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
 
     # -- parsing ---------------------------------------------------------------------------------------
@@ -240,7 +242,10 @@ class FileSource(Source):
         kind = _FORMATS.get(plain.suffix.lower())
         if kind is None:
             raise self.error(
-                SourceQueryError, f"cannot tell the format of {path.name}: set format: jsonl or csv", stage
+                SourceQueryError,
+                f"cannot tell the format of {path.name}: set format: jsonl or csv",
+                stage,
+                permanent=True,
             )
         return kind
 
@@ -284,7 +289,7 @@ class FileSource(Source):
                 return
             except UnicodeDecodeError as exc:
                 message = f"{path} is not {self.options.encoding}: set the source's encoding"
-                raise self.error(SourceQueryError, message, stage, exc) from exc
+                raise self.error(SourceQueryError, message, stage, exc, permanent=True) from exc
             except csv.Error as exc:
                 parsed.problem(f"{name} line {reader.line_num}", str(exc))
                 continue

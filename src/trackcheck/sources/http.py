@@ -48,6 +48,9 @@ from trackcheck.sources.base import (
 if TYPE_CHECKING:
     from trackcheck.plan.model import StageSpec
 
+#: answers that the same request will get again: a malformed request, credentials refused, a method or a
+#: resource that is gone. 404 is not among them: many APIs answer it until the data exists.
+PERMANENT_STATUSES = frozenset({400, 401, 403, 405, 410, 422})
 #: how much of an unexpected response body a message quotes
 EXCERPT_CHARS = 200
 #: header values shorter than this are not masked unless the header's name says it holds a credential
@@ -160,19 +163,25 @@ class HttpSource(Source):
             target = f"{method} {_display_url(built.url)}"
             if _origin(built.url) != self._origin:
                 other = f"{self._differs(built.url)} ({_display_origin(built.url)})"
-                raise self.error(SourceQueryError, f"{target}: request to {other} refused, not sent", stage)
+                raise self.error(
+                    SourceQueryError, f"{target}: request to {other} refused, not sent", stage, permanent=True
+                )
             if any(name.strip().lower() == "host" for name in headers):
-                raise self.error(SourceQueryError, f"{target}: a stage cannot set the Host header, not sent", stage)
+                raise self.error(
+                    SourceQueryError, f"{target}: a stage cannot set the Host header, not sent", stage, permanent=True
+                )
             if not built.url.path.startswith(self._client.base_url.path):
                 message = f"{target}: the path leaves the source's url (a '..' in a run parameter?), not sent"
-                raise self.error(SourceQueryError, message, stage)
+                raise self.error(SourceQueryError, message, stage, permanent=True)
             response = self._client.send(built)
         except _Refused as exc:
             if exc.request is built:
-                raise self.error(SourceQueryError, f"{target}: {exc.reason}", stage) from None
+                raise self.error(SourceQueryError, f"{target}: {exc.reason}", stage, permanent=True) from None
             other = f"{self._differs(exc.request.url)} ({_display_origin(exc.request.url)})"
             reason = "" if exc.reason == _OTHER_ORIGIN else f": {exc.reason}"
-            raise self.error(SourceQueryError, f"{target}: redirect to {other} not followed{reason}", stage) from None
+            raise self.error(
+                SourceQueryError, f"{target}: redirect to {other} not followed{reason}", stage, permanent=True
+            ) from None
         except httpx.TimeoutException as exc:
             seconds = self.options.timeout.total_seconds()
             raise self.error(SourceTimeoutError, f"{target}: no answer within {seconds:g}s", stage, exc) from exc
@@ -182,7 +191,8 @@ class HttpSource(Source):
             raise self.error(SourceQueryError, f"{target}: the request failed", stage, exc) from exc
 
         if not response.is_success:
-            raise self._response_error(f"{target}: HTTP {response.status_code}", response, stage)
+            permanent = response.status_code in PERMANENT_STATUSES
+            raise self._response_error(f"{target}: HTTP {response.status_code}", response, stage, permanent=permanent)
         document: Any = None
         if response.status_code != 204:
             try:
@@ -252,14 +262,16 @@ class HttpSource(Source):
             while len(self._seen_secrets) > 1024:
                 self._seen_secrets.popitem(last=False)
 
-    def _response_error(self, message: str, response: httpx.Response, stage: StageSpec) -> SourceError:
+    def _response_error(
+        self, message: str, response: httpx.Response, stage: StageSpec, *, permanent: bool = False
+    ) -> SourceError:
         """A SourceQueryError quoting the start of the response body, masked."""
         # masked before it is cut, so that a secret straddling the cut cannot leak in part
         excerpt = self.mask(" ".join(response.text.split()))
         if len(excerpt) > EXCERPT_CHARS:
             excerpt = excerpt[:EXCERPT_CHARS] + "…"
         detail = f"{message}: {excerpt}" if excerpt else f"{message} (empty body)"
-        return self.error(SourceQueryError, detail, stage)
+        return self.error(SourceQueryError, detail, stage, permanent=permanent)
 
 
 _OTHER_ORIGIN = "another scheme, host or port"

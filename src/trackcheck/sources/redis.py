@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 #: stream fields whose JSON object, when it is the entry's only field, is the record itself
 PAYLOAD_FIELDS = frozenset({"data", "json", "payload"})
+#: error replies that the same read gets every time (a key of another type, a missing permission or command)
+PERMANENT_REPLIES = frozenset({"WRONGTYPE", "NOPERM", "NOAUTH", "WRONGPASS"})
 #: keys read per round trip for ``kind: keys``
 SCAN_BATCH = 500
 #: how much of an unparsed value a note quotes
@@ -147,10 +149,17 @@ class RedisSource(Source):
         except redis.TimeoutError as exc:
             seconds = self.options.timeout.total_seconds()
             raise self.error(SourceTimeoutError, f"no answer within {seconds:g}s", stage, exc) from exc
+        except redis.AuthenticationError as exc:
+            raise self.error(
+                SourceConnectError, "the server refused the credentials", stage, exc, permanent=True
+            ) from exc
         except redis.ConnectionError as exc:
             raise self.error(SourceConnectError, "could not connect", stage, exc) from exc
         except redis.RedisError as exc:
-            raise self.error(SourceQueryError, f"reading {spec.kind} {key!r} failed", stage, exc) from exc
+            # an error reply (WRONGTYPE, NOPERM, an unknown command) is the same at every read
+            permanent = isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in PERMANENT_REPLIES
+            message = f"reading {spec.kind} {key!r} failed"
+            raise self.error(SourceQueryError, message, stage, exc, permanent=permanent) from exc
         records = filter_records(apply_select(result.records, stage.select), request.filters)
         if request.limit is not None:
             records = records[: request.limit]

@@ -244,7 +244,10 @@ class SqlSource(Source):
             raise self.error(SourceTimeoutError, "no free connection in the pool", stage, exc) from exc
         except SQLAlchemyError as exc:
             orig = _driver_error(exc)
-            raise self.error(SourceConnectError, f"cannot connect to {target}", stage, orig) from orig
+            permanent = _permanent(orig)
+            raise self.error(
+                SourceConnectError, f"cannot connect to {target}", stage, orig, permanent=permanent
+            ) from orig
         try:
             with connection, self._deadline(connection):
                 records = [dict(row) for row in connection.execute(statement).mappings()]
@@ -271,8 +274,9 @@ class SqlSource(Source):
         if exc.connection_invalidated:
             return self.error(SourceConnectError, "lost the connection during the query", stage, orig)
         if code == "22P02":
-            return self.error(SourceQueryError, "a where value does not fit the column's type", stage, orig)
-        return self.error(SourceQueryError, "the query failed", stage, orig)
+            message = "a where value does not fit the column's type"
+            return self.error(SourceQueryError, message, stage, orig, permanent=True)
+        return self.error(SourceQueryError, "the query failed", stage, orig, permanent=_permanent(orig))
 
     def hosts(self) -> list[str]:
         """The database servers the URL connects to: its host, and each ``host``/``hostaddr`` of the query
@@ -379,6 +383,30 @@ def _session_time_zone(dbapi_connection: Any) -> str | None:
         return None
     zone = status("TimeZone")
     return zone if isinstance(zone, str) else None
+
+
+#: errors that the same statement will meet every time: PostgreSQL SQLSTATE classes 42 (syntax, unknown
+#: table/column/function, privileges) and 28 (authentication), 3D000 (no such database), 22P02 (a value the
+#: column type cannot read); MariaDB/MySQL error numbers of the same kinds; SQLite's messages for them
+_PG_PERMANENT_CLASSES = ("42", "28", "3D")
+_MYSQL_PERMANENT = {1044, 1045, 1049, 1054, 1064, 1142, 1143, 1146, 1305, 1356, 1370}
+_PG_FATAL_PERMANENT = ("database ", "role ", "password authentication failed", "no pg_hba.conf entry")
+_SQLITE_PERMANENT = ("no such table", "no such column", "no such function", "syntax error", "ambiguous column")
+
+
+def _permanent(orig: BaseException) -> bool:
+    """Whether the driver error ``orig`` says the same read will fail again (see ``ErrorKind``)."""
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(code, str):
+        return code.startswith(_PG_PERMANENT_CLASSES) or code == "22P02"
+    number = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
+    if number is not None:
+        return number in _MYSQL_PERMANENT
+    text = str(orig)
+    # libpq reports a refused login without a SQLSTATE: only its FATAL message says why
+    if any(f"FATAL:  {what}" in text for what in _PG_FATAL_PERMANENT):
+        return True
+    return text.lower().startswith(_SQLITE_PERMANENT)
 
 
 def _driver_error(exc: SQLAlchemyError) -> BaseException:

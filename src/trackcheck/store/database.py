@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import StoreError
@@ -94,6 +94,23 @@ def migrate(engine: Engine) -> None:
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate the state database: {describe_db_error(exc)}") from exc
+
+
+#: MariaDB/MySQL errors about a value rather than the server: an incorrect string, a too long value, JSON
+#: that its column check refuses
+_MYSQL_DATA_ERRORS = frozenset({1366, 1406, 3140, 4025})
+
+
+def is_data_error(exc: SQLAlchemyError) -> bool:
+    """Whether the database refused a value it was sent (so writing other values may succeed), as opposed
+    to being unreachable or failing on its own."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return isinstance(exc, StatementError)  # the driver could not even send the value
+    orig = getattr(exc, "orig", None)
+    number = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+    return number in _MYSQL_DATA_ERRORS
 
 
 def describe_db_error(exc: SQLAlchemyError) -> str:

@@ -95,6 +95,8 @@ class RunStage(Base):
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reason: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    #: whether ``error`` can fix itself: ``permanent`` or ``transient`` (trackcheck.errors.ErrorKind)
+    error_kind: Mapped[str | None] = mapped_column(String(16))
 
 
 class Poll(Base):
@@ -112,6 +114,7 @@ class Poll(Base):
     expected: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(16))
 
 
 class Snapshot(Base):

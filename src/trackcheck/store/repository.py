@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import RunNotFound, StoreError
-from trackcheck.store.database import create_state_engine, describe_db_error, migrate
+from trackcheck.store.database import create_state_engine, describe_db_error, is_data_error, migrate
 from trackcheck.store.models import LoginSession, PlanVersion, Poll, Run, RunStage, Schedule, Snapshot
 
 ACTIVE = "waiting"
@@ -53,7 +53,8 @@ class GroupInfo:
 
 @dataclass
 class TickWrite:
-    """Everything one poll tick changes, applied by ``Store.apply`` in one transaction."""
+    """Everything one poll tick changes, applied by ``Store.apply`` in one transaction. Each stage row
+    carries its ``run_id`` (not written: it lets a tick be split per run)."""
 
     polls: list[dict[str, Any]] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
@@ -61,6 +62,44 @@ class TickWrite:
     activate: list[dict[str, Any]] = field(default_factory=list)
     skip: list[tuple[str, int]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def for_run(self, run_id: str) -> TickWrite:
+        """The part of this tick that concerns one run."""
+        return TickWrite(
+            polls=[p for p in self.polls if p["run_id"] == run_id],
+            stages=[s for s in self.stages if s["run_id"] == run_id],
+            snapshots=[s for s in self.snapshots if s["run_id"] == run_id],
+            activate=[a for a in self.activate if a["b_run"] == run_id],
+            skip=[k for k in self.skip if k[0] == run_id],
+            runs=[r for r in self.runs if r["id"] == run_id],
+        )
+
+    def escaped(self) -> TickWrite:
+        """This tick with every text made storable anywhere: a NUL character (PostgreSQL refuses it in text
+        and JSON) becomes the six characters ``\\u0000``, a lone surrogate (no database can encode it) its
+        ``\\udXXX`` escape. The stage reason of a run whose values changed says so."""
+        changed: set[str] = set()
+
+        def clean(value: Any, run_id: str) -> Any:
+            if isinstance(value, str):
+                fixed = storable_text(value)
+                if fixed is not value:
+                    changed.add(run_id)
+                return fixed
+            if isinstance(value, dict):
+                return {clean(k, run_id): clean(v, run_id) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [clean(v, run_id) for v in value]
+            return value
+
+        polls = [clean(p, p["run_id"]) for p in self.polls]
+        snapshots = [clean(s, s["run_id"]) for s in self.snapshots]
+        stages = [clean(s, s["run_id"]) for s in self.stages]
+        note = " (values holding a NUL character or a lone surrogate are stored escaped)"
+        for stage in stages:
+            if stage["run_id"] in changed:
+                stage["reason"] = (stage.get("reason") or "") + note
+        return TickWrite(polls, stages, snapshots, list(self.activate), list(self.skip), list(self.runs))
 
 
 class Store:
@@ -113,7 +152,8 @@ class Store:
                 session.commit()
             except SQLAlchemyError as exc:
                 session.rollback()
-                raise StoreError(f"state database error: {describe_db_error(exc)}") from exc
+                message = f"state database error: {describe_db_error(exc)}"
+                raise StoreError(message, data_error=is_data_error(exc)) from exc
             except BaseException:
                 session.rollback()
                 raise
@@ -380,13 +420,13 @@ class Store:
                 # Core executemany by primary key, as for ``activate`` below: the ORM's bulk UPDATE took twice
                 # as long over the 10,000 stage rows of one tick (benchmark B1)
                 table = cast(Table, RunStage.__table__)
-                columns = [name for name in write.stages[0] if name != "id"]
+                columns = [name for name in write.stages[0] if name not in ("id", "run_id")]
                 s.connection().execute(
                     update(table)
                     # only a stage still waiting: one a cancel skipped while this tick polled stays skipped
                     .where(table.c.id == bindparam("b_id"), table.c.status == ACTIVE)
                     .values({name: bindparam(f"b_{name}") for name in columns}),
-                    [{f"b_{name}": value for name, value in row.items()} for row in write.stages],
+                    [{f"b_{name}": row[name] for name in ("id", *columns)} for row in write.stages],
                 )
             if write.snapshots:
                 for chunk in _chunks(write.snapshots, 500):
@@ -473,6 +513,21 @@ class Store:
         """Delete the login (logging out): its cookie, wherever it was copied, opens nothing any more."""
         with self.session(write=True) as s:
             return bool(s.execute(delete(LoginSession).where(LoginSession.id == session_id)).rowcount)  # type: ignore[attr-defined]
+
+
+def storable_text(text: str) -> str:
+    """``text`` itself when every database can store it, else a copy with NUL and lone surrogates escaped:
+    ``\\u0000`` (six characters) and ``\\udXXX``. ASCII text without NUL, nearly all text, is checked in C."""
+    if "\x00" not in text:
+        if text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    fixed = text.replace("\x00", "\\u0000")
+    return fixed.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import yaml
 from flask import Response, jsonify, request
 
 from trackcheck.errors import ConfigError, PlanError
+from trackcheck.plan.safe_yaml import parse_yaml
 from trackcheck.service.api.blueprint import PREFIX, bp, log
 from trackcheck.service.api.errors import fail
 from trackcheck.service.api.parsing import json_body, string_field
@@ -106,8 +106,8 @@ def plans_using(name: str) -> list[str]:
     users = []
     for version in current_service().engine.store.latest_plans():
         try:
-            raw = yaml.safe_load(version.text)
-        except yaml.YAMLError:
+            raw = parse_yaml(version.text)
+        except PlanError:
             continue
         sources = raw.get("sources") if isinstance(raw, dict) else None
         if isinstance(sources, dict) and any(

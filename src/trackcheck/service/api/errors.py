@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from flask import request
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from trackcheck.errors import (
@@ -21,6 +22,7 @@ from trackcheck.service.api.auth import caller_of, forbidden, is_api_request, re
 from trackcheck.service.api.blueprint import bp, log
 from trackcheck.service.app import current_service, error_response
 from trackcheck.sources.base import mask_url_passwords
+from trackcheck.store.database import describe_db_error
 
 
 class ApiError(Exception):
@@ -79,6 +81,12 @@ def _view_error(exc: Exception) -> Any:
     if isinstance(exc, TrackcheckError):
         status, error = _trackcheck_status(exc)
         return error_response(status, error, mask_url_passwords(str(exc)))
+    if isinstance(exc, SQLAlchemyError):  # e.g. the scheduler's job store, which lives in the state database
+        detail = f"state database error: {describe_db_error(exc)}"
+        log.warning("%s %s: %s", request.method, request.path, detail)
+        return error_response(503, "state_database_unavailable", detail)
+    if isinstance(exc, RecursionError):  # a document (plan YAML, options) nested deeper than any reader goes
+        return error_response(400, "bad_request", "the input is nested too deeply to read")
     log.exception("unexpected error in %s %s", request.method, request.path)
     return error_response(500, "internal_error", "an unexpected error occurred; the service log has the details")
 
@@ -92,8 +100,11 @@ def _trackcheck_status(exc: TrackcheckError) -> tuple[int, str]:
         return 404, "not_found"
     if isinstance(exc, SourceError):
         return 502, "source_unavailable"
+    if isinstance(exc, StoreError) and isinstance(exc.__cause__, IntegrityError):
+        return 409, "conflict"  # a concurrent request stored the same row first
     if isinstance(exc, StoreError):
-        return 503, "state_database_unavailable"
+        # a value the database refused is the request's fault (validation should have caught it before)
+        return (400, "bad_request") if getattr(exc, "data_error", False) else (503, "state_database_unavailable")
     if isinstance(exc, ConfigError):  # e.g. a connection stored with another secret key: the operator's to fix
         return 503, "service_misconfigured"
     return 500, "internal_error"

@@ -1,20 +1,17 @@
 """Reading a request: a JSON body with only the allowed keys, its typed fields, integer query arguments.
-Each helper rejects bad input with an error whose detail names the key or parameter."""
+Each helper rejects bad input with an error whose detail names the key or parameter; what every request
+must satisfy (depth, text, numbers) is ``trackcheck.service.validation``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from flask import request
 
 from trackcheck.plan.templates import env_references
 from trackcheck.service.api.errors import fail
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
+from trackcheck.service.validation import MAX_OFFSET, InputError, parse_json
 
 
 def json_body(allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -23,8 +20,10 @@ def json_body(allowed: tuple[str, ...]) -> dict[str, Any]:
         fail(415, "unsupported_media_type", "send the body as JSON with 'Content-Type: application/json'")
     raw = request.get_data(cache=True)  # 413 here when longer than max_body_bytes
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = parse_json(raw.decode("utf-8"))
+    except InputError as exc:
+        fail(400, "bad_request", str(exc))
+    except ValueError as exc:  # UnicodeDecodeError too
         fail(400, "bad_request", f"the body is not valid JSON: {exc}")
     if not isinstance(body, dict):
         fail(400, "bad_request", f"the body must be a JSON object with the keys {', '.join(allowed)}")
@@ -72,15 +71,16 @@ def expect_field(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     return value
 
 
-def int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
+def int_arg(name: str, default: int, low: int, high: int = MAX_OFFSET) -> int:
+    """Query parameter ``name`` as an integer between ``low`` and ``high`` (``default`` when absent)."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
+    shown = raw if len(raw) <= 40 else f"{raw[:40]}..."
     try:
         value = int(raw)
     except ValueError:
-        fail(400, "bad_request", f"query parameter {name!r} must be an integer, got {raw!r}")
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        fail(400, "bad_request", f"query parameter {name!r} must be {bounds}, got {value}")
+        fail(400, "bad_request", f"query parameter {name!r} must be an integer, got {shown!r}")
+    if not low <= value <= high:
+        fail(400, "bad_request", f"query parameter {name!r} must be between {low} and {high}, got {shown}")
     return value

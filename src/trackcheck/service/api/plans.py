@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import yaml
 from flask import Response, jsonify, request
 
 from trackcheck.engine.core import store_plan
-from trackcheck.errors import ConfigError
+from trackcheck.errors import ConfigError, PlanError
 from trackcheck.plan.loader import load_plan_text
 from trackcheck.plan.masking import mask_plan_text
+from trackcheck.plan.safe_yaml import parse_yaml
 from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
 from trackcheck.service.api.errors import fail
 from trackcheck.service.api.parsing import int_arg
@@ -26,8 +26,8 @@ def _plan_outline(text: str) -> dict[str, Any]:
     """Description and stage names, read from the stored YAML without expanding ``${ENV}``: listing plans
     must not depend on this process's environment."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError:
+        raw = parse_yaml(text)
+    except PlanError:
         raw = None
     raw = raw if isinstance(raw, dict) else {}
     stages = raw.get("stages")
@@ -110,6 +110,7 @@ def put_plan(name: str) -> Any:
         base_dir=None if base_dir is None else Path(base_dir),
         connections=engine.connections,
         trust=engine.setup.uploads,
+        limits=engine.setup.limits,
     )
     if plan.name != name:
         fail(400, "invalid_plan", f"the plan is named {plan.name!r} but the URL says {name!r}: they must match")

@@ -20,6 +20,8 @@ from trackcheck.store.repository import RUN_FINISHED
 RUN_STATUSES = ("running", *RUN_FINISHED)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 RUN_KEYS = ("plan", "params", "expect", "interval", "timeout")
+#: a duration is a number and a unit: anything longer is not one (and is not echoed back whole)
+MAX_DURATION_TEXT = 40
 
 
 def run_document(run: Run, stages: list[RunStage]) -> dict[str, Any]:
@@ -51,12 +53,23 @@ def submit_run() -> Any:
     body = json_body(RUN_KEYS)
     name = string_field(body, "plan")
     params, expect = object_field(body, "params"), expect_field(body)
-    # like `trackcheck run --interval/--timeout`: every stage of this run polls that often, times out then
-    overrides = overrides_from(body.get("interval"), body.get("timeout"))
+    overrides = _overrides(body)
     version = latest_plan(name)
     run_id = current_service().engine.submit(version.id, params, expect, overrides)
     log.info("run %s of plan %s (version %d) accepted", run_id, name, version.version)
     return _accepted(run_id)
+
+
+def _overrides(body: dict[str, Any]) -> dict[str, float]:
+    """``interval``/``timeout`` like ``trackcheck run --interval/--timeout``: every stage of this run polls
+    that often and times out then, within the deployment's limits (``min_interval``, 30 days); anything
+    else is a PlanError (400) naming the key."""
+    limits = current_service().engine.setup.limits
+    for key in ("interval", "timeout"):
+        value = body.get(key)
+        if isinstance(value, str) and len(value) > MAX_DURATION_TEXT:
+            fail(400, "invalid_plan", f"field {key!r}: not a duration (e.g. 500ms, 58s, 5m, 2h, 1d)")
+    return overrides_from(body.get("interval"), body.get("timeout"), limits=limits)
 
 
 @bp.get("/runs")

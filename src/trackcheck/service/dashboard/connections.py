@@ -14,8 +14,10 @@ from flask.typing import ResponseReturnValue
 
 from trackcheck.connections import mask_options
 from trackcheck.errors import ConfigError, PlanError
+from trackcheck.plan.safe_yaml import parse_yaml
 from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.blueprint import bp
+from trackcheck.service.validation import InputError, check_value, text_problem
 from trackcheck.sources import known_types
 
 
@@ -46,15 +48,20 @@ def add_connection() -> ResponseReturnValue:
     options: Any = {}
     if values["options"]:
         try:
-            options = yaml.safe_load(values["options"])
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            errors["options"] = f"not valid YAML{f' at line {mark.line + 1}' if mark else ''}"
+            options = parse_yaml(values["options"], origin="options")
+            check_value(options, "options")
+        except PlanError as exc:  # not YAML, or an alias bomb, or too deep: the message names the line
+            options, errors["options"] = {}, exc.message
+        except InputError as exc:
+            options, errors["options"] = {}, str(exc)
         else:
             if not isinstance(options, dict):
                 errors["options"] = "write the options as a mapping, e.g. url: postgresql://reader@db/warehouse"
+    name_problem = text_problem(values["name"], controls=True)
     if not values["name"]:
         errors["name"] = "Give the connection a name."
+    elif name_problem is not None:
+        errors["name"] = f"The name {name_problem}."
     engine = current_service().engine
     if not errors and engine.connections.info(values["name"]) is not None:
         errors["name"] = f"A connection named {values['name']!r} exists."

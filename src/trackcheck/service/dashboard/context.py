@@ -15,10 +15,13 @@ from trackcheck.errors import RunNotFound, StoreError
 from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.charts import latency_chart
 from trackcheck.service.dashboard.formatting import format_cell, params_text
+from trackcheck.service.validation import MAX_OFFSET
 from trackcheck.store.models import PlanVersion, Poll, Run, RunStage
 from trackcheck.store.repository import aware, utcnow
 
 PAGE_SIZE = 25
+#: pages beyond the API's largest offset are empty anyway; the offset must fit every database's integer
+MAX_PAGE = MAX_OFFSET // PAGE_SIZE
 #: rows of a snapshot, an evidence list or the poll timeline shown on a page (the API has them all)
 SHOW_ROWS = 200
 SHOW_POLLS = 300
@@ -49,7 +52,7 @@ def _filters() -> tuple[str, str, int]:
     if status not in RUN_STATUSES:
         status = ""
     try:
-        page = max(1, int(request.args.get("page", "1")))
+        page = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page = 1
     return plan, status, page

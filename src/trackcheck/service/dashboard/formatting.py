@@ -1,5 +1,7 @@
 """How values look on every page: Jinja filters and globals for times, durations, record values, status
-icons and URLs. Whatever could hold a credential goes through ``mask_url_passwords``."""
+icons and URLs. Whatever could hold a credential goes through ``mask_url_passwords``; whatever is written
+into a page or a URL goes through ``printable``: a lone surrogate in a stored value (a source may return
+one, an old row may hold one) is shown as its ``\\udXXX`` escape instead of failing the page."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from flask import request, url_for
+from flask.blueprints import BlueprintSetupState
+from markupsafe import Markup
 
 from trackcheck.service.dashboard.blueprint import bp
+from trackcheck.service.validation import escape_surrogates
 from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.repository import aware
 
@@ -24,6 +29,32 @@ ICONS = {
     "skipped": "\u2013",  # en dash
     "cancelled": "⊘",
 }
+
+
+def printable(text: str) -> str:
+    """``text`` as UTF-8 can carry it: each lone surrogate written as its escape, e.g. ``\\ud800``."""
+    shown = escape_surrogates(text)
+    # text that was Markup stays Markup: escaping a surrogate adds no markup to it
+    return Markup(shown) if isinstance(text, Markup) and shown is not text else shown  # noqa: S704
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ ... }}`` of every page, before it is escaped and written."""
+    return printable(value) if isinstance(value, str) else value
+
+
+@bp.record_once
+def _printable_pages(state: BlueprintSetupState) -> None:
+    """No template is compiled yet when the blueprint is registered: each one is compiled with this."""
+    state.app.jinja_env.finalize = _finalize
+
+
+@bp.app_template_global("url_for")
+def printable_url_for(endpoint: str, **values: Any) -> str:
+    """Flask's ``url_for`` for templates, with ``printable`` values: a plan name holding a lone surrogate
+    cannot be encoded into a URL otherwise."""
+    shown: dict[str, Any] = {k: printable(v) if isinstance(v, str) else v for k, v in values.items()}
+    return url_for(endpoint, **shown)
 
 
 @bp.app_template_filter("when")

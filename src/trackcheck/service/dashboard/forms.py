@@ -15,6 +15,7 @@ from trackcheck.foreground import overrides_from
 from trackcheck.plan.model import Plan
 from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.blueprint import bp
+from trackcheck.service.validation import InputError, parse_json, text_problem
 from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.models import PlanVersion
 
@@ -71,23 +72,32 @@ def _submit(version: PlanVersion, plan: Plan, state: FormState) -> str | None:
     params: dict[str, Any] = {}
     for name in plan.params:
         raw = state.values.get(f"param:{name}", "").strip()
-        if raw != "":
+        problem = text_problem(raw)
+        if problem is not None:
+            state.errors[f"param:{name}"] = f"This value {problem}."
+        elif raw != "":
             params[name] = raw
     overrides: dict[str, float] = {}
     for name in ("interval", "timeout"):
         raw = state.values.get(name, "").strip()
         if raw:
+            limits = current_service().engine.setup.limits
             try:  # the same rules as the API and `trackcheck run --interval/--timeout`
-                overrides |= overrides_from(**{name: raw})
+                given = overrides_from(interval=raw, limits=limits) if name == "interval" else None
+                overrides |= given if given is not None else overrides_from(timeout=raw, limits=limits)
             except PlanError as exc:
                 state.errors[name] = exc.message
     expect: list[dict[str, Any]] | None = None
     raw_expect = state.values.get("expect", "").strip()
     if raw_expect:
         try:
-            parsed = json.loads(raw_expect)
+            parsed = parse_json(raw_expect, "expect")
+        except InputError as exc:
+            state.errors["expect"] = str(exc)
         except json.JSONDecodeError as exc:
             state.errors["expect"] = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        except ValueError as exc:  # NaN, Infinity, an integer of thousands of digits
+            state.errors["expect"] = f"not valid JSON: {exc}"
         else:
             if isinstance(parsed, list):
                 expect = parsed
