@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo-cli test lint typecheck unit integration bench bench-quick clean services chromium
+.PHONY: run demo-cli test test-faults test-all lint typecheck unit integration bench bench-quick clean services chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ demo-cli: $(STAMP)
 ## benchmarks at small sizes (they assert that every figure was measured, never how fast).
 test: $(STAMP) lint typecheck chromium
 	$(BIN)/pytest -q
+	$(MAKE) bench-quick
+
+## The fault suite (tests/faults: kill -9 during ticks, a state database restart, a source outage, poison records)
+## at full sizes; `make test` runs it at quick sizes. Each scenario prints what it checked (runs lost, stuck...).
+test-faults: $(STAMP)
+	TRACKCHECK_FAULTS=full $(BIN)/pytest -q tests/faults
+
+## Everything `make test` does, with the fault suite at full sizes instead of quick ones.
+test-all: $(STAMP) lint typecheck chromium
+	TRACKCHECK_FAULTS=full $(BIN)/pytest -q
 	$(MAKE) bench-quick
 
 ## Browser tests drive Debian's Chromium through Playwright (never a browser Playwright downloads itself).

@@ -234,3 +234,15 @@ def test_nothing_expected_and_nothing_found_passes() -> None:
 def test_comparison_serialises(found: list[dict[str, Any]]) -> None:
     data = check(found, [{"id": "e1"}]).to_dict()
     assert set(data) >= {"verdict", "expected", "found", "missing", "mismatches", "reason"}
+
+
+def test_text_that_reads_as_a_number_beyond_floats_is_compared_as_text_without_overflow() -> None:
+    from trackcheck.compare.values import canonical, equal
+    from trackcheck.sources.base import filter_records
+
+    assert canonical("1e999999999") == "1e999999999"  # a random hex id can look like this
+    assert canonical("12345e78901") == "12345e78901"  # never expanded to its 78,905 digits
+    assert equal("1e999999999", "1e999999999") and not equal("1e999999999", "1E999999999")
+    assert canonical("1e300") == canonical(1e300) and canonical("25.50") == canonical(25.5)
+    records = [{"test_id": "1e999999999"}, {"test_id": "t1"}]
+    assert filter_records(records, {"test_id": ["t1"]}) == [{"test_id": "t1"}]

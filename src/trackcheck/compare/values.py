@@ -13,26 +13,34 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+#: the largest power of ten a text is read as a number with (floats reach 1e308)
+MAX_EXPONENT = 400
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
 def as_number(value: Any) -> Decimal | None:
-    """The number a value stands for (``"25.50"`` → 25.5), or None when it is not a number."""
+    """The number a value stands for (``"25.50"`` → 25.5), or None when it is not a number.
+
+    A value beyond float's range (``"1e999999999"``: a random hex id can look like that) is no quantity any
+    system sent: it is compared as it is, never expanded to its digits nor overflowing the arithmetic."""
     if isinstance(value, bool) or value is None:
         return None
+    number: Decimal | None = None
     if isinstance(value, Decimal):
-        return value
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, str) and _NUMBER.match(value):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(repr(value))
+    elif isinstance(value, str) and _NUMBER.match(value):
         try:
-            return Decimal(value.strip())
+            number = Decimal(value.strip())
         except InvalidOperation:
             return None
-    return None
+    if number is None or not number.is_finite() or abs(number.adjusted()) > MAX_EXPONENT:
+        return None
+    return number
 
 
 def as_instant(value: Any) -> datetime | None:

@@ -532,34 +532,26 @@ class Engine:
                     error_kind,
                 )
             )
-            if comparison is not None:
-                row = _stage_row(
-                    rs,
-                    decision.status,
-                    now,
-                    decision.reason,
-                    error,
-                    error_kind,
-                    comparison.expected,
-                    comparison.found,
-                    capped_evidence(comparison.to_dict()),
-                    errors_in_row=decision.errors_in_row,
-                )
-                if comparison.found != rs.found or terminal:
-                    write.snapshots.append(self._snapshot(plan, run.id, rs.idx, found, now))
-            else:
-                row = _stage_row(
-                    rs,
-                    decision.status,
-                    now,
-                    decision.reason,
-                    error,
-                    error_kind,
-                    rs.expected,
-                    rs.found,
-                    rs.evidence,
-                    errors_in_row=decision.errors_in_row,
-                )
+            # what the stage shows: this poll's counts and evidence, or the last ones when it could not compare
+            expected, found_count, evidence = (
+                (comparison.expected, comparison.found, capped_evidence(comparison.to_dict()))
+                if comparison is not None
+                else (rs.expected, rs.found, rs.evidence)
+            )
+            row = _stage_row(
+                rs,
+                decision.status,
+                now,
+                decision.reason,
+                error,
+                error_kind,
+                expected,
+                found_count,
+                evidence,
+                errors_in_row=decision.errors_in_row,
+            )
+            if comparison is not None and (comparison.found != rs.found or terminal):
+                write.snapshots.append(self._snapshot(plan, run.id, rs.idx, found, now))
             write.stages.append(row)
             log.info(
                 "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
