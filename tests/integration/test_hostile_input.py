@@ -91,3 +91,26 @@ def test_with_the_state_database_gone_health_is_json_503_and_pages_say_so(
     assert api.status_code == 503 and api.json["error"] == "state_database_unavailable"
     page = client.get("/")
     assert page.status_code == 503 and b"State database unavailable" in page.data
+
+
+def test_a_stored_value_with_a_lone_surrogate_is_shown_escaped_not_a_500(tmp_path: Path) -> None:
+    """A run stored before requests were checked (or by another client of the engine) holds a lone surrogate:
+    every page that shows it still renders, the value as its escape."""
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "mem.yaml").write_text(MEM_PLAN, encoding="utf-8")
+    config = ServiceConfig(db=f"sqlite:///{tmp_path / 'state.db'}", plans=plans, min_interval=MIN_INTERVAL)
+    app = create_app(config)
+    try:
+        engine = app.extensions[EXTENSION].engine
+        version = engine.store.latest_plan("mem")
+        assert version is not None
+        run_id = engine.submit(version.id, {"test_id": "odd\ud800value"})
+        client = app.test_client()
+        for page in ("/", f"/runs/{run_id}", "/plans/mem"):
+            answer = client.get(page)
+            assert answer.status_code == 200, (page, answer.data[:300])
+        assert "odd\\ud800value" in client.get(f"/runs/{run_id}").data.decode()
+        assert client.get(f"/api/runs/{run_id}").status_code == 200
+    finally:
+        app.extensions[EXTENSION].stop()
