@@ -52,6 +52,8 @@ STAGE_KEYS = [
     "mismatches",
     "violations",
     "counts",
+    "warnings",
+    "latency",
     "error",
     "error_kind",
     "reason",

@@ -84,7 +84,7 @@ def test_env_default_is_used_when_unset(monkeypatch: pytest.MonkeyPatch) -> None
         (lambda r: r.update(defaults={"interval": "fast"}), ["defaults.interval", "'fast'"]),
         (lambda r: r["stages"][1].update(cron="61 * * * *"), ["warehouse", "cron"]),
         (lambda r: r["stages"][1].update(cron="10 * * * *"), ["only one of interval, cron and at"]),
-        (lambda r: r["stages"][2].pop("counts"), ["bi", "needs 'compare'"]),
+        (lambda r: r["stages"][2].pop("counts"), ["bi", "needs one of 'compare'"]),
         (lambda r: r["stages"][0].update(where={"test_id": "{run_tag}"}), ["collector", "{run_tag}"]),
         (
             lambda r: r["stages"][1].update(query="SELECT * FROM t WHERE test_id = '{test_id}'"),

@@ -20,7 +20,11 @@ class Comparison:
       ``duplicates``: keys found more than once;
     - ``mismatches``: ``{"key", "field", "expected", "actual"}``;
     - ``violations``: ``{"key", "path", "message"}`` from JSON Schema (or "unplanned" events);
-    - ``counts``: ``{"group": {...}, "expected", "actual", "difference"}`` for each group that differs.
+    - ``counts``: ``{"group": {...}, "expected", "actual", "difference"}`` for each group that differs
+      (``aggregates`` add ``"measure"``: ``count``, ``sum(amount)``...);
+    - ``warnings``: what a check of ``severity: warn`` found wrong (the verdict stays as if it were not);
+    - ``latency``: how late the records arrived (``{"n", "p50", "p95", "p99", "max"}`` in seconds), for a
+      stage with a ``time_field``; None otherwise.
     """
 
     verdict: Verdict
@@ -32,6 +36,8 @@ class Comparison:
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
     counts: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    latency: dict[str, Any] | None = None
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -611,6 +611,8 @@ class Engine:
 
     def _references(self, plan: Plan, stage: StageSpec, runs: list[Run]) -> dict[str, list[dict[str, Any]] | str]:
         """Each run's reference records, or a message saying why it cannot be compared."""
+        if stage.reference is None:  # an absent stage checks what arrives, against nothing
+            return {run.id: [] for run in runs}
         if stage.reference == EXPECT:
             return {run.id: list(run.expect) for run in runs}
         idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)

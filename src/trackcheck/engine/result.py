@@ -2,7 +2,7 @@
 
 {"run_id", "plan", "status", "params", "stages": [{"name", "status", "attempts", "started_at",
  "finished_at", "expected", "found", "missing", "unexpected", "duplicates", "mismatches",
- "violations", "counts", "error", "reason"}]}
+ "violations", "counts", "warnings", "latency", "error", "error_kind", "reason"}]}
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from trackcheck.store.repository import aware
 if TYPE_CHECKING:
     from trackcheck.store.models import Run, RunStage
 
-EVIDENCE = ("missing", "unexpected", "duplicates", "mismatches", "violations", "counts")
+EVIDENCE = ("missing", "unexpected", "duplicates", "mismatches", "violations", "counts", "warnings")
 #: evidence lists longer than this are cut when stored; ``truncated`` then gives the full lengths
 EVIDENCE_CAP = 1000
 
@@ -36,6 +36,10 @@ class StageResult:
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
     counts: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: how late the stage's records arrived, in seconds (``n``, ``p50``, ``p95``, ``p99``, ``max``), when the
+    #: stage has a ``time_field``
+    latency: dict[str, Any] | None = None
     error: str | None = None
     #: ``permanent`` (the stage ended without waiting: it cannot fix itself) or ``transient`` (retried)
     error_kind: str | None = None
@@ -78,6 +82,8 @@ def capped_evidence(evidence: dict[str, Any]) -> dict[str, Any]:
         stored[name] = items[:EVIDENCE_CAP]
     if truncated:
         stored["truncated"] = truncated
+    if evidence.get("latency") is not None:
+        stored["latency"] = evidence["latency"]
     return stored
 
 
@@ -102,6 +108,7 @@ def _stage(stage: RunStage) -> StageResult:
         expected=stage.expected,
         found=stage.found,
         error=stage.error,
+        latency=evidence.get("latency"),
         error_kind=stage.error_kind,
         reason=stage.reason,
         **{name: list(evidence.get(name) or []) for name in EVIDENCE},

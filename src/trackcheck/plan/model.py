@@ -38,6 +38,8 @@ from trackcheck.plan.templates import param_names, stage_templates
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 EXPECT = "expect"
+#: the keys of a stage that declare its main check; a stage declares exactly one of them
+MAIN_CHECKS = ("compare", "counts", "aggregates", "absent")
 
 
 def limits_of(info: ValidationInfo) -> PlanLimits:
@@ -168,6 +170,24 @@ class RedisReadSpec(_Model):
         return value
 
 
+Severity = Literal["fail", "warn"]
+
+
+def _share(value: Any) -> Any:
+    """``99%`` or ``0.99`` as a share between 0 (exclusive) and 1."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a share: write a percentage like 99% (or a number like 0.99)")
+        value = float(match.group(1)) / 100
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"{value!r} is not a share between 0% (exclusive) and 100%")
+    return float(value)
+
+
+Share = Annotated[float, BeforeValidator(_share)]
+
+
 class CompareSpec(_Model):
     """Records must match the reference (``expect`` or an earlier stage) by key, field by field."""
 
@@ -176,6 +196,13 @@ class CompareSpec(_Model):
     tolerance: dict[str, float | Duration] = Field(default_factory=dict)
     allow_extra: bool = False
     on_mismatch: Literal["fail", "wait"] = "fail"
+    #: pass once this share of the reference arrived (what is missing is still reported); None: all of it
+    complete: Share | None = None
+    #: ``fail``: a key found twice fails; ``allow-identical``: duplicates whose compared fields are equal pass
+    #: (at-least-once delivery); ``allow``: every duplicate passes (still reported)
+    duplicates: Literal["fail", "allow-identical", "allow"] = "fail"
+    #: ``warn``: what would fail is recorded and shown, and the stage passes
+    severity: Severity = "fail"
 
     @field_validator("tolerance", mode="before")
     @classmethod
@@ -193,6 +220,7 @@ class CountsSpec(_Model):
     with_: str = Field(alias="with")
     tolerance: float | str = 0
     allow_extra: bool = False
+    severity: Severity = "fail"
 
     @field_validator("tolerance")
     @classmethod
@@ -200,6 +228,53 @@ class CountsSpec(_Model):
         if isinstance(value, str) and not re.fullmatch(r"\d+(\.\d+)?%", value.strip()):
             raise ValueError(f"{value!r} is not a tolerance: write a number (absolute) or a percentage like 5%")
         return value.strip() if isinstance(value, str) else value
+
+
+class AggregatesSpec(_Model):
+    """Sums, averages, minima, maxima and counts per ``by`` group must match the reference's, within
+    ``tolerance`` (per field: an absolute number or a percentage). Computed by the database for SQL sources
+    (``GROUP BY``), from the records for the others."""
+
+    by: FieldList = Field(default_factory=list)
+    sum: FieldList = Field(default_factory=list)
+    avg: FieldList = Field(default_factory=list)
+    min: FieldList = Field(default_factory=list)
+    max: FieldList = Field(default_factory=list)
+    count: bool = False
+    with_: str = Field(alias="with")
+    tolerance: dict[str, float | str] = Field(default_factory=dict)
+    severity: Severity = "fail"
+
+    @model_validator(mode="after")
+    def _something(self) -> AggregatesSpec:
+        if not (self.sum or self.avg or self.min or self.max or self.count):
+            raise ValueError("aggregates: name at least one of sum, avg, min, max (fields) or count: true")
+        return self
+
+
+class AbsentSpec(_Model):
+    """Nothing may match the stage's ``where`` for ``for``: the stage passes then, and fails at the first
+    match (events of an opted-out user, PII that must not reach the warehouse)."""
+
+    for_: Duration = Field(alias="for")
+    severity: Severity = "fail"
+
+
+class LatencySpec(_Model):
+    """How late a stage's records may arrive: each record's first-seen poll time minus its ``time_field``
+    (when the event was sent), as percentiles over the run's records."""
+
+    p50: Duration | None = None
+    p95: Duration | None = None
+    p99: Duration | None = None
+    max: Duration | None = None
+    severity: Severity = "fail"
+
+    @model_validator(mode="after")
+    def _something(self) -> LatencySpec:
+        if self.p50 is None and self.p95 is None and self.p99 is None and self.max is None:
+            raise ValueError("latency: give at least one of p50, p95, p99, max")
+        return self
 
 
 class SchemaMapSpec(_Model):
@@ -226,7 +301,12 @@ class StageSpec(_Model):
     select: dict[str, str] | None = None
     compare: CompareSpec | None = None
     counts: CountsSpec | None = None
+    aggregates: AggregatesSpec | None = None
+    absent: AbsentSpec | None = None
     schema_: str | SchemaMapSpec | None = Field(default=None, alias="schema")
+    #: the field holding when the event was sent: arrival latency per record is measured from it
+    time_field: str | None = None
+    latency: LatencySpec | None = None
     interval: Duration | None = None
     cron: str | None = None
     at: datetime | None = None
@@ -265,10 +345,16 @@ class StageSpec(_Model):
     def _shape(self) -> StageSpec:
         if sum(x is not None for x in (self.interval, self.cron, self.at)) > 1:
             raise ValueError("set only one of interval, cron and at")
-        if self.compare is None and self.counts is None:
-            raise ValueError("a stage needs 'compare' (records) or 'counts' (aggregates) to know what must match")
-        if self.compare is not None and self.counts is not None:
-            raise ValueError("a stage has either 'compare' or 'counts', not both")
+        declared = [name for name in MAIN_CHECKS if getattr(self, name) is not None]
+        if not declared:
+            raise ValueError(
+                "a stage needs one of 'compare' (records), 'counts', 'aggregates' or 'absent' to know what must "
+                "match"
+            )
+        if len(declared) > 1:
+            raise ValueError(f"a stage declares one check, not {' and '.join(repr(d) for d in declared)}")
+        if self.latency is not None and self.time_field is None:
+            raise ValueError("'latency' needs 'time_field': the field that says when each event was sent")
         if self.query is not None and self.table is not None:
             raise ValueError("set 'query' or 'table', not both")
         if self.query is not None and param_names(self.query):
@@ -292,11 +378,16 @@ class StageSpec(_Model):
         return self
 
     @property
-    def reference(self) -> str:
-        """What this stage is checked against: ``expect`` or the name of an earlier stage."""
-        spec = self.compare or self.counts
-        assert spec is not None
-        return spec.with_
+    def check_name(self) -> str:
+        """The plan key of the stage's main check: ``compare``, ``counts``, ``aggregates`` or ``absent``."""
+        return next(name for name in MAIN_CHECKS if getattr(self, name) is not None)
+
+    @property
+    def reference(self) -> str | None:
+        """What this stage is checked against: ``expect``, the name of an earlier stage, or None for a
+        stage that checks that nothing arrives (``absent``)."""
+        spec = self.compare or self.counts or self.aggregates
+        return spec.with_ if spec is not None else None
 
 
 class Plan(_Model):
@@ -350,11 +441,11 @@ class Plan(_Model):
                 known = ", ".join(sorted(self.sources)) or "none"
                 raise ValueError(f"{where}.source: unknown source {stage.source!r} (sources: {known})")
             reference = stage.reference
-            if reference != EXPECT and reference not in seen:
+            if reference is not None and reference != EXPECT and reference not in seen:
                 later = reference in {s.name for s in self.stages}
                 why = "a later stage (or itself)" if later else "not a stage of this plan"
                 raise ValueError(
-                    f"{where}.{'compare' if stage.compare else 'counts'}.with: {reference!r} is {why}; "
+                    f"{where}.{stage.check_name}.with: {reference!r} is {why}; "
                     f"compare with 'expect' or an earlier stage ({', '.join(seen) or 'none yet'})"
                 )
             for key, value in self.templates(stage).items():

@@ -70,7 +70,13 @@ def _schemas() -> dict[str, Any]:
             "expected": NULL_INT,
             "found": NULL_INT,
             **{name: {"type": "array"} for name in EVIDENCE},
+            "latency": _nullable(
+                {**ANY_OBJECT, "description": "how late the records arrived, in seconds: n, p50, p95, p99, max"}
+            ),
             "error": NULL_STRING,
+            "error_kind": _nullable(
+                {"enum": ["permanent", "transient"], "description": "permanent: ended at once; transient: retried"}
+            ),
             "reason": NULL_STRING,
         },
         description="A stage's verdict and its evidence (lists capped at 1000 items each)",
