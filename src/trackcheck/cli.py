@@ -1,8 +1,9 @@
 """The ``trackcheck`` command line.
 
 Exit codes are a contract with CI pipelines:
-0 every stage passed · 1 verification failed (a stage failed or timed out) · 2 invalid plan, parameters or
-usage · 3 a source (or the state database) could not be read · 130 interrupted (the run is cancelled).
+0 every stage passed (the warnings of checks of ``severity: warn`` are printed; they do not fail a run) ·
+1 verification failed (a stage failed or timed out) · 2 invalid plan, parameters or usage · 3 a source (or
+the state database) could not be read · 130 interrupted (the run is cancelled).
 """
 
 from __future__ import annotations
@@ -287,6 +288,11 @@ def _summary(result: RunResult) -> None:
                 keys = getattr(stage, name)
                 if keys:
                     err.print(f"    {name}: {', '.join(map(str, keys[:20]))}", highlight=False)
+        # checks of severity: warn, which let the stage pass: shown whatever the stage's status
+        for warning in stage.warnings[:10]:
+            err.print(f"  {stage.name}: warning: {warning}", style="yellow", markup=False, highlight=False)
+        if len(stage.warnings) > 10:
+            err.print(f"  {stage.name}: {len(stage.warnings) - 10} more warnings", markup=False, highlight=False)
 
 
 @main.command()

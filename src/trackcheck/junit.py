@@ -1,4 +1,5 @@
-"""JUnit XML for CI systems: one testcase per stage, failures and errors with their reasons."""
+"""JUnit XML for CI systems: one testcase per stage, failures and errors with their reasons, and the warnings
+of a stage (checks of ``severity: warn``) in its ``<system-out>``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def write_junit(result: RunResult, path: str | Path) -> None:
             error.text = _xml(stage.reason) if stage.reason else None
         elif stage.status != "passed":
             ET.SubElement(case, "skipped", message=_xml(stage.reason or stage.status))
+        if stage.warnings:  # after failure/error/skipped, as the JUnit schema orders a testcase's children
+            ET.SubElement(case, "system-out").text = _xml("\n".join(f"warning: {w}" for w in stage.warnings))
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 

@@ -74,7 +74,7 @@ def test_failed_run_page_shows_mismatches_side_by_side_and_a_screenshot(dashboar
     assert abs(expected_box["y"] - actual_box["y"]) < 1 and expected_box["x"] < actual_box["x"]  # side by side
 
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Run {run_id[:8]} of pipe")
-    headings = ["Summary", "Arrival latency", "Differences", "Poll timeline", "Records read"]
+    headings = ["Summary", "Arrival latency", "Arrival per event", "Differences", "Poll timeline", "Records read"]
     expect(page.get_by_role("heading", level=2)).to_have_text(headings)
     expect(page.locator('.chart g[data-stage="log"] rect')).to_have_count(1)
     expect(page.locator('.chart g[data-stage="warehouse"] .chart__value')).to_contain_text("failed")

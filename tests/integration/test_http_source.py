@@ -289,6 +289,8 @@ def test_stage_keys_of_other_backends_are_rejected() -> None:
 
 
 def test_every_error_is_a_source_error(http_server: HttpTestServer) -> None:
-    http_server.reply("/api/events", {"items": []})
-    with make_source(http_server.url) as source, pytest.raises(SourceError):
-        fetch(source, make_stage(request={"path": "/api/events"}, records="items[?"))
+    """``records`` pointing at something that is not a list of objects (a JMESPath that does not parse is a
+    plan error at load: tests/unit/test_functions.py)."""
+    http_server.reply("/api/events", {"items": 5})
+    with make_source(http_server.url) as source, pytest.raises(SourceError, match="not a list of objects"):
+        fetch(source, make_stage(request={"path": "/api/events"}, records="items"))

@@ -114,3 +114,20 @@ def test_an_edited_schema_file_is_read_again(tmp_path: Path) -> None:
 def test_a_schema_file_that_cannot_be_read_is_a_plan_error(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="cannot read schema file"):
         run(str(tmp_path / "nope.json"), [{"id": "e1"}])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "good", "bad"),
+    [
+        ("date-time", "2026-12-03T10:00:00Z", "2026-12-03 10:00"),
+        ("email", "qa@example.com", "not an address"),
+        ("uuid", "5b1e3f0a-8f4c-4c1e-9d0a-2f6f1a7f3b21", "5b1e3f0a"),
+        ("uri", "https://shop.example.com/p/1", "/relative/only"),
+    ],
+)
+def test_formats_are_asserted(tmp_path: Path, fmt: str, good: str, bad: str) -> None:
+    schema = {"type": "object", "properties": {"v": {"type": "string", "format": fmt}}}
+    path = write(tmp_path, f"{fmt}.json", schema)
+    assert run(path, [{"id": "e1", "v": good}]).verdict == "passed"
+    result = run(path, [{"id": "e2", "v": bad}])
+    assert result.verdict == "failed" and fmt in result.violations[0]["message"]

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from trackcheck.compare.checks import LARGE, Check, Record, collection_paused
+from trackcheck.compare.absent import AbsentCheck
+from trackcheck.compare.aggregates import AggregatesCheck
+from trackcheck.compare.checks import LARGE, Check, Record, collection_paused, plural
 from trackcheck.compare.counts import CountsCheck
-from trackcheck.compare.records import RecordsCheck
+from trackcheck.compare.records import RecordsCheck, required
 from trackcheck.compare.result import Comparison
 from trackcheck.compare.schema import SchemaCheck
 from trackcheck.errors import PlanError
@@ -21,7 +23,9 @@ if TYPE_CHECKING:
     from trackcheck.plan.model import StageSpec
 
 #: plan key → the check that evaluates what is declared under it; a stage declares exactly one of them
-CHECKS: dict[str, type[Check[Any]]] = {check.name: check for check in (RecordsCheck, CountsCheck)}
+CHECKS: dict[str, type[Check[Any]]] = {
+    check.name: check for check in (RecordsCheck, CountsCheck, AggregatesCheck, AbsentCheck)
+}
 
 __all__ = ["CHECKS", "Check", "Comparison", "CountsCheck", "RecordsCheck", "SchemaCheck", "evaluate_stage"]
 
@@ -49,7 +53,8 @@ def evaluate_stage(stage: StageSpec, key: list[str], found: list[Record], refere
 
 
 def _evaluate(stage: StageSpec, key: list[str], found: list[Record], reference: list[Record]) -> Comparison:
-    result = main_check(stage, key).evaluate(found, reference)
+    check = main_check(stage, key)
+    result = _null_paths(stage, found, apply_severity(check.spec, check.evaluate(found, reference)))
     if stage.schema_ is None:
         return result
     try:
@@ -60,3 +65,46 @@ def _evaluate(stage: StageSpec, key: list[str], found: list[Record], reference: 
         return result
     reasons = [schema.reason, result.reason] if result.verdict != "failed" else [result.reason, schema.reason]
     return replace(result, verdict="failed", violations=schema.violations, reason="; ".join(r for r in reasons if r))
+
+
+def _null_paths(stage: StageSpec, found: list[Record], result: Comparison) -> Comparison:
+    """``result`` naming, in ``warnings`` and its reason, each ``select`` field that is null in every found
+    record: a path that matches nothing gives null without an error, so a misspelt path would otherwise look
+    like events that arrived wrong. One pass, which ends at the first record once every field has a value."""
+    if not stage.select or not found:
+        return result
+    unseen = set(stage.select)
+    for record in found:
+        unseen = {name for name in unseen if record.get(name) is None}
+        if not unseen:
+            return result
+    where = f"all {len(found)} records" if len(found) > 1 else "the 1 record found"
+    notes = [f"select.{name} is null in {where}: check the path" for name in stage.select if name in unseen]
+    reason = "; ".join([*([result.reason] if result.reason else []), *notes])
+    return replace(result, warnings=[*result.warnings, *notes], reason=reason)
+
+
+def apply_severity(spec: Any, result: Comparison) -> Comparison:
+    """``result`` of a main check declared with ``severity: warn``: what failed it becomes a warning (its
+    reason, as one sentence of ``warnings``), and the verdict what it would be without that failure.
+
+    That verdict is read from the evidence: ``waiting`` while data is still to come (reference keys
+    ``missing``, beyond the ``complete`` share when the check declares one; groups below their expected
+    count: ``counts`` entries with a negative ``difference``), else ``passed``. The evidence lists stay as
+    the check made them. An ``absent`` stage still passes only after its ``for`` (the engine's decision).
+    A check of ``severity: fail`` (the default), one that did not fail, or one that judged its own warnings
+    and so never fails under ``warn`` (``aggregates``), is returned as it is. Public so that a check run
+    outside ``evaluate_stage`` can apply the same rule.
+    """
+    if getattr(spec, "severity", "fail") != "warn" or result.verdict != "failed":
+        return result
+    warnings = [*result.warnings, result.reason or "the check failed"]
+    found = result.expected - len(result.missing)
+    short = bool(result.missing) and found < required(getattr(spec, "complete", None), result.expected)
+    below = any(isinstance(c.get("difference"), int | float) and c["difference"] < 0 for c in result.counts)
+    return replace(
+        result,
+        verdict="waiting" if short or below else "passed",
+        warnings=warnings,
+        reason=f"{plural(len(warnings), 'warning')} (severity: warn): {'; '.join(warnings)}",
+    )

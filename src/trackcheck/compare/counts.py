@@ -1,4 +1,5 @@
-"""``counts``: a stage that returns aggregates (a count per group) agrees with the reference's records."""
+"""``counts``: a stage that returns aggregates (a count per group) agrees with the reference's records, or with
+the counts of an earlier aggregate stage."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
+from trackcheck.compare.aggregates import COUNT_COLUMN
 from trackcheck.compare.checks import Check, Record, keys_of, listing, plural, show, show_value
 from trackcheck.compare.result import Comparison, Verdict
 from trackcheck.compare.values import as_number, jsonable
@@ -14,7 +16,9 @@ from trackcheck.plan.model import CountsSpec
 
 class CountsCheck(Check[CountsSpec]):
     """Each found record is one group (its ``by`` fields) with a count in its ``value`` field; the expected
-    count of a group is the number of reference records in it.
+    count of a group is the number of reference records in it, or, when the reference is itself group rows
+    (an earlier ``counts`` stage, or an ``aggregates`` stage computed by its database), the sum of their
+    counts (see ``_count_field``).
 
     Per group: ``difference = actual - expected``, where a group that was not found counts 0 and a group
     found twice is summed. ``tolerance`` is absolute (``2``) or a share of the expected count (``"5%"``).
@@ -35,7 +39,12 @@ class CountsCheck(Check[CountsSpec]):
     def evaluate(self, found: list[Record], reference: list[Record]) -> Comparison:
         spec = self.spec
         reference_groups = keys_of(reference, spec.by)
-        expected = Counter(reference_groups)
+        expected: dict[Any, int | Decimal] = dict(Counter(reference_groups))
+        count_field = self._count_field(reference)
+        if count_field is not None:
+            expected = {}
+            for group, record in zip(reference_groups, reference, strict=True):
+                expected[group] = expected.get(group, 0) + (as_number(record[count_field]) or 0)
         examples = dict(zip(reference_groups, reference, strict=True))
 
         actual: dict[Any, Decimal] = {}
@@ -71,22 +80,40 @@ class CountsCheck(Check[CountsSpec]):
         verdict: Verdict = "failed" if failed else "waiting" if under else "passed"
         return Comparison(
             verdict=verdict,
-            expected=len(reference),
+            expected=int(sum(expected.values(), Decimal(0))),
             found=int(sum(actual.values(), Decimal(0))),
             counts=not_numbers + over + under + extra,
             reason=self._reason(verdict, len(expected), bool(inexact), not_numbers, over, under, extra),
         )
 
-    def _allowed(self, expected: int) -> Decimal:
+    def _count_field(self, reference: list[Record]) -> str | None:
+        """The field holding each reference record's count when the reference is group rows, else None
+        (each reference record is one event and counts 1).
+
+        Group rows are recognised by their shape: every one holds a number in this check's ``value`` field
+        (an earlier ``counts`` stage naming its count the same) or in ``tc_count`` (an ``aggregates`` stage
+        whose database computed it), and none holds a key field that is not a ``by`` field (events do).
+        """
+        if not reference:
+            return None
+        event_fields = [f for f in self.key if f not in self.spec.by]
+        if any(f in record for record in reference for f in event_fields):
+            return None
+        for candidate in (self.spec.value, COUNT_COLUMN):
+            if all(as_number(record.get(candidate)) is not None for record in reference):
+                return candidate
+        return None
+
+    def _allowed(self, expected: int | Decimal) -> Decimal:
         tolerance = self.spec.tolerance
         if isinstance(tolerance, str):  # "5%", validated by the plan
             return Decimal(tolerance.rstrip("%").strip()) * expected / 100
         return Decimal(repr(tolerance))
 
-    def _entry(self, record: Record, expected: int, actual: Any) -> dict[str, Any]:
+    def _entry(self, record: Record, expected: int | Decimal, actual: Any) -> dict[str, Any]:
         group = {field: jsonable(record.get(field)) for field in self.spec.by}
         difference = jsonable(actual - expected) if isinstance(actual, Decimal) else None
-        return {"group": group, "expected": expected, "actual": jsonable(actual), "difference": difference}
+        return {"group": group, "expected": jsonable(expected), "actual": jsonable(actual), "difference": difference}
 
     def _reason(
         self,

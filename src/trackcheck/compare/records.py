@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from decimal import Decimal
 from itertools import chain, compress, count, repeat
+from math import ceil
 from operator import eq, is_, is_not, itemgetter, methodcaller, ne
 from typing import Any, cast
 
@@ -28,12 +30,28 @@ _Pairing = tuple[list[Record], list[Record], list[Record], list[Record]]
 _SAMPLE = 64  # pairs compared first, to choose between a pass over whole records and columns only
 
 
+def required(complete: float | None, expected: int) -> int:
+    """How many of ``expected`` reference keys must be found: all of them, or the ``complete`` share
+    (rounded up: 99% of 150 is 149)."""
+    if complete is None:
+        return expected
+    return min(expected, ceil(Decimal(repr(complete)) * expected))
+
+
+def percent(share: float) -> str:
+    """``0.99`` as ``99%``, ``0.995`` as ``99.5%``."""
+    return f"{round(share * 100, 6):g}%"
+
+
 class RecordsCheck(Check[CompareSpec]):
     """Every reference key must be found once, with the same values in the compared fields.
 
-    - ``missing``: reference keys not found (yet): the stage waits for them.
+    - ``missing``: reference keys not found (yet): the stage waits for them, or only lists them once the
+      ``complete`` share of the reference was found.
     - ``unexpected``: found keys not in the reference: a failure unless ``allow_extra`` (then only evidence).
-    - ``duplicates``: keys found more than once: always a failure (fields are compared with the last one).
+    - ``duplicates``: keys found more than once (listed in every mode; fields are compared with the last
+      one): a failure with ``duplicates: fail``; with ``allow-identical`` only when two copies differ in a
+      compared field (at-least-once delivery repeats an event unchanged); never with ``allow``.
     - ``mismatches``: a compared field differs beyond its tolerance, or is absent from the found record:
       a failure, or a reason to keep waiting with ``on_mismatch: wait``.
 
@@ -51,6 +69,7 @@ class RecordsCheck(Check[CompareSpec]):
         missing: list[Any] = []
         unexpected: list[Any] = []
         duplicates: list[Any] = []
+        unlike: list[dict[str, Any]] = []
         if found_keys == reference_keys and len(set(found_keys)) == len(found_keys):
             # the common case: a complete read, in the reference's order; pairs line up without lookups
             expected_records, actual_records, expected = reference, found, len(reference)
@@ -61,16 +80,20 @@ class RecordsCheck(Check[CompareSpec]):
             if pairing is None:  # a key found twice
                 pairing, repeated = self._pair_with_duplicates(found, found_keys, wanted)
                 duplicates = [display_key(r, self.key) for r in repeated]
+                if spec.duplicates == "allow-identical":
+                    unlike = self._unlike_copies(found, found_keys)
             actual_records, expected_records, unmatched, missing_records = pairing
             unexpected = display_keys(unmatched, self.key)
             missing = display_keys(missing_records, self.key)
         absent: set[int] = set()
         mismatches = self._mismatches(expected_records, actual_records, absent)
 
+        duplicates_fail = bool(duplicates) and (spec.duplicates == "fail" or bool(unlike))
         failed = bool(
-            duplicates or (unexpected and not spec.allow_extra) or (mismatches and spec.on_mismatch == "fail")
+            duplicates_fail or (unexpected and not spec.allow_extra) or (mismatches and spec.on_mismatch == "fail")
         )
-        verdict: Verdict = "failed" if failed else "waiting" if missing or mismatches else "passed"
+        short = expected - len(missing) < required(spec.complete, expected)  # still waiting for missing keys
+        verdict: Verdict = "failed" if failed else "waiting" if short or mismatches else "passed"
         return Comparison(
             verdict=verdict,
             expected=expected,
@@ -79,7 +102,7 @@ class RecordsCheck(Check[CompareSpec]):
             unexpected=unexpected,
             duplicates=duplicates,
             mismatches=mismatches,
-            reason=self._reason(verdict, expected, missing, unexpected, duplicates, mismatches, absent),
+            reason=self._reason(verdict, expected, missing, unexpected, duplicates, unlike, mismatches, absent),
         )
 
     @staticmethod
@@ -125,6 +148,40 @@ class RecordsCheck(Check[CompareSpec]):
             [r for k, r in wanted.items() if k not in by_key],
         )
         return pairing, duplicates
+
+    def _unlike_copies(self, found: list[Record], found_keys: list[Any]) -> list[dict[str, Any]]:
+        """For ``duplicates: allow-identical``: the compared fields in which a later copy of a repeated key
+        differs from its first copy, as ``{"key", "field", "first", "other", "absent"}`` (``absent``: which of
+        the two lacks the field). Compared fields are ``fields``, else every field of the copies but the key;
+        values match by meaning (``25.50`` is ``25.5``), without tolerance: a redelivery is the same event."""
+        counts = Counter(found_keys)
+        copies: dict[Any, list[Record]] = {}
+        for k, record in zip(found_keys, found, strict=True):
+            if counts[k] > 1:
+                copies.setdefault(k, []).append(record)
+        unlike: list[dict[str, Any]] = []
+        for records in copies.values():
+            first, others = records[0], records[1:]
+            fields = self.spec.fields
+            if fields is None:
+                fields = [f for f in dict.fromkeys(chain.from_iterable(records)) if f not in self.key]
+            for field in fields:
+                want = first.get(field, _ABSENT)
+                for other in others:
+                    got = other.get(field, _ABSENT)
+                    if (want is _ABSENT) == (got is _ABSENT) and (want is _ABSENT or same(want, got, None)):
+                        continue
+                    unlike.append(
+                        {
+                            "key": display_key(first, self.key),
+                            "field": field,
+                            "first": None if want is _ABSENT else jsonable(want),
+                            "other": None if got is _ABSENT else jsonable(got),
+                            "absent": "first" if want is _ABSENT else "other" if got is _ABSENT else None,
+                        }
+                    )
+                    break
+        return unlike
 
     def _mismatches(self, expected: list[Record], actual: list[Record], absent: set[int]) -> list[dict[str, Any]]:
         """The field mismatches between paired records (``expected[i]`` was found as ``actual[i]``), in record
@@ -201,14 +258,27 @@ class RecordsCheck(Check[CompareSpec]):
         missing: list[Any],
         unexpected: list[Any],
         duplicates: list[Any],
+        unlike: list[dict[str, Any]],
         mismatches: list[dict[str, Any]],
         absent: set[int],
     ) -> str:
+        spec = self.spec
         parts: list[str] = []
-        if duplicates:
+        if duplicates and spec.duplicates == "fail":
             keys = listing(len(duplicates), map(show, duplicates))
             parts.append(
                 f"duplicate key {keys}" if len(duplicates) == 1 else f"{len(duplicates)} duplicate keys: {keys}"
+            )
+        if unlike:
+            described = (
+                f"{show(u['key'])}.{u['field']} "
+                f"{'no such field' if u['absent'] == 'first' else show_value(u['first'])} and "
+                f"{'no such field' if u['absent'] == 'other' else show_value(u['other'])}"
+                for u in unlike
+            )
+            repeated = len({show(u["key"]) for u in unlike})
+            parts.append(
+                f"{plural(repeated, 'duplicate key')} with different values: {listing(len(unlike), described, '; ')}"
             )
         if unexpected and not self.spec.allow_extra:
             parts.append(
@@ -226,11 +296,13 @@ class RecordsCheck(Check[CompareSpec]):
             )
         if missing:
             keys = listing(len(missing), map(show, missing))
+            share = f" (complete: {percent(spec.complete)})" if spec.complete is not None else ""
+            short = expected - len(missing) < required(spec.complete, expected)
             parts.append(
-                f"{expected - len(missing)} of {expected} expected events found; "
-                f"{'waiting for' if verdict == 'waiting' else 'missing'} {keys}"
+                f"{expected - len(missing)} of {expected} expected events found{share}; "
+                f"{('waiting for' if verdict == 'waiting' else 'missing') if short else 'missing:'} {keys}"
             )
-        if verdict == "passed":
+        if verdict == "passed" and not missing:
             parts.append(
                 "the expected event found and matching"
                 if expected == 1
@@ -240,6 +312,9 @@ class RecordsCheck(Check[CompareSpec]):
             )
         if unexpected and self.spec.allow_extra:
             parts.append(f"{plural(len(unexpected), 'extra event')} allowed")
+        if duplicates and not unlike and spec.duplicates != "fail":
+            identical = " (identical copies)" if spec.duplicates == "allow-identical" else ""
+            parts.append(f"{plural(len(duplicates), 'duplicate key')} allowed{identical}")
         return "; ".join(parts)
 
 

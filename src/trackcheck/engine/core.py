@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
 from trackcheck.compare import evaluate_stage
+from trackcheck.compare.latency import judge_latency, keeps_first_seen, key_texts, merge_first_seen
 from trackcheck.compare.result import Comparison
 from trackcheck.compare.values import jsonable
 from trackcheck.connections import Connections, Keyring
@@ -481,10 +482,16 @@ class Engine:
         per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
         references = self._references(plan, stage, [run for _, run in chunk])
         key = plan.key_for(stage)
+        # when each record was first found here, kept with the snapshot: one read per chunk, of runs polled before
+        tracked = keeps_first_seen(stage)
+        polled = [run.id for rs, run in chunk if rs.attempts] if tracked else []
+        seen_before = self.store.first_seen_for(polled, chunk[0][0].idx)
         retries = plan.setting(stage, "retries")
         max_errors = 0
         for (rs, run), found in zip(chunk, per_run, strict=True):
             comparison: Comparison | None = None
+            first_seen: dict[str, str] | None = None
+            arrived = False  # a record was found here for the first time
             error, kind = fetched.failure, fetched.kind
             if records is not None:
                 reference = references.get(run.id)
@@ -493,6 +500,11 @@ class Engine:
                 else:
                     try:
                         comparison = evaluate_stage(stage, key, found, reference or [])
+                        if tracked:
+                            texts = key_texts(found, key)
+                            limit = plan.defaults.snapshot_limit
+                            first_seen, arrived = merge_first_seen(seen_before.get(run.id), texts, now, limit)
+                            comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
                     except Exception as exc:  # e.g. a schema file removed since the plan loaded
                         log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
                         error, kind = f"cannot compare: {type(exc).__name__}: {exc}", ErrorKind.PERMANENT
@@ -515,6 +527,8 @@ class Engine:
                 timeout=timeout,
                 errors_in_row=rs.errors_in_row,
                 retries=retries,
+                started=started,
+                absent_for=stage.absent.for_ if stage.absent is not None else None,
             )
             max_errors = max(max_errors, decision.errors_in_row)
             terminal = decision.status in _TERMINAL
@@ -550,8 +564,8 @@ class Engine:
                 evidence,
                 errors_in_row=decision.errors_in_row,
             )
-            if comparison is not None and (comparison.found != rs.found or terminal):
-                write.snapshots.append(self._snapshot(plan, run.id, rs.idx, found, now))
+            if comparison is not None and (comparison.found != rs.found or terminal or arrived):
+                write.snapshots.append(self._snapshot(plan, run.id, rs.idx, found, now, first_seen))
             write.stages.append(row)
             log.info(
                 "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
@@ -597,7 +611,13 @@ class Engine:
                 write.skip.append((run.id, rs.idx))
 
     def _snapshot(
-        self, plan: Plan, run_id: str, idx: int, found: list[dict[str, Any]], now: datetime
+        self,
+        plan: Plan,
+        run_id: str,
+        idx: int,
+        found: list[dict[str, Any]],
+        now: datetime,
+        first_seen: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         limit = plan.defaults.snapshot_limit
         return {
@@ -607,6 +627,7 @@ class Engine:
             "total": len(found),
             "truncated": len(found) > limit,
             "taken_at": now,
+            "first_seen": first_seen,
         }
 
     def _references(self, plan: Plan, stage: StageSpec, runs: list[Run]) -> dict[str, list[dict[str, Any]] | str]:

@@ -11,7 +11,6 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import jmespath
 from jmespath.exceptions import JMESPathError
 from pydantic import (
     BaseModel,
@@ -25,6 +24,7 @@ from pydantic import (
 
 from trackcheck.plan.cron import check_cron
 from trackcheck.plan.durations import parse_duration
+from trackcheck.plan.functions import check_calls, compile_path
 from trackcheck.plan.limits import (
     DEFAULT_LIMITS,
     PlanLimits,
@@ -284,6 +284,17 @@ class SchemaMapSpec(_Model):
     files: dict[str, str]
 
 
+def _check_path(expression: str, key: str) -> None:
+    """A ``select``/``records`` expression must parse and call only known functions with a number of
+    arguments they take: JMESPath alone would find a wrong call only when it reads a record."""
+    try:
+        problem = check_calls(compile_path(expression))
+    except JMESPathError as exc:
+        raise ValueError(f"{key}: {expression!r} is not a JMESPath expression: {exc}") from None
+    if problem:
+        raise ValueError(f"{key}: {problem}")
+
+
 class StageSpec(_Model):
     """One system checked at one point of the pipeline."""
 
@@ -348,25 +359,25 @@ class StageSpec(_Model):
         declared = [name for name in MAIN_CHECKS if getattr(self, name) is not None]
         if not declared:
             raise ValueError(
-                "a stage needs one of 'compare' (records), 'counts', 'aggregates' or 'absent' to know what must "
-                "match"
+                "a stage needs one of 'compare' (records), 'counts', 'aggregates' or 'absent' to know what must match"
             )
         if len(declared) > 1:
             raise ValueError(f"a stage declares one check, not {' and '.join(repr(d) for d in declared)}")
         if self.latency is not None and self.time_field is None:
             raise ValueError("'latency' needs 'time_field': the field that says when each event was sent")
+        if self.time_field is not None and self.aggregates is not None:
+            raise ValueError("'time_field' measures each record's lateness; an 'aggregates' stage reads groups")
         if self.query is not None and self.table is not None:
             raise ValueError("set 'query' or 'table', not both")
         if self.query is not None and param_names(self.query):
             raise ValueError(
                 "run parameters are never pasted into SQL: remove {...} from 'query' and filter with 'where'"
             )
+        if self.records:  # '' reads the whole answer, as no 'records' does
+            _check_path(self.records, "records")
         if self.select is not None:
-            for path in self.select.values():
-                try:
-                    jmespath.compile(path)
-                except JMESPathError as exc:
-                    raise ValueError(f"select: {path!r} is not a JMESPath expression: {exc}") from None
+            for field, path in self.select.items():
+                _check_path(path, f"select.{field}")
             lost = sorted(set(self.where) - set(self.select))
             if lost:
                 # records are split back per run on their selected fields: a 'where' field must be one of them

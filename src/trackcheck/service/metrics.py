@@ -3,6 +3,9 @@
 - ``trackcheck_runs{status}``: runs per status, counted in the state database at scrape time (a custom
   collector), so every worker reports the same numbers; ``trackcheck_state_database_up`` says whether that
   count could be made.
+- ``trackcheck_stage_warnings_total{plan, stage}``: the warnings of stages that ended (checks of
+  ``severity: warn`` that would have failed, among others), read from the stored evidence at scrape time,
+  only what ended since the last scrape (see ``StageWarningsCollector``).
 - ``trackcheck_source_queries_total{source_type}``, ``trackcheck_source_errors_total{source_type}`` and the
   ``trackcheck_poll_duration_seconds{source_type}`` histogram: recorded by an ``Engine.query_listeners``
   callback in the process that polls.
@@ -17,17 +20,22 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import weakref
+from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from sqlalchemy import Text, cast, select
 
 from trackcheck.errors import ConfigError, StoreError
-from trackcheck.store.repository import RUN_FINISHED
+from trackcheck.store.models import Run, RunStage
+from trackcheck.store.repository import RUN_FINISHED, aware, utcnow
 
 if TYPE_CHECKING:
     from trackcheck.engine.core import Engine, QueryFacts
@@ -65,6 +73,87 @@ class RunStatusCollector(Collector):
         yield up
 
 
+class StageWarningsCollector(Collector):
+    """``trackcheck_stage_warnings_total{plan, stage}``: the warnings in the evidence of every stage that ended.
+
+    Counted from the state database, like the runs, so every worker process reports the same totals. A
+    finished stage never changes, so each scrape reads only the stages that ended since the scrape before
+    (less OVERLAP, for ticks that committed late; the ids counted in that window are remembered so none
+    counts twice), and only those whose stored evidence holds a warning. A run deleted later leaves its
+    warnings counted: the total only grows, as a Prometheus counter must.
+    """
+
+    #: how late a tick's write may commit after the time it stamped on its stages
+    OVERLAP = timedelta(minutes=10)
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._totals: Tally[tuple[str, str]] = Tally()
+        self._since: datetime | None = None
+        self._counted: dict[int, datetime] = {}
+
+    def describe(self) -> Iterator[Metric]:
+        """The family's name, for the registry: registering reads nothing from the database."""
+        yield _warnings_family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = _warnings_family()
+        with self._lock:
+            try:
+                self._catch_up()
+            except StoreError as exc:  # trackcheck_state_database_up says so; the totals so far stay
+                log.warning("metrics: cannot count stage warnings: %s", exc)
+            for (plan, stage), total in sorted(self._totals.items()):
+                family.add_metric([plan, stage], total)
+        yield family
+
+    def _catch_up(self) -> None:
+        began = utcnow()
+        for stage_id, finished, plan, stage, evidence in _warned_stages(self.store, self._since):
+            moment = aware(finished)
+            if stage_id in self._counted or moment is None:
+                continue
+            self._counted[stage_id] = moment
+            self._totals[(plan, stage)] += _warnings_in(evidence)
+        self._since = since = began - self.OVERLAP
+        self._counted = {i: moment for i, moment in self._counted.items() if moment >= since}
+
+
+def _warnings_family() -> CounterMetricFamily:
+    return CounterMetricFamily(
+        "trackcheck_stage_warnings",
+        "Warnings of stages that ended (checks of severity: warn that would have failed)",
+        labels=["plan", "stage"],
+    )
+
+
+def _warned_stages(store: Store, since: datetime | None) -> list[Any]:
+    """(id, finished_at, plan, stage, evidence) of the stages that ended at or after ``since`` with a
+    warning in their evidence. The text match on the stored JSON only narrows the rows (the evidence is
+    written by json.dumps on every state database); ``_warnings_in`` counts exactly."""
+    query = (
+        select(RunStage.id, RunStage.finished_at, Run.plan_name, RunStage.name, RunStage.evidence)
+        .join(Run, Run.id == RunStage.run_id)
+        .where(RunStage.finished_at.is_not(None), cast(RunStage.evidence, Text).like('%"warnings": ["%'))
+    )
+    if since is not None:
+        query = query.where(RunStage.finished_at >= since)
+    with store.session() as s:
+        return list(s.execute(query).all())
+
+
+def _warnings_in(evidence: Any) -> int:
+    """How many warnings stored evidence holds (the full number when the list was capped)."""
+    if not isinstance(evidence, dict):
+        return 0
+    truncated = evidence.get("truncated")
+    if isinstance(truncated, dict) and isinstance(truncated.get("warnings"), int):
+        return int(truncated["warnings"])
+    warnings = evidence.get("warnings")
+    return len(warnings) if isinstance(warnings, list) else 0
+
+
 class Metrics:
     """The metrics of one worker process, and the rendering of a scrape."""
 
@@ -85,8 +174,10 @@ class Metrics:
             registry=own,
         )
         self.runs = RunStatusCollector(store)
+        self.warnings = StageWarningsCollector(store)
         if not multiprocess_dir:
             self.registry.register(self.runs)
+            self.registry.register(self.warnings)
 
     def record(self, facts: QueryFacts) -> None:
         """The query listener: quick, and never raises into the poller."""
@@ -105,6 +196,7 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=False)
         MultiProcessCollector(registry, path=self.multiprocess_dir)
         registry.register(self.runs)
+        registry.register(self.warnings)
         return generate_latest(registry)
 
 

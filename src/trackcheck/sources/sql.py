@@ -12,6 +12,11 @@ are always bound, as one parameter per field where the database can take a list:
 * SQLite: ``IN (SELECT value FROM json_each(:p))`` with the values as one JSON text.
 * Others: SQLAlchemy's expanding ``IN`` (one placeholder per value, still all bound).
 
+A stage with ``aggregates`` has them computed by the database: ``SELECT <by>, <where fields>, COUNT(*) AS
+tc_count, SUM(tc_q.x) AS tc_sum_x, ... FROM (<dataset>) AS tc_q WHERE ... GROUP BY <by>, <where fields>``
+(the columns of ``compare.aggregates.pushed_columns``), so one row per group comes back instead of every
+event. The ``where`` fields stay in the ``GROUP BY``: the engine splits the rows back per run by them.
+
 Every connection is read-only and bounded in time where the driver allows it (see ``_session_setup``).
 A ``query`` is checked when its plan loads to be exactly one read-only SELECT (``sqlguard``), and on
 PostgreSQL every statement is sent by the extended protocol, which runs one statement per execution
@@ -40,6 +45,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import NULLTYPE
 
+from trackcheck.compare.aggregates import pushed_columns
 from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
 from trackcheck.plan.model import IDENTIFIER, Duration
 from trackcheck.sources import missing_driver
@@ -47,7 +53,9 @@ from trackcheck.sources.base import FetchRequest, FetchResult, Source, SourceOpt
 from trackcheck.sources.sqlguard import check_query, query_body
 
 if TYPE_CHECKING:
-    from trackcheck.plan.model import StageSpec
+    from sqlalchemy.sql.compiler import IdentifierPreparer
+
+    from trackcheck.plan.model import AggregatesSpec, StageSpec
 
 #: backend name of a URL -> (the extra that installs its driver, the module it brings)
 _EXTRAS = {
@@ -59,6 +67,8 @@ _EXTRAS = {
 }
 #: PostgreSQL query_canceled (statement_timeout); MariaDB max_statement_time; MySQL max_execution_time
 _PG_TIMEOUT, _MYSQL_TIMEOUTS = "57014", {1969, 3024}
+#: the longest name of a computed column: PostgreSQL cuts names at 63 bytes, MySQL refuses columns beyond 64
+_MAX_COLUMN = 63
 #: IANA names of UTC itself (tzdata links them all to Etc/UTC); Debian's PostgreSQL defaults to Etc/UTC
 _UTC_ALIASES = frozenset({"Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"})
 
@@ -138,7 +148,7 @@ class SqlSource(Source):
             refusal = check_query(stage.query, normalize_url(self.options.url).get_backend_name())
             if refusal is not None:
                 return f"query: {refusal}"
-        return None
+        return aggregates_problem(stage)
 
     def secrets(self) -> list[str]:
         """Also the decoded password: drivers report ``p@ss`` where the URL says ``p%40ss``."""
@@ -309,8 +319,40 @@ class SqlSource(Source):
         return list(dict.fromkeys(found)) or [LOCAL]
 
 
+def aggregates_problem(stage: StageSpec) -> str | None:
+    """Why the database cannot compute the ``aggregates`` of ``stage``, or None (also when it has none)."""
+    spec = stage.aggregates
+    if spec is None:
+        return None
+    if stage.select is not None:
+        return (
+            "aggregates: a sql stage's aggregates are computed by the database on the query's columns, which "
+            "'select' cannot rename: alias the columns in 'query' instead"
+        )
+    for name in [*spec.by, *spec.sum, *spec.avg, *spec.min, *spec.max]:
+        if not IDENTIFIER.match(name):
+            return f"aggregates: {name!r} is not a plain column name (letters, digits and _)"
+    for column in pushed_columns(spec):
+        if len(column.column.encode()) > _MAX_COLUMN:
+            return f"aggregates: the column {column.field!r} is named too long to compute its measures in SQL"
+    return None
+
+
+def _aggregated(preparer: IdentifierPreparer, spec: AggregatesSpec, request: FetchRequest) -> tuple[str, str]:
+    """The select list and the ``GROUP BY`` list of a stage whose database computes its ``aggregates``: the
+    ``by`` fields and the ``where`` fields, then each column of ``pushed_columns``."""
+    fields = list(dict.fromkeys([*spec.by, *request.filters, *request.stage.where]))
+    grouped = [f"tc_q.{preparer.quote(field)}" for field in fields]
+    selected = [f"{column} AS {preparer.quote(field)}" for column, field in zip(grouped, fields, strict=True)]
+    for pushed in pushed_columns(spec):
+        argument = "*" if pushed.field is None else f"tc_q.{preparer.quote(pushed.field)}"
+        selected.append(f"{pushed.function}({argument}) AS {preparer.quote(pushed.column)}")
+    return ", ".join(selected), ", ".join(grouped)
+
+
 def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> TextClause:
-    """``SELECT * FROM (<dataset>) AS tc_q WHERE ...`` with every value bound (see the module docstring)."""
+    """``SELECT * FROM (<dataset>) AS tc_q WHERE ...`` with every value bound (see the module docstring), or,
+    for a stage with ``aggregates``, the groups and their measures (``... GROUP BY ...``)."""
     stage = request.stage
     preparer = dialect.identifier_preparer
     if stage.table:
@@ -320,8 +362,14 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
         dataset = "(\n" + query_body(stage.query).strip() + "\n)"
     else:
         raise source.error(SourceQueryError, "a sql stage needs 'query' or 'table'", stage)
+    columns, grouped = "*", ""
+    if stage.aggregates is not None:
+        problem = aggregates_problem(stage)
+        if problem is not None:
+            raise source.error(SourceQueryError, problem, stage, permanent=True)
+        columns, grouped = _aggregated(preparer, stage.aggregates, request)
     # text() reads :name as a bind parameter; the plan's SQL has none, so every colon in it is literal
-    sql = f"SELECT * FROM {dataset.replace(':', chr(92) + ':')} AS tc_q"
+    sql = f"SELECT {columns} FROM {dataset.replace(':', chr(92) + ':')} AS tc_q"
     conditions, binds = [], []
     for index, (field, values) in enumerate(sorted(request.filters.items())):
         if not IDENTIFIER.match(field):
@@ -339,6 +387,8 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
             binds.append(bindparam(name, value=present, expanding=True))
     if conditions:
         sql += "\nWHERE " + "\n  AND ".join(conditions)
+    if grouped:
+        sql += "\nGROUP BY " + grouped
     limit = None if request.limit is None else int(request.limit)
     if dialect.name == "postgresql" and not binds:
         # Defence in depth behind the plan check: psycopg 3 sends a statement without parameters by the

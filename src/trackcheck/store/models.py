@@ -118,7 +118,8 @@ class Poll(Base):
 
 
 class Snapshot(Base):
-    """What a stage read for a run (capped): later stages compare with it, users inspect it."""
+    """What a stage read for a run (capped): later stages compare with it, users inspect it; and when each
+    record first arrived there."""
 
     __tablename__ = "tc_snapshots"
     __table_args__ = (UniqueConstraint("run_id", "stage_idx", name="uq_tc_snapshots_run_stage"),)
@@ -130,6 +131,9 @@ class Snapshot(Base):
     total: Mapped[int] = mapped_column(Integer)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     taken_at: Mapped[datetime]
+    #: when each record was first found at this stage (the poll tick's time), by the JSON text of its canonical
+    #: key (``compare.latency.key_texts``): kept across polls, for stages that read events; None otherwise
+    first_seen: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Schedule(Base):

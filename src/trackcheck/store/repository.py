@@ -410,6 +410,19 @@ class Store:
             )
             return {snap.run_id: snap for snap in found}
 
+    def first_seen_for(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, dict[str, str]]:
+        """When each record was first found at stage ``stage_idx``, per run (only runs whose snapshot keeps
+        it): one query for a whole tick chunk, which reads that column and not the records."""
+        if not run_ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(Snapshot.run_id, Snapshot.first_seen).where(
+                    Snapshot.run_id.in_(list(run_ids)), Snapshot.stage_idx == stage_idx
+                )
+            )
+            return {run_id: first_seen for run_id, first_seen in rows if first_seen}
+
     def apply(self, write: TickWrite) -> None:
         """Write one tick's outcome: a few bulk statements in one transaction."""
         with self.session(write=True) as s:

@@ -1,10 +1,12 @@
-"""The arrival-latency chart of a run, laid out in Python so the template only draws SVG rectangles."""
+"""The run page's charts, laid out in Python so the template only draws SVG shapes (no script, no style):
+the arrival latency per stage, and the arrival of each event per stage."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+from trackcheck.compare.latency import percentile, span
 from trackcheck.store.models import Run, RunStage
 from trackcheck.store.repository import aware, utcnow
 
@@ -72,4 +74,153 @@ def latency_chart(run: Run, stages: list[RunStage]) -> Chart:
         bar.y = 10 + index * chart.row
         bar.width = 0 if bar.seconds is None else max(2.0, chart.plot_width * bar.seconds / top)
     chart.ticks = [(chart.label_width + chart.plot_width * i / 5, top * i / 5) for i in range(6)]
+    return chart
+
+
+# -- per-event arrival -----------------------------------------------------------------------------------------
+@dataclass
+class Marker:
+    """A vertical line of an arrival chart: a percentile of the events, or a ``latency:`` bound."""
+
+    label: str
+    seconds: float
+    x: float = 0
+    #: where its label goes: right of the line, or left of it near the chart's right edge
+    anchor: str = "start"
+    label_x: float = 0
+
+
+@dataclass
+class Arrival:
+    """The per-event arrival chart of one stage: the share of its events that had arrived by each lateness
+    (``time_field`` minus first seen), or by each time since the stage started when it has no ``time_field``;
+    a step curve (an empirical CDF) filled below, drawn as one SVG polygon."""
+
+    stage: str
+    status: str
+    #: ``lateness`` (since each event was sent) or ``since start`` (since the stage started)
+    measure: str
+    time_field: str | None
+    n: int
+    p50: float | None
+    p95: float | None
+    max: float | None
+    unreadable: int = 0
+    points: str = ""
+    ticks: list[tuple[float, str]] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    bounds: list[Marker] = field(default_factory=list)
+    width: int = 720
+    height: int = 190
+    left: int = 56
+    right: int = 24
+    top: int = 40
+    bottom: int = 30
+
+    @property
+    def bottom_y(self) -> int:
+        return self.height - self.bottom
+
+    @property
+    def share_ticks(self) -> list[tuple[float, str]]:
+        """The horizontal grid lines: y and the share of events."""
+        span_y = self.bottom_y - self.top
+        return [(self.bottom_y - span_y * share, f"{share:.0%}") for share in (0, 0.5, 1)]
+
+    @property
+    def summary(self) -> str:
+        """The chart in words (its accessible description, shown beside it too)."""
+        if not self.n:
+            return f"{self.stage}: no event with a readable {self.time_field} yet."
+        what = "first seen after the stage started"
+        if self.measure == "lateness":
+            what = f"lateness (first seen minus {self.time_field})"
+        text = (
+            f"{self.stage}: {self.n} event{'s' if self.n != 1 else ''}, {what}: p50 {span(self.p50 or 0)}, "
+            f"p95 {span(self.p95 or 0)}, max {span(self.max or 0)}."
+        )
+        if self.bounds:
+            text += " Bounds: " + ", ".join(b.label for b in self.bounds) + "."
+        if self.unreadable:
+            plural = "s" if self.unreadable != 1 else ""
+            text += f" {self.unreadable} event{plural} without a readable {self.time_field}."
+        return text
+
+
+#: axis steps that read as round durations: seconds, minutes, hours, days
+_TIME_STEPS = (
+    *(0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30),
+    *(60 * m for m in (1, 2, 5, 10, 15, 30)),
+    *(3600 * h for h in (1, 2, 3, 6, 12)),
+    *(86400 * d for d in (1, 2, 7, 14, 30)),
+)
+
+
+def _time_step(extent: float) -> float:
+    """The smallest round duration that divides ``extent`` seconds into at most six ticks."""
+    return next(
+        (step for step in _TIME_STEPS if extent / step <= 6), _TIME_STEPS[-1] * math.ceil(extent / 6 / _TIME_STEPS[-1])
+    )
+
+
+def arrival_chart(
+    stage: RunStage,
+    seconds: list[float],
+    *,
+    time_field: str | None = None,
+    unreadable: int = 0,
+    bounds: dict[str, float] | None = None,
+) -> Arrival:
+    """Lay out the arrival chart of one stage from its events' ``seconds`` (lateness with a ``time_field``,
+    else first seen since the stage started); ``bounds``: the stage's ``latency:`` bounds by name."""
+    values = sorted(seconds)
+    n = len(values)
+    chart = Arrival(
+        stage=stage.name,
+        status=stage.status,
+        measure="lateness" if time_field else "since start",
+        time_field=time_field,
+        n=n,
+        p50=percentile(values, 50) if values else None,
+        p95=percentile(values, 95) if values else None,
+        max=values[-1] if values else None,
+        unreadable=unreadable,
+    )
+    limits = list((bounds or {}).values())
+    # at least one second, as the latency chart: sub-second tests would otherwise get an axis of milliseconds
+    step = _time_step(max([1.0, *values, *limits]) - min([0.0, *values]))
+    high = step * math.ceil(max([1.0, *values, *limits]) / step)
+    low = -step * math.ceil(-min([0.0, *values]) / step)
+    x0, x1 = chart.left, chart.width - chart.right
+    y0, y1 = chart.top, chart.bottom_y
+
+    def x(value: float) -> float:
+        return x0 + (x1 - x0) * (value - low) / (high - low)
+
+    def y(count: int) -> float:
+        return y1 - (y1 - y0) * count / n
+
+    chart.ticks = [(x(low + step * i), span(low + step * i)) for i in range(round((high - low) / step) + 1)]
+    if values:
+        # one step per half pixel at most: a CDF of 10,000 events stays a few hundred points
+        points: list[tuple[float, float]] = [(x(values[0]), y1)]
+        count = 0
+        column = round(x(values[0]) * 2)
+        for value in values:
+            here = round(x(value) * 2)
+            if here != column:
+                points += [(column / 2, y(count)), (here / 2, y(count))]
+                column = here
+            count += 1
+        points += [(column / 2, y(count)), (x1, y(count)), (x1, y1)]
+        chart.points = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+        chart.markers = [
+            Marker(f"{label} {span(value)}", value, x(value))
+            for label, value in (("p50", chart.p50), ("p95", chart.p95), ("max", chart.max))
+            if value is not None
+        ]
+    chart.bounds = [Marker(f"{name} ≤ {span(value)}", value, x(value)) for name, value in (bounds or {}).items()]
+    for marker in chart.markers:
+        flip = marker.x > x0 + (x1 - x0) * 0.7
+        marker.anchor, marker.label_x = ("end", marker.x - 4) if flip else ("start", marker.x + 4)
     return chart

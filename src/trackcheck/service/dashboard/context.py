@@ -10,13 +10,16 @@ from typing import Any
 
 from flask import abort, request
 
+from trackcheck.compare.latency import measure
+from trackcheck.compare.values import as_instant
 from trackcheck.engine.result import EVIDENCE
-from trackcheck.errors import RunNotFound, StoreError
+from trackcheck.errors import RunNotFound, StoreError, TrackcheckError
+from trackcheck.plan.model import Plan
 from trackcheck.service.app import current_service
-from trackcheck.service.dashboard.charts import latency_chart
+from trackcheck.service.dashboard.charts import Arrival, arrival_chart, latency_chart
 from trackcheck.service.dashboard.formatting import format_cell, params_text
 from trackcheck.service.validation import MAX_OFFSET
-from trackcheck.store.models import PlanVersion, Poll, Run, RunStage
+from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Snapshot
 from trackcheck.store.repository import aware, utcnow
 
 PAGE_SIZE = 25
@@ -179,11 +182,56 @@ def run_context(run_id: str) -> dict[str, Any]:
         "poll_offset": {p.id: _offset(start, p) for p in polls[-SHOW_POLLS:]},
         "stage_names": names,
         "chart": latency_chart(run, stages),
+        "arrivals": _arrivals(run, stages, snapshots),
         "running": run.status == "running",
         "refresh_ms": LIVE_MS,
         "now": utcnow(),
         "show_rows": SHOW_ROWS,
     }
+
+
+def _arrivals(run: Run, stages: list[RunStage], snapshots: dict[int, Snapshot]) -> list[Arrival]:
+    """The per-event arrival chart of each stage that keeps first-seen times and found something: lateness
+    when the stage has a ``time_field`` (read from the run's plan version), else time since the stage
+    started."""
+    plan: Plan | None
+    try:
+        plan = current_service().engine.plan(run.plan_id)
+    except TrackcheckError:  # a plan that no longer loads: its runs' first-seen times can still be shown
+        plan = None
+    charts = []
+    for stage in stages:
+        snapshot = snapshots.get(stage.idx)
+        first_seen = snapshot.first_seen if snapshot is not None else None
+        if snapshot is None or not first_seen:
+            continue
+        spec = plan.stages[stage.idx] if plan is not None and stage.idx < len(plan.stages) else None
+        if plan is not None and spec is not None and spec.name == stage.name and spec.time_field:
+            records = [r for r in snapshot.records or [] if isinstance(r, dict)]
+            lateness = measure(records, plan.key_for(spec), spec.time_field, first_seen)
+            bounds = {}
+            if spec.latency is not None:
+                bounds = {
+                    name: bound.total_seconds()
+                    for name in ("p50", "p95", "p99", "max")
+                    if (bound := getattr(spec.latency, name)) is not None
+                }
+            charts.append(
+                arrival_chart(
+                    stage,
+                    lateness.seconds,
+                    time_field=spec.time_field,
+                    unreadable=len(lateness.unreadable),
+                    bounds=bounds,
+                )
+            )
+            continue
+        started = aware(stage.started_at)
+        if started is None:
+            continue
+        seen = [as_instant(moment) for moment in first_seen.values()]
+        charts.append(arrival_chart(stage, [(moment - started).total_seconds() for moment in seen if moment]))
+    return charts
 
 
 def _offset(start: datetime | None, poll: Poll) -> float | None:
