@@ -218,3 +218,14 @@ def test_runs_of_a_plan_that_no_longer_loads_end_with_the_reason(engine: Engine,
     engine.plan.cache_clear()
     result = finished(engine, [run])[run].stages[0]
     assert result.status == "error" and "no longer loads" in (result.reason or "") and "logs" in (result.reason or "")
+
+
+def test_bad_values_in_both_halves_of_a_batch_end_only_their_runs(engine: Engine, warehouse: str) -> None:
+    text_ = plan_text(sql_stage("SELECT * FROM events"), f"  wh: {{type: sql, url: '{warehouse}'}}")
+    plan_id, _ = store_plan(engine, text_, origin="t", base_dir=None)
+    engine.follow()
+    runs = {tag: engine.submit(plan_id, {"test_id": tag}) for tag in ("1", "abc", "2", "xyz")}
+    engine.lead()
+    results = finished(engine, list(runs.values()))
+    statuses = {tag: results[run].status for tag, run in runs.items()}
+    assert statuses == {"1": "passed", "abc": "error", "2": "passed", "xyz": "error"}

@@ -463,7 +463,8 @@ class Engine:
 
         A permanent failure of a query made for several runs may be one run's doing (a ``where`` value the
         column type cannot read): the runs are then split in two and each half read on its own, so only the
-        runs whose values fail end as ``error``; when both halves fail the same way, all of them do.
+        runs whose values fail end as ``error``; when both halves fail with the same message (the query
+        itself is wrong), all of them do.
         """
         fetched = fetched or self._fetch(plan, plan_id, stage, chunk)
         wheres = [rs.where or {} for rs, _ in chunk]
@@ -471,7 +472,10 @@ class Engine:
         if fetched.failure is not None and fetched.kind is ErrorKind.PERMANENT and distinct:
             halves = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
             reads = [self._fetch(plan, plan_id, stage, half) for half in halves]
-            if not all(r.failure is not None and r.kind is ErrorKind.PERMANENT for r in reads):
+            # both halves failing alike (an unknown table...) is the query's fault: stop there; failing with
+            # different messages (each naming its own bad value) means bad runs in both: split both again
+            alike = len({r.failure for r in reads}) == 1
+            if not (alike and all(r.failure is not None and r.kind is ErrorKind.PERMANENT for r in reads)):
                 delays = [
                     self._poll_chunk(plan, plan_id, stage, half, write, activated, read)
                     for half, read in zip(halves, reads, strict=True)
