@@ -12,8 +12,10 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +27,18 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from trackcheck import ci
 from trackcheck.connections import Connections
 from trackcheck.engine.core import Engine, PlanSetup
 from trackcheck.engine.result import RunResult, StageResult
 from trackcheck.errors import ConfigError, TrackcheckError
 from trackcheck.foreground import overrides_from, start_run, wait_for
-from trackcheck.junit import write_junit
+from trackcheck.junit import write_junit, write_junit_error
 from trackcheck.plan.loader import load_plan
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.database import DEFAULT_URL, normalize_url
+from trackcheck.store.repository import aware
 
 EXIT = {"passed": 0, "failed": 1, "error": 3, "cancelled": 130}
 COLOURS = {
@@ -61,12 +65,15 @@ db_password_file_option = click.option(
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Every TrackcheckError becomes one readable line on stderr and its exit code."""
+def _errors(report: Callable[[BaseException, int], None] | None = None) -> Iterator[None]:
+    """Every TrackcheckError becomes one readable line on stderr and its exit code; ``report`` (the reports
+    ``run`` was asked for) is given the error before the process exits."""
     try:
         yield
     except TrackcheckError as exc:
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True, highlight=False)
+        if report is not None:
+            report(exc, exc.exit_code)
         sys.exit(exc.exit_code)
 
 
@@ -91,19 +98,27 @@ def _state_url(db: str, password_file: str | None) -> str:
     return state_database_url(db, password_file)
 
 
+def _logging(verbose: int, quiet: bool = False) -> None:
+    """Log to stderr: warnings (errors only with ``quiet``), one line per poll at -v, debug at -vv."""
+    level = (
+        logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    )
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
+    # the HTTP client logs each request's whole URL (user:password@, ?api_key=...) at INFO and the response
+    # headers (Set-Cookie) at DEBUG; trackcheck's own poll lines say what was read, with credentials masked
+    for client in ("httpx", "httpcore"):
+        logging.getLogger(client).setLevel(logging.WARNING)
+
+
 @click.group()
 @click.version_option(package_name="trackcheck")
 @click.option("-v", "--verbose", count=True, help="-v: one log line per poll; -vv: debug.")
 def main(verbose: int) -> None:
     """Prove that tracking events arrive, complete and unchanged, in every system of a pipeline."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if verbose < 2:
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # the HTTP client logs each request's whole URL (user:password@, ?api_key=...) at INFO and the response
-    # headers (Set-Cookie) at DEBUG; trackcheck's own poll lines say what was read, with credentials masked
-    for client in ("httpx", "httpcore"):
-        logging.getLogger(client).setLevel(logging.WARNING)
+    _logging(verbose)
 
 
 config_option = click.option(
@@ -175,7 +190,26 @@ def _expect(path: str | None) -> list[dict[str, Any]] | None:
 @click.option("--interval", help="Poll every stage this often (e.g. 1s), overriding the plan.")
 @click.option("--timeout", help="Time out every stage after this long (e.g. 30s), overriding the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document on stdout.")
-@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report (one testcase per stage).")
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False),
+    help="Write a JUnit XML report (one testcase per stage; one errored testcase if the run could not start).",
+)
+@click.option(
+    "--annotations",
+    type=click.Choice(["github"]),
+    help="Also print failed and errored stages (and warnings) as GitHub Actions annotations, on stderr.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    metavar="SECONDS",
+    help="Without a terminal, print what each waiting stage waits for this often (0: never).",
+)
+@click.option("-v", "--verbose", count=True, help="-v: one log line per poll; -vv: debug (as before 'run').")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final summary line and errors.")
 @click.option(
     "--db",
     default=DEFAULT_URL,
@@ -185,7 +219,9 @@ def _expect(path: str | None) -> list[dict[str, Any]] | None:
 )
 @db_password_file_option
 @config_option
+@click.pass_context
 def run(
+    ctx: click.Context,
     plan: str,
     params: tuple[str, ...],
     expect_file: str | None,
@@ -193,47 +229,128 @@ def run(
     timeout: str | None,
     as_json: bool,
     junit: str | None,
+    annotations: str | None,
+    heartbeat: float,
+    verbose: int,
+    quiet: bool,
     db: str,
     db_password_file: str | None,
     config_file: str | None,
 ) -> None:
     """Verify one run of PLAN in the foreground, with a live view of every stage."""
-    with _errors():
-        setup = _plan_setup(config_file)  # its limits: min_interval from trackcheck.toml or TRACKCHECK_MIN_INTERVAL
-        overrides = overrides_from(interval, timeout, limits=setup.limits)
-        engine = Engine(_state_url(db, db_password_file), SchedulerConfig(jobstore="memory"), resume=False, setup=setup)
-        engine.start()
-        run_id = None
-        try:
-            run_id = start_run(engine, plan, _params(params), _expect(expect_file), overrides)
-            result = _watch(engine, run_id)
-        except KeyboardInterrupt:
-            if run_id is None:
+    verbose += ctx.find_root().params.get("verbose") or 0
+    if quiet and verbose:
+        raise click.UsageError("-q/--quiet and -v/--verbose exclude each other")
+    if verbose or quiet:
+        _logging(verbose, quiet)
+    reports = _Reports(plan, junit, as_json, annotations)
+    result: RunResult | None = None
+    try:
+        with _errors(reports.error):
+            try:
+                reports.params = _params(params)
+                expected = _expect(expect_file)
+            except click.ClickException as exc:
+                reports.error(exc, exc.exit_code)
                 raise
-            engine.cancel(run_id)
-            result = engine.result(run_id)
-        finally:
-            engine.shutdown(wait=False)
-    _summary(result)
-    if junit:
-        write_junit(result, junit)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+            setup = _plan_setup(config_file)  # its limits: min_interval from trackcheck.toml or TRACKCHECK_MIN_INTERVAL
+            overrides = overrides_from(interval, timeout, limits=setup.limits)
+            engine = Engine(
+                _state_url(db, db_password_file), SchedulerConfig(jobstore="memory"), resume=False, setup=setup
+            )
+            engine.start()
+            run_id = None
+            try:
+                run_id = start_run(engine, plan, reports.params, expected, overrides)
+                result = _watch(engine, run_id, heartbeat=0 if quiet else heartbeat, quiet=quiet)
+            except KeyboardInterrupt:
+                if run_id is None:
+                    raise
+                engine.cancel(run_id)
+                result = engine.result(run_id)
+            finally:
+                engine.shutdown(wait=False)
+    except KeyboardInterrupt:  # before the run was submitted: nothing was verified
+        err.print("interrupted before the run started", highlight=False)
+        reports.error(KeyboardInterrupt("interrupted before the run started"), EXIT["cancelled"])
+        sys.exit(EXIT["cancelled"])
+    _summary(result, quiet=quiet)
+    reports.result(result)
     sys.exit(EXIT.get(result.status, 3))
 
 
-def _watch(engine: Engine, run_id: str) -> RunResult:
+@dataclass
+class _Reports:
+    """What ``run`` writes for CI besides its console output: ``--junit``, ``--json`` and ``--annotations``,
+    for a run's result and equally for a run that could not start (exit 2, 3 or 130)."""
+
+    plan_file: str
+    junit: str | None
+    as_json: bool
+    annotations: str | None
+    params: dict[str, str] = field(default_factory=dict)
+    began: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def result(self, result: RunResult) -> None:
+        if self.junit:
+            write_junit(result, self.junit)
+        if self.as_json:
+            click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        if self.annotations == "github":
+            for line in ci.github_annotations(result, self.plan_file):
+                err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def error(self, exc: BaseException, exit_code: int) -> None:
+        """The run could not start: ``exc`` is the reason."""
+        outline = ci.plan_outline(self.plan_file)
+        context: dict[str, str] = dict(getattr(exc, "context", {}))
+        name = outline.name or context.get("plan") or self.plan_file
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        status = {2: "invalid", 130: "cancelled"}.get(exit_code, "error")
+        if self.junit:
+            seconds = (datetime.now(UTC) - self.began).total_seconds()
+            write_junit_error(self.junit, name, type(exc).__name__, message, began=self.began, seconds=seconds)
+        if self.as_json:
+            document: dict[str, Any] = {
+                "run_id": None,
+                "plan": name,
+                "plan_file": self.plan_file,
+                "status": status,
+                "params": self.params,
+                "stages": [],
+                "error": {"type": type(exc).__name__, "message": message, "exit_code": exit_code, "context": context},
+            }
+            click.echo(json.dumps(document, indent=2, default=str))
+        if self.annotations == "github" and exit_code != EXIT["cancelled"]:
+            line = outline.line_of(context.get("stage"), message)
+            title = "trackcheck: invalid plan" if exit_code == 2 else "trackcheck: could not start"
+            err.print(ci.workflow_command("error", message, self.plan_file, line, title), markup=False, highlight=False)
+
+
+def _watch(engine: Engine, run_id: str, *, heartbeat: float = 0, quiet: bool = False) -> RunResult:
+    if quiet:
+        return wait_for(engine, run_id, every=0.5)
     if not err.is_terminal:
         seen: dict[str, tuple[str, int | None]] = {}
+        beat = time.monotonic()
 
         def progress(result: RunResult) -> None:
+            nonlocal beat
             for stage in result.stages:
                 state = (stage.status, stage.found)
                 if stage.status != "pending" and seen.get(stage.name) != state:
                     seen[stage.name] = state
-                    err.print(_progress_line(stage), highlight=False)
+                    err.print(_progress_line(stage), markup=False, highlight=False)
+            if heartbeat and time.monotonic() - beat >= heartbeat and not result.finished:
+                beat = time.monotonic()
+                deadlines = {row.name: row.deadline for row in engine.store.run_stages(run_id)}
+                now = datetime.now(UTC)
+                for stage in result.stages:
+                    if stage.status == "waiting":
+                        line = ci.heartbeat_line(stage, now, aware(deadlines.get(stage.name)))
+                        err.print(line, markup=False, highlight=False)
 
-        return wait_for(engine, run_id, progress, every=0.5)
+        return wait_for(engine, run_id, progress, every=min(0.5, heartbeat or 0.5))
     with Live(console=err, refresh_per_second=4, transient=False) as live:
         return wait_for(engine, run_id, lambda result: live.update(_table(result)))
 
@@ -249,8 +366,6 @@ def _progress_line(stage: StageResult) -> str:
 
 
 def _table(result: RunResult) -> Table:
-    from datetime import UTC, datetime
-
     table = Table(title=f"{result.plan} · run {result.run_id[:8]} · {result.status}", title_justify="left")
     for column in ("stage", "status", "attempts", "found/expected", "waited", "detail"):
         table.add_column(column)
@@ -273,12 +388,17 @@ def _table(result: RunResult) -> Table:
     return table
 
 
-def _summary(result: RunResult) -> None:
+def _summary(result: RunResult, *, quiet: bool = False) -> None:
+    """The result line, then the reason and evidence of each failed stage and the warnings; with ``quiet``
+    only the result line and the reasons of failed and errored stages."""
     colour = COLOURS.get(result.status, "white")
     err.print(f"[bold {colour}]{result.status.upper()}[/] {result.plan} run {result.run_id}", highlight=False)
     for stage in result.stages:
         if stage.status in ("failed", "error"):
-            err.print(f"  {stage.name}: {stage.reason}", highlight=False)
+            err.print(f"  {stage.name}: {stage.reason}", markup=False, highlight=False)
+        if quiet:
+            continue
+        if stage.status in ("failed", "error"):
             for m in stage.mismatches[:10]:
                 err.print(
                     f"    mismatch {m['key']}.{m['field']}: expected {m['expected']!r}, got {m['actual']!r}",

@@ -486,6 +486,14 @@ def test_ctrl_c_exits_130_and_the_run_is_stored_cancelled(ws: Workspace) -> None
             break
     else:
         raise AssertionError(f"the run never polled: {process.communicate()}")
+    # the poll line is logged while its tick is written: wait until the state database holds that poll
+    state = ws.state.removeprefix("sqlite:///")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with sqlite3.connect(state) as db:
+            if db.execute("SELECT COUNT(*) FROM tc_polls").fetchone()[0]:
+                break
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
 

@@ -227,3 +227,30 @@ def test_encoding_option_decodes_the_file(tmp_path: Path) -> None:
     assert fetch(source(tmp_path / "names.csv", encoding="latin-1")).records == [{"event_id": "e1", "city": "Köln"}]
     with pytest.raises(SourceQueryError, match="is not utf-8: set the source's encoding"):
         fetch(source(tmp_path / "names.csv"))
+
+
+def test_a_path_that_starts_with_a_run_parameter_is_where_the_parameter_says(tmp_path: Path) -> None:
+    """``{data_dir}/events.jsonl``: the folder comes with each run, not from the plan's folder."""
+    import trackcheck
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.jsonl").write_text('{"event_id": "e1", "test_id": "p1"}\n', encoding="utf-8")
+    plan = tmp_path / "plans" / "p.yaml"
+    plan.parent.mkdir()
+    plan.write_text(
+        """
+name: param-folder
+key: event_id
+params: {data_dir: {required: true}, test_id: {required: true}}
+sources: {spool: {type: file, path: "{data_dir}/events.jsonl"}}
+expect: [{event_id: e1}]
+stages:
+  - {name: spool, source: spool, where: {test_id: "{test_id}"}, compare: {with: expect}}
+""",
+        encoding="utf-8",
+    )
+    result = trackcheck.verify(
+        plan, params={"data_dir": str(data), "test_id": "p1"}, interval="200ms", min_interval="100ms", timeout="5s"
+    )
+    assert result.ok, result.to_dict()

@@ -235,8 +235,8 @@ def _resolve_files(raw: dict[str, Any], base: Path, linked: set[str], trust: Tru
     An uploaded plan's schema files must be inside the service's plans folder."""
 
     def absolute(value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
+        if not isinstance(value, str) or (value.startswith("{") and not value.startswith("{{")):
+            return value  # "{data_dir}/x.jsonl": the run parameter says where; it is no path of the plan's folder
         path = Path(value).expanduser()  # ~/logs/... means the home folder, not <plan folder>/~/logs
         return str(path if path.is_absolute() else base / path)
 
