@@ -12,6 +12,7 @@ from typing import Any
 from benchmarks.b1_polling import BATCH_SIZE, DEFAULT_INTERVAL, SideResult
 from benchmarks.b2_diff import B2Result
 from benchmarks.b3_api import B3Result
+from benchmarks.b3_batch import BatchResult
 
 RSS_TARGET_MB = 500
 CORE_SHARE_TARGET = 0.10
@@ -30,6 +31,7 @@ def render(
     profile: dict[str, Any],
     b2: B2Result,
     b3: B3Result,
+    b3_batch: BatchResult | None = None,
 ) -> str:
     parts = [
         _header(plan, machine),
@@ -38,6 +40,7 @@ def render(
         _profile(profile, max((r for r in b1 if r.side == "trackcheck"), key=lambda r: r.n)),
         _b2(b2),
         _b3(b3),
+        *([_b3_batch(b3_batch)] if b3_batch is not None else []),
         _machine(machine),
     ]
     return "\n\n".join(part.rstrip() for part in parts) + "\n"
@@ -514,6 +517,22 @@ source never receives the events, so every accepted run stays waiting and is pol
 time limit or request cap (it ran {_num(b3.seconds)} s), and times each request from send to the 202 answer.
 
 {_table(["figure", "trackcheck"], rows)}{why}"""
+
+
+def _b3_batch(result: BatchResult) -> str:
+    rows = [
+        ["in-process (`Engine.submit` / `submit_many`)", _num(result.inprocess_single, 1),
+         _num(result.inprocess_batch, 1), _ratio(result.inprocess_batch, result.inprocess_single)],
+        ["HTTP (`POST /api/runs` / `/api/runs/batch`)", _num(result.http_single, 1), _num(result.http_batch, 1),
+         _ratio(result.http_batch, result.http_single)],
+    ]  # fmt: skip
+    return f"""## B3: batch submit
+
+{result.runs:,} runs submitted one per call, then {result.runs:,} in batches of {result.batch:,}, by one
+client sending one request after the other, to the B3 plan and a SQLite state database: in-process (validation
+and the state write only) and over HTTP to `trackcheck serve` (the poller running). Runs accepted per second:
+
+{_table(["path", "single", f"batch of {result.batch:,}", "batch / single"], rows)}"""
 
 
 def _machine(machine: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import b1_polling, b2_diff, b3_api, common, report
+from benchmarks import b1_polling, b2_diff, b3_api, b3_batch, common, report
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -36,10 +36,12 @@ class Plan:
     b2_repeats: int
     b3_seconds: float
     b3_max_requests: int
+    batch_runs: int  # runs on each side of the batch submit figure
+    batch_size: int
 
 
-FULL = Plan("full", (1, 100, 1_000, 10_000), 5.0, 15.0, 10_000, 1_000_000, 3, 30.0, 50_000)
-QUICK = Plan("quick", (1, 50), 1.0, 2.0, 50, 5_000, 1, 3.0, 500)
+FULL = Plan("full", (1, 100, 1_000, 10_000), 5.0, 15.0, 10_000, 1_000_000, 3, 30.0, 50_000, 10_000, 1_000)
+QUICK = Plan("quick", (1, 50), 1.0, 2.0, 50, 5_000, 1, 3.0, 500, 300, 100)
 #: B3's clients in flight at once: a CI suite or a few people submitting together, not a load test
 B3_CONCURRENCY = 4
 
@@ -114,10 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     b2 = b2_diff.measure(plan.b2_rows, plan.b2_repeats)
     common.log(f"B3: POST /api/runs for {plan.b3_seconds:g} s, {B3_CONCURRENCY} clients")
     b3 = b3_api.measure(plan.b3_seconds, B3_CONCURRENCY, plan.b3_max_requests)
+    common.log(f"B3 batch: {plan.batch_runs:,} runs one by one and in batches of {plan.batch_size:,}")
+    batch = b3_batch.measure(plan.batch_runs, plan.batch_size)
     machine["load_average_end"] = list(common.machine()["load_average"])
     machine["duration_s"] = round(time.time() - began)
     machine["preloaded"] = common.preloaded_libraries() or "(none)"
-    text = report.render(plan.name, plan.interval, plan.land_window, machine, b1, profile, b2, b3)
+    text = report.render(plan.name, plan.interval, plan.land_window, machine, b1, profile, b2, b3, batch)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     if args.json:
@@ -126,12 +130,16 @@ def main(argv: list[str] | None = None) -> int:
             "b1": [r.to_dict() for r in b1],
             "b2": b2.to_dict(),
             "b3": b3.to_dict(),
+            "b3_batch": batch.to_dict(),
             "profile": profile,
         }
         args.json.write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")
     problems = missing_figures(b1, profile, b2)
     if b3.requests == 0 or not math.isfinite(b3.p99_ms):
         problems.append(f"B3: no request was accepted ({b3.errors} errors)")
+    for name, value in batch.to_dict().items():
+        if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+            problems.append(f"B3 batch: {name} is {value}")
     if args.quick:
         print(text)
     common.log(f"report written to {output} ({machine['duration_s']} s)")

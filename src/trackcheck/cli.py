@@ -440,12 +440,14 @@ def worker(db: str, db_password_file: str | None, config_file: str | None, worke
 
     Takes the same lease as ``serve``: while another process polls, this one waits on standby.
     """
+    from trackcheck.service.config import load_config
     from trackcheck.service.leader import lease_for
 
     with _errors():
-        setup = _plan_setup(config_file)  # the service's connections, secret key and rules for uploaded plans
+        config = load_config(config_file)
+        setup = config.plan_setup()  # the service's connections, secret key and rules for uploaded plans
         scheduler = SchedulerConfig(scheduler="blocking", workers=workers)
-        engine = Engine(_state_url(db, db_password_file), scheduler, setup=setup)
+        engine = Engine(_state_url(db, db_password_file), scheduler, setup=setup, retention=config.retention_policy())
         engine.start()
         lease = lease_for(engine.store.engine)
         try:

@@ -126,6 +126,12 @@ def test_real_answers_match_the_documented_schemas(make_app: Callable[..., Flask
     check("post", "/api/runs", "/api/runs", 404, json={"plan": "nope"})
     check("post", "/api/runs", "/api/runs", 415, data="{}", content_type="text/plain")
     check("get", "/api/runs", "/api/runs?limit=0", 400)
+    batch = {"plan": "mem", "runs": [{"params": {"test_id": "b1"}}, {"params": {"test_id": "b2"}, "interval": "1s"}]}
+    ids = check("post", "/api/runs/batch", "/api/runs/batch", 202, json=batch)["ids"]
+    for batch_id in ids:
+        check("post", "/api/runs/{run_id}/cancel", f"/api/runs/{batch_id}/cancel", 200)
+    check("post", "/api/runs/batch", "/api/runs/batch", 400, json={"plan": "mem", "runs": [{"params": {}}]})
+    check("post", "/api/runs/batch", "/api/runs/batch", 404, json={"plan": "nope", "runs": [{}]})
 
     check("get", "/api/plans", "/api/plans", 200)
     check("get", "/api/plans/{name}", "/api/plans/mem", 200)

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +35,7 @@ from trackcheck.engine.result import RunResult, build_result, capped_evidence
 from trackcheck.errors import (
     ConfigError,
     ErrorKind,
+    ParamError,
     SourceConnectError,
     SourceError,
     StoreError,
@@ -55,7 +56,7 @@ from trackcheck.sources.network import NetworkRule, check_hosts
 from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
 from trackcheck.store.models import Run, RunStage
-from trackcheck.store.repository import Store, TickWrite, aware, storable_text, utcnow
+from trackcheck.store.repository import PruneCounts, Retention, Store, TickWrite, aware, storable_text, utcnow
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -87,6 +88,28 @@ class QueryFacts:
     error: str | None
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """One run of a batch submit (``Engine.submit_many``): its parameters, its expected events (None: the
+    plan's) and its per-run overrides (``interval``/``timeout`` in seconds, as ``overrides_from`` gives)."""
+
+    params: Mapping[str, Any] = field(default_factory=dict)
+    expect: list[dict[str, Any]] | None = None
+    overrides: Mapping[str, Any] | None = None
+
+
+def _at_index(exc: ParamError, index: int) -> ParamError:
+    """``exc`` naming the run of a batch it is about: ``runs[3].params.test_id: ...``."""
+    parameter = exc.context.get("parameter")
+    place = f"runs[{index}]"
+    if parameter == "expect":
+        place += ".expect"
+    elif parameter is not None:
+        place += f".params.{parameter}"
+    context = {key: value for key, value in exc.context.items() if key != "parameter"}
+    return ParamError(f"{place}: {exc.message}", **context)
+
+
 class Engine:
     """State store + scheduler + sources. ``start()`` before use, ``shutdown()`` after (or ``with``)."""
 
@@ -98,11 +121,14 @@ class Engine:
         poll: bool = True,
         resume: bool = True,
         setup: PlanSetup | None = None,
+        retention: Retention | None = None,
     ) -> None:
         """``poll=False`` serves submissions only (another process polls); ``resume=False`` ignores runs
-        that this engine did not submit (the CLI's foreground run)."""
+        that this engine did not submit (the CLI's foreground run); ``retention``: what the poller prunes
+        (default: nothing)."""
         self.store = Store(db_url)
         self.setup = setup or PlanSetup()
+        self.retention = retention or Retention()
         self.keyring = Keyring(self.setup.secret_key) if self.setup.secret_key else None
         self.connections = Connections(self.setup.connections, ConnectionStore(self.store), self.keyring)
         self._connections_seen: object = None
@@ -150,6 +176,7 @@ class Engine:
             self.scheduler.resume()
         if self.resume:
             self.planner.start_sync()
+            self.planner.start_prune(self.retention)
             self.planner.request_sync()
 
     def follow(self) -> None:
@@ -161,6 +188,7 @@ class Engine:
         """Block in a BlockingScheduler (``trackcheck worker``) until interrupted."""
         assert self.scheduler is not None and self.planner is not None
         self.planner.start_sync()
+        self.planner.start_prune(self.retention)
         self.scheduler.add_job(self.planner.sync_func, id="tc:first-sync", replace_existing=True, executor=CONTROL)
         self.scheduler.start()
 
@@ -175,6 +203,11 @@ class Engine:
                 source.close()
             self._sources.clear()
         self.store.close()
+
+    def prune(self) -> PruneCounts:
+        """Delete the polls and ended runs that ``retention`` no longer keeps (the poller's ``tc:prune`` job)."""
+        polls_before, runs_before = self.retention.cutoffs(utcnow())
+        return self.store.prune(polls_before, runs_before)
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -245,12 +278,46 @@ class Engine:
 
         ParamError if a parameter or the expected events are wrong; nothing is stored then.
         """
+        return self._start(plan_id, [RunRequest(params, expect, overrides)], indexed=False)[0]
+
+    def submit_many(self, plan_id: int, runs: Sequence[RunRequest]) -> list[str]:
+        """Validate many runs of one plan version and start them all; their ids, in order.
+
+        All or nothing: every run is validated before any is stored, and a ParamError names the first wrong
+        one by its index (``runs[3].params.test_id: ...``). The runs and their stages are stored in one
+        transaction, and each distinct first-stage group is scheduled once.
+        """
+        return self._start(plan_id, runs, indexed=True)
+
+    def _start(self, plan_id: int, requests: Sequence[RunRequest], *, indexed: bool) -> list[str]:
         plan = self.plan(plan_id)
-        resolved = resolve_params(plan, params)
-        events = list(expect if expect is not None else plan.expect)
+        now = utcnow()
+        created: list[tuple[Run, list[RunStage]]] = []
+        groups: dict[str, None] = {}
+        for index, request in enumerate(requests):
+            try:
+                run, stages = self._prepare(plan, plan_id, request, now)
+            except ParamError as exc:
+                if not indexed:
+                    raise
+                raise _at_index(exc, index) from None
+            created.append((run, stages))
+            groups[stages[0].group_key or ""] = None
+        if not created:
+            return []
+        self.store.create_runs(created)
+        for group in groups:
+            self._own_groups.add(group)
+            if self.planner is not None and self.leading:  # otherwise the leader's tc:sync finds it within seconds
+                self.planner.request_start(group)
+        return [run.id for run, _ in created]
+
+    def _prepare(self, plan: Plan, plan_id: int, request: RunRequest, now: datetime) -> tuple[Run, list[RunStage]]:
+        """A validated run and its stages, the first one active; ParamError if the request is wrong."""
+        resolved = resolve_params(plan, request.params)
+        events = list(request.expect if request.expect is not None else plan.expect)
         check_expect(plan, events)
         events = [dict(e) for e in events]
-        now = utcnow()
         run = Run(
             id=uuid.uuid4().hex,
             plan_id=plan_id,
@@ -258,7 +325,7 @@ class Engine:
             status="running",
             params=resolved,
             expect=jsonable(events),
-            overrides=overrides or {},
+            overrides=dict(request.overrides or {}),
             created_at=now,
             notify=None,
         )
@@ -272,11 +339,7 @@ class Engine:
         stages[0].where = first["b_where"]
         stages[0].started_at = first["b_started"]
         stages[0].deadline = first["b_deadline"]
-        self.store.create_run(run, stages)
-        self._own_groups.add(first["b_group"])
-        if self.planner is not None and self.leading:  # otherwise the leader's tc:sync finds it within seconds
-            self.planner.request_start(first["b_group"])
-        return run.id
+        return run, stages
 
     def cancel(self, run_id: str) -> bool:
         """Stop a running run; what its stages verified so far is kept. False if it had already ended."""

@@ -6,7 +6,8 @@ Job ids (the group key is an internal hash; no user data goes into the job store
 - ``poll:<group>:now``      a new run's first poll, at once (only the runs never polled yet);
 - ``poll:<group>:retry``    a source error's back-off retry, sooner than the next regular tick;
 - ``poll:<group>:deadline`` a poll at the earliest timeout, when that comes before the next tick;
-- ``tc:sync``               finds groups with no job (runs submitted by another process, a restart).
+- ``tc:sync``               finds groups with no job (runs submitted by another process, a restart);
+- ``tc:prune``              deletes the polls and ended runs past their retention (``[retention]``).
 
 Jobs call ``poll`` by textual reference, so a persistent job store holds nothing but that reference and
 the group key. The poll's summary goes back to the scheduler's process through the job-executed event,
@@ -35,13 +36,15 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
     from trackcheck.engine.core import Engine
-    from trackcheck.store.repository import GroupInfo
+    from trackcheck.store.repository import GroupInfo, PruneCounts, Retention
 
 log = logging.getLogger("trackcheck.scheduler")
 SYNC_EVERY = timedelta(seconds=2)
 _SYNC = "sync"
 SYNC_JOB = "trackcheck.scheduling.jobs:sync"
 POLL_JOB = "trackcheck.scheduling.jobs:poll"
+PRUNE_JOB = "trackcheck.scheduling.jobs:prune"
+PRUNE_ID = "tc:prune"
 _bound: Engine | None = None
 
 
@@ -87,6 +90,26 @@ def sync() -> None:
         _bound.planner.request_sync()
 
 
+def prune() -> None:
+    """Job entry point: delete what retention no longer keeps (the poller only: jobs run where it leads)."""
+    if _bound is not None:
+        prune_now(_bound)
+
+
+def prune_now(engine: Engine) -> PruneCounts:
+    """Prune ``engine``'s state database now; one INFO line says what went, when anything did."""
+    counts = engine.prune()
+    if counts.total:
+        log.info(
+            "retention: deleted %d run(s) with %d stage(s) and %d snapshot(s), and %d poll(s)",
+            counts.runs,
+            counts.stages,
+            counts.snapshots,
+            counts.polls,
+        )
+    return counts
+
+
 class JobPlanner:
     """Keeps the scheduler's jobs in line with the groups that have runs waiting."""
 
@@ -99,6 +122,7 @@ class JobPlanner:
         inline = engine.config.jobstore == "memory" and engine.config.executor == "threadpool"
         self.poll_func: Callable[..., Any] | str = engine.poll_group if inline else POLL_JOB
         self.sync_func: Callable[[], None] | str = self.request_sync if inline else SYNC_JOB
+        self.prune_func: Callable[[], object] | str = self.prune_now if inline else PRUNE_JOB
         # Rescheduling happens on a thread of its own, never in the job-event listener: APScheduler's
         # shutdown() holds its job store lock while it waits for running jobs, and a listener that asked for
         # that lock (to add or remove a job) would deadlock it.
@@ -132,6 +156,26 @@ class JobPlanner:
             coalesce=True,
             max_instances=1,
         )
+
+    def start_prune(self, retention: Retention) -> None:
+        """Prune every ``retention.every`` on the control executor; with nothing to prune, remove the job a
+        former poller (configured otherwise) may have left in a shared job store."""
+        if not retention.enabled:
+            self._remove(PRUNE_ID)
+            return
+        self.scheduler.add_job(
+            self.prune_func,
+            "interval",
+            seconds=retention.every.total_seconds(),
+            id=PRUNE_ID,
+            executor=CONTROL,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+        )
+
+    def prune_now(self) -> PruneCounts:
+        return prune_now(self.engine)
 
     def ensure(self, groups: list[GroupInfo], *, prune: bool = False) -> None:
         """Add the missing regular jobs, a prompt poll where a group has new runs; with ``prune``, remove

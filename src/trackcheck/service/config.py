@@ -11,19 +11,22 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from trackcheck.errors import ConfigError
+from trackcheck.plan.durations import parse_duration
 from trackcheck.plan.limits import DEFAULT_LIMITS
 from trackcheck.plan.model import Duration
 
 if TYPE_CHECKING:
     from trackcheck.engine.core import PlanSetup
+    from trackcheck.store.repository import Retention
 from trackcheck.scheduling.config import SchedulerConfig
 from trackcheck.store.database import DEFAULT_URL, normalize_url, sqlite_file
 
@@ -52,6 +55,9 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     "INTERVAL": ("scheduler", "interval"),
     "MISFIRE_GRACE_TIME": ("scheduler", "misfire_grace_time"),
     "COALESCE": ("scheduler", "coalesce"),
+    "RETENTION_POLLS": ("retention", "polls"),
+    "RETENTION_RUNS": ("retention", "runs"),
+    "RETENTION_EVERY": ("retention", "every"),
 }
 
 
@@ -66,6 +72,39 @@ class TokenConfig(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     role: Role
     token: SecretStr = Field(min_length=16)
+
+
+def _kept_for(value: object) -> timedelta | None:
+    """A retention duration: ``0``, ``off`` (or ``false``, ``none``) keep forever (None)."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("off", "none", "false", "0", ""):
+        return None
+    duration = parse_duration(value)
+    return duration if duration > timedelta(0) else None
+
+
+KeptFor = Annotated[timedelta | None, BeforeValidator(_kept_for)]
+
+
+class RetentionConfig(BaseModel):
+    """``[retention]``: how long the state database keeps polls and ended runs, and how often it prunes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    polls: KeptFor = Field(default=timedelta(days=7), description="poll rows are kept this long; off: forever")
+    runs: KeptFor = Field(
+        default=timedelta(days=90),
+        description="ended runs (stages, polls, snapshots) are kept this long after they finished; off: forever",
+    )
+    every: Duration = Field(default=timedelta(minutes=10), description="how often the poller prunes")
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
 
 
 class ServiceConfig(BaseModel):
@@ -110,6 +149,7 @@ class ServiceConfig(BaseModel):
         default="10 per minute", description="failed logins and 401s allowed per client address (Flask-Limiter)"
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("login_rate_limit")
     @classmethod
@@ -133,6 +173,12 @@ class ServiceConfig(BaseModel):
         key = self.secret_key.get_secret_value() if self.secret_key is not None else None
         limits = replace(DEFAULT_LIMITS, min_interval=self.min_interval)
         return PlanSetup(connections=dict(self.connections), secret_key=key, uploads=uploads, limits=limits)
+
+    def retention_policy(self) -> Retention:
+        """The ``[retention]`` settings as the engine's poller applies them."""
+        from trackcheck.store.repository import Retention
+
+        return Retention(polls=self.retention.polls, runs=self.retention.runs, every=self.retention.every)
 
     @property
     def authenticated(self) -> bool:

@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 from trackcheck.engine.result import EVIDENCE
+from trackcheck.service.api.runs import MAX_BATCH
 from trackcheck.service.validation import MAX_NAME, MAX_OFFSET
 
 JSON = "application/json"
@@ -89,31 +90,50 @@ def _schemas() -> dict[str, Any]:
             "description": "the type's options (url, root, headers...); '***' keeps a stored secret",
         },
     }
+    run_fields: dict[str, Any] = {
+        "params": {**ANY_OBJECT, "description": "run parameters as the plan's params declare them"},
+        "expect": {"type": "array", "items": ANY_OBJECT, "description": "expected events (else the plan's)"},
+        "interval": {
+            "type": ["string", "number"],
+            "exclusiveMinimum": 0,
+            "description": "poll every stage this often (e.g. '2s'; a number is seconds)",
+        },
+        "timeout": {
+            "type": ["string", "number"],
+            "exclusiveMinimum": 0,
+            "description": "every stage times out after this long (e.g. '90s')",
+        },
+    }
     return {
         "Error": _obj(
             {"error": {"type": "string", "description": "short code, e.g. invalid_params, not_found"}, "detail": {}},
             description="Every error of the API",
         ),
         "RunRequest": _obj(
-            {
-                "plan": {**NAME, "description": "plan name (its latest version is used)"},
-                "params": {**ANY_OBJECT, "description": "run parameters as the plan's params declare them"},
-                "expect": {"type": "array", "items": ANY_OBJECT, "description": "expected events (else the plan's)"},
-                "interval": {
-                    "type": ["string", "number"],
-                    "exclusiveMinimum": 0,
-                    "description": "poll every stage this often (e.g. '2s'; a number is seconds)",
-                },
-                "timeout": {
-                    "type": ["string", "number"],
-                    "exclusiveMinimum": 0,
-                    "description": "every stage times out after this long (e.g. '90s')",
-                },
-            },
+            {"plan": {**NAME, "description": "plan name (its latest version is used)"}, **run_fields},
             required=["plan"],
             additionalProperties=False,
         ),
         "RunAccepted": _obj({"id": STRING, "status": {"const": "processing"}}),
+        "BatchRunRequest": _obj(
+            {
+                "plan": {**NAME, "description": "plan name (its latest version is used for every run)"},
+                "runs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH,
+                    "items": _obj(run_fields, required=[], additionalProperties=False),
+                    "description": "the runs, each as POST /api/runs takes one without 'plan'",
+                },
+            },
+            additionalProperties=False,
+        ),
+        "BatchAccepted": _obj(
+            {
+                "ids": {"type": "array", "items": STRING, "description": "the run ids, in the order of 'runs'"},
+                "status": {"const": "processing"},
+            }
+        ),
         "StageResult": stage_result,
         "RunResult": _obj(
             {
@@ -291,6 +311,16 @@ def _paths() -> dict[str, Any]:
                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
                     _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}),
                 ],
+            ),
+        },
+        "/api/runs/batch": {
+            "post": _op(
+                f"Start up to {MAX_BATCH} runs of a plan's latest version at once, all or nothing: one "
+                "transaction, answered at once; an error names the run (runs[3].params.test_id) and stores none. "
+                "The body must fit max_body_bytes (1 MiB by default: about 10,000 runs of ~100 bytes each)",
+                {"202": _json("BatchAccepted", "Accepted: poll GET /api/runs/{run_id} for each id")}
+                | _errors(400, 404, 413, 415, 502),
+                requestBody={"required": True, "content": {JSON: {"schema": _ref("BatchRunRequest")}}},
             ),
         },
         "/api/runs/{run_id}": {

@@ -33,7 +33,10 @@ class Service:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.engine = Engine(
-            state_database_url(config.db, config.db_password_file), config.scheduler, setup=config.plan_setup()
+            state_database_url(config.db, config.db_password_file),
+            config.scheduler,
+            setup=config.plan_setup(),
+            retention=config.retention_policy(),
         )
         self.notifier = Notifier(self.engine)
         self.leadership: Leadership | None = None

@@ -61,7 +61,8 @@ class Run(Base):
     expect: Mapped[list[Any]]
     overrides: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(index=True)
-    finished_at: Mapped[datetime | None]
+    #: indexed for retention: the ended runs to prune are a range of it (status alone matches nearly every run)
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)
     error: Mapped[str | None] = mapped_column(Text)
     notify: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: when the webhook notification is next due (set when the run ends, cleared once delivered or given up)
@@ -108,7 +109,8 @@ class Poll(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("tc_runs.id", ondelete="CASCADE"))
     stage_idx: Mapped[int] = mapped_column(Integer)
-    polled_at: Mapped[datetime]
+    #: indexed for retention: the polls to prune are a range of it, found without reading the whole table
+    polled_at: Mapped[datetime] = mapped_column(index=True)
     outcome: Mapped[str] = mapped_column(String(16))
     found: Mapped[int | None] = mapped_column(Integer)
     expected: Mapped[int | None] = mapped_column(Integer)

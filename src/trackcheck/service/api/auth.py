@@ -47,6 +47,7 @@ ALWAYS: tuple[tuple[str, str, Role], ...] = (
 #: writes (POST, PUT, PATCH, DELETE) that need less than admin, by endpoint; every other write needs admin
 WRITES: dict[str, Role] = {
     "api.submit_run": "runner",
+    "api.submit_batch": "runner",
     "api.cancel_run": "runner",
     "api.rerun": "runner",
     "dashboard.new_run": "runner",

@@ -1,16 +1,20 @@
-"""Runs: accepting one (202 at once: the poller picks it up), listing, reading its polls and records,
-cancelling and rerunning."""
+"""Runs: accepting one or a batch (202 at once: the poller picks them up), listing, reading a run's polls
+and records, cancelling and rerunning."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import jsonify, request
 
+from trackcheck.engine.core import RunRequest
 from trackcheck.engine.result import build_result
+from trackcheck.errors import PlanError
 from trackcheck.foreground import overrides_from
 from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
-from trackcheck.service.api.errors import fail
+from trackcheck.service.api.errors import ApiError, fail
 from trackcheck.service.api.parsing import expect_field, int_arg, json_body, object_field, string_field
 from trackcheck.service.api.plans import latest_plan
 from trackcheck.service.app import current_service
@@ -20,6 +24,10 @@ from trackcheck.store.repository import RUN_FINISHED
 RUN_STATUSES = ("running", *RUN_FINISHED)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 RUN_KEYS = ("plan", "params", "expect", "interval", "timeout")
+BATCH_KEYS = ("plan", "runs")
+BATCH_RUN_KEYS = ("params", "expect", "interval", "timeout")
+#: runs per ``POST /api/runs/batch``: one transaction of a few seconds at most, and within max_body_bytes
+MAX_BATCH = 10_000
 #: a duration is a number and a unit: anything longer is not one (and is not echoed back whole)
 MAX_DURATION_TEXT = 40
 
@@ -58,6 +66,51 @@ def submit_run() -> Any:
     run_id = current_service().engine.submit(version.id, params, expect, overrides)
     log.info("run %s of plan %s (version %d) accepted", run_id, name, version.version)
     return _accepted(run_id)
+
+
+@bp.post("/runs/batch")
+def submit_batch() -> Any:
+    """Validate and store many runs of one plan at once, all or nothing; an error names the run's index."""
+    body = json_body(BATCH_KEYS)
+    name = string_field(body, "plan")
+    items = body.get("runs")
+    if not isinstance(items, list) or not items:
+        fail(400, "bad_request", f"'runs' is required and must be a list of 1 to {MAX_BATCH} run objects")
+    if len(items) > MAX_BATCH:
+        fail(400, "bad_request", f"'runs' holds {len(items)} runs; at most {MAX_BATCH} are accepted per request")
+    requests = [_batch_run(index, item) for index, item in enumerate(items)]
+    version = latest_plan(name)
+    ids = current_service().engine.submit_many(version.id, requests)
+    log.info("%d runs of plan %s (version %d) accepted", len(ids), name, version.version)
+    response = jsonify({"ids": ids, "status": "processing"})
+    response.status_code = 202
+    return response
+
+
+def _batch_run(index: int, item: Any) -> RunRequest:
+    """``runs[index]`` checked as ``POST /api/runs`` checks a body."""
+    if not isinstance(item, dict):
+        fail(400, "invalid_params", f"runs[{index}] must be an object with the keys {', '.join(BATCH_RUN_KEYS)}")
+    with _naming(index):
+        unknown = sorted(set(item) - set(BATCH_RUN_KEYS))
+        if unknown:
+            fail(400, "bad_request", f"unknown key {unknown[0]!r} (allowed: {', '.join(BATCH_RUN_KEYS)})")
+        return RunRequest(object_field(item, "params"), expect_field(item), _overrides(item))
+
+
+@contextmanager
+def _naming(index: int) -> Iterator[None]:
+    """Errors about one run of a batch, their detail prefixed with ``runs[index]``."""
+    place = f"runs[{index}]"
+    try:
+        yield
+    except ApiError as exc:
+        detail = str(exc.detail)
+        joined = f"{place}.{detail}" if detail.startswith(("params", "expect")) else f"{place}: {detail}"
+        raise ApiError(exc.status, exc.error, joined) from None
+    except PlanError as exc:
+        field = exc.context.get("field")
+        raise PlanError(f"{place}.{field}: {exc.message}" if field else f"{place}: {exc}") from None
 
 
 def _overrides(body: dict[str, Any]) -> dict[str, float]:
