@@ -180,6 +180,7 @@ def test_the_poller_schedules_and_runs_the_prune_job(
         assert job.executor == CONTROL
         assert job.func_ref == jobs.PRUNE_JOB  # the shared job store holds a reference, run by the leader
 
+        standby.follow()  # no poll of the run below may add rows between its making and the prune
         plan_id = _plan(standby, tmp_path)
         run_id = _run(standby, plan_id, polls=1, ended=True)
         _backdate_run(standby, run_id, timedelta(days=31))
