@@ -264,7 +264,10 @@ def _utf8(data: bytes) -> str | None:
 
 
 def _decimal(value: Any) -> Decimal | None:
-    """A number, or text that reads as one (a CSV's ``"25.50"``), as a Decimal; None for anything else."""
+    """A number, or text that reads as one (a CSV's ``"25.50"``), as a Decimal; None for anything else.
+
+    The same reading as ``compare.values.as_number``, kept here: ``plan/`` imports nothing of ``compare/``
+    (whose checks import the plan model), or loading a plan would be a circular import."""
     if isinstance(value, bool) or value is None:
         return None
     number: Decimal | None = None
