@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-MASK = "***"
+from trackcheck.plan.masking import MASK
+
 SECRET_NAME = re.compile(
     r"token|secret|passw|pwd|auth|credential|signature|session|cookie|api[-_]?key|private[-_]?key|(^|[-_])key$",
     re.I,

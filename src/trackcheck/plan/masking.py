@@ -7,7 +7,9 @@ from typing import Any
 
 from trackcheck.errors import PlanError
 from trackcheck.plan.safe_yaml import parse_yaml
-from trackcheck.sources.base import MASK
+
+#: what every secret is shown as: in plan text, source messages and connection options
+MASK = "***"
 
 #: keys whose values are credentials: authorization, password, token, secret, api keys (also x-api-key,
 #: client_secret, access_token...); the plan's own ``key:`` is not one of them

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from trackcheck.compare.values import canonical
 from trackcheck.errors import ErrorKind, SourceError, SourceQueryError
 from trackcheck.plan.functions import OPTIONS, compile_path, interpreter
+from trackcheck.plan.masking import MASK
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from trackcheck.sources.network import NetworkRule
 
 Record = dict[str, Any]
-MASK = "***"
 #: how much of a driver's (or any cause's) text an error quotes: a server's error message must not be a
 #: way to read a file or a response body through trackcheck
 CAUSE_CHARS = 300
