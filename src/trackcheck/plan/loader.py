@@ -212,10 +212,12 @@ def _use_connections(
                     plan=plan,
                     field=f"{field}.{extra}",
                 )
-            if not isinstance(connection, str) or connection not in connections:
+            # one lookup (a connection defined over the API is a read of the state database)
+            options = connections.get(connection) if isinstance(connection, str) else None
+            if options is None:
                 known = ", ".join(sorted(connections)) or "none defined"
                 raise PlanError(f"unknown connection {connection!r} (connections: {known})", plan=plan, field=field)
-            sources[name] = {**connections[connection], "connection": connection}
+            sources[name] = {**options, "connection": connection}
             linked.add(str(name))
         elif trust.uploaded and not trust.allow_inline_sources:
             known = ", ".join(sorted(connections)) or "none defined yet"
