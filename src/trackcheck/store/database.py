@@ -89,7 +89,9 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     try:
-        with _MIGRATING, engine.begin() as connection, _one_migration_at_a_time(connection):
+        # SQLite: the file lock is taken before the transaction begins, or the transaction could read the
+        # schema as it was before another process migrated it (WAL snapshot) and migrate it again
+        with _MIGRATING, _sqlite_file_lock(engine), engine.begin() as connection, _one_migration_at_a_time(connection):
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
@@ -133,12 +135,19 @@ def _one_migration_at_a_time(connection: Connection) -> Iterator[None]:
             yield
         finally:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-    elif sqlite_file(connection.engine.url) is not None:
-        with open(f"{connection.engine.url.database}.migrate.lock", "ab") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     else:
+        yield  # SQLite: _sqlite_file_lock, taken before the transaction
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Processes migrating one SQLite file take turns on a lock file beside it."""
+    if sqlite_file(engine.url) is None:
         yield
+        return
+    with open(f"{engine.url.database}.migrate.lock", "ab") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
