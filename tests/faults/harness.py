@@ -253,8 +253,17 @@ class Served:
         except httpx.HTTPError:
             return None
 
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call; when the service cannot be reached, an AssertionError saying whether its master is
+        still alive (and its exit code if not) with the end of its log, not a bare ``Connection refused``."""
+        try:
+            return self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            state = "alive" if self.alive else f"exited with {self.process.returncode if self.process else None}"
+            raise AssertionError(f"{method} {path}: {exc!r}; serve master {state}\n{self.log_tail()}") from exc
+
     def post_run(self, plan: str, params: dict[str, Any], **extra: Any) -> httpx.Response:
-        return self._client.post("/api/runs", json={"plan": plan, "params": params, **extra})
+        return self._request("POST", "/api/runs", json={"plan": plan, "params": params, **extra})
 
     def submit(self, plan: str, params: dict[str, Any], **extra: Any) -> str:
         """A run's id; AssertionError unless the service accepted it (202)."""
@@ -264,14 +273,14 @@ class Served:
         return run_id
 
     def run(self, run_id: str) -> dict[str, Any]:
-        answer = self._client.get(f"/api/runs/{run_id}")
+        answer = self._request("GET", f"/api/runs/{run_id}")
         assert answer.status_code == 200, f"{answer.status_code} {answer.text}"
         document: dict[str, Any] = answer.json()
         return document
 
     def records(self, run_id: str, stage: str) -> list[Any]:
         """What the stage stored for the run (its snapshot)."""
-        answer = self._client.get(f"/api/runs/{run_id}/records/{stage}")
+        answer = self._request("GET", f"/api/runs/{run_id}/records/{stage}")
         assert answer.status_code == 200, f"{answer.status_code} {answer.text}"
         records: list[Any] = answer.json()["records"]
         return records
