@@ -92,7 +92,7 @@ def test_env_default_is_used_when_unset(monkeypatch: pytest.MonkeyPatch) -> None
         ),
         (lambda r: r["stages"][1]["compare"].update(tolerance={"price": 1}), ["tolerance", "price"]),
         (lambda r: r["stages"].append(dict(r["stages"][0])), ["collector", "used twice"]),
-        (lambda r: r["sources"]["bi"].update(type="kafka"), ["sources.bi.type", "kafka", "known:"]),
+        (lambda r: r["sources"]["bi"].update(type="kinesis"), ["sources.bi.type", "kinesis", "known:"]),
         (lambda r: r["sources"]["bi"].update(colour="blue"), ["sources.bi.colour"]),
         (
             lambda r: r["stages"][0].update(query="SELECT 1"),

@@ -489,7 +489,13 @@ class Engine:
         """One source query for the runs of ``chunk`` (the union of their ``where`` values), timed and
         reported to the query listeners; a failure is kept with its kind, never raised."""
         wheres = [rs.where or {} for rs, _ in chunk]
-        request = FetchRequest(plan=plan.name, stage=stage, filters=union_filters(wheres), params=chunk[0][1].params)
+        request = FetchRequest(
+            plan=plan.name,
+            stage=stage,
+            filters=union_filters(wheres),
+            params=chunk[0][1].params,
+            since=min(aware(run.created_at) or utcnow() for _, run in chunk),
+        )
         began = time.monotonic()
         result: FetchResult | None = None
         failure: str | None = None

@@ -42,6 +42,18 @@ EXPECT = "expect"
 MAIN_CHECKS = ("compare", "counts", "aggregates", "absent")
 
 
+def read_back(start: str | None) -> timedelta | None:
+    """How far before a run's start a bus stage reads (its ``from``): ``run_start`` (or unset) is zero,
+    ``-10m`` ten minutes, ``earliest`` None (everything the bus still holds); ValueError otherwise."""
+    if start is None or start == "run_start":
+        return timedelta(0)
+    if start == "earliest":
+        return None
+    if not start.startswith("-"):
+        raise ValueError(f"'from' is run_start, earliest or a duration back from the run's start (-10m), not {start!r}")
+    return parse_duration(start[1:])
+
+
 def limits_of(info: ValidationInfo) -> PlanLimits:
     """The limits a plan is validated under: ``model_validate(raw, context={"limits": ...})``, else the
     defaults."""
@@ -324,6 +336,17 @@ class StageSpec(_Model):
     timeout: Duration | None = None
     retries: int | None = Field(default=None, ge=0)
     backoff: Duration | None = None
+    # -- message buses (kafka, rabbitmq, nats, mqtt); each backend says which of these it reads ----------
+    topic: str | None = None
+    stream: str | None = None
+    subject: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    #: where a bus is read from: ``run_start`` (the default), ``earliest``, or a duration back from the
+    #: run's start (``-10m``: a producer's clock may run behind, or the event was sent just before)
+    from_: str | None = Field(default=None, alias="from")
+    format: Literal["json", "text"] | None = None
+    qos: int | None = Field(default=None, ge=0, le=2)
 
     @field_validator("name")
     @classmethod
@@ -351,6 +374,13 @@ class StageSpec(_Model):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         return None if value is None else check_cron(value)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str | None) -> str | None:
+        if value is not None:
+            read_back(value)
+        return value
 
     @model_validator(mode="after")
     def _shape(self) -> StageSpec:

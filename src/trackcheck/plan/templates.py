@@ -17,6 +17,8 @@ from trackcheck.errors import ParamError, PlanError
 if TYPE_CHECKING:
     from trackcheck.plan.model import StageSpec
 
+#: the keys of a bus stage that say where it reads, each of which may hold ``{param}``
+BUS_KEYS = ("topic", "stream", "subject", "exchange", "routing_key")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARAM = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -78,7 +80,9 @@ def stage_templates(stage: StageSpec, source_path: str | None = None, *, where: 
       runs with different ``where`` values together);
     - ``path``: a file stage's glob, or else ``sources.<name>.path``, its file source's own ``source_path``;
     - ``request.path``, ``request.params``, ``request.json``, ``request.headers`` of an http stage;
-    - ``redis.key`` of a redis stage.
+    - ``redis.key`` of a redis stage;
+    - ``topic``, ``stream``, ``subject``, ``exchange``, ``routing_key`` of a bus stage (a NATS subject
+      ``events.{test_id}``, an MQTT topic ``devices/{device}/#``).
 
     Keys a stage leaves unset are absent. ``query`` never holds ``{param}`` (the model refuses it).
     """
@@ -96,6 +100,9 @@ def stage_templates(stage: StageSpec, source_path: str | None = None, *, where: 
         found["request.headers"] = stage.request.headers
     if stage.redis is not None:
         found["redis.key"] = stage.redis.key
+    for name in BUS_KEYS:
+        if getattr(stage, name) is not None:
+            found[name] = getattr(stage, name)
     return found
 
 

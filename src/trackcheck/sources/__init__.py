@@ -22,6 +22,10 @@ _BUILTIN = {
     "file": "trackcheck.sources.files:FileSource",
     "http": "trackcheck.sources.http:HttpSource",
     "redis": "trackcheck.sources.redis:RedisSource",
+    "kafka": "trackcheck.sources.kafka:KafkaSource",
+    "rabbitmq": "trackcheck.sources.rabbitmq:RabbitmqSource",
+    "nats": "trackcheck.sources.nats:NatsSource",
+    "mqtt": "trackcheck.sources.mqtt:MqttSource",
 }
 _registered: dict[str, type[Source]] = {}
 

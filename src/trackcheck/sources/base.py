@@ -15,6 +15,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
     from trackcheck.sources.network import NetworkRule
 
 Record = dict[str, Any]
+#: the stage keys that only some backends read (``from_`` is the plan's ``from``); ``stage_keys`` lists a
+#: backend's own
+_BACKEND_KEYS = (
+    "query", "table", "path", "request", "redis", "records",
+    "topic", "stream", "subject", "exchange", "routing_key", "from_", "format", "qos",
+)  # fmt: skip
 #: how much of a driver's (or any cause's) text an error quotes: a server's error message must not be a
 #: way to read a file or a response body through trackcheck
 CAUSE_CHARS = 300
@@ -58,6 +65,63 @@ class FetchRequest:
     filters: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
     limit: int | None = None
+    #: when the earliest of the batched runs started (UTC): a bus stage reads what was published from then
+    #: on (its ``from`` moves that back); None outside a run
+    since: datetime | None = None
+    #: a listening source's input: what the poller captured on the stage's channel since ``since``, oldest
+    #: first (the source only decodes and filters it); None for every other source
+    captured: Sequence[Message] | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message as a bus delivered it, before it is decoded into a record.
+
+    ``meta`` holds what the bus says about it, offered to ``where``/``select``/``compare`` beside the
+    payload's fields: ``_key``, ``_partition``, ``_offset``, ``_timestamp`` (ISO 8601 UTC), ``_headers``
+    (text to text), ``_topic``/``_subject``/``_routing_key`` where the bus has them. ``at`` is the broker's
+    timestamp, or when trackcheck received it if the bus gives none.
+    """
+
+    payload: bytes
+    meta: Mapping[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where ``Source.publish`` sends: the bus keys of an ``emit:`` (or of a stage), rendered."""
+
+    topic: str | None = None
+    stream: str | None = None
+    subject: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    qos: int | None = None
+
+
+class Listener(ABC):
+    """A subscription a listening source holds for the runs waiting on one channel (see ``Source.listen``).
+
+    The poller drains it about every second into a buffer in the state database, then calls ``commit``:
+    a listener that can (a RabbitMQ queue, an MQTT QoS 1 session) acknowledges only then, so a crash between
+    the two loses nothing. ``durable`` says whether the broker keeps what is published while trackcheck is
+    away (a queue or a persistent session); if not, such a gap is reported on the runs it concerns.
+    """
+
+    durable: bool = False
+
+    @abstractmethod
+    def drain(self, limit: int) -> list[Message]:
+        """What arrived since the last drain, up to ``limit`` messages, oldest first; never blocks long."""
+
+    def commit(self) -> None:  # noqa: B027 - optional: only listeners that acknowledge
+        """Acknowledge what the last ``drain`` returned: it is stored now."""
+
+    @abstractmethod
+    def close(self, *, remove: bool) -> None:
+        """Disconnect; ``remove``: no run needs this channel any more, delete what the broker keeps for it
+        (trackcheck's own queue, the persistent session)."""
 
 
 @dataclass
@@ -67,6 +131,8 @@ class FetchResult:
     records: list[Record]
     unparsed: int = 0
     notes: list[str] = field(default_factory=list)
+    #: how many rows or messages the source read to answer (a bus reads more than it returns); None if unknown
+    scanned: int | None = None
 
 
 class Source(ABC):
@@ -76,6 +142,9 @@ class Source(ABC):
     options_model: ClassVar[type[SourceOptions]]
     #: the plan keys of a stage this backend uses; any other source-specific key is a plan error
     stage_keys: ClassVar[frozenset[str]] = frozenset()
+    #: True for a bus that keeps no history (MQTT, a RabbitMQ exchange): the poller ``listen``s from when a
+    #: run is picked up and buffers what it hears; ``fetch`` then gets it as ``request.captured``
+    listens: ClassVar[bool] = False
     #: the network rule applied while fetching; None (the default) reaches anything, as a trusted plan may.
     #: Set it per source before ``open()``: under a rule forbidding private addresses the http source
     #: re-checks its host before each request, since a name may resolve differently than at load.
@@ -105,10 +174,10 @@ class Source(ABC):
     @classmethod
     def check_stage(cls, stage: StageSpec) -> str | None:
         """Why ``stage`` cannot be read by this backend (a message naming the key), or None if it can."""
-        used = {k for k in ("query", "table", "path", "request", "redis", "records") if getattr(stage, k)}
+        used = {k for k in _BACKEND_KEYS if getattr(stage, k) is not None and getattr(stage, k) != ""}
         foreign = sorted(used - cls.stage_keys)
         if foreign:
-            return f"'{foreign[0]}' does not apply to a {cls.type_name} source"
+            return f"'{foreign[0].rstrip('_')}' does not apply to a {cls.type_name} source"
         return None
 
     def check_read(self, stage: StageSpec) -> str | None:
@@ -130,6 +199,21 @@ class Source(ABC):
         subclass (connect, query, timeout) when the system cannot be read; never returns partial data
         silently.
         """
+
+    def channel(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
+        """A listening source's subscription for ``stage`` with these run parameters, as text that names it
+        (``devices/+/events qos 1``): runs whose channels are equal share one listener and one buffer."""
+        raise NotImplementedError(f"a {self.type_name} source does not listen")
+
+    def listen(self, stage: StageSpec, params: Mapping[str, Any]) -> Listener:
+        """Subscribe to ``channel(stage, params)`` (a listening source only); raises a SourceError if the
+        bus cannot be reached."""
+        raise NotImplementedError(f"a {self.type_name} source does not listen")
+
+    def publish(self, destination: Destination, payloads: Sequence[bytes], key: str | None = None) -> None:
+        """Send each payload as one message to ``destination`` (a bus source: ``emit:`` sends a run's
+        events this way) and wait until the broker accepted them all; a SourceError if it did not."""
+        raise NotImplementedError(f"a {self.type_name} source does not publish")
 
     def batch_key(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
         """A string equal for runs whose fetch differs only in ``where`` values: they share one query."""
