@@ -29,6 +29,7 @@ from trackcheck.compare.result import Comparison
 from trackcheck.compare.values import jsonable
 from trackcheck.connections import Connections, Keyring
 from trackcheck.connections.keyring import no_key_error
+from trackcheck.engine.capture import Capturer
 from trackcheck.engine.groups import group_key, split, union_filters
 from trackcheck.engine.outcome import decide
 from trackcheck.engine.result import RunResult, build_result, capped_evidence
@@ -51,7 +52,7 @@ from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL, SchedulerConfig, build_scheduler
 from trackcheck.scheduling.triggers import schedule_signature, stage_timeout
 from trackcheck.sources import build_source
-from trackcheck.sources.base import FetchRequest, FetchResult, Source, mask_url_passwords
+from trackcheck.sources.base import FetchRequest, FetchResult, Message, Source, mask_url_passwords
 from trackcheck.sources.network import NetworkRule, check_hosts
 from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trackcheck.poll")
 _TERMINAL = ("passed", "failed", "error")
+#: how many of a fetch's notes (messages that did not parse, a gap in listening) a stage's reason quotes
+NOTES_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class Engine:
         self.plan = lru_cache(maxsize=256)(self._load_plan)
         #: called after every source query with its facts (metrics); must be quick and must not raise
         self.query_listeners: list[Callable[[QueryFacts], None]] = []
+        #: the listeners of buses without history, held while this engine leads
+        self.capture = Capturer(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, *, paused: bool = False) -> Engine:
@@ -178,9 +183,11 @@ class Engine:
             self.planner.start_sync()
             self.planner.start_prune(self.retention)
             self.planner.request_sync()
+        self.capture.start()
 
     def follow(self) -> None:
         """Stop polling (another process leads now); jobs stay in the shared store for the new leader."""
+        self.capture.stop()
         if self.scheduler is not None and self.scheduler.state == STATE_RUNNING:
             self.scheduler.pause()
 
@@ -190,9 +197,11 @@ class Engine:
         self.planner.start_sync()
         self.planner.start_prune(self.retention)
         self.scheduler.add_job(self.planner.sync_func, id="tc:first-sync", replace_existing=True, executor=CONTROL)
+        self.capture.start()
         self.scheduler.start()
 
     def shutdown(self, wait: bool = True) -> None:
+        self.capture.stop()
         if self.planner is not None:
             self.planner.stop()
         if self.scheduler is not None and self.scheduler.running:
@@ -306,6 +315,7 @@ class Engine:
         if not created:
             return []
         self.store.create_runs(created)
+        self.capture.wake()
         for group in groups:
             self._own_groups.add(group)
             if self.planner is not None and self.leading:  # otherwise the leader's tc:sync finds it within seconds
@@ -489,20 +499,29 @@ class Engine:
         """One source query for the runs of ``chunk`` (the union of their ``where`` values), timed and
         reported to the query listeners; a failure is kept with its kind, never raised."""
         wheres = [rs.where or {} for rs, _ in chunk]
-        request = FetchRequest(
-            plan=plan.name,
-            stage=stage,
-            filters=union_filters(wheres),
-            params=chunk[0][1].params,
-            since=min(aware(run.created_at) or utcnow() for _, run in chunk),
-        )
+        params = chunk[0][1].params
+        since = min(aware(run.created_at) or utcnow() for _, run in chunk)
         began = time.monotonic()
         result: FetchResult | None = None
         failure: str | None = None
         kind = ErrorKind.TRANSIENT
         escaped: frozenset[int] = frozenset()
         try:
-            result = self.source(plan_id, stage.source).fetch(request)
+            source = self.source(plan_id, stage.source)
+            captured: list[Message] | None = None
+            notes: list[str] = []
+            if source.listens:  # a bus without history: what the poller heard for these runs
+                captured, notes = self.capture.input(plan_id, stage, source, params, since)
+            request = FetchRequest(
+                plan=plan.name,
+                stage=stage,
+                filters=union_filters(wheres),
+                params=params,
+                since=since,
+                captured=captured,
+            )
+            result = source.fetch(request)
+            result.notes[:0] = notes
             result.records, escaped = _storable_records(result.records)
         except SourceError as exc:
             failure, kind = str(exc), exc.kind
@@ -583,6 +602,12 @@ class Engine:
                         error, kind = f"cannot compare: {type(exc).__name__}: {exc}", ErrorKind.PERMANENT
                     if comparison is not None and records.unparsed and comparison.reason:
                         comparison.reason += f" ({records.unparsed} unparsed lines)"
+                    if comparison is not None and records.notes:
+                        said = "; ".join(records.notes[:NOTES_SHOWN])
+                        more = len(records.notes) - NOTES_SHOWN
+                        comparison.reason = "; ".join(
+                            filter(None, [comparison.reason, said + (f" (and {more} more)" if more > 0 else "")])
+                        )
                     escaped = sum(1 for record in found if id(record) in fetched.escaped)
                     if comparison is not None and escaped:
                         comparison.reason = (comparison.reason or "") + (

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -180,3 +181,38 @@ class LoginSession(Base):
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CaptureChannel(Base):
+    """A subscription the poller holds on a bus that keeps no history (an MQTT topic, trackcheck's queue on
+    a RabbitMQ exchange) for the runs that will read it: since when it listens, and when it was not."""
+
+    __tablename__ = "tc_capture_channels"
+
+    #: a hash of (plan version, source, channel): no user text in a key
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: what is listened to, for people: ``mqtt devices/+/events qos 1``
+    description: Mapped[str] = mapped_column(Text)
+    #: whether the broker keeps what is published while trackcheck is away (a queue, a persistent session)
+    durable: Mapped[bool] = mapped_column(Boolean)
+    listening_since: Mapped[datetime]
+    #: the last time the poller drained it: a gap in listening starts there
+    heard_at: Mapped[datetime]
+    #: [[from, to], ...] ISO instants when nobody listened and what was published was lost
+    gaps: Mapped[list[Any]] = mapped_column(JSON)
+    #: messages deleted because the buffer was full (oldest first)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Capture(Base):
+    """One message a listening channel heard, kept until no run needs the channel any more."""
+
+    __tablename__ = "tc_captures"
+    __table_args__ = (Index("ix_tc_captures_channel", "channel", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    #: the broker's timestamp, or when trackcheck received it
+    at: Mapped[datetime]
+    payload: Mapped[bytes] = mapped_column(LargeBinary(2**24))
+    meta: Mapped[dict[str, Any]]
