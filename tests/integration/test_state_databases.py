@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -20,11 +21,12 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 import trackcheck.store.database
 from trackcheck.cli import main
+from trackcheck.scheduling.config import JOBS_TABLE, SchedulerConfig, build_scheduler
 
 PLAN = """
 name: parcels
@@ -197,3 +199,28 @@ def test_commands_started_at_once_on_a_new_state_database_all_work(tmp_path: Pat
 
     assert [r.returncode for r in results] == [2] * 3, [r.stderr for r in results]
     assert all("no such run" in r.stderr for r in results)
+
+
+def test_schedulers_started_at_once_on_a_new_state_database_all_start(state_url: str) -> None:
+    """gunicorn's workers each start a scheduler whose job store creates its table: on a new state database
+    they race for it, and a worker whose CREATE TABLE lost failed to boot, stopping the whole service (CI saw
+    it on SQLite)."""
+    if state_url.startswith("sqlite"):
+        Path(make_url(state_url).database or "").parent.mkdir(parents=True)
+    engines = [create_engine(state_url) for _ in range(4)]
+    barrier = threading.Barrier(len(engines))
+
+    def start(engine: Engine) -> bool:
+        scheduler = build_scheduler(SchedulerConfig(jobstore="sqlalchemy"), engine)
+        barrier.wait(10)
+        scheduler.start(paused=True)
+        scheduler.shutdown(wait=False)
+        return True
+
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            assert list(pool.map(start, engines)) == [True] * len(engines)
+        assert inspect(engines[0]).has_table(JOBS_TABLE)
+    finally:  # each backend's database is this test's own
+        for engine in engines:
+            engine.dispose()

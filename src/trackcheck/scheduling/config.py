@@ -23,6 +23,7 @@ from trackcheck.errors import ConfigError
 from trackcheck.plan.model import Duration
 
 if TYPE_CHECKING:
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.base import BaseScheduler
     from sqlalchemy import Engine
 
@@ -62,6 +63,7 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine, setup: object
 
     if config.jobstore == "sqlalchemy":
         jobstore: object = SQLAlchemyJobStore(engine=state_engine, tablename=JOBS_TABLE)
+        _create_jobs_table(jobstore)
     else:
         jobstore = MemoryJobStore()
     if config.executor == "threadpool":
@@ -90,6 +92,25 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine, setup: object
         },
         timezone="UTC",
     )
+
+
+def _create_jobs_table(jobstore: SQLAlchemyJobStore) -> None:
+    """Create APScheduler's table now, tolerating another process creating it at the same moment.
+
+    ``SQLAlchemyJobStore.start`` checks for the table, then creates it: two gunicorn workers starting
+    together on a new state database could both find it missing, and the loser's ``CREATE TABLE`` failed
+    its boot, which made gunicorn stop the whole service (seen on SQLite). Created here, the store's own
+    check finds it.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    table = jobstore.jobs_t
+    try:
+        table.create(jobstore.engine, checkfirst=True)
+    except SQLAlchemyError:
+        if not inspect(jobstore.engine).has_table(table.name, schema=table.schema):
+            raise
 
 
 def _resilient(base: type[BaseScheduler]) -> type[BaseScheduler]:
