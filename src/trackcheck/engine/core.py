@@ -89,6 +89,10 @@ class QueryFacts:
     source_type: str
     seconds: float
     error: str | None
+    #: rows or messages the source read to answer (a bus reads more than it returns); None if it did not say
+    scanned: int | None = None
+    #: lines or messages that could not be decoded
+    unparsed: int = 0
 
 
 @dataclass(frozen=True)
@@ -532,7 +536,15 @@ class Engine:
             failure = f"unexpected {type(exc).__name__} reading the source: {mask_url_passwords(str(exc))}"
             kind = ErrorKind.PERMANENT
         seconds = time.monotonic() - began
-        facts = QueryFacts(plan.name, stage.name, plan.sources[stage.source].type, seconds, failure)
+        facts = QueryFacts(
+            plan.name,
+            stage.name,
+            plan.sources[stage.source].type,
+            seconds,
+            failure,
+            scanned=result.scanned if result is not None else None,
+            unparsed=result.unparsed if result is not None else 0,
+        )
         for listener in self.query_listeners:
             listener(facts)
         return Fetched(result, failure, kind, seconds * 1000, escaped)

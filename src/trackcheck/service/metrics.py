@@ -166,6 +166,12 @@ class Metrics:
         labels = ["source_type"]
         self.queries = Counter("trackcheck_source_queries", "Source queries made by polls", labels, registry=own)
         self.errors = Counter("trackcheck_source_errors", "Source queries that failed", labels, registry=own)
+        self.scanned = Counter(
+            "trackcheck_source_scanned", "Rows or messages sources read to answer polls", labels, registry=own
+        )
+        self.unparsed = Counter(
+            "trackcheck_source_unparsed", "Lines or messages sources read but could not decode", labels, registry=own
+        )
         self.duration = Histogram(
             "trackcheck_poll_duration_seconds",
             "Duration of one source query of a poll (for every run it served)",
@@ -186,6 +192,10 @@ class Metrics:
             self.duration.labels(facts.source_type).observe(max(facts.seconds, 0.0))
             if facts.error is not None:
                 self.errors.labels(facts.source_type).inc()
+            if facts.scanned:
+                self.scanned.labels(facts.source_type).inc(facts.scanned)
+            if facts.unparsed:
+                self.unparsed.labels(facts.source_type).inc(facts.unparsed)
         except Exception:  # a metrics problem must never fail a poll
             log.exception("metrics: cannot record a source query")
 
