@@ -29,6 +29,8 @@ class Collector:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.log = folder / "events.jsonl"
+        #: the Authorization header of each request (Segment's write key is sent as basic auth)
+        self.authorizations: list[str] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -61,6 +63,7 @@ def _handler_for(collector: Collector) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            collector.authorizations.append(self.headers.get("Authorization") or "")
             if self.headers.get("Content-Encoding") == "gzip":
                 raw = gzip.decompress(raw)
             body = json.loads(raw or b"{}")

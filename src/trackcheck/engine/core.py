@@ -31,7 +31,7 @@ from trackcheck.connections import Connections, Keyring
 from trackcheck.connections.keyring import no_key_error
 from trackcheck.engine.capture import Capturer
 from trackcheck.engine.groups import group_key, split, union_filters
-from trackcheck.engine.outcome import decide
+from trackcheck.engine.outcome import Decision, decide
 from trackcheck.engine.result import RunResult, build_result, capped_evidence
 from trackcheck.errors import (
     ConfigError,
@@ -53,6 +53,7 @@ from trackcheck.scheduling.config import CONTROL, SchedulerConfig, build_schedul
 from trackcheck.scheduling.triggers import schedule_signature, stage_timeout
 from trackcheck.sources import build_source
 from trackcheck.sources.base import FetchRequest, FetchResult, Message, Source, mask_url_passwords
+from trackcheck.sources.emitting import send, stamped
 from trackcheck.sources.network import NetworkRule, check_hosts
 from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
@@ -93,6 +94,21 @@ class QueryFacts:
     scanned: int | None = None
     #: lines or messages that could not be decoded
     unparsed: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one poll of one run's stage produced, before it is decided: a comparison, or an error."""
+
+    comparison: Comparison | None
+    error: str | None
+    kind: ErrorKind
+    #: the records read (or sent, by the emit stage), kept as the stage's snapshot
+    found: list[dict[str, Any]]
+    milliseconds: float
+    first_seen: dict[str, str] | None = None
+    #: a record was found for the first time (the snapshot keeps its first-seen time)
+    arrived: bool = False
 
 
 @dataclass(frozen=True)
@@ -566,6 +582,8 @@ class Engine:
         runs whose values fail end as ``error``; when both halves fail with the same message (the query
         itself is wrong), all of them do.
         """
+        if stage.emit is not None:
+            return self._emit(plan, plan_id, stage, chunk, write, activated)
         fetched = fetched or self._fetch(plan, plan_id, stage, chunk)
         wheres = [rs.where or {} for rs, _ in chunk]
         distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
@@ -590,7 +608,6 @@ class Engine:
         tracked = keeps_first_seen(stage)
         polled = [run.id for rs, run in chunk if rs.attempts] if tracked else []
         seen_before = self.store.first_seen_for(polled, chunk[0][0].idx)
-        retries = plan.setting(stage, "retries")
         max_errors = 0
         for (rs, run), found in zip(chunk, per_run, strict=True):
             comparison: Comparison | None = None
@@ -625,74 +642,133 @@ class Engine:
                         comparison.reason = (comparison.reason or "") + (
                             f" ({escaped} record(s) held a NUL character or a lone surrogate: shown escaped)"
                         )
-            deadline, started = aware(rs.deadline), aware(rs.started_at)
-            # the time this stage was given: its timeout, or until the `at` instant for an `at` stage
-            timeout = deadline - started if deadline and started else stage_timeout(plan, stage, run.overrides or {})
-            decision = decide(
-                comparison=comparison,
-                error=error,
-                permanent=kind is ErrorKind.PERMANENT,
-                now=now,
-                deadline=deadline,
-                timeout=timeout,
-                errors_in_row=rs.errors_in_row,
-                retries=retries,
-                started=started,
-                absent_for=stage.absent.for_ if stage.absent is not None else None,
-            )
+            outcome = Outcome(comparison, error, kind, found, fetched.milliseconds, first_seen, arrived)
+            decision = self._conclude(plan, plan_id, stage, rs, run, outcome, now, write, activated)
             max_errors = max(max_errors, decision.errors_in_row)
-            terminal = decision.status in _TERMINAL
-            error_kind = kind if error is not None else None
-            write.polls.append(
-                _poll_row(
-                    run.id,
-                    rs.idx,
-                    now,
-                    decision.outcome,
-                    comparison.found if comparison else None,
-                    comparison.expected if comparison else None,
-                    fetched.milliseconds,
-                    error,
-                    error_kind,
-                )
-            )
-            # what the stage shows: this poll's counts and evidence, or the last ones when it could not compare
-            expected, found_count, evidence = (
-                (comparison.expected, comparison.found, capped_evidence(comparison.to_dict()))
-                if comparison is not None
-                else (rs.expected, rs.found, rs.evidence)
-            )
-            row = _stage_row(
-                rs,
-                decision.status,
-                now,
-                decision.reason,
-                error,
-                error_kind,
-                expected,
-                found_count,
-                evidence,
-                errors_in_row=decision.errors_in_row,
-            )
-            if comparison is not None and (comparison.found != rs.found or terminal or arrived):
-                write.snapshots.append(self._snapshot(plan, run.id, rs.idx, found, now, first_seen))
-            write.stages.append(row)
-            log.info(
-                "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
-                run.id,
-                plan.name,
-                stage.name,
-                decision.outcome,
-                row["found"],
-                row["expected"],
-                fetched.milliseconds,
-                f" error={error}" if error else "",
-            )
-            self._advance(plan, plan_id, rs, run, decision.status, now, write, activated)
         if fetched.failure is None:
             return None
         backoff: timedelta = plan.setting(stage, "backoff")
         # doubling per error in a row, up to 2^10: beyond, the regular tick comes first anyway
+        return backoff.total_seconds() * 2 ** min(10, max(0, max_errors - 1))
+
+    def _conclude(
+        self,
+        plan: Plan,
+        plan_id: int,
+        stage: StageSpec,
+        rs: RunStage,
+        run: Run,
+        outcome: Outcome,
+        now: datetime,
+        write: TickWrite,
+        activated: list[str],
+    ) -> Decision:
+        """Decide what one poll of one run's stage means, add its rows to the tick, and activate the next
+        stage or end the run."""
+        comparison, error = outcome.comparison, outcome.error
+        deadline, started = aware(rs.deadline), aware(rs.started_at)
+        # the time this stage was given: its timeout, or until the `at` instant for an `at` stage
+        timeout = deadline - started if deadline and started else stage_timeout(plan, stage, run.overrides or {})
+        decision = decide(
+            comparison=comparison,
+            error=error,
+            permanent=outcome.kind is ErrorKind.PERMANENT,
+            now=now,
+            deadline=deadline,
+            timeout=timeout,
+            errors_in_row=rs.errors_in_row,
+            retries=plan.setting(stage, "retries"),
+            started=started,
+            absent_for=stage.absent.for_ if stage.absent is not None else None,
+        )
+        terminal = decision.status in _TERMINAL
+        error_kind = outcome.kind if error is not None else None
+        write.polls.append(
+            _poll_row(
+                run.id,
+                rs.idx,
+                now,
+                decision.outcome,
+                comparison.found if comparison else None,
+                comparison.expected if comparison else None,
+                outcome.milliseconds,
+                error,
+                error_kind,
+            )
+        )
+        # what the stage shows: this poll's counts and evidence, or the last ones when it could not compare
+        expected, found_count, evidence = (
+            (comparison.expected, comparison.found, capped_evidence(comparison.to_dict()))
+            if comparison is not None
+            else (rs.expected, rs.found, rs.evidence)
+        )
+        row = _stage_row(
+            rs,
+            decision.status,
+            now,
+            decision.reason,
+            error,
+            error_kind,
+            expected,
+            found_count,
+            evidence,
+            errors_in_row=decision.errors_in_row,
+        )
+        if comparison is not None and (comparison.found != rs.found or terminal or outcome.arrived):
+            write.snapshots.append(self._snapshot(plan, run.id, rs.idx, outcome.found, now, outcome.first_seen))
+        write.stages.append(row)
+        log.info(
+            "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
+            run.id,
+            plan.name,
+            stage.name,
+            decision.outcome,
+            row["found"],
+            row["expected"],
+            outcome.milliseconds,
+            f" error={error}" if error else "",
+        )
+        self._advance(plan, plan_id, rs, run, decision.status, now, write, activated)
+        return decision
+
+    def _emit(
+        self,
+        plan: Plan,
+        plan_id: int,
+        stage: StageSpec,
+        chunk: list[tuple[RunStage, Run]],
+        write: TickWrite,
+        activated: list[str],
+    ) -> float | None:
+        """The stage a plan's ``emit:`` adds: send each run's events (stamped) through the front door. It
+        passes once they were accepted, keeping what was sent as its records (``compare: {with: emit}``);
+        a refused send is a source error, retried with back-off until the stage's timeout. Returns the
+        back-off delay if a send failed."""
+        max_errors = 0
+        for rs, run in chunk:
+            now = utcnow()
+            began = time.monotonic()
+            events = stamped(run.expect, stage.emit, run.params, run.id) if stage.emit else []
+            comparison: Comparison | None = None
+            error: str | None = None
+            kind = ErrorKind.TRANSIENT
+            try:
+                answer = send(self.source(plan_id, stage.source), stage, events, run.params, run.id)
+                comparison = Comparison("passed", len(events), len(events), reason=answer)
+            except SourceError as exc:
+                error, kind = str(exc), exc.kind
+            except TrackcheckError as exc:
+                error, kind = str(exc), ErrorKind.PERMANENT
+            except Exception as exc:  # a bug must not stall the run
+                log.exception("unexpected error sending the events of run %s", run.id)
+                error, kind = f"unexpected {type(exc).__name__} sending the events: {exc}", ErrorKind.PERMANENT
+            milliseconds = (time.monotonic() - began) * 1000
+            outcome = Outcome(comparison, error, kind, events, milliseconds)
+            decision = self._conclude(plan, plan_id, stage, rs, run, outcome, now, write, activated)
+            max_errors = max(max_errors, decision.errors_in_row)
+        if max_errors == 0:
+            return None
+        backoff: timedelta = plan.setting(stage, "backoff")
         return backoff.total_seconds() * 2 ** min(10, max(0, max_errors - 1))
 
     def _advance(

@@ -283,8 +283,15 @@ def _resolve_files(raw: dict[str, Any], base: Path, linked: set[str], trust: Tru
 def _plan_error(exc: ValidationError, raw: dict[str, Any], name: str) -> PlanError:
     lines = []
     stage_name: str | None = None
+    # a top-level emit: is validated as itself and as the first stage it adds (Plan._emit_stage): said once,
+    # and the stages the user wrote keep their numbers
+    added = 1 if isinstance(raw.get("emit"), dict) and isinstance(raw.get("stages"), list) else 0
     for issue in exc.errors():
         loc = list(issue["loc"])
+        if added and len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int):
+            if loc[1] == 0:
+                continue
+            loc[1] -= 1
         message = issue["msg"].removeprefix("Value error, ")
         if issue["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see docs/plans.md)"
@@ -308,11 +315,14 @@ def _plan_error(exc: ValidationError, raw: dict[str, Any], name: str) -> PlanErr
 
 def _check_backends(plan: Plan) -> None:
     from trackcheck.sources import build_source
+    from trackcheck.sources.emitting import emit_problem
 
     built = {name: build_source(name, spec, plan=plan.name) for name, spec in plan.sources.items()}
     for stage in plan.stages:
         source = built[stage.source]
         problem = source.check_stage(stage) or source.check_read(stage)
+        if stage.emit is not None:
+            problem = emit_problem(source, stage.emit)
         if problem:
             raise PlanError(problem, plan=plan.name, stage=stage.name)
 

@@ -38,6 +38,8 @@ from trackcheck.plan.templates import param_names, stage_templates
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 EXPECT = "expect"
+#: the name of the stage a plan's ``emit:`` adds first
+EMIT_STAGE = "emit"
 #: the keys of a stage that declare its main check; a stage declares exactly one of them
 MAIN_CHECKS = ("compare", "counts", "aggregates", "absent")
 
@@ -164,6 +166,39 @@ class NotifySpec(_Model):
     @classmethod
     def _backoff(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         check_backoff(value, limits_of(info))
+        return value
+
+
+#: what each emit format POSTs to when an http emit gives no ``path``
+EMIT_PATHS = {"segment": "/v1/batch", "snowplow": "/com.snowplowanalytics.snowplow/tp2", "json": "/"}
+
+
+class EmitSpec(_Model):
+    """Stage 0 of a run: send the run's ``expect`` events through the pipeline's front door, then verify.
+
+    ``stamp`` sets fields on each event before it is sent: run parameters (``{test_id}``), ``{uuid}`` (an id
+    of its own per event, the same if the send is retried) and ``{run_id}``.
+    """
+
+    source: str
+    format: Literal["segment", "snowplow", "json"] = "json"
+    #: for an http source: the path the events are POSTed to (relative to the source's url)
+    path: str | None = None
+    #: for a bus source: where each event is published (which keys apply depends on the bus)
+    topic: str | None = None
+    stream: str | None = None
+    subject: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    qos: int | None = Field(default=None, ge=0, le=2)
+    stamp: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("stamp")
+    @classmethod
+    def _stamp(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for field in value:
+            if not IDENTIFIER.match(field):
+                raise ValueError(f"stamp field {field!r} is not a plain field name (letters, digits, _)")
         return value
 
 
@@ -347,6 +382,8 @@ class StageSpec(_Model):
     from_: str | None = Field(default=None, alias="from")
     format: Literal["json", "text"] | None = None
     qos: int | None = Field(default=None, ge=0, le=2)
+    #: set on the stage a plan's top-level ``emit:`` adds as its first (the plan loader does, not users)
+    emit: EmitSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -387,6 +424,10 @@ class StageSpec(_Model):
         if sum(x is not None for x in (self.interval, self.cron, self.at)) > 1:
             raise ValueError("set only one of interval, cron and at")
         declared = [name for name in MAIN_CHECKS if getattr(self, name) is not None]
+        if self.emit is not None:  # it sends, and checks only that the front door accepted every event
+            if declared:
+                raise ValueError("the emit stage sends the run's events; checks belong to the stages after it")
+            return self
         if not declared:
             raise ValueError(
                 "a stage needs one of 'compare' (records), 'counts', 'aggregates' or 'absent' to know what must match"
@@ -441,8 +482,23 @@ class Plan(_Model):
     defaults: Defaults = Field(default_factory=Defaults)
     sources: dict[str, SourceSpec]
     expect: list[dict[str, Any]] = Field(default_factory=list)
+    emit: EmitSpec | None = None
     stages: list[StageSpec] = Field(min_length=1)
     notify: NotifySpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _emit_stage(cls, value: Any) -> Any:
+        """A top-level ``emit:`` becomes the first stage, named ``emit``: the engine polls it like any stage
+        (retried like a source error until its timeout), and later stages can compare ``with: emit``."""
+        if not isinstance(value, dict) or not isinstance(value.get("emit"), dict):
+            return value
+        stages = value.get("stages")
+        if not isinstance(stages, list):
+            return value
+        emit = value["emit"]
+        first = {"name": EMIT_STAGE, "source": emit.get("source"), "emit": emit}
+        return {**value, "stages": [first, *stages]}
 
     @field_validator("name")
     @classmethod
@@ -474,9 +530,14 @@ class Plan(_Model):
     @model_validator(mode="after")
     def _links(self) -> Plan:
         seen: list[str] = []
+        added = 1 if self.emit is not None else 0  # the emit stage: users number their stages without it
         for index, stage in enumerate(self.stages):
-            where = f"stages[{index}] ({stage.name})"
+            where = EMIT_STAGE if added and index == 0 else f"stages[{index - added}] ({stage.name})"
+            if stage.emit is not None and (index > 0 or stage.emit != self.emit):
+                raise ValueError(f"{where}: 'emit' is a top-level key of the plan, not of a stage")
             if stage.name in seen:
+                if stage.name == EMIT_STAGE and added:
+                    raise ValueError(f"{where}: {EMIT_STAGE!r} is the name of the stage the plan's emit: adds")
                 raise ValueError(f"{where}: stage name {stage.name!r} is used twice")
             if stage.source not in self.sources:
                 known = ", ".join(sorted(self.sources)) or "none"

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: the keys of a bus stage that say where it reads, each of which may hold ``{param}``
 BUS_KEYS = ("topic", "stream", "subject", "exchange", "routing_key")
+#: the run's own placeholders an ``emit.stamp`` may use besides its parameters: an id per event, the run's id
+EMIT_PLACEHOLDERS = ("uuid", "run_id")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARAM = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -82,7 +84,9 @@ def stage_templates(stage: StageSpec, source_path: str | None = None, *, where: 
     - ``request.path``, ``request.params``, ``request.json``, ``request.headers`` of an http stage;
     - ``redis.key`` of a redis stage;
     - ``topic``, ``stream``, ``subject``, ``exchange``, ``routing_key`` of a bus stage (a NATS subject
-      ``events.{test_id}``, an MQTT topic ``devices/{device}/#``).
+      ``events.{test_id}``, an MQTT topic ``devices/{device}/#``);
+    - ``emit.path``, ``emit.<bus key>`` and ``emit.stamp`` (less its own ``{uuid}`` and ``{run_id}``) of the
+      stage a plan's ``emit:`` adds.
 
     Keys a stage leaves unset are absent. ``query`` never holds ``{param}`` (the model refuses it).
     """
@@ -103,7 +107,26 @@ def stage_templates(stage: StageSpec, source_path: str | None = None, *, where: 
     for name in BUS_KEYS:
         if getattr(stage, name) is not None:
             found[name] = getattr(stage, name)
+    if stage.emit is not None:
+        for name in ("path", *BUS_KEYS):
+            if getattr(stage.emit, name) is not None:
+                found[f"emit.{name}"] = getattr(stage.emit, name)
+        # {uuid} and {run_id} are the emit's own, filled per event and run, never run parameters
+        found["emit.stamp"] = _without(stage.emit.stamp, EMIT_PLACEHOLDERS)
     return found
+
+
+def _without(value: Any, names: tuple[str, ...]) -> Any:
+    """``value`` with the ``{name}`` placeholders of ``names`` taken out of every string."""
+    if isinstance(value, str):
+        for name in names:
+            value = value.replace("{" + name + "}", "")
+        return value
+    if isinstance(value, dict):
+        return {k: _without(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without(v, names) for v in value]
+    return value
 
 
 def render(value: Any, params: Mapping[str, Any]) -> Any:

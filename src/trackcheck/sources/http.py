@@ -140,21 +140,48 @@ class HttpSource(Source):
     def fetch(self, request: FetchRequest) -> FetchResult:
         """Send the stage's request; the JSON answer's ``records`` filtered by ``request.filters``.
 
-        A non-2xx status, a body that is not JSON, or ``records`` not pointing at objects is a
-        SourceQueryError; a refused connection a SourceConnectError; no answer in ``timeout`` a
-        SourceTimeoutError. A 204 No Content is an empty list of records.
+        Errors as ``_send``'s; besides, a body that is not JSON or ``records`` not pointing at objects is a
+        SourceQueryError. A 204 No Content is an empty list of records.
         """
         stage = request.stage
-        self.open()
-        assert self._client is not None
         spec = stage.request
         method = spec.method if spec else "GET"
         path = render(spec.path, _quoted(request.params)) if spec else ""
         params = render(spec.params, request.params) if spec else {}
         body = render(spec.json_body, request.params) if spec else None
         headers = {str(k): str(v) for k, v in render(spec.headers, request.params).items()} if spec else {}
-        self._remember([*_header_secrets(headers), *_param_secrets(params)])
+        response, target = self._send(stage, method, path, params, body, headers)
+        document: Any = None
+        if response.status_code != 204:
+            try:
+                document = response.json()
+            except ValueError as exc:
+                kind = response.headers.get("content-type", "no content type")
+                raise self._response_error(f"{target}: the answer is not JSON ({kind})", response, stage) from exc
 
+        records = extract_records(document, stage.records, self, stage)
+        records = filter_records(apply_select(records, stage.select), request.filters)
+        if request.limit is not None:
+            records = records[: request.limit]
+        return FetchResult(records)
+
+    def post(self, stage: StageSpec, path: str, body: Any) -> str:
+        """POST ``body`` as JSON to ``path`` (below the source's url, as a stage's request): what a plan's
+        ``emit:`` sends. Returns what the answer was (``POST /v1/batch: HTTP 200``); a SourceError as for a
+        fetch when it is not a success."""
+        response, target = self._send(stage, "POST", path, {}, body, {})
+        return f"{target}: HTTP {response.status_code}"
+
+    def _send(
+        self, stage: StageSpec, method: str, path: str, params: Any, body: Any, headers: dict[str, str]
+    ) -> tuple[httpx.Response, str]:
+        """Send one request on the source's origin only; the successful answer and how messages name it.
+
+        A non-2xx status is a SourceQueryError; a refused connection a SourceConnectError; no answer in
+        ``timeout`` a SourceTimeoutError."""
+        self.open()
+        assert self._client is not None
+        self._remember([*_header_secrets(headers), *_param_secrets(params)])
         target = f"{method} {path or '/'}"
         try:
             built = self._client.build_request(
@@ -193,19 +220,7 @@ class HttpSource(Source):
         if not response.is_success:
             permanent = response.status_code in PERMANENT_STATUSES
             raise self._response_error(f"{target}: HTTP {response.status_code}", response, stage, permanent=permanent)
-        document: Any = None
-        if response.status_code != 204:
-            try:
-                document = response.json()
-            except ValueError as exc:
-                kind = response.headers.get("content-type", "no content type")
-                raise self._response_error(f"{target}: the answer is not JSON ({kind})", response, stage) from exc
-
-        records = extract_records(document, stage.records, self, stage)
-        records = filter_records(apply_select(records, stage.select), request.filters)
-        if request.limit is not None:
-            records = records[: request.limit]
-        return FetchResult(records)
+        return response, target
 
     # -- staying on the source's host -------------------------------------------------------------------
     def _before_request(self, request: httpx.Request) -> None:
