@@ -3,14 +3,17 @@
 Exit codes are a contract with CI pipelines:
 0 every stage passed (the warnings of checks of ``severity: warn`` are printed; they do not fail a run) ·
 1 verification failed (a stage failed or timed out) · 2 invalid plan, parameters or usage · 3 a source (or
-the state database) could not be read · 130 interrupted (the run is cancelled).
+the state database) could not be read · 130 interrupted by Ctrl-C or SIGTERM (the run is cancelled, reports are
+written).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -246,7 +249,7 @@ def run(
     reports = _Reports(plan, junit, as_json, annotations)
     result: RunResult | None = None
     try:
-        with _errors(reports.error):
+        with _errors(reports.error), _terminate_as_interrupt():
             try:
                 reports.params = _params(params)
                 expected = _expect(expect_file)
@@ -277,6 +280,24 @@ def run(
     _summary(result, quiet=quiet)
     reports.result(result)
     sys.exit(EXIT.get(result.status, 3))
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI system cancelling the job, ``docker stop``) ends a run as Ctrl-C does: the run is stored
+    cancelled and the reports are written before the CI system's kill -9 comes."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass

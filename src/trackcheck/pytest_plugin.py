@@ -6,6 +6,9 @@ Installed with trackcheck (entry point ``pytest11``), so a test only asks for th
         ...  # drive the pipeline
         trackcheck.verify("plans/checkout.yaml", params={"test_id": tid}, expect=events, timeout="30s")
 
+``emit_and_verify`` (same arguments) is for a plan with an ``emit:``: trackcheck sends the events itself,
+then follows them through every stage.
+
 A run that did not pass raises ``VerificationFailed`` (an ``AssertionError``) whose message lists, per
 stage, the missing, unexpected and duplicate keys and each mismatch with both values; ``check=False``
 returns the RunResult instead. Errors that mean "could not verify" (an invalid plan, an unreachable
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 from trackcheck.errors import ParamError, PlanError, TrackcheckError
+from trackcheck.plan.model import EMIT_STAGE
 
 if TYPE_CHECKING:
     from trackcheck.engine.result import RunResult, StageResult
@@ -223,7 +227,7 @@ def plan_name(plan: str | Path) -> str:
     """The name a service knows a plan by: ``plan`` itself, or the ``name`` inside a local plan file, so
     one test runs unchanged in-process and against a service that loaded the same file."""
     path = Path(plan)
-    if isinstance(plan, Path) or path.suffix in (".yaml", ".yml"):
+    if _is_plan_file(plan):
         import yaml
 
         try:
@@ -296,7 +300,50 @@ class Trackcheck:
             raise VerificationFailed(result)
         return result
 
-    # emit_and_verify(...) comes with the emitters (a later issue): send the events, then self.verify(...).
+    def emit_and_verify(
+        self,
+        plan: str | Path,
+        params: Mapping[str, Any] | None = None,
+        expect: list[dict[str, Any]] | None = None,
+        *,
+        timeout: str | float | None = None,
+        interval: str | float | None = None,
+        check: bool = True,
+    ) -> RunResult:
+        """Send ``expect`` (or the plan's) through the plan's ``emit:``, then verify every stage: ``verify``
+        for a plan that must send its events itself. A plan without ``emit:`` is a PlanError (raised before
+        anything runs for a plan file): a test meant to send never silently only looks."""
+        __tracebackhide__ = True
+        if _is_plan_file(plan) and not _declares_emit(Path(plan)):
+            raise PlanError(
+                "emit_and_verify needs a plan with a top-level 'emit:' (use verify otherwise)", plan=str(plan)
+            )
+        result = self.verify(plan, params, expect, timeout=timeout, interval=interval, check=False)
+        if not result.stages or result.stages[0].name != EMIT_STAGE:
+            raise PlanError(
+                "emit_and_verify needs a plan with a top-level 'emit:' (use verify otherwise)", plan=str(plan)
+            )
+        if check and not result.ok:
+            raise VerificationFailed(result)
+        return result
+
+
+NO_EMIT = "emit_and_verify needs a plan with a top-level 'emit:' (use verify otherwise)"
+
+
+def _is_plan_file(plan: str | Path) -> bool:
+    return isinstance(plan, Path) or Path(plan).suffix in (".yaml", ".yml")
+
+
+def _declares_emit(path: Path) -> bool:
+    """Whether a plan file has a top-level ``emit:`` (read as YAML only: loading it is ``verify``'s job)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PlanError(f"cannot read the plan: {exc}", plan=str(path)) from exc
+    return isinstance(document, dict) and isinstance(document.get("emit"), dict)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

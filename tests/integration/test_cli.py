@@ -472,9 +472,16 @@ def test_verbose_logs_never_show_the_credentials_of_an_http_source(ws: Workspace
 # -- interrupted -------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_exits_130_and_the_run_is_stored_cancelled(ws: Workspace) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_a_ci_cancel_exits_130_with_the_run_stored_cancelled_and_reported(
+    ws: Workspace, signum: signal.Signals
+) -> None:
+    """SIGTERM is what a CI system sends when a job is cancelled: the reports must still be written."""
+    junit = ws.root / "report.xml"
     process = subprocess.Popen(
-        ws.command("-v", "run", str(ws.plan), "--db", ws.state, "-p", "batch=b-int", "--json", *FAST),
+        ws.command(
+            "-v", "run", str(ws.plan), "--db", ws.state, "-p", "batch=b-int", "--json", "--junit", str(junit), *FAST
+        ),
         env=ws.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -494,12 +501,13 @@ def test_ctrl_c_exits_130_and_the_run_is_stored_cancelled(ws: Workspace) -> None
             if db.execute("SELECT COUNT(*) FROM tc_polls").fetchone()[0]:
                 break
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=30)
 
     assert process.returncode == 130, stderr
     document = json.loads(stdout)
     assert document["status"] == "cancelled"
+    assert ET.parse(junit).getroot().get("tests") is not None
     shown = in_process(ws, "show", document["run_id"], "--db", ws.state)
     assert shown.code == 0, shown.output
     assert shown.document["status"] == "cancelled"

@@ -200,3 +200,67 @@ def test_remote_mode_runs_the_plan_on_the_service(
         assert "PlanError" in text and "no-such-plan" in text
     finally:
         served.stop()
+
+
+EMIT_PLAN = """
+name: plugin-emit
+key: event_id
+params:
+  test_id: {{required: true}}
+defaults: {{interval: 100ms, timeout: 10s}}
+sources:
+  api: {{type: http, url: "{url}"}}
+  log: {{type: file, path: "{log}"}}
+emit: {{source: api, format: json, path: /collect, stamp: {{test_id: "{{test_id}}"}}}}
+expect: [{{event_id: e1, event: view}}, {{event_id: e2, event: buy}}]
+stages:
+  - name: collector
+    source: log
+    where: {{test_id: "{{test_id}}"}}
+    compare: {{with: expect, fields: [event]}}
+"""
+
+
+def test_emit_and_verify_sends_the_events_then_follows_them(pytester: pytest.Pytester) -> None:
+    _suite(pytester)
+    pytester.makepyfile(
+        f"""
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        EMIT_PLAN = {EMIT_PLAN!r}
+
+        def collector(log):
+            class Handler(BaseHTTPRequestHandler):
+                def do_POST(self):
+                    events = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                    with open(log, "a") as out:
+                        out.writelines(json.dumps(event) + "\\n" for event in events)
+                    self.send_response(204)
+                    self.end_headers()
+
+                def log_message(self, *args):
+                    pass
+
+            server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            Thread(target=server.serve_forever, daemon=True).start()
+            return server
+
+        def test_sends_then_verifies(trackcheck, tmp_path):
+            log = tmp_path / "events.jsonl"
+            server = collector(log)
+            plan = tmp_path / "emit.yaml"
+            plan.write_text(EMIT_PLAN.format(url=f"http://127.0.0.1:{{server.server_port}}", log=log))
+            result = trackcheck.emit_and_verify(plan, params={{"test_id": "x1"}})
+            server.shutdown()
+            assert [s.name for s in result.stages] == ["emit", "collector"]
+            assert [json.loads(line)["test_id"] for line in log.read_text().splitlines()] == ["x1", "x1"]
+
+        def test_a_plan_without_emit_is_refused(trackcheck):
+            trackcheck.emit_and_verify("plan.yaml", params={{"test_id": "x2"}})
+        """
+    )
+    outcome = pytester.runpytest(*_fast())
+    outcome.assert_outcomes(passed=1, failed=1)
+    assert "emit_and_verify needs a plan with a top-level 'emit:' (use verify otherwise)" in outcome.stdout.str()
