@@ -36,6 +36,8 @@ EVERY = 0.5
 REFRESH = 1.0
 #: messages taken from one listener per drain
 DRAIN_LIMIT = 5000
+#: the most of a message's payload the buffer keeps when its source does not say (``max_message_bytes``)
+DEFAULT_KEEP = 1_048_577
 #: seconds between two "still listening" marks of a quiet channel (a gap is measured from the last one)
 MARK_EVERY = 2.0
 
@@ -53,6 +55,7 @@ class Capturer:
         self.store = CaptureStore(engine.store)
         self._listeners: dict[str, Listener] = {}
         self._marked: dict[str, float] = {}
+        self._keep_bytes: dict[str, int] = {}
         #: why a channel could not be listened to (read by the polls of this process as the source's error)
         self._failures: dict[str, SourceError] = {}
         self._lock = threading.Lock()
@@ -146,12 +149,15 @@ class Capturer:
             self.store.opened(key, description, listener.durable, utcnow())
             with self._lock:
                 self._listeners[key] = listener
+                # a message larger than the source decodes is kept cut one byte beyond: counted as too large
+                self._keep_bytes[key] = getattr(source.options, "max_message_bytes", DEFAULT_KEEP) + 1
             log.info("listening to %s for the runs that read it", description)
         with self._lock:
             gone = [key for key in self._listeners if key not in needed]
             for key in gone:
                 _close(self._listeners.pop(key), remove=True)
                 self._marked.pop(key, None)
+                self._keep_bytes.pop(key, None)
         for key in [key for key in self._failures if key not in needed]:
             del self._failures[key]
         self.store.drop([key for key in self.store.channels() if key not in needed])
@@ -174,7 +180,8 @@ class Capturer:
             now = time.monotonic()
             if not messages and now - self._marked.get(key, 0.0) < MARK_EVERY:
                 continue
-            self.store.keep(key, [(m.at, m.payload, dict(m.meta)) for m in messages], utcnow())
+            keep = self._keep_bytes.get(key, DEFAULT_KEEP)
+            self.store.keep(key, [(m.at, m.payload[:keep], dict(m.meta)) for m in messages], utcnow())
             self._marked[key] = now
             listener.commit()
 
