@@ -765,8 +765,8 @@ stages:
     subscribed = threading.Event()
     real_listen = MqttSource.listen
 
-    def spy(self: MqttSource, stage: StageSpec, params: Any) -> MqttListener:
-        listener = real_listen(self, stage, params)
+    def spy(self: MqttSource, stage: StageSpec, params: Any, identity: str | None = None) -> MqttListener:
+        listener = real_listen(self, stage, params, identity)
         listening.append(listener)
         subscribed.set()
         return listener

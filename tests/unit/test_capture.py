@@ -93,7 +93,7 @@ class FakeBusSource(Source):
     def channel(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
         return f"topic {render(stage.topic, params)}"
 
-    def listen(self, stage: StageSpec, params: Mapping[str, Any]) -> Listener:
+    def listen(self, stage: StageSpec, params: Mapping[str, Any], identity: str | None = None) -> Listener:
         topic = render(stage.topic, params)
         self.listened[topic] += 1
         return FakeListener(topic, durable=self.options.durable)  # type: ignore[attr-defined]
@@ -208,7 +208,8 @@ def test_the_buffer_keeps_a_bounded_number_of_messages_and_counts_what_it_droppe
     try:
         captures = CaptureStore(engine.store, limit=3)
         now = datetime.now(UTC)
-        captures.opened("k", "fakebus topic x", True, now)
+        captures.token("k", "fakebus topic x", now)
+        captures.opened("k", True, now)
         captures.keep("k", [(now, f"{i}".encode(), {}) for i in range(5)], now)
         rows, state = captures.read("k", now)
         assert [payload for _, payload, _ in rows] == [b"2", b"3", b"4"]

@@ -73,17 +73,32 @@ class Capturer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop listening, keeping what brokers hold for trackcheck (another poller, or this one after a
-        restart, picks the channels up again)."""
+        """Stop listening. What brokers hold for channels that running runs still need is kept (another
+        poller, or this one after a restart, picks them up again); the others are removed, and all of them
+        when the state database is in memory (nobody could pick them up)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
         with self._lock:
-            for listener in self._listeners.values():
-                _close(listener, remove=False)
-            self._listeners.clear()
+            listeners, self._listeners = self._listeners, {}
+        if not listeners:
+            return
+        needed: set[str] = set()
+        if not self.engine.store.in_memory:
+            try:
+                needed = set(self.needed())
+            except Exception:  # the state database is away: keep everything rather than lose a queue
+                log.warning("cannot tell which channels runs still need: keeping them all", exc_info=True)
+                needed = set(listeners)
+        for key, listener in listeners.items():
+            _close(listener, remove=key not in needed)
+        gone = [key for key in listeners if key not in needed]
+        try:
+            self.store.drop(gone)
+        except StoreError:
+            log.warning("cannot drop the buffers of %d channel(s)", len(gone))
 
     def wake(self) -> None:
         """A run was submitted here: look for channels to open now rather than at the next refresh."""
@@ -115,7 +130,7 @@ class Capturer:
             for stage in plan.stages[run.stage_idx :]:
                 try:
                     source = self.engine.source(run.plan_id, stage.source)
-                    if not source.listens:
+                    if not source.listens_to(stage):
                         continue
                     channel = source.channel(stage, run.params)
                 except TrackcheckError:  # the poll says why (a source it may not reach, a missing parameter)
@@ -127,7 +142,7 @@ class Capturer:
     def _listens(self, plan_id: int) -> bool:
         try:
             plan = self.engine.plan(plan_id)
-            return any(self.engine.source(plan_id, stage.source).listens for stage in plan.stages)
+            return any(self.engine.source(plan_id, stage.source).listens_to(stage) for stage in plan.stages)
         except TrackcheckError:  # a plan that no longer loads: its runs end at their next poll
             return False
 
@@ -138,15 +153,16 @@ class Capturer:
             if key in self._listeners:
                 continue
             source = self.engine.source(plan_id, stage.source)
+            token = self.store.token(key, description, utcnow())
             try:
-                listener = source.listen(stage, params)
+                listener = source.listen(stage, params, identity=token)
             except SourceError as exc:
                 if key not in self._failures:
                     log.warning("cannot listen to %s: %s", description, exc)
                 self._failures[key] = exc
                 continue
             self._failures.pop(key, None)
-            self.store.opened(key, description, listener.durable, utcnow())
+            self.store.opened(key, listener.durable, utcnow())
             with self._lock:
                 self._listeners[key] = listener
                 # a message larger than the source decodes is kept cut one byte beyond: counted as too large

@@ -530,7 +530,7 @@ class Engine:
             source = self.source(plan_id, stage.source)
             captured: list[Message] | None = None
             notes: list[str] = []
-            if source.listens:  # a bus without history: what the poller heard for these runs
+            if source.listens_to(stage):  # a bus without history: what the poller heard for these runs
                 captured, notes = self.capture.input(plan_id, stage, source, params, since)
             request = FetchRequest(
                 plan=plan.name,

@@ -205,9 +205,16 @@ class Source(ABC):
         (``devices/+/events qos 1``): runs whose channels are equal share one listener and one buffer."""
         raise NotImplementedError(f"a {self.type_name} source does not listen")
 
-    def listen(self, stage: StageSpec, params: Mapping[str, Any]) -> Listener:
+    def listens_to(self, stage: StageSpec) -> bool:
+        """Whether ``stage`` is read from what the poller heard (``listen``) rather than by ``fetch`` alone:
+        a RabbitMQ exchange stage does, a stream stage of the same source does not."""
+        return self.listens
+
+    def listen(self, stage: StageSpec, params: Mapping[str, Any], identity: str | None = None) -> Listener:
         """Subscribe to ``channel(stage, params)`` (a listening source only); raises a SourceError if the
-        bus cannot be reached."""
+        bus cannot be reached. ``identity`` names what the broker keeps for this subscription (a queue, a
+        session): the poller gives the same one after a restart, and another for another state database
+        (two installations, parallel CI jobs); None: derived from the channel."""
         raise NotImplementedError(f"a {self.type_name} source does not listen")
 
     def publish(self, destination: Destination, payloads: Sequence[bytes], key: str | None = None) -> None:

@@ -226,7 +226,7 @@ class MqttSource(Source):
     def channel(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
         return f"topic {self.topic(stage, params)} qos {_qos(stage)}"
 
-    def listen(self, stage: StageSpec, params: Mapping[str, Any]) -> MqttListener:
+    def listen(self, stage: StageSpec, params: Mapping[str, Any], identity: str | None = None) -> MqttListener:
         """Subscribe to the stage's topic; returns once the broker granted the subscription.
 
         Raises SourceConnectError (broker unreachable: transient; credentials refused: permanent),
@@ -236,6 +236,8 @@ class MqttSource(Source):
         qos = _qos(stage)
         endpoint = _endpoint(self.options.url)
         seed = f"{endpoint.username or ''}@{endpoint.host}:{endpoint.port}\x00topic {topic} qos {qos}"
+        if identity is not None:  # the poller's, kept in the state database: one session per installation
+            seed = f"{seed}\x00{identity}"
         client_id = _CLIENT_IDS.reserve(
             f"{self.options.client_id_prefix}-{hashlib.sha256(seed.encode()).hexdigest()[:12]}"
         )

@@ -4,6 +4,7 @@ SQL about them. See ``engine/capture.py`` for who fills and reads them.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -71,23 +72,31 @@ class CaptureStore:
                 for run_id, plan_id, params, created, idx in s.execute(query)
             ]
 
-    def opened(self, key: str, description: str, durable: bool, now: datetime) -> None:
-        """A listener for ``key`` was opened now: a new channel listens from now; a known one that nobody
-        drained for a while has a gap from its last drain until now, unless the broker kept the messages."""
+    def token(self, key: str, description: str, now: datetime) -> str:
+        """The identity of ``key``'s subscription at the broker: a new channel gets a random one and listens
+        from now; a known one keeps its own (a restart finds its queue or session again)."""
         with self.store.session(write=True) as s:
             row = s.get(CaptureChannel, key)
             if row is None:
-                s.add(
-                    CaptureChannel(
-                        key=key,
-                        description=description,
-                        durable=durable,
-                        listening_since=now,
-                        heard_at=now,
-                        gaps=[],
-                        dropped=0,
-                    )
+                row = CaptureChannel(
+                    key=key,
+                    description=description,
+                    token=secrets.token_hex(16),
+                    durable=False,
+                    listening_since=now,
+                    heard_at=now,
+                    gaps=[],
+                    dropped=0,
                 )
+                s.add(row)
+            return row.token
+
+    def opened(self, key: str, durable: bool, now: datetime) -> None:
+        """A listener for ``key`` was opened now: a channel that nobody drained for a while has a gap from its
+        last drain until now, unless the broker kept the messages for it."""
+        with self.store.session(write=True) as s:
+            row = s.get(CaptureChannel, key)
+            if row is None:
                 return
             heard = aware(row.heard_at) or now
             if not durable and now - heard > GAP_AFTER:
@@ -97,7 +106,9 @@ class CaptureStore:
     def keep(self, key: str, messages: Iterable[Heard], now: datetime) -> None:
         """Keep what a listener heard (``(at, payload, meta)``), and note that the channel was drained now; the
         oldest messages beyond ``limit`` go, counted in the channel's ``dropped``."""
-        rows = [{"channel": key, "at": at, "payload": payload, "meta": meta} for at, payload, meta in messages]
+        rows = [
+            {"channel": key, "at": at, "heard": now, "payload": payload, "meta": meta} for at, payload, meta in messages
+        ]
         with self.store.session(write=True) as s:
             if rows:
                 s.execute(insert(Capture), rows)
@@ -118,15 +129,15 @@ class CaptureStore:
                 )
 
     def read(self, key: str, since: datetime) -> tuple[list[Heard], ChannelState | None]:
-        """The messages heard on ``key`` at or after ``since``, oldest first, and the channel's state (None
-        while nobody listens to it yet)."""
+        """The messages heard on ``key`` from ``since`` on, oldest first, and the channel's state (None while
+        nobody listens to it yet)."""
         with self.store.session() as s:
             row = s.get(CaptureChannel, key)
             if row is None:
                 return [], None
             found = s.execute(
                 select(Capture.at, Capture.payload, Capture.meta)
-                .where(Capture.channel == key, Capture.at >= since)
+                .where(Capture.channel == key, Capture.heard >= since)
                 .order_by(Capture.id)
             )
             messages = [(aware(at) or at, bytes(payload), dict(meta)) for at, payload, meta in found]

@@ -193,6 +193,9 @@ class CaptureChannel(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     #: what is listened to, for people: ``mqtt devices/+/events qos 1``
     description: Mapped[str] = mapped_column(Text)
+    #: names what the broker keeps for trackcheck (its queue, its session): random, so two state databases
+    #: (installations, parallel CI jobs) never share one, and kept, so a restart finds its own again
+    token: Mapped[str] = mapped_column(String(32))
     #: whether the broker keeps what is published while trackcheck is away (a queue, a persistent session)
     durable: Mapped[bool] = mapped_column(Boolean)
     listening_since: Mapped[datetime]
@@ -214,5 +217,8 @@ class Capture(Base):
     channel: Mapped[str] = mapped_column(String(64))
     #: the broker's timestamp, or when trackcheck received it
     at: Mapped[datetime]
+    #: when the poller stored it: a run reads what was heard from its start on (a broker's timestamp may be
+    #: whole seconds, or a publisher's clock)
+    heard: Mapped[datetime]
     payload: Mapped[bytes] = mapped_column(LargeBinary(2**24))
     meta: Mapped[dict[str, Any]]

@@ -175,6 +175,11 @@ class Store:
             self._engine = self._sessions = None
 
     @property
+    def in_memory(self) -> bool:
+        """An in-memory SQLite database: gone with this process (``verify()``, tests)."""
+        return isinstance(self.engine.pool, StaticPool)
+
+    @property
     def engine(self) -> Engine:
         if self._engine is None:
             self.open()

@@ -26,6 +26,7 @@ def upgrade() -> None:
         "tc_capture_channels",
         sa.Column("key", sa.String(64), primary_key=True),
         sa.Column("description", sa.Text, nullable=False),
+        sa.Column("token", sa.String(32), nullable=False),
         sa.Column("durable", sa.Boolean, nullable=False),
         sa.Column("listening_since", sa.DateTime(timezone=True), nullable=False),
         sa.Column("heard_at", sa.DateTime(timezone=True), nullable=False),
@@ -37,6 +38,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("channel", sa.String(64), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("heard", sa.DateTime(timezone=True), nullable=False),
         sa.Column("payload", sa.LargeBinary(length=2**24), nullable=False),
         sa.Column("meta", sa.JSON, nullable=False),
     )
