@@ -299,3 +299,33 @@ stages:
     emit = "emit: {source: api, stamp: {id: '{uuid}', run: '{run_id}'}}"
     plan = load_plan_text(base.replace("EMIT", emit), origin="ok")
     assert [s.name for s in plan.stages] == ["emit", "wh"]
+
+
+def test_emit_onto_a_bus_is_heard_by_a_listening_stage_of_the_same_run(tmp_path: Path) -> None:
+    """The emit stage publishes one message per event to MQTT, which keeps no history: the run's MQTT stage
+    must already listen when the emit sends (the engine opens it first), or the events would be lost."""
+    topic = f"tc-emit/{time.monotonic_ns()}"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"""
+name: emit-mqtt
+key: event_id
+params:
+  test_id: {{required: true}}
+sources:
+  broker: {{type: mqtt, url: "mqtt://127.0.0.1:1883"}}
+emit: {{source: broker, format: json, topic: "{topic}/{{test_id}}", stamp: {{test_id: "{{test_id}}"}}}}
+expect: [{{event_id: m1, event: boot}}, {{event_id: m2, event: reading}}]
+stages:
+  - name: devices
+    source: broker
+    topic: "{topic}/{{test_id}}"
+    where: {{test_id: "{{test_id}}"}}
+    compare: {{with: emit, fields: [event]}}
+"""
+    )
+    result = verify(plan, {"test_id": "d1"}, timeout="10s", interval="200ms", min_interval="100ms")
+    assert result.ok, result.to_dict()
+    emit, devices = result.stages
+    assert emit.reason == f"published 2 event(s) to topic {topic}/d1"
+    assert (devices.found, devices.expected) == (2, 2)

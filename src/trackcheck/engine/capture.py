@@ -59,6 +59,8 @@ class Capturer:
         #: why a channel could not be listened to (read by the polls of this process as the source's error)
         self._failures: dict[str, SourceError] = {}
         self._lock = threading.Lock()
+        #: one opening at a time: the capture thread and an emit stage may both want a channel
+        self._opening = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,6 +102,11 @@ class Capturer:
         except StoreError:
             log.warning("cannot drop the buffers of %d channel(s)", len(gone))
 
+    @property
+    def running(self) -> bool:
+        """Whether this process listens (it leads the polling)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wake(self) -> None:
         """A run was submitted here: look for channels to open now rather than at the next refresh."""
         self._wake.set()
@@ -126,18 +133,35 @@ class Capturer:
         listening = [plan_id for plan_id in self.store.running_plan_ids() if self._listens(plan_id)]
         needed: dict[str, tuple[int, StageSpec, dict[str, Any], str]] = {}
         for run in self.store.waiting_runs(listening):
-            plan = self.engine.plan(run.plan_id)
-            for stage in plan.stages[run.stage_idx :]:
-                try:
-                    source = self.engine.source(run.plan_id, stage.source)
-                    if not source.listens_to(stage):
-                        continue
-                    channel = source.channel(stage, run.params)
-                except TrackcheckError:  # the poll says why (a source it may not reach, a missing parameter)
-                    continue
-                key = channel_key(run.plan_id, stage.source, channel)
-                needed.setdefault(key, (run.plan_id, stage, run.params, f"{source.type_name} {channel}"))
+            for key, wanted in self._channels(run.plan_id, run.params, run.stage_idx).items():
+                needed.setdefault(key, wanted)
         return needed
+
+    def _channels(
+        self, plan_id: int, params: dict[str, Any], first: int
+    ) -> dict[str, tuple[int, StageSpec, dict[str, Any], str]]:
+        """The channels a run reads at stage ``first`` and after."""
+        found: dict[str, tuple[int, StageSpec, dict[str, Any], str]] = {}
+        for stage in self.engine.plan(plan_id).stages[first:]:
+            try:
+                source = self.engine.source(plan_id, stage.source)
+                if not source.listens_to(stage):
+                    continue
+                channel = source.channel(stage, params)
+            except TrackcheckError:  # the poll says why (a source it may not reach, a missing parameter)
+                continue
+            description = f"{source.type_name} {channel}"
+            found[channel_key(plan_id, stage.source, channel)] = (plan_id, stage, params, description)
+        return found
+
+    def ensure(self, plan_id: int, params: dict[str, Any], first: int) -> str | None:
+        """Listen now to every channel a run reads from stage ``first`` on (the emit stage calls it before it
+        sends, so that nothing it sends is published before anyone listens); why one cannot be, or None."""
+        for key, (_, stage, wanted, description) in self._channels(plan_id, params, first).items():
+            failure = self._open(key, plan_id, stage, wanted, description)
+            if failure is not None:
+                return f"cannot listen to {description} yet: {failure}"
+        return None
 
     def _listens(self, plan_id: int) -> bool:
         try:
@@ -150,24 +174,7 @@ class Capturer:
         """Open a listener for every channel needed, close (and remove) those no run needs any more."""
         needed = self.needed()
         for key, (plan_id, stage, params, description) in needed.items():
-            if key in self._listeners:
-                continue
-            source = self.engine.source(plan_id, stage.source)
-            token = self.store.token(key, description, utcnow())
-            try:
-                listener = source.listen(stage, params, identity=token)
-            except SourceError as exc:
-                if key not in self._failures:
-                    log.warning("cannot listen to %s: %s", description, exc)
-                self._failures[key] = exc
-                continue
-            self._failures.pop(key, None)
-            self.store.opened(key, listener.durable, utcnow())
-            with self._lock:
-                self._listeners[key] = listener
-                # a message larger than the source decodes is kept cut one byte beyond: counted as too large
-                self._keep_bytes[key] = getattr(source.options, "max_message_bytes", DEFAULT_KEEP) + 1
-            log.info("listening to %s for the runs that read it", description)
+            self._open(key, plan_id, stage, params, description)
         with self._lock:
             gone = [key for key in self._listeners if key not in needed]
             for key in gone:
@@ -177,6 +184,31 @@ class Capturer:
         for key in [key for key in self._failures if key not in needed]:
             del self._failures[key]
         self.store.drop([key for key in self.store.channels() if key not in needed])
+
+    def _open(
+        self, key: str, plan_id: int, stage: StageSpec, params: dict[str, Any], description: str
+    ) -> SourceError | None:
+        """Listen to ``key`` unless this process already does; the error if the bus refused."""
+        with self._opening:
+            if key in self._listeners:
+                return None
+            source = self.engine.source(plan_id, stage.source)
+            token = self.store.token(key, description, utcnow())
+            try:
+                listener = source.listen(stage, params, identity=token)
+            except SourceError as exc:
+                if key not in self._failures:
+                    log.warning("cannot listen to %s: %s", description, exc)
+                self._failures[key] = exc
+                return exc
+            self._failures.pop(key, None)
+            self.store.opened(key, listener.durable, utcnow())
+            with self._lock:
+                self._listeners[key] = listener
+                # a message larger than the source decodes is kept cut one byte beyond: counted as too large
+                self._keep_bytes[key] = getattr(source.options, "max_message_bytes", DEFAULT_KEEP) + 1
+            log.info("listening to %s for the runs that read it", description)
+            return None
 
     def drain(self) -> None:
         """Store what every listener heard, then acknowledge it."""
