@@ -62,6 +62,34 @@ def test_runs_by_status_and_source_queries_after_a_run(client: FlaskClient) -> N
     assert ("trackcheck_source_errors_total", by_type("memory")) not in after
 
 
+def test_what_sources_read_and_could_not_decode_is_counted(
+    tmp_path: Path, plans_dir: Path, make_app: Callable[..., Flask]
+) -> None:
+    """``trackcheck_source_unparsed_total``: what a source read but could not decode (here a file with two
+    broken lines; bus sources count messages the same way)."""
+    log = tmp_path / "events.jsonl"
+    log.write_text('{"event_id": "e1"}\nnot json\n{"event_id": "e2"}\n{broken\n')
+    (plans_dir / "lines.yaml").write_text(
+        f"""
+name: lines
+key: event_id
+defaults: {{interval: 200ms, timeout: 10s}}
+sources:
+  log: {{type: file, path: "{log}"}}
+expect: [{{event_id: e1}}, {{event_id: e2}}]
+stages:
+  - name: log
+    source: log
+    compare: {{with: expect}}
+"""
+    )
+    client = make_app().test_client()
+    run_id = client.post("/api/runs", json={"plan": "lines", "params": {}}).json["id"]
+    assert wait_finished(client, run_id)["status"] == "passed"
+    samples = scrape(client)
+    assert samples[("trackcheck_source_unparsed_total", by_type("file"))] == 2
+
+
 def test_source_errors_are_counted(client: FlaskClient) -> None:
     MemorySource.failing.add("log")
     run_id = client.post("/api/runs", json={"plan": "mem", "params": {"test_id": "f1"}}).json["id"]
