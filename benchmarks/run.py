@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import b1_polling, b2_diff, b3_api, b3_batch, common, report
+from benchmarks import b1_polling, b2_diff, b3_api, b3_batch, b6_kafka, common, report
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -38,10 +38,14 @@ class Plan:
     b3_max_requests: int
     batch_runs: int  # runs on each side of the batch submit figure
     batch_size: int
+    b6_runs: int  # runs waiting on one Kafka topic (and a tenth of them, on a topic of the same content)
+    b6_messages: int  # messages in that topic
 
 
-FULL = Plan("full", (1, 100, 1_000, 10_000), 5.0, 15.0, 10_000, 1_000_000, 3, 30.0, 50_000, 10_000, 1_000)
-QUICK = Plan("quick", (1, 50), 1.0, 2.0, 50, 5_000, 1, 3.0, 500, 300, 100)
+FULL = Plan(
+    "full", (1, 100, 1_000, 10_000), 5.0, 15.0, 10_000, 1_000_000, 3, 30.0, 50_000, 10_000, 1_000, 10_000, 1_000_000
+)
+QUICK = Plan("quick", (1, 50), 1.0, 2.0, 50, 5_000, 1, 3.0, 500, 300, 100, 200, 20_000)
 #: B3's clients in flight at once: a CI suite or a few people submitting together, not a load test
 B3_CONCURRENCY = 4
 
@@ -118,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     b3 = b3_api.measure(plan.b3_seconds, B3_CONCURRENCY, plan.b3_max_requests)
     common.log(f"B3 batch: {plan.batch_runs:,} runs one by one and in batches of {plan.batch_size:,}")
     batch = b3_batch.measure(plan.batch_runs, plan.batch_size)
+    common.log(f"B6: {plan.b6_runs:,} runs on a Kafka topic of {plan.b6_messages:,} messages")
+    b6 = b6_kafka.measure(plan.b6_runs, plan.b6_messages)
     machine["load_average_end"] = list(common.machine()["load_average"])
     machine["duration_s"] = round(time.time() - began)
     machine["preloaded"] = common.preloaded_libraries() or "(none)"
     text = report.render(plan.name, plan.interval, plan.land_window, machine, b1, profile, b2, b3, batch)
+    text = text.rstrip() + "\n\n" + b6_kafka.render(b6) + "\n"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     if args.json:
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "b2": b2.to_dict(),
             "b3": b3.to_dict(),
             "b3_batch": batch.to_dict(),
+            "b6_kafka": b6.to_dict(),
             "profile": profile,
         }
         args.json.write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")
@@ -140,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in batch.to_dict().items():
         if isinstance(value, float) and not (math.isfinite(value) and value > 0):
             problems.append(f"B3 batch: {name} is {value}")
+    problems.extend(b6_kafka.missing(b6))
     if args.quick:
         print(text)
     common.log(f"report written to {output} ({machine['duration_s']} s)")
