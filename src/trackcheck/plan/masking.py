@@ -71,6 +71,11 @@ def _yaml_secrets(node: Any, key: str | None = None) -> set[str]:
     return found
 
 
+def secret_name(key: str) -> bool:
+    """Whether a key names a credential (``password``, ``sasl_password``, ``api_key``, ``x-auth-token``...)."""
+    return _SECRET_KEY_NAME.fullmatch(key) is not None
+
+
 def mask_plan_text(text: str) -> str:
     """Plan YAML safe to show: URL passwords (as ``mask_url_passwords`` does) and the values of secret keys
     (Authorization, password, secret, token, api keys) become ``***``. ``${ENV}`` references are kept: they

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from trackcheck.compare.values import canonical
 from trackcheck.errors import ErrorKind, SourceError, SourceQueryError
 from trackcheck.plan.functions import OPTIONS, compile_path, interpreter
-from trackcheck.plan.masking import MASK
+from trackcheck.plan.masking import MASK, secret_name
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -231,11 +231,9 @@ class Source(ABC):
 
     # -- shared plumbing -------------------------------------------------------------------------------
     def secrets(self) -> list[str]:
-        """Strings that must never appear in a message: passwords in URLs, header values, tokens."""
-        found: list[str] = []
-        for value in self.options.model_dump().values():
-            found.extend(_secrets_in(value))
-        return [s for s in found if s]
+        """Strings that must never appear in a message: passwords in URLs, header values, and every option
+        named like a credential (``password``, ``sasl_password``, ``token``...), however deep."""
+        return [s for s in _secrets_in(self.options.model_dump()) if s]
 
     def mask(self, text: str) -> str:
         """``text`` with every secret of this source replaced by ***."""
@@ -289,7 +287,7 @@ def _secrets_in(value: Any) -> Iterable[str]:
                 yield parts.password
     elif isinstance(value, dict):
         for key, inner in value.items():
-            if isinstance(inner, str) and str(key).lower() in _SECRET_HEADER_KEYS:
+            if isinstance(inner, str) and (str(key).lower() in _SECRET_HEADER_KEYS or secret_name(str(key))):
                 yield inner
                 yield from inner.split()[1:]
             else:
