@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo-cli example-pytest test test-faults test-all lint typecheck unit integration bench bench-quick clean services chromium
+.PHONY: run demo-cli example-kafka example-pytest test test-faults test-all lint typecheck unit integration bench bench-quick clean services chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(STAMP)
 ## The same demo pipeline verified twice with the CLI in the foreground (exit codes 0 and 1).
 demo-cli: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+## The Kafka example (examples/kafka): trackcheck sends the events to a topic, then follows them through a stream
+## processor and a loader to a warehouse (a local broker unless KAFKA_BOOTSTRAP is set); ARGS="--drop e2" fails.
+example-kafka: $(STAMP)
+	$(BIN)/python examples/kafka/run.py $(ARGS)
 
 ## The pytest example (examples/pytest): a test that drives a tiny pipeline and verifies it with the
 ## `trackcheck` fixture; `make example-pytest ARGS="-m demo_failure"` shows what a failure looks like.
