@@ -329,3 +329,28 @@ stages:
     emit, devices = result.stages
     assert emit.reason == f"published 2 event(s) to topic {topic}/d1"
     assert (devices.found, devices.expected) == (2, 2)
+
+
+def test_an_emit_needs_events_and_its_stamp_may_give_their_key(tmp_path: Path) -> None:
+    from trackcheck.errors import ParamError
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        """
+name: emit-keys
+key: messageId
+sources:
+  api: {type: http, url: "http://127.0.0.1:9"}
+emit: {source: api, format: segment, stamp: {messageId: "{uuid}"}}
+stages:
+  - name: api
+    source: api
+    compare: {with: emit}
+"""
+    )
+    with pytest.raises(ParamError, match="emit: sends the run's expect events, but neither the plan nor the run"):
+        verify(plan, timeout="1s", min_interval="100ms")
+    # every event gets its messageId from the stamp: none has to carry the key itself; the send then fails
+    # (nothing listens on port 9) and the run ends in error, not as a refused request
+    result = verify(plan, expect=[{"event": "a"}], timeout="1s", interval="200ms", min_interval="100ms")
+    assert result.stages[0].status == "error" and "could not connect" in (result.stages[0].reason or "")

@@ -143,17 +143,25 @@ def missing_params(plan: Plan, resolved: Mapping[str, Any]) -> list[tuple[str, s
 
 
 def check_expect(plan: Plan, expect: list[dict[str, Any]]) -> None:
-    """A run whose stages compare with ``expect`` needs expected events, each carrying the key fields."""
+    """A run whose stages compare with ``expect``, or that emits, needs expected events, each carrying the
+    key fields (or getting them from ``emit.stamp``)."""
     if any(stage.reference == EXPECT for stage in plan.stages) and not expect:
         raise ParamError(
             "a stage compares with 'expect', but neither the plan nor the run gives any events",
             plan=plan.name,
             parameter="expect",
         )
+    if plan.emit is not None and not expect:
+        raise ParamError(
+            "emit: sends the run's expect events, but neither the plan nor the run gives any",
+            plan=plan.name,
+            parameter="expect",
+        )
+    stamped = set(plan.emit.stamp) if plan.emit is not None else set()
     for index, event in enumerate(expect):
         if not isinstance(event, dict):
             raise ParamError(f"expect[{index}] is not an object", plan=plan.name, parameter="expect")
-        missing = [k for k in plan.key if event.get(k) is None]
+        missing = [k for k in plan.key if event.get(k) is None and k not in stamped]
         if missing:
             raise ParamError(
                 f"expect[{index}] has no value for key field {missing[0]!r}",
