@@ -34,6 +34,8 @@ log = logging.getLogger("trackcheck.capture")
 EVERY = 0.5
 #: seconds between two looks for channels to open or close
 REFRESH = 1.0
+#: seconds a plan version's "has a listening stage" is kept before it is worked out again
+LISTENING_KEPT = 300.0
 #: messages taken from one listener per drain
 DRAIN_LIMIT = 5000
 #: the most of a message's payload the buffer keeps when its source does not say (``max_message_bytes``)
@@ -56,6 +58,8 @@ class Capturer:
         self._listeners: dict[str, Listener] = {}
         self._marked: dict[str, float] = {}
         self._keep_bytes: dict[str, int] = {}
+        self._listening: dict[int, bool] = {}
+        self._listening_since = time.monotonic()
         #: why a channel could not be listened to (read by the polls of this process as the source's error)
         self._failures: dict[str, SourceError] = {}
         self._lock = threading.Lock()
@@ -130,7 +134,9 @@ class Capturer:
     # -- listening -------------------------------------------------------------------------------------
     def needed(self) -> dict[str, tuple[int, StageSpec, dict[str, Any], str]]:
         """Every channel a running run still has to read: key → (plan id, stage, parameters, description)."""
-        listening = [plan_id for plan_id in self.store.running_plan_ids() if self._listens(plan_id)]
+        listening = [plan_id for plan_id in self.store.plan_ids() if self._listens(plan_id)]
+        if not listening:  # the common case: no plan reads a bus without history, and no run is read for it
+            return {}
         needed: dict[str, tuple[int, StageSpec, dict[str, Any], str]] = {}
         for run in self.store.waiting_runs(listening):
             for key, wanted in self._channels(run.plan_id, run.params, run.stage_idx).items():
@@ -164,11 +170,19 @@ class Capturer:
         return None
 
     def _listens(self, plan_id: int) -> bool:
-        try:
-            plan = self.engine.plan(plan_id)
-            return any(self.engine.source(plan_id, stage.source).listens_to(stage) for stage in plan.stages)
-        except TrackcheckError:  # a plan that no longer loads: its runs end at their next poll
-            return False
+        """Whether a plan version has a stage that listens; kept per version (versions do not change), for a
+        while only: a connection changed to another type changes the answer."""
+        if time.monotonic() - self._listening_since > LISTENING_KEPT:
+            self._listening.clear()
+            self._listening_since = time.monotonic()
+        if plan_id not in self._listening:
+            try:
+                plan = self.engine.plan(plan_id)
+                found = any(self.engine.source(plan_id, stage.source).listens_to(stage) for stage in plan.stages)
+            except TrackcheckError:  # a plan that no longer loads: its runs end at their next poll
+                found = False
+            self._listening[plan_id] = found
+        return self._listening[plan_id]
 
     def refresh(self) -> None:
         """Open a listener for every channel needed, close (and remove) those no run needs any more."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
-from trackcheck.store.models import Capture, CaptureChannel, Run, RunStage
+from trackcheck.store.models import Capture, CaptureChannel, PlanVersion, Run, RunStage
 from trackcheck.store.repository import Store, aware
 
 #: a channel not drained for longer than this was not listened to (the service was down, or its poller)
@@ -53,9 +53,10 @@ class CaptureStore:
         #: messages kept per channel; beyond, the oldest are deleted (and counted in ``dropped``)
         self.limit = limit
 
-    def running_plan_ids(self) -> list[int]:
+    def plan_ids(self) -> list[int]:
+        """Every plan version's id: a small table, read about every second (``tc_runs`` holds every run)."""
         with self.store.session() as s:
-            return list(s.scalars(select(Run.plan_id).where(Run.status == "running").distinct()))
+            return list(s.scalars(select(PlanVersion.id)))
 
     def waiting_runs(self, plan_ids: Sequence[int]) -> list[WaitingRun]:
         """The running runs of these plan versions, each with the stage it waits at."""
