@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from trackcheck.errors import SourceError, StoreError, TrackcheckError
+from trackcheck.sources import source_class
 from trackcheck.sources.base import Listener, Message, Source
 from trackcheck.store.captures import CaptureStore
 from trackcheck.store.repository import utcnow
@@ -34,8 +35,6 @@ log = logging.getLogger("trackcheck.capture")
 EVERY = 0.5
 #: seconds between two looks for channels to open or close
 REFRESH = 1.0
-#: seconds a plan version's "has a listening stage" is kept before it is worked out again
-LISTENING_KEPT = 300.0
 #: messages taken from one listener per drain
 DRAIN_LIMIT = 5000
 #: the most of a message's payload the buffer keeps when its source does not say (``max_message_bytes``)
@@ -58,8 +57,8 @@ class Capturer:
         self._listeners: dict[str, Listener] = {}
         self._marked: dict[str, float] = {}
         self._keep_bytes: dict[str, int] = {}
+        #: whether each plan version has a listening stage
         self._listening: dict[int, bool] = {}
-        self._listening_since = time.monotonic()
         #: why a channel could not be listened to (read by the polls of this process as the source's error)
         self._failures: dict[str, SourceError] = {}
         self._lock = threading.Lock()
@@ -170,19 +169,20 @@ class Capturer:
         return None
 
     def _listens(self, plan_id: int) -> bool:
-        """Whether a plan version has a stage that listens; kept per version (versions do not change), for a
-        while only: a connection changed to another type changes the answer."""
-        if time.monotonic() - self._listening_since > LISTENING_KEPT:
-            self._listening.clear()
-            self._listening_since = time.monotonic()
+        """Whether a plan version has a stage that listens: worked out once per version (versions do not
+        change; ``forget_plans`` when a connection did), from the source types, opening nothing."""
         if plan_id not in self._listening:
             try:
                 plan = self.engine.plan(plan_id)
-                found = any(self.engine.source(plan_id, stage.source).listens_to(stage) for stage in plan.stages)
-            except TrackcheckError:  # a plan that no longer loads: its runs end at their next poll
+                found = any(source_class(plan.sources[stage.source].type).listens_to(stage) for stage in plan.stages)
+            except (TrackcheckError, KeyError):  # a plan that no longer loads: its runs end at their next poll
                 found = False
             self._listening[plan_id] = found
         return self._listening[plan_id]
+
+    def forget_plans(self) -> None:
+        """A connection changed: which plan versions listen is worked out again."""
+        self._listening.clear()
 
     def refresh(self) -> None:
         """Open a listener for every channel needed, close (and remove) those no run needs any more."""

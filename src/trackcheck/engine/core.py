@@ -396,6 +396,7 @@ class Engine:
         if revision != self._connections_seen:
             if self._connections_seen is not None:
                 self.plan.cache_clear()
+                self.capture.forget_plans()
                 with self._sources_lock:
                     for source in self._sources.values():
                         source.close()

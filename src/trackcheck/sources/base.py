@@ -205,10 +205,11 @@ class Source(ABC):
         (``devices/+/events qos 1``): runs whose channels are equal share one listener and one buffer."""
         raise NotImplementedError(f"a {self.type_name} source does not listen")
 
-    def listens_to(self, stage: StageSpec) -> bool:
+    @classmethod
+    def listens_to(cls, stage: StageSpec) -> bool:
         """Whether ``stage`` is read from what the poller heard (``listen``) rather than by ``fetch`` alone:
         a RabbitMQ exchange stage does, a stream stage of the same source does not."""
-        return self.listens
+        return cls.listens
 
     def listen(self, stage: StageSpec, params: Mapping[str, Any], identity: str | None = None) -> Listener:
         """Subscribe to ``channel(stage, params)`` (a listening source only); raises a SourceError if the

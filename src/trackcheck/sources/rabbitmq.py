@@ -330,7 +330,8 @@ class RabbitmqSource(Source):
             return f"stream {render(stage.stream, params)}"
         return f"exchange {render(stage.exchange, params)} routing_key {render(stage.routing_key or '', params)}"
 
-    def listens_to(self, stage: StageSpec) -> bool:
+    @classmethod
+    def listens_to(cls, stage: StageSpec) -> bool:
         """An exchange keeps nothing: its stages are read from what trackcheck's queue heard; a stream is
         read back by ``fetch``."""
         return stage.exchange is not None
