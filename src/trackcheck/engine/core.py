@@ -646,11 +646,7 @@ class Engine:
             outcome = Outcome(comparison, error, kind, found, fetched.milliseconds, first_seen, arrived)
             decision = self._conclude(plan, plan_id, stage, rs, run, outcome, now, write, activated)
             max_errors = max(max_errors, decision.errors_in_row)
-        if fetched.failure is None:
-            return None
-        backoff: timedelta = plan.setting(stage, "backoff")
-        # doubling per error in a row, up to 2^10: beyond, the regular tick comes first anyway
-        return backoff.total_seconds() * 2 ** min(10, max(0, max_errors - 1))
+        return None if fetched.failure is None else _backoff(plan, stage, max_errors)
 
     def _conclude(
         self,
@@ -770,10 +766,7 @@ class Engine:
             outcome = Outcome(comparison, error, kind, events, milliseconds)
             decision = self._conclude(plan, plan_id, stage, rs, run, outcome, now, write, activated)
             max_errors = max(max_errors, decision.errors_in_row)
-        if max_errors == 0:
-            return None
-        backoff: timedelta = plan.setting(stage, "backoff")
-        return backoff.total_seconds() * 2 ** min(10, max(0, max_errors - 1))
+        return None if max_errors == 0 else _backoff(plan, stage, max_errors)
 
     def _advance(
         self,
@@ -841,6 +834,13 @@ class Engine:
             else:
                 references[run.id] = list(snap.records)
         return references
+
+
+def _backoff(plan: Plan, stage: StageSpec, errors_in_row: int) -> float:
+    """Seconds until a failing stage is tried again: its ``backoff``, doubling per error in a row up to 2^10
+    (beyond, the regular tick comes first anyway)."""
+    backoff: timedelta = plan.setting(stage, "backoff")
+    return backoff.total_seconds() * 2 ** min(10, max(0, errors_in_row - 1))
 
 
 def _storable_records(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], frozenset[int]]:
