@@ -240,6 +240,31 @@ def test_inline_sources_of_uploaded_plans_stay_off_private_networks_and_the_stat
     assert client.get("/api/plans").json["plans"] == []
 
 
+def test_inline_bus_sources_and_emits_of_uploaded_plans_stay_off_private_networks(
+    make_client: Callable[..., FlaskClient],
+) -> None:
+    """A message bus is a network host like any: an uploaded plan may not read, or send to, one on the
+    service's own networks (the brokers of this machine listen on loopback) unless the operator allows it."""
+    client = make_client(allow_inline_sources=True)
+    for spec, stage, what in (
+        ("{type: kafka, bootstrap: '127.0.0.1:9092'}", "    topic: events", "loopback"),
+        ("{type: kafka, bootstrap: ['8.8.8.8:9092', '10.0.0.7:9092']}", "    topic: events", "private"),
+        ("{type: rabbitmq, url: 'amqp://guest:guest@127.0.0.1:5672/'}", "    stream: events", "loopback"),
+        ("{type: nats, url: 'nats://169.254.169.254:4222'}", "    subject: events", "link-local"),
+        ("{type: mqtt, url: 'mqtt://[::1]:1883'}", "    topic: events", "loopback"),
+    ):
+        refused(put_plan(client, "bus", plan("bus", f"  wh: {spec}", stage)), 400, "sources.wh", what)
+    # emit: sends through a source of the plan: the same rule, before anything is sent
+    emitting = plan(
+        "emitter",
+        "  wh: {type: http, url: 'http://127.0.0.1:9/'}",
+        "    request: {path: /events}\n    records: items",
+        extra="emit: {source: wh, format: segment}",
+    )
+    refused(put_plan(client, "emitter", emitting), 400, "sources.wh", "loopback")
+    assert client.get("/api/plans").json["plans"] == []
+
+
 def test_the_operator_may_allow_private_networks_for_inline_sources(
     make_client: Callable[..., FlaskClient], tmp_path: Path
 ) -> None:
