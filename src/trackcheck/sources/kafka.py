@@ -157,12 +157,6 @@ class KafkaSource(Source):
     def hosts(self) -> list[str]:
         return [found[0] for entry in self.options.bootstrap if (found := _host_port(entry))]
 
-    def secrets(self) -> list[str]:
-        found = super().secrets()
-        if self.options.sasl_password:
-            found.append(self.options.sasl_password)
-        return found
-
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
         """Only checks that the driver is installed: readers connect when a topic is first fetched."""

@@ -245,14 +245,14 @@ class NatsSource(Source):
         return found
 
     def secrets(self) -> list[str]:
-        """Passwords, tokens, and the user part of a URL without a password (``nats://TOKEN@host``)."""
+        """The base's (passwords, ``token``...), and the user part of a server URL without a password: NATS
+        reads it as a token (``nats://TOKEN@host``)."""
         found = super().secrets()
         for server in split_servers(self.options.url):
             parts = urlsplit(server)
             secret = parts.password if parts.password is not None else parts.username
             if secret:
                 found.extend({secret, unquote(secret)})
-        found.extend(s for s in (self.options.password, self.options.token) if s)
         return found
 
     # -- lifecycle -------------------------------------------------------------------------------------
