@@ -354,3 +354,26 @@ stages:
     # (nothing listens on port 9) and the run ends in error, not as a refused request
     result = verify(plan, expect=[{"event": "a"}], timeout="1s", interval="200ms", min_interval="100ms")
     assert result.stages[0].status == "error" and "could not connect" in (result.stages[0].reason or "")
+
+
+def test_a_plan_with_emit_validates_the_same_when_dumped_and_read_again(tmp_path: Path) -> None:
+    from trackcheck.plan.loader import load_plan_text
+    from trackcheck.plan.model import Plan
+
+    plan = load_plan_text(
+        """
+name: round-trip
+key: id
+sources:
+  api: {type: http, url: "http://127.0.0.1:9"}
+emit: {source: api, format: json}
+expect: [{id: a}]
+stages:
+  - name: api
+    source: api
+    compare: {with: emit}
+""",
+        origin="round-trip",
+    )
+    again = Plan.model_validate(plan.model_dump(by_alias=True, exclude_none=True))
+    assert [s.name for s in again.stages] == ["emit", "api"]

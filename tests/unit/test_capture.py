@@ -28,6 +28,7 @@ from trackcheck.sources.base import FetchRequest, FetchResult, Listener, Message
 from trackcheck.sources.bus import to_records
 from trackcheck.store.captures import CaptureStore
 from trackcheck.store.models import Capture
+from trackcheck.store.repository import Store
 
 
 class Bus:
@@ -204,9 +205,9 @@ def heard(engine: Engine) -> int:
 
 
 def test_the_buffer_keeps_a_bounded_number_of_messages_and_counts_what_it_dropped(tmp_path: Path) -> None:
-    engine = engine_on(f"sqlite:///{tmp_path / 'state.db'}")
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}").open()  # no poller: nothing else drops the channel
     try:
-        captures = CaptureStore(engine.store, limit=3)
+        captures = CaptureStore(store, limit=3)
         now = datetime.now(UTC)
         captures.token("k", "fakebus topic x", now)
         captures.opened("k", True, now)
@@ -215,4 +216,4 @@ def test_the_buffer_keeps_a_bounded_number_of_messages_and_counts_what_it_droppe
         assert [payload for _, payload, _ in rows] == [b"2", b"3", b"4"]
         assert state is not None and state.dropped == 2
     finally:
-        engine.shutdown()
+        store.close()

@@ -498,6 +498,9 @@ class Plan(_Model):
             return value
         emit = value["emit"]
         first = {"name": EMIT_STAGE, "source": emit.get("source"), "emit": emit}
+        head = stages[0] if stages else None
+        if isinstance(head, dict) and head.get("name") == EMIT_STAGE and head.get("emit") is not None:
+            return value  # already added: a plan dumped and validated again (``_links`` checks it is the same)
         return {**value, "stages": [first, *stages]}
 
     @field_validator("name")
