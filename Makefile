@@ -50,9 +50,11 @@ test-all: $(STAMP) lint typecheck chromium
 chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
+## ruff, and the layer contracts of pyproject.toml's [tool.importlinter] (arrows point one way)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

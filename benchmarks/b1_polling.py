@@ -197,7 +197,8 @@ def _quiet_logging() -> None:
 def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
     """Resume the submitted runs in an Engine with its default scheduling; record every tick."""
     from trackcheck.engine import Engine
-    from trackcheck.scheduling.config import SchedulerConfig
+    from trackcheck.engine.core import PollSummary
+    from trackcheck.scheduling import Poller, SchedulerConfig
 
     done = threading.Event()
     lock = threading.Lock()
@@ -207,7 +208,7 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
     class MeasuredEngine(Engine):
         """The Engine, with each group poll timed (wall, CPU) and optionally profiled; nothing else changes."""
 
-        def poll_group(self, group: str, fresh_only: bool = False) -> dict[str, Any]:
+        def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
             profiler = None
             if config.profile:
                 from pyinstrument import Profiler
@@ -221,29 +222,29 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
                 "end": time.time(),
                 "cpu": time.process_time() - cpu,
                 "thread_cpu": time.thread_time() - thread_cpu,
-                "polled": summary["polled"],
-                "remaining": summary["remaining"],
+                "polled": summary.polled,
+                "remaining": summary.remaining,
                 "fresh_only": fresh_only,
-                "source_error": summary["retry_in"] is not None,
+                "source_error": summary.retry_in is not None,
             }
             if profiler is not None:
                 profiler.stop()
                 sessions.append(profiler.last_session)
             with lock:
                 ticks.append(tick)
-            if summary["remaining"] == 0:
+            if summary.remaining == 0:
                 done.set()
             return summary
 
-    engine = MeasuredEngine(f"sqlite:///{config.state_path}", SchedulerConfig())
+    poller = Poller(MeasuredEngine(f"sqlite:///{config.state_path}"), SchedulerConfig())
     began, cpu = time.time(), time.process_time()
-    engine.start()
+    poller.start()
     started_cpu = time.process_time() - cpu
     common.emit_ready()
     finished = done.wait(config.deadline)
     wall, cpu_total = time.time() - began, time.process_time() - cpu
     rss = common.peak_rss_mb()
-    engine.shutdown()
+    poller.shutdown()
     result: dict[str, Any] = {
         "all_done": finished,
         "ticks": sorted(ticks, key=lambda t: t["start"]),
@@ -251,8 +252,8 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
         "phase_cpu": cpu_total,
         "start_cpu": started_cpu,
         "peak_rss_mb": rss,
-        "jobstore": engine.config.jobstore,
-        "workers": engine.config.workers,
+        "jobstore": poller.config.jobstore,
+        "workers": poller.config.workers,
     }
     if sessions:
         result["profile"] = summarize_profile(sessions)
@@ -457,7 +458,7 @@ def submit_runs(state_path: str, database: str, n: int, interval: float) -> floa
     from trackcheck.engine import Engine, store_plan
 
     began = time.time()
-    engine = Engine(f"sqlite:///{state_path}", poll=False).start()
+    engine = Engine(f"sqlite:///{state_path}").start()
     try:
         plan_id, _ = store_plan(engine, plan_text(database, interval), "bench-b1.yaml", None)
         for j in range(n):

@@ -61,7 +61,7 @@ def _rate(runs: int, submit: Callable[[int], None], chunk: int) -> float:
 
 
 def _in_process(folder: Path, plan_text: str, runs: int, batch: int) -> tuple[float, float]:
-    with Engine(f"sqlite:///{folder / 'inprocess.db'}", poll=False).start() as engine:
+    with Engine(f"sqlite:///{folder / 'inprocess.db'}") as engine:
         plan_id, _ = store_plan(engine, plan_text, "b3.yaml", str(folder))
 
         def one(first: int) -> None:

@@ -95,7 +95,8 @@ class ChildConfig:
 def run_child(config: ChildConfig) -> dict[str, Any]:
     """Resume the submitted runs; count fetches, broker reads and the time spent reading the broker."""
     from trackcheck.engine import Engine
-    from trackcheck.scheduling.config import SchedulerConfig
+    from trackcheck.engine.core import PollSummary
+    from trackcheck.scheduling import Poller, SchedulerConfig
     from trackcheck.sources import kafka
 
     lock = threading.Lock()
@@ -125,24 +126,24 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
     kafka._TopicReader.refresh = timed_refresh  # type: ignore[method-assign]
 
     class MeasuredEngine(Engine):
-        def poll_group(self, group: str, fresh_only: bool = False) -> dict[str, Any]:
+        def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
             summary = super().poll_group(group, fresh_only)
             with lock:
                 figures["ticks"] += 1
             first_tick.set()
-            if summary["remaining"] == 0:
+            if summary.remaining == 0:
                 done.set()
             return summary
 
-    engine = MeasuredEngine(f"sqlite:///{config.state_path}", SchedulerConfig())
+    poller = Poller(MeasuredEngine(f"sqlite:///{config.state_path}"), SchedulerConfig())
     began = time.time()
-    engine.start()
+    poller.start()
     first_tick.wait(config.deadline)
     common.emit_ready()  # the parent now produces the second half of the topic
     finished = done.wait(config.deadline)
     wall = time.time() - began
     rss = common.peak_rss_mb()
-    engine.shutdown()
+    poller.shutdown()
     return {**figures, "all_done": finished, "wall_s": wall, "peak_rss_mb": rss}
 
 
@@ -209,7 +210,7 @@ def _produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
 def _submit(state_path: str, plan_text: str, n: int) -> None:
     from trackcheck.engine.core import Engine, RunRequest, store_plan
 
-    engine = Engine(f"sqlite:///{state_path}", poll=False).start()
+    engine = Engine(f"sqlite:///{state_path}").start()
     try:
         plan_id, _ = store_plan(engine, plan_text, "bench-b6.yaml", None)
         for first in range(0, n, 1_000):

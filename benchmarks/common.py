@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -173,13 +173,15 @@ class Child:
             self.process.wait()
 
 
-def spawn_child(module: str, config: dict[str, Any]) -> Child:
-    """``python -m <module> <config json>`` from the repository root, stderr kept in a temp file."""
+def spawn_child(module: str, config: dict[str, Any], env: Mapping[str, str] | None = None) -> Child:
+    """``python -m <module> <config json>`` from the repository root, stderr kept in a temp file; ``env``:
+    variables set for the child over this process's own (B7: a ``PYTHONPATH`` naming the tree to measure)."""
     handle, path = tempfile.mkstemp(prefix="trackcheck-bench-", suffix=".stderr")
     stderr = os.fdopen(handle, "w")
     process = subprocess.Popen(
         [sys.executable, "-m", module, json.dumps(config)],
         cwd=REPO,
+        env=None if env is None else {**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,

@@ -1,7 +1,8 @@
 """RESULTS.md from the measured figures: every number in it comes from the run that wrote it.
 
-Tables put trackcheck beside the baseline (B1) or the alternative (B2) with their ratio; each target of issue
-4 is stated as met or missed, by how much, and, when missed, why (from the same run's figures).
+Tables put trackcheck beside the baseline (B1), the alternative (B2) or the main it renovates (B7) with their
+ratio; each target of issues 4 and 9 is stated as met or missed, by how much, and, when missed, why (from the
+same run's figures).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from benchmarks.b1_polling import BATCH_SIZE, DEFAULT_INTERVAL, SideResult
 from benchmarks.b2_diff import B2Result
 from benchmarks.b3_api import B3Result
 from benchmarks.b3_batch import BatchResult
+from benchmarks.b6_kafka import B6Result
+from benchmarks.b6_kafka import render as render_b6
+from benchmarks.b7_scale import SUBMIT_BATCH, B7Result
+from benchmarks.b7_scale import SideResult as B7Side
 
 RSS_TARGET_MB = 500
 CORE_SHARE_TARGET = 0.10
@@ -20,6 +25,8 @@ LATENCY_SLACK_S = 2.0
 B2_RATIO_TARGET = 1.5
 B3_P99_TARGET_MS = 50.0
 TREE_LINES = 90
+B7_CORE_SHARE_TARGET = 0.15
+B7_SUBMIT_TARGET = 20_000  # runs per second, in-process
 
 
 def render(
@@ -32,6 +39,8 @@ def render(
     b2: B2Result,
     b3: B3Result,
     b3_batch: BatchResult | None = None,
+    b6: B6Result | None = None,
+    b7: B7Result | None = None,
 ) -> str:
     parts = [
         _header(plan, machine),
@@ -41,8 +50,16 @@ def render(
         _b2(b2),
         _b3(b3),
         *([_b3_batch(b3_batch)] if b3_batch is not None else []),
+        *([render_b6(b6)] if b6 is not None else []),
+        *([_b7(b7)] if b7 is not None else []),
         _machine(machine),
     ]
+    return "\n\n".join(part.rstrip() for part in parts) + "\n"
+
+
+def render_b7_only(plan: str, machine: dict[str, Any], b7: B7Result) -> str:
+    """The report of ``python -m benchmarks.run --only b7``: B7 and the machine, nothing else."""
+    parts = [_header(plan, machine, only="b7"), _b7(b7), _machine(machine)]
     return "\n\n".join(part.rstrip() for part in parts) + "\n"
 
 
@@ -82,10 +99,10 @@ def _pairs(b1: list[SideResult]) -> list[tuple[int, SideResult, SideResult]]:
 # -- sections -----------------------------------------------------------------------------------------------
 
 
-def _header(plan: str, machine: dict[str, Any]) -> str:
+def _header(plan: str, machine: dict[str, Any], only: str | None = None) -> str:
     quick = (
         "\n\n> **Quick run** (`make bench-quick`): small sizes to check that every figure is produced; the "
-        "targets are stated for the largest N measured here, not for N = 10,000."
+        "targets are stated for the largest N measured here, not for N = 10,000 (B7: 100,000)."
         if plan == "quick"
         else ""
     )
@@ -94,6 +111,9 @@ def _header(plan: str, machine: dict[str, Any]) -> str:
         if plan == "quick"
         else "`make bench` (`python -m benchmarks.run`)"
     )
+    if only is not None:
+        flags = f"--only {only}" + (" --quick" if plan == "quick" else "")
+        command = f"`python -m benchmarks.run {flags}` (that benchmark alone)"
     return f"""# trackcheck benchmarks: results
 
 Written by {command} on {machine["date"]}, {machine["cores"]} cores
@@ -364,11 +384,10 @@ Functions with the most time of their own:
 
 Findings, with what each costs in this profile (inclusive time):
 
-1. **Loading the waiting runs as ORM objects**: `Store.waiting_in_group` {share("waiting_in_group", "store/")}.
-   Every tick builds a `RunStage` and a `Run` entity per waiting run and decodes their JSON columns (expected events,
-   params, where, last evidence), though the tick only reads a few of them. *Possible*: read the columns a
-   tick uses as rows (SQLAlchemy `Bundle`s) instead of entities; not done yet, as it changes the types
-   `engine/core.py` works with.
+1. **Reading the waiting runs**: `Store.waiting` {share("waiting", "store/")}. *Applied* (issue 9): a tick
+   reads its group a chunk of `batch_size` runs at a time, in stage id order, as the plain columns it uses
+   (`store/ticks.Waiting.from_row`), no ORM entities; until then every tick built a `RunStage` and a `Run` entity
+   per waiting run, all of the group at once (2.89 s, 23 % of the work, in the profile of 2026-12-03 11:26).
 2. **Writing the tick**: `Store.apply` {share("apply", "store/")}.
    One statement per table, as designed; the ORM's bulk UPDATE by primary key prepared each of the thousands of
    parameter sets on its own. *Applied* in `store/repository.py` (this profile is of the code with it): Core
@@ -388,16 +407,16 @@ Findings, with what each costs in this profile (inclusive time):
    the 2 s sync job still sees runs never polled and schedules another "now" poll, which waits for the group
    lock on a worker thread and then finds nothing new ({waited}). Idle, not CPU; noted, not changed.
 7. **Scheduler work between ticks**: {_num(background * DEFAULT_INTERVAL)} CPU s per {DEFAULT_INTERVAL:g} s
-   at N = {n_top:,} ({_pct(background)} of a core), and some of it at any N: the `tc:sync` job every 2 s (an
-   aggregate over the waiting runs, then a job store lookup per group and a read of every job) and
-   APScheduler's own reads of the SQLAlchemy job store. At small N it is most of trackcheck's share of a
-   core (the baseline, with a memory job store and no sync, has none). Not changed: the sync is what picks up
-   runs submitted by another process within 2 s; a longer or configurable period (``jobs.SYNC_EVERY``)
-   would trade that for CPU.
+   at N = {n_top:,} ({_pct(background)} of a core): APScheduler's own reads of the SQLAlchemy job store and the
+   `tc:sync` job every 2 s. *Applied* (issue 9): the sync asks only for the groups that runs joined since its
+   last look (an index range on `tc_run_stages.started_at`) and remembers the groups whose job it added, so a
+   sync with nothing new is one indexed query and no job store read; every 60 s it looks at every group.
+   Until then each sync aggregated over every waiting run, read the job store once per group and read every
+   job (6.93 CPU s per 58 s at N = 10,000 on 2026-12-03 11:26).
 
-Per-run database round trips inside a tick: none on the path measured here. A tick is one `SELECT` of the
-waiting runs, one source query per {BATCH_SIZE:,} runs, one snapshot `SELECT` per chunk when comparing with an
-earlier stage, and one transaction of bulk statements (finding 3 is the exception, on failures).
+Per-run database round trips inside a tick: none on the path measured here. A tick is, per chunk of
+{BATCH_SIZE:,} runs, one `SELECT` of the waiting runs, one source query, one snapshot `SELECT` when comparing
+with an earlier stage, and one transaction of bulk statements.
 
 <details><summary>pyinstrument call tree (first {TREE_LINES} lines)</summary>
 
@@ -533,6 +552,198 @@ client sending one request after the other, to the B3 plan and a SQLite state da
 and the state write only) and over HTTP to `trackcheck serve` (the poller running). Runs accepted per second:
 
 {_table(["path", "single", f"batch of {result.batch:,}", "batch / single"], rows)}"""
+
+
+def _b7_targets(result: B7Result) -> str:
+    n_max, tc, main = result.pairs()[-1]
+    interval = result.interval
+    limit = interval + LATENCY_SLACK_S
+
+    def verdict(ok: bool, spare: str, missed: str) -> str:
+        return f"**met** ({spare} to spare)" if ok else f"**missed** by {missed}"
+
+    def word(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    def latency_ok(side: B7Side) -> bool:
+        return side.detected == side.n and side.latency_p99 <= limit
+
+    rows: list[list[str]] = []
+    # latency
+    if latency_ok(tc):
+        status = verdict(True, f"{_num(limit - tc.latency_p99)} s", "")
+    elif tc.detected < tc.n:
+        status = f"**missed**: {tc.n - tc.detected:,} of {tc.n:,} runs not detected ({tc.stopped})"
+    else:
+        status = (
+            f"**missed** by {_num(tc.latency_p99 - limit)} s: the tick that polled all {tc.full_tick_polled:,} "
+            f"waiting runs took {_num(tc.full_tick_s)} s, and a run is marked passed when its chunk has been read"
+        )
+    rows.append(
+        [
+            f"detection latency p99 ≤ one interval + {LATENCY_SLACK_S:g} s, every run detected",
+            f"p99 {_num(tc.latency_p99)} s ≤ {_num(limit)} s; {tc.detected:,} / {tc.n:,} detected",
+            f"p99 {_num(main.latency_p99)} s; {main.detected:,} / {main.n:,} ({word(latency_ok(main))})",
+            status,
+        ]
+    )
+    # missed polls
+    if tc.missed_polls == 0:
+        status = "**met**"
+    else:
+        status = (
+            f"**missed** by {tc.missed_polls:,}: {tc.late_polls:,} later than the misfire grace time, "
+            f"{tc.busy_polls:,} skipped while the group's previous poll was still running (a tick of all "
+            f"{tc.full_tick_polled:,} runs took {_num(tc.full_tick_s)} s against the {interval:g} s interval)"
+        )
+    rows.append(
+        [
+            "missed polls = 0",
+            f"{tc.missed_polls:,}",
+            f"{main.missed_polls:,} ({word(main.missed_polls == 0)})",
+            status,
+        ]
+    )
+    # memory
+    rss_ok = tc.peak_rss_mb < RSS_TARGET_MB
+    rows.append(
+        [
+            f"peak RSS < {RSS_TARGET_MB} MB",
+            f"{_num(tc.peak_rss_mb, 0)} MB",
+            f"{_num(main.peak_rss_mb, 0)} MB ({word(main.peak_rss_mb < RSS_TARGET_MB)})",
+            verdict(
+                rss_ok,
+                f"{_num(RSS_TARGET_MB - tc.peak_rss_mb, 0)} MB",
+                f"{_num(tc.peak_rss_mb - RSS_TARGET_MB, 0)} MB (when polling began, after submitting: "
+                f"{_num(tc.submit_peak_rss_mb, 0)} MB)",
+            ),
+        ]
+    )
+    # CPU
+    cpu_ok = tc.core_share_at_default < B7_CORE_SHARE_TARGET
+    rows.append(
+        [
+            f"< {B7_CORE_SHARE_TARGET * 100:g} % of one core at the {DEFAULT_INTERVAL:g} s interval",
+            f"{_pct(tc.core_share_at_default)} ({_num(tc.cpu_per_tick)} CPU s per tick of all "
+            f"{tc.full_tick_polled:,} runs + {_num(tc.background_cpu_rate * DEFAULT_INTERVAL)} s between ticks)",
+            f"{_pct(main.core_share_at_default)} ({word(main.core_share_at_default < B7_CORE_SHARE_TARGET)})",
+            verdict(
+                cpu_ok,
+                _pct(B7_CORE_SHARE_TARGET - tc.core_share_at_default),
+                _pct(tc.core_share_at_default - B7_CORE_SHARE_TARGET),
+            ),
+        ]
+    )
+    # submission
+    submit_ok = tc.submit_rate >= B7_SUBMIT_TARGET
+    rows.append(
+        [
+            f"≥ {B7_SUBMIT_TARGET:,} runs submitted per second in-process (`submit_many`, batches of {SUBMIT_BATCH:,})",
+            f"{_num(tc.submit_rate, 0)} runs/s ({tc.submitted:,} runs in {_num(tc.submit_s)} s)",
+            f"{_num(main.submit_rate, 0)} runs/s ({word(main.submit_rate >= B7_SUBMIT_TARGET)})",
+            verdict(
+                submit_ok,
+                f"{_num(tc.submit_rate - B7_SUBMIT_TARGET, 0)} runs/s",
+                f"{_num(B7_SUBMIT_TARGET - tc.submit_rate, 0)} runs/s",
+            ),
+        ]
+    )
+    quick = f" (the targets are stated for N = 100,000; this run's largest N is {n_max:,})" if n_max < 100_000 else ""
+    return f"### Targets at N = {n_max:,}{quick}\n\n" + _table(
+        ["target (issue 9)", "trackcheck", "main", "status (trackcheck)"], rows
+    )
+
+
+def _b7(result: B7Result) -> str:
+    apis = {s.side: s.api for s in result.sides}
+    interval = result.interval
+    intro = f"""## B7: 100,000 waiting runs
+
+N runs wait at one SQL stage on the local PostgreSQL, B1's workload (3 events per run, 6 columns, compared field
+by field with the run's expected events; each run's rows commit at a seeded random moment within
+{result.land_window:g} s of the child's READY, the same schedule for both sides). What differs from B1: the
+**state database is PostgreSQL** (a fresh database per side and N, dropped afterwards; so is each side's
+clone of the source database), the plan polls every **{interval:g} s**, and the runs are **submitted in the
+measured process**, by the side's own code, before polling starts. Two source trees on the same venv, side by
+side in this invocation, each in a child process whose `PYTHONPATH` starts with its `src` (the child reports
+where `trackcheck` was imported from, and the benchmark stops if any of its modules came from elsewhere):
+
+- **trackcheck**: the working tree, {result.tree} (API: `{apis.get("trackcheck", "?")}`);
+- **main**: `{result.reference}` ({result.reference_commit[:12]}), the main of 2026-12-03 before the engine
+  renovation, from `git archive` (API: `{apis.get("main", "?")}`).
+
+Both poll with `SchedulerConfig()`'s defaults: a SQLAlchemy job store on the state database, a thread pool of 10
+(`Engine(url, SchedulerConfig())` in main; `Poller(engine, SchedulerConfig())` after the renovation). A side
+stops when every run passed, or {result.land_window:g} s + 6 intervals + 120 s after READY (then it *did not
+finish*, and its figures are those it measured until then).
+
+How each figure is measured:
+
+- *submitted per second*: N runs through `Engine.submit_many` in batches of {SUBMIT_BATCH:,}, on an engine that
+  does not poll, into the empty state database; the seconds inside `submit_many` only (building the requests
+  is not counted).
+- *detection latency*: each run's `tc_run_stages.finished_at` (read from the state database afterwards) minus
+  the commit time of its rows (the writer's clock, after `COMMIT` returned), for the runs that passed before
+  the side stopped.
+- *missed polls*: APScheduler events of the poll jobs, counted by a listener on the side's scheduler:
+  `EVENT_JOB_MISSED` (later than the misfire grace time) and `EVENT_JOB_MAX_INSTANCES` (not run because the
+  group's previous poll was still running). The same events of the bookkeeping jobs (`tc:sync`...) are
+  shown apart.
+- *peak RSS*: `ru_maxrss` of the side's process (imports, submission and polling); beside it, the peak when
+  polling began (after submitting).
+- *CPU per full tick*: `time.thread_time` of the `Engine.poll_group` call that polled all N waiting runs (its
+  first, prompt poll; the tick's thread does all of its work). *Share of one core at {DEFAULT_INTERVAL:g} s*, as
+  in B1: (CPU per full tick + the process CPU outside ticks per second x {DEFAULT_INTERVAL:g} s) ÷
+  {DEFAULT_INTERVAL:g} s; the CPU outside ticks (scheduler, `tc:sync`, job store reads) is the process CPU
+  over the polling phase minus the ticks' thread CPU and the poller's start, per second of that phase.
+  PostgreSQL's own CPU (the state database's queries, the source queries) is not in these figures."""
+    sections = [intro, _b7_targets(result)]
+    for n, tc, main in result.pairs():
+
+        def row(name: str, ours: float, theirs: float, digits: int = 2) -> list[str]:
+            return [name, _num(ours, digits), _num(theirs, digits), _ratio(ours, theirs)]
+
+        def detected(side: B7Side) -> str:
+            text = f"{side.detected:,} / {side.n:,}"
+            return text if side.finished else f"{text}, **did not finish**"
+
+        rows = [
+            row("runs submitted per second, in-process", tc.submit_rate, main.submit_rate, 0),
+            row("detection latency p50 (s)", tc.latency_p50, main.latency_p50),
+            row("detection latency p99 (s)", tc.latency_p99, main.latency_p99),
+            row("detection latency max (s)", tc.latency_max, main.latency_max),
+            [
+                "missed polls (late / previous poll still running)",
+                f"{tc.missed_polls:,} ({tc.late_polls:,} / {tc.busy_polls:,})",
+                f"{main.missed_polls:,} ({main.late_polls:,} / {main.busy_polls:,})",
+                "",
+            ],
+            ["bookkeeping jobs skipped (`tc:sync`...)", f"{tc.other_jobs_skipped:,}", f"{main.other_jobs_skipped:,}",
+             ""],
+            row("peak RSS (MB)", tc.peak_rss_mb, main.peak_rss_mb, 0),
+            row("peak RSS when polling began, after submitting (MB)", tc.submit_peak_rss_mb, main.submit_peak_rss_mb,
+                0),
+            row("CPU seconds per tick, all N waiting", tc.cpu_per_tick, main.cpu_per_tick, 3),
+            [
+                f"share of one core at the {DEFAULT_INTERVAL:g} s interval",
+                _pct(tc.core_share_at_default),
+                _pct(main.core_share_at_default),
+                _ratio(tc.core_share_at_default, main.core_share_at_default),
+            ],
+            row("wall time of that tick (s)", tc.full_tick_s, main.full_tick_s),
+            ["runs detected", detected(tc), detected(main), ""],
+        ]  # fmt: skip
+        notes = [
+            f"{side.side} did not finish at N = {n:,}: {side.stopped}; its figures are what it measured until then."
+            for side in (tc, main)
+            if not side.finished
+        ]
+        sections.append(
+            f"### N = {n:,}\n\n"
+            + _table(["figure", "trackcheck", "main", "trackcheck / main"], rows)
+            + ("\n\n" + " ".join(notes) if notes else "")
+        )
+    return "\n\n".join(sections)
 
 
 def _machine(machine: dict[str, Any]) -> str:

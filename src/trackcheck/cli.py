@@ -38,8 +38,8 @@ from trackcheck.errors import ConfigError, TrackcheckError
 from trackcheck.foreground import overrides_from, start_run, wait_for
 from trackcheck.junit import write_junit, write_junit_error
 from trackcheck.plan.loader import load_plan
-from trackcheck.scheduling.config import SchedulerConfig
-from trackcheck.sources.base import mask_url_passwords
+from trackcheck.plan.masking import mask_url_passwords
+from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.store.database import DEFAULT_URL, normalize_url
 from trackcheck.store.repository import aware
 
@@ -258,10 +258,8 @@ def run(
                 raise
             setup = _plan_setup(config_file)  # its limits: min_interval from trackcheck.toml or TRACKCHECK_MIN_INTERVAL
             overrides = overrides_from(interval, timeout, limits=setup.limits)
-            engine = Engine(
-                _state_url(db, db_password_file), SchedulerConfig(jobstore="memory"), resume=False, setup=setup
-            )
-            engine.start()
+            engine = Engine(_state_url(db, db_password_file), setup=setup)
+            poller = Poller(engine, SchedulerConfig(jobstore="memory"), resume=False).start()
             run_id = None
             try:
                 run_id = start_run(engine, plan, reports.params, expected, overrides)
@@ -272,7 +270,7 @@ def run(
                 engine.cancel(run_id)
                 result = engine.result(run_id)
             finally:
-                engine.shutdown(wait=False)
+                poller.shutdown(wait=False)
     except KeyboardInterrupt:  # before the run was submitted: nothing was verified
         err.print("interrupted before the run started", highlight=False)
         reports.error(KeyboardInterrupt("interrupted before the run started"), EXIT["cancelled"])
@@ -443,7 +441,7 @@ def _summary(result: RunResult, *, quiet: bool = False) -> None:
 def show(run_id: str, db: str, db_password_file: str | None) -> None:
     """Print the JSON result of a run stored in the state database."""
     with _errors():
-        engine = Engine(_state_url(db, db_password_file), poll=False)
+        engine = Engine(_state_url(db, db_password_file))
         engine.start()
         try:
             click.echo(json.dumps(engine.result(run_id).to_dict(), indent=2, default=str))
@@ -461,15 +459,15 @@ def worker(db: str, db_password_file: str | None, config_file: str | None, worke
 
     Takes the same lease as ``serve``: while another process polls, this one waits on standby.
     """
+    from trackcheck.scheduling.lease import lease_for
     from trackcheck.service.config import load_config
-    from trackcheck.service.leader import lease_for
 
     with _errors():
         config = load_config(config_file)
         setup = config.plan_setup()  # the service's connections, secret key and rules for uploaded plans
         scheduler = SchedulerConfig(scheduler="blocking", workers=workers)
-        engine = Engine(_state_url(db, db_password_file), scheduler, setup=setup, retention=config.retention_policy())
-        engine.start()
+        engine = Engine(_state_url(db, db_password_file), setup=setup)
+        poller = Poller(engine, scheduler, retention=config.retention_policy()).start()
         lease = lease_for(engine.store.engine)
         try:
             if not lease.try_acquire():
@@ -477,11 +475,11 @@ def worker(db: str, db_password_file: str | None, config_file: str | None, worke
                 while not lease.try_acquire():
                     time.sleep(1)
             err.print(f"polling runs in {mask_url_passwords(db)}; Ctrl-C to stop", highlight=False)
-            engine.run_forever()
+            poller.run_forever()
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
-            engine.shutdown(wait=False)
+            poller.shutdown(wait=False)
             lease.release()
 
 

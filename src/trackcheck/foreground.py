@@ -20,7 +20,7 @@ from trackcheck.engine.result import RunResult
 from trackcheck.errors import PlanError
 from trackcheck.plan.durations import parse_duration
 from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits, check_interval, check_timeout
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 
 #: verify() keeps its state in memory unless told otherwise: a test suite wants no files left behind
 MEMORY_DB = "sqlite://"
@@ -105,10 +105,7 @@ def verify(
         except ValueError as exc:
             raise PlanError(str(exc), field="min_interval") from None
     overrides = overrides_from(interval, timeout, limits=limits)
-    engine = Engine(db, SchedulerConfig(jobstore="memory"), resume=False, setup=PlanSetup(limits=limits))
-    engine.start()
-    try:
+    engine = Engine(db, setup=PlanSetup(limits=limits))
+    with Poller(engine, SchedulerConfig(jobstore="memory"), resume=False):
         run_id = start_run(engine, plan, params or {}, expect, overrides)
         return wait_for(engine, run_id)
-    finally:
-        engine.shutdown()

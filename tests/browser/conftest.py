@@ -25,6 +25,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from tests.settings import MIN_INTERVAL
 from trackcheck.engine.core import Engine
+from trackcheck.scheduling import Poller
 from trackcheck.service.app import create_app
 from trackcheck.service.config import ServiceConfig
 from trackcheck.testing import MemorySource
@@ -105,6 +106,11 @@ class Dashboard:
     def engine(self) -> Engine:
         engine: Engine = self.app.extensions["trackcheck"].engine
         return engine
+
+    @property
+    def poller(self) -> Poller:
+        poller: Poller = self.app.extensions["trackcheck"].poller
+        return poller
 
     def submit(self, plan: str, **params: Any) -> str:
         version = self.engine.store.latest_plan(plan)

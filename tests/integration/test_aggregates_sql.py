@@ -15,7 +15,7 @@ from sqlalchemy import Column, Integer, MetaData, Numeric, String, Table, create
 from tests.settings import FAST_SETUP
 from trackcheck.engine import Engine, store_plan
 from trackcheck.foreground import wait_for
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.sources.sql import SqlSource
 
 #: poll every 200 ms; a stage still waiting after 10 s fails
@@ -102,10 +102,9 @@ def warehouse_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
-    engine = Engine("sqlite://", SchedulerConfig(jobstore="memory"), setup=FAST_SETUP)
-    engine.start()
-    yield engine
-    engine.shutdown()
+    poller = Poller(Engine("sqlite://", setup=FAST_SETUP), SchedulerConfig(jobstore="memory")).start()
+    yield poller.engine
+    poller.shutdown()
 
 
 def add(url: str, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -25,7 +25,7 @@ from tests.settings import FAST_SETUP
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.result import RunResult
 from trackcheck.foreground import wait_for
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.service.metrics import Metrics
 from trackcheck.testing import MemorySource
 
@@ -55,17 +55,18 @@ stages:
 """
 
 
-def engine_on(url: str) -> Engine:
-    return Engine(url, SchedulerConfig(jobstore="memory"), setup=FAST_SETUP).start()
+def poller_on(url: str) -> Poller:
+    """A poller (and its engine) on ``url``; ``shutdown()`` stops both."""
+    return Poller(Engine(url, setup=FAST_SETUP), SchedulerConfig(jobstore="memory")).start()
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     MemorySource.reset()
-    engine = engine_on(f"sqlite:///{tmp_path / 'state.db'}")
-    yield engine
-    engine.shutdown()
-    assert engine.scheduler is not None and not engine.scheduler.running
+    poller = poller_on(f"sqlite:///{tmp_path / 'state.db'}")
+    yield poller.engine
+    poller.shutdown()
+    assert poller.scheduler is not None and not poller.scheduler.running
     MemorySource.reset()
 
 
@@ -263,7 +264,8 @@ def passed_with_warning(engine: Engine, plan_id: int, test_id: str) -> RunResult
 
 def test_metrics_count_the_warnings_of_ended_stages_once_on_every_state_database(sql_url: str) -> None:
     MemorySource.reset()
-    engine = engine_on(sql_url)
+    poller = poller_on(sql_url)
+    engine = poller.engine
     try:
         plan_id = store_plan(engine, WARN_MEMORY, "sampled.yaml", None)[0]
         metrics = Metrics(engine.store)
@@ -278,7 +280,7 @@ def test_metrics_count_the_warnings_of_ended_stages_once_on_every_state_database
         # another process's scrape (a fresh collector) counts the same from the state database
         assert warning_totals(Metrics(engine.store)) == {("sampled", "collector"): 2}
     finally:
-        engine.shutdown()
+        poller.shutdown()
         MemorySource.reset()
 
 

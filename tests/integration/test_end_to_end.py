@@ -32,7 +32,7 @@ from tests.settings import FAST_SETUP, MIN_INTERVAL
 from trackcheck import ParamError, PlanError, RunResult
 from trackcheck.engine import Engine, store_plan
 from trackcheck.foreground import wait_for
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.sources.sql import SqlSource
 
 #: verify()'s polling in these tests: every 200 ms, below a deployment's 1 s floor
@@ -620,8 +620,8 @@ def test_runs_waiting_at_one_sql_stage_are_served_by_one_query_per_tick(
     tmp_path: Path, postgres_url: str, dashboard: HttpTestServer
 ) -> None:
     funnel = Funnel(tmp_path, postgres_url, dashboard)
-    engine = Engine("sqlite://", SchedulerConfig(jobstore="memory"), setup=FAST_SETUP)
-    engine.start()
+    poller = Poller(Engine("sqlite://", setup=FAST_SETUP), SchedulerConfig(jobstore="memory")).start()
+    engine = poller.engine
     try:
         plan_id = store_plan(engine, BATCH_PLAN % postgres_url, "batch.yaml", None)[0]
         source = engine.source(plan_id, "lake")
@@ -662,5 +662,5 @@ def test_runs_waiting_at_one_sql_stage_are_served_by_one_query_per_tick(
             assert (result.status, lake.found, lake.unexpected) == ("passed", 2, []), (tag, result.to_dict())
             assert result.params == {"run_tag": tag}
     finally:
-        engine.shutdown()
+        poller.shutdown()
         funnel.close()

@@ -10,7 +10,7 @@ import pytest
 from tests.settings import FAST_SETUP
 from trackcheck.engine import Engine, store_plan
 from trackcheck.foreground import wait_for
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 
 PLAN = """
 name: pooled
@@ -33,12 +33,13 @@ def test_a_run_passes_on_every_executor_and_job_store(tmp_path: Path, executor: 
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"event_id": e, "event": v}) + "\n" for e, v in (("e1", "view"), ("e2", "buy"))))
     config = SchedulerConfig.model_validate({"executor": executor, "jobstore": jobstore, "workers": 2})
-    engine = Engine(f"sqlite:///{tmp_path / 'state.db'}", config, setup=FAST_SETUP).start()
+    poller = Poller(Engine(f"sqlite:///{tmp_path / 'state.db'}", setup=FAST_SETUP), config).start()
+    engine = poller.engine
     try:
         plan_id = store_plan(engine, PLAN.replace("LOG", str(log)), "pooled.yaml", None)[0]
         run_id = engine.submit(plan_id, {}, overrides={"interval": 0.3, "timeout": 30})
         result = wait_for(engine, run_id, every=0.1)
     finally:
-        engine.shutdown()
+        poller.shutdown()
     assert result.status == "passed", result.to_dict()
     assert result.stages[0].found == 2

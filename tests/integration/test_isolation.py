@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +25,27 @@ from tests.integration.http_server import HttpTestServer
 from tests.settings import FAST_SETUP
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.result import RunResult
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.testing import MemorySource
 
 FINISHED = ("passed", "failed", "error", "cancelled")
 
 
 @pytest.fixture
-def engine(sql_url: str) -> Iterator[Engine]:
-    """An engine polling in this process, its state on SQLite, PostgreSQL or MariaDB in turn."""
+def poller(sql_url: str) -> Iterator[Poller]:
+    """A poller in this process, its state on SQLite, PostgreSQL or MariaDB in turn."""
     MemorySource.reset()
-    engine = Engine(sql_url, SchedulerConfig(jobstore="memory", interval="1s"), setup=FAST_SETUP).start()
-    yield engine
-    engine.shutdown()
+    setup = replace(FAST_SETUP, interval=timedelta(seconds=1))
+    poller = Poller(Engine(sql_url, setup=setup), SchedulerConfig(jobstore="memory")).start()
+    yield poller
+    poller.shutdown()
     MemorySource.reset()
+
+
+@pytest.fixture
+def engine(poller: Poller) -> Engine:
+    """The engine of ``poller``."""
+    return poller.engine
 
 
 def finished(engine: Engine, run_ids: list[str], timeout: float = 20) -> dict[str, RunResult]:
@@ -141,12 +150,14 @@ def test_a_transient_error_is_retried_until_the_timeout(engine: Engine) -> None:
     assert stage.error_kind == "transient" and "still failing at the timeout" in (stage.reason or "")
 
 
-def test_a_where_value_the_column_cannot_read_ends_only_its_own_run(engine: Engine, warehouse: str) -> None:
+def test_a_where_value_the_column_cannot_read_ends_only_its_own_run(
+    engine: Engine, poller: Poller, warehouse: str
+) -> None:
     text_ = plan_text(sql_stage("SELECT * FROM events"), f"  wh: {{type: sql, url: '{warehouse}'}}")
     plan_id, _ = store_plan(engine, text_, origin="t", base_dir=None)
-    engine.follow()  # submit all three before the first poll, so that they share one query
+    poller.follow()  # submit all three before the first poll, so that they share one query
     runs = {tag: engine.submit(plan_id, {"test_id": tag}) for tag in ("1", "abc", "2")}
-    engine.lead()
+    poller.lead()
     results = finished(engine, list(runs.values()))
     assert {tag: results[run].status for tag, run in runs.items()} == {"1": "passed", "abc": "error", "2": "passed"}
     bad = results[runs["abc"]].stages[0]
@@ -220,12 +231,14 @@ def test_runs_of_a_plan_that_no_longer_loads_end_with_the_reason(engine: Engine,
     assert result.status == "error" and "no longer loads" in (result.reason or "") and "logs" in (result.reason or "")
 
 
-def test_bad_values_in_both_halves_of_a_batch_end_only_their_runs(engine: Engine, warehouse: str) -> None:
+def test_bad_values_in_both_halves_of_a_batch_end_only_their_runs(
+    engine: Engine, poller: Poller, warehouse: str
+) -> None:
     text_ = plan_text(sql_stage("SELECT * FROM events"), f"  wh: {{type: sql, url: '{warehouse}'}}")
     plan_id, _ = store_plan(engine, text_, origin="t", base_dir=None)
-    engine.follow()
+    poller.follow()
     runs = {tag: engine.submit(plan_id, {"test_id": tag}) for tag in ("1", "abc", "2", "xyz")}
-    engine.lead()
+    poller.lead()
     results = finished(engine, list(runs.values()))
     statuses = {tag: results[run].status for tag, run in runs.items()}
     assert statuses == {"1": "passed", "abc": "error", "2": "passed", "xyz": "error"}

@@ -57,7 +57,7 @@ def state_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def engine(state_url: str) -> Iterator[Engine]:
     MemorySource.reset()
-    engine = Engine(state_url, poll=False, setup=FAST_SETUP)
+    engine = Engine(state_url, setup=FAST_SETUP)
     engine.start()
     yield engine
     assert engine.store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from trackcheck.service.leader import ConnectionLease, FileLease, Leadership, SoleLease, lease_for
+from trackcheck.scheduling.lease import ConnectionLease, FileLease, Leadership, SoleLease, lease_for
 from trackcheck.store.database import create_state_engine
 
 

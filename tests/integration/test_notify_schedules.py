@@ -15,7 +15,7 @@ from tests.settings import FAST_SETUP
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.errors import ParamError, PlanError
 from trackcheck.foreground import wait_for
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.service import schedules
 from trackcheck.service.notify import SIGNATURE_HEADER, Notifier
 from trackcheck.store.repository import utcnow
@@ -47,13 +47,17 @@ def server() -> Iterator[HttpTestServer]:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
+def poller(tmp_path: Path) -> Iterator[Poller]:
     MemorySource.reset()
-    engine = Engine(f"sqlite:///{tmp_path / 'tc.db'}", SchedulerConfig(), setup=FAST_SETUP)
-    engine.start()
-    yield engine
-    engine.shutdown()
+    poller = Poller(Engine(f"sqlite:///{tmp_path / 'tc.db'}", setup=FAST_SETUP), SchedulerConfig()).start()
+    yield poller
+    poller.shutdown()
     MemorySource.reset()
+
+
+@pytest.fixture
+def engine(poller: Poller) -> Engine:
+    return poller.engine
 
 
 def finished_run(engine: Engine, server: HttpTestServer) -> str:
@@ -98,11 +102,13 @@ def test_a_failing_webhook_is_retried_with_backoff_then_recorded_as_failed(
     assert len(server.requests) == 3
 
 
-def test_a_schedule_fires_runs_of_the_latest_plan_with_its_parameters(engine: Engine, server: HttpTestServer) -> None:
+def test_a_schedule_fires_runs_of_the_latest_plan_with_its_parameters(
+    engine: Engine, poller: Poller, server: HttpTestServer
+) -> None:
     store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
-    schedule = schedules.add_schedule(engine, "hooked", "10 2 * * *", {"test_id": "nightly"})
-    assert schedules.next_run_time(engine, schedule.id) is not None
-    job = engine.scheduler.get_job(f"schedule:{schedule.id}") if engine.scheduler else None
+    schedule = schedules.add_schedule(poller, "hooked", "10 2 * * *", {"test_id": "nightly"})
+    assert schedules.next_run_time(poller, schedule.id) is not None
+    job = poller.scheduler.get_job(f"schedule:{schedule.id}") if poller.scheduler else None
     assert job is not None and job.args == (schedule.id,), "only the id goes into the pickled job store"
     assert "02:10:00" in str(job.next_run_time)
     schedules.fire(schedule.id)  # what the cron trigger calls
@@ -110,16 +116,18 @@ def test_a_schedule_fires_runs_of_the_latest_plan_with_its_parameters(engine: En
     assert stored is not None and stored.last_run_id and stored.last_error is None
     run = engine.store.run(stored.last_run_id)
     assert (run.plan_name, run.params) == ("hooked", {"test_id": "nightly"})
-    assert schedules.delete_schedule(engine, schedule.id)
-    assert engine.scheduler is not None and engine.scheduler.get_job(f"schedule:{schedule.id}") is None
+    assert schedules.delete_schedule(poller, schedule.id)
+    assert poller.scheduler is not None and poller.scheduler.get_job(f"schedule:{schedule.id}") is None
 
 
-def test_bad_schedules_are_refused_and_nothing_is_stored(engine: Engine, server: HttpTestServer) -> None:
+def test_bad_schedules_are_refused_and_nothing_is_stored(
+    engine: Engine, poller: Poller, server: HttpTestServer
+) -> None:
     store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
     with pytest.raises(PlanError, match="cron"):
-        schedules.add_schedule(engine, "hooked", "every day", {"test_id": "x"})
+        schedules.add_schedule(poller, "hooked", "every day", {"test_id": "x"})
     with pytest.raises(PlanError, match="nope"):
-        schedules.add_schedule(engine, "nope", "10 2 * * *", {"test_id": "x"})
+        schedules.add_schedule(poller, "nope", "10 2 * * *", {"test_id": "x"})
     with pytest.raises(ParamError, match="test_id"):
-        schedules.add_schedule(engine, "hooked", "10 2 * * *", {})
+        schedules.add_schedule(poller, "hooked", "10 2 * * *", {})
     assert engine.store.schedules() == []

@@ -18,11 +18,12 @@ from sqlalchemy import func, select, update
 
 from tests.settings import FAST_SETUP
 from trackcheck.engine.core import Engine, store_plan
-from trackcheck.scheduling import jobs
-from trackcheck.scheduling.config import CONTROL, SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig, jobs
+from trackcheck.scheduling.config import CONTROL
 from trackcheck.service.config import load_config
 from trackcheck.store.models import Poll, Run, RunStage, Snapshot
-from trackcheck.store.repository import PruneCounts, Retention, TickWrite, utcnow
+from trackcheck.store.repository import PruneCounts, Retention, utcnow
+from trackcheck.store.ticks import PollRow, SnapshotRow, TickWrite
 
 PLAN = """
 name: retained
@@ -46,7 +47,7 @@ QUARTER = timedelta(days=90)
 
 @pytest.fixture
 def engine(sql_url: str) -> Iterator[Engine]:
-    engine = Engine(sql_url, poll=False, setup=FAST_SETUP).start()
+    engine = Engine(sql_url, setup=FAST_SETUP).start()
     yield engine
     engine.shutdown()
 
@@ -60,19 +61,11 @@ def _run(engine: Engine, plan_id: int, *, polls: int = 0, snapshot: bool = False
     """A run of two stages with ``polls`` polls of stage 0 (taken now), a snapshot of it, cancelled if ``ended``."""
     run_id = engine.submit(plan_id, {})
     now = utcnow()
-    poll = {"run_id": run_id, "stage_idx": 0, "polled_at": now, "outcome": "waiting", "found": 0, "expected": 1}
-    write = TickWrite(polls=[{**poll, "duration_ms": 1.0, "error": None, "error_kind": None} for _ in range(polls)])
+    poll = PollRow(run_id, 0, now, "waiting", found=0, expected=1, duration_ms=1.0, error=None, error_kind=None)
+    write = TickWrite(polls=[poll] * polls)
     if snapshot:
         write.snapshots.append(
-            {
-                "run_id": run_id,
-                "stage_idx": 0,
-                "records": [{"id": 1}],
-                "total": 1,
-                "truncated": False,
-                "taken_at": now,
-                "first_seen": None,
-            }
+            SnapshotRow(run_id, 0, records=[{"id": 1}], total=1, truncated=False, taken_at=now, first_seen=None)
         )
     engine.store.apply(write)
     if ended:
@@ -153,11 +146,11 @@ def test_off_keeps_everything(engine: Engine, tmp_path: Path, monkeypatch: pytes
     _backdate_polls(engine, run_id, timedelta(days=3000))
 
     assert engine.store.prune(None, None) == PruneCounts()
-    engine.retention = load_config(
+    retention = load_config(
         None, env={"TRACKCHECK_RETENTION_POLLS": "off", "TRACKCHECK_RETENTION_RUNS": "0"}
     ).retention_policy()
-    assert not engine.retention.enabled
-    assert engine.prune() == PruneCounts()
+    assert not retention.enabled
+    assert Poller(engine, retention=retention).prune() == PruneCounts()
     assert _rows(engine, run_id) == (1, 2, 2, 1)
 
 
@@ -169,31 +162,34 @@ def test_the_poller_schedules_and_runs_the_prune_job(
     retention = load_config(config, env={"TRACKCHECK_RETENTION_EVERY": "3m"}).retention_policy()
     assert retention == Retention(polls=WEEK, runs=timedelta(days=30), every=timedelta(minutes=3))
 
-    standby = Engine(sql_url, SchedulerConfig(), setup=FAST_SETUP, retention=retention).start(paused=True)
+    standby_poller = Poller(Engine(sql_url, setup=FAST_SETUP), SchedulerConfig(), retention=retention)
+    standby_poller.start(paused=True)
+    standby = standby_poller.engine
     try:
-        assert standby.scheduler is not None
-        assert standby.scheduler.get_job(jobs.PRUNE_ID) is None  # a standby does not prune
-        standby.lead()
-        job = standby.scheduler.get_job(jobs.PRUNE_ID)
+        assert standby_poller.scheduler is not None
+        assert standby_poller.scheduler.get_job(jobs.PRUNE_ID) is None  # a standby does not prune
+        standby_poller.lead()
+        job = standby_poller.scheduler.get_job(jobs.PRUNE_ID)
         assert job is not None
         assert job.trigger.interval == timedelta(minutes=3)
         assert job.executor == CONTROL
         assert job.func_ref == jobs.PRUNE_JOB  # the shared job store holds a reference, run by the leader
 
-        standby.follow()  # no poll of the run below may add rows between its making and the prune
+        standby_poller.follow()  # no poll of the run below may add rows between its making and the prune
         plan_id = _plan(standby, tmp_path)
         run_id = _run(standby, plan_id, polls=1, ended=True)
         _backdate_run(standby, run_id, timedelta(days=31))
         with caplog.at_level(logging.INFO, logger="trackcheck.scheduler"):
-            assert jobs.prune_now(standby) == PruneCounts(runs=1, stages=2, polls=1)
-            assert jobs.prune_now(standby) == PruneCounts()
+            jobs.prune()  # what the job calls: it prunes with the bound poller's retention
+            assert _rows(standby, run_id) == (0, 0, 0, 0)
+            assert standby_poller.prune() == PruneCounts()
         lines = [r.getMessage() for r in caplog.records if r.name == "trackcheck.scheduler"]
         assert lines == ["retention: deleted 1 run(s) with 2 stage(s) and 0 snapshot(s), and 1 poll(s)"]
     finally:
-        standby.shutdown()
+        standby_poller.shutdown()
 
     # a poller configured with retention off removes the job a former one left in the shared job store
-    keeper = Engine(sql_url, SchedulerConfig(), setup=FAST_SETUP, retention=Retention()).start()
+    keeper = Poller(Engine(sql_url, setup=FAST_SETUP), SchedulerConfig(), retention=Retention()).start()
     try:
         assert keeper.scheduler is not None
         assert keeper.scheduler.get_job(jobs.PRUNE_ID) is None

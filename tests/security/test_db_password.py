@@ -63,7 +63,7 @@ def password_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def stored_run(postgres_url: str) -> Iterator[str]:
     """A run in a fresh PostgreSQL state database; its id."""
-    engine = Engine(postgres_url, poll=False, setup=FAST_SETUP).start()
+    engine = Engine(postgres_url, setup=FAST_SETUP).start()
     try:
         version_id, _ = store_plan(engine, MEM_PLAN, origin="mem", base_dir=None)
         yield engine.submit(version_id, {"test_id": "pw"})

@@ -104,7 +104,7 @@ def test_source_errors_are_counted(client: FlaskClient) -> None:
 
 def test_run_counts_come_from_the_database_not_from_this_process(app: Flask, client: FlaskClient) -> None:
     """A run another process submitted is counted although this process never saw it."""
-    other = Engine(app.extensions[EXTENSION].config.db, poll=False, setup=FAST_SETUP).start()
+    other = Engine(app.extensions[EXTENSION].config.db, setup=FAST_SETUP).start()
     try:
         plan_id, _ = store_plan(other, MEM_PLAN, "mem.yaml", None)
         other.submit(plan_id, {"test_id": "elsewhere"})

@@ -22,7 +22,7 @@ from trackcheck.engine import Engine, store_plan
 from trackcheck.foreground import wait_for
 from trackcheck.plan.model import StageSpec
 from trackcheck.plan.templates import render
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.sources import register
 from trackcheck.sources.base import FetchRequest, FetchResult, Listener, Message, Source, SourceOptions
 from trackcheck.sources.bus import to_records
@@ -134,8 +134,9 @@ def bus() -> Iterator[None]:
     Bus.reset()
 
 
-def engine_on(db: str) -> Engine:
-    return Engine(db, SchedulerConfig(jobstore="memory"), setup=FAST_SETUP).start()
+def poller_on(db: str) -> Poller:
+    """A poller (and its engine) on ``db``; ``shutdown()`` stops both."""
+    return Poller(Engine(db, setup=FAST_SETUP), SchedulerConfig(jobstore="memory")).start()
 
 
 def eventually(condition: Callable[[], bool], failure: str, timeout: float = 5.0) -> None:
@@ -151,7 +152,8 @@ def listening(topic: str) -> None:
 
 
 def test_what_the_poller_hears_is_buffered_read_by_the_poll_and_removed_when_the_run_ends(tmp_path: Path) -> None:
-    engine = engine_on(f"sqlite:///{tmp_path / 'state.db'}")
+    poller = poller_on(f"sqlite:///{tmp_path / 'state.db'}")
+    engine = poller.engine
     try:
         plan_id = store_plan(engine, PLAN.replace("DURABLE", "true"), "p.yaml", None)[0]
         run_id = engine.submit(plan_id, {"test_id": "t1"})
@@ -167,7 +169,7 @@ def test_what_the_poller_hears_is_buffered_read_by_the_poll_and_removed_when_the
         assert Bus.removed == ["events/t1"]
         assert FakeBusSource.listened == {"events/t1": 1}  # one listener for the run, not one per poll
     finally:
-        engine.shutdown()
+        poller.shutdown()
 
 
 @pytest.mark.parametrize("durable", [True, False])
@@ -175,20 +177,22 @@ def test_a_restart_loses_nothing_a_durable_listener_kept_and_says_what_a_plain_o
     tmp_path: Path, durable: bool
 ) -> None:
     db = f"sqlite:///{tmp_path / 'state.db'}"
-    first = engine_on(db)
+    first_poller = poller_on(db)
+    first = first_poller.engine
     plan_id = store_plan(first, PLAN.replace("DURABLE", str(durable).lower()), "p.yaml", None)[0]
     run_id = first.submit(plan_id, {"test_id": "t2"}, overrides={"timeout": 4})
     listening("events/t2")
     Bus.publish("events/t2", events("t2")[0])  # heard and stored before the restart
     eventually(lambda: heard(first) == 1, "the first event was never stored")
-    first.shutdown()
+    first_poller.shutdown()
     time.sleep(6)  # longer than a gap takes to count
     Bus.publish("events/t2", events("t2")[1])  # while nobody polls: kept only by a durable subscription
-    second = engine_on(db)
+    second_poller = poller_on(db)
+    second = second_poller.engine
     try:
         result = wait_for(second, run_id, every=0.05)
     finally:
-        second.shutdown()
+        second_poller.shutdown()
     stage = result.stage("bus")
     if durable:
         assert result.status == "passed", result.to_dict()

@@ -13,7 +13,7 @@ from tests.settings import FAST_SETUP
 from trackcheck.engine import Engine, store_plan
 from trackcheck.errors import ParamError
 from trackcheck.foreground import wait_for
-from trackcheck.scheduling.config import SchedulerConfig
+from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.testing import MemorySource
 
 PLAN = """
@@ -52,11 +52,10 @@ def rows(test_id: str, **changes: object) -> list[dict[str, object]]:
 @pytest.fixture
 def engine() -> Iterator[Engine]:
     MemorySource.reset()
-    engine = Engine("sqlite://", SchedulerConfig(jobstore="memory"), setup=FAST_SETUP)
-    engine.start()
-    yield engine
-    engine.shutdown()
-    assert not engine.scheduler.running
+    poller = Poller(Engine("sqlite://", setup=FAST_SETUP), SchedulerConfig(jobstore="memory")).start()
+    yield poller.engine
+    poller.shutdown()
+    assert poller.scheduler is not None and not poller.scheduler.running
     MemorySource.reset()
 
 

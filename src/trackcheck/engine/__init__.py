@@ -1,6 +1,9 @@
-"""The polling engine: groups of runs, one query per stage per tick, stage outcomes, run results."""
+"""The verifier: submits runs, polls one stage group at a time, decides each run's stages, builds results.
 
-from trackcheck.engine.core import Engine, store_plan
+When to poll is not its business: that is ``trackcheck.scheduling.Poller``'s.
+"""
+
+from trackcheck.engine.core import Engine, PollSummary, RunRequest, store_plan
 from trackcheck.engine.result import RunResult, StageResult
 
-__all__ = ["Engine", "RunResult", "StageResult", "store_plan"]
+__all__ = ["Engine", "PollSummary", "RunRequest", "RunResult", "StageResult", "store_plan"]

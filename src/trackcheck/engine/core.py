@@ -1,9 +1,13 @@
-"""The Engine: submits runs, polls stage groups, and moves each run through its stages.
+"""The Engine, the verifier: submits runs, polls one stage group, and moves each run through its stages.
 
-A poll of a group: load the runs waiting there → one source query per ``batch_size`` runs with the union of
-their ``where`` values → split the rows back per run → compare each run with its reference (``expect`` or
-an earlier stage's snapshot) → decide → write the whole tick with a few bulk statements. Runs that passed
-move to their next stage (a new group); a failed or error stage ends its run and skips the stages after it.
+A poll of a group, a chunk of ``batch_size`` waiting runs at a time: read the chunk's rows → one source query
+with the union of their ``where`` values → split the records back per run → compare each run with its
+reference (``expect`` or an earlier stage's snapshot) → decide → write the chunk with a few bulk statements.
+Runs that passed move to their next stage (a new group); a failed or error stage ends its run and skips the
+stages after it.
+
+The engine does not know when it is called: the poller (``trackcheck.scheduling``) decides that, and learns of
+the groups runs join through ``group_listeners`` and each poll's ``PollSummary``.
 """
 
 from __future__ import annotations
@@ -19,9 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
+from typing import Any
 
 from trackcheck.compare import evaluate_stage
 from trackcheck.compare.latency import judge_latency, keeps_first_seen, key_texts, merge_first_seen
@@ -44,29 +46,36 @@ from trackcheck.errors import (
 )
 from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits
 from trackcheck.plan.loader import check_expect, load_plan_text, resolve_params
-from trackcheck.plan.masking import mask_plan_text
+from trackcheck.plan.masking import mask_plan_text, mask_url_passwords
 from trackcheck.plan.model import EXPECT, Plan, StageSpec
 from trackcheck.plan.templates import render
+from trackcheck.plan.timing import schedule_signature, stage_timeout
 from trackcheck.plan.trust import TRUSTED, Trust
-from trackcheck.scheduling import jobs
-from trackcheck.scheduling.config import CONTROL, SchedulerConfig, build_scheduler
-from trackcheck.scheduling.triggers import schedule_signature, stage_timeout
 from trackcheck.sources import build_source
-from trackcheck.sources.base import FetchRequest, FetchResult, Message, Source, mask_url_passwords
+from trackcheck.sources.base import FetchRequest, FetchResult, Message, Source
 from trackcheck.sources.emitting import send, stamped
 from trackcheck.sources.network import NetworkRule, check_hosts
+from trackcheck.states import STAGE_ENDED, RunStatus, StageStatus
 from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
 from trackcheck.store.models import Run, RunStage
-from trackcheck.store.repository import PruneCounts, Retention, Store, TickWrite, aware, storable_text, utcnow
-
-if TYPE_CHECKING:
-    from apscheduler.schedulers.base import BaseScheduler
+from trackcheck.store.repository import Store, utcnow
+from trackcheck.store.ticks import (
+    Activation,
+    PollRow,
+    RunEnd,
+    SnapshotRow,
+    StageUpdate,
+    TickWrite,
+    Waiting,
+    storable_text,
+)
 
 log = logging.getLogger("trackcheck.poll")
-_TERMINAL = ("passed", "failed", "error")
 #: how many of a fetch's notes (messages that did not parse, a gap in listening) a stage's reason quotes
 NOTES_SHOWN = 3
+#: runs ended per write when their plan version no longer loads (there is no batch_size to go by)
+UNLOADABLE_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class PlanSetup:
     secret_key: str | None = None
     uploads: Trust = field(default_factory=Trust.for_uploads)
     limits: PlanLimits = DEFAULT_LIMITS
+    #: the deployment's default poll interval, for plans that do not set ``defaults.interval`` themselves
+    interval: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,20 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class PollSummary:
+    """What a poll of a group tells whoever scheduled it: how many runs it polled, how many still wait, when
+    to try again after a source error, the earliest deadline, and the groups runs moved on to."""
+
+    group: str
+    polled: int = 0
+    remaining: int = 0
+    #: seconds until a failing source should be tried again (None: it did not fail)
+    retry_in: float | None = None
+    earliest_deadline: datetime | None = None
+    activated: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunRequest:
     """One run of a batch submit (``Engine.submit_many``): its parameters, its expected events (None: the
     plan's) and its per-run overrides (``interval``/``timeout`` in seconds, as ``overrides_from`` gives)."""
@@ -134,109 +159,40 @@ def _at_index(exc: ParamError, index: int) -> ParamError:
 
 
 class Engine:
-    """State store + scheduler + sources. ``start()`` before use, ``shutdown()`` after (or ``with``)."""
+    """State store + plans + sources: submits runs and polls groups. ``start()`` before use, ``shutdown()``
+    after (or ``with``). Polling on a schedule is the poller's (``trackcheck.scheduling.Poller``)."""
 
-    def __init__(
-        self,
-        db_url: str = DEFAULT_URL,
-        scheduler: SchedulerConfig | None = None,
-        *,
-        poll: bool = True,
-        resume: bool = True,
-        setup: PlanSetup | None = None,
-        retention: Retention | None = None,
-    ) -> None:
-        """``poll=False`` serves submissions only (another process polls); ``resume=False`` ignores runs
-        that this engine did not submit (the CLI's foreground run); ``retention``: what the poller prunes
-        (default: nothing)."""
+    def __init__(self, db_url: str = DEFAULT_URL, *, setup: PlanSetup | None = None) -> None:
         self.store = Store(db_url)
         self.setup = setup or PlanSetup()
-        self.retention = retention or Retention()
         self.keyring = Keyring(self.setup.secret_key) if self.setup.secret_key else None
         self.connections = Connections(self.setup.connections, ConnectionStore(self.store), self.keyring)
         self._connections_seen: object = None
-        self.config = scheduler or SchedulerConfig()
-        self.polling = poll
-        self.resume = resume
-        self.scheduler: BaseScheduler | None = None
-        self.planner: jobs.JobPlanner | None = None
         self._sources: dict[tuple[int, str], Source] = {}
         self._sources_lock = threading.Lock()
         self._group_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._own_groups: set[str] = set()
         self.plan = lru_cache(maxsize=256)(self._load_plan)
         #: called after every source query with its facts (metrics); must be quick and must not raise
         self.query_listeners: list[Callable[[QueryFacts], None]] = []
-        #: the listeners of buses without history, held while this engine leads
+        #: called with the groups that runs submitted here joined (the poller schedules them); must be quick
+        self.group_listeners: list[Callable[[Sequence[str]], None]] = []
+        #: the listeners of buses without history, run by the poller while it leads
         self.capture = Capturer(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    def start(self, *, paused: bool = False) -> Engine:
-        """Open the state database and start the scheduler; ``paused``: only to write jobs (schedules) into
-        the shared job store, while another process polls; ``lead()`` later makes this one poll."""
+    def start(self) -> Engine:
+        """Open the state database (migrating it to the current schema)."""
         self.store.open()
-        if self.polling:
-            self.scheduler = build_scheduler(self.config, self.store.engine, self.setup)
-            self.planner = jobs.JobPlanner(self.scheduler, self)
-            jobs.bind(self)
-            if self.config.scheduler == "blocking":
-                return self
-            self.scheduler.start(paused=paused)
-            if not paused:
-                self.lead()
         return self
 
-    @property
-    def leading(self) -> bool:
-        """True while this engine's scheduler runs the poll jobs."""
-        if self.scheduler is None or self.scheduler.state != STATE_RUNNING:
-            return False
-        thread = getattr(self.scheduler, "_thread", None)  # a BackgroundScheduler's loop must be alive too
-        return thread is None or thread.is_alive()
-
-    def lead(self) -> None:
-        """Become the poller: resume the scheduler and pick up every unfinished run (after a restart too)."""
-        assert self.scheduler is not None and self.planner is not None
-        if self.scheduler.state == STATE_PAUSED:
-            self.scheduler.resume()
-        if self.resume:
-            self.planner.start_sync()
-            self.planner.start_prune(self.retention)
-            self.planner.request_sync()
-        self.capture.start()
-
-    def follow(self) -> None:
-        """Stop polling (another process leads now); jobs stay in the shared store for the new leader."""
+    def shutdown(self) -> None:
+        """Close the open sources and the state database."""
         self.capture.stop()
-        if self.scheduler is not None and self.scheduler.state == STATE_RUNNING:
-            self.scheduler.pause()
-
-    def run_forever(self) -> None:
-        """Block in a BlockingScheduler (``trackcheck worker``) until interrupted."""
-        assert self.scheduler is not None and self.planner is not None
-        self.planner.start_sync()
-        self.planner.start_prune(self.retention)
-        self.scheduler.add_job(self.planner.sync_func, id="tc:first-sync", replace_existing=True, executor=CONTROL)
-        self.capture.start()
-        self.scheduler.start()
-
-    def shutdown(self, wait: bool = True) -> None:
-        self.capture.stop()
-        if self.planner is not None:
-            self.planner.stop()
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=wait)
-        jobs.bind(None)
         with self._sources_lock:
             for source in self._sources.values():
                 source.close()
             self._sources.clear()
         self.store.close()
-
-    def prune(self) -> PruneCounts:
-        """Delete the polls and ended runs that ``retention`` no longer keeps (the poller's ``tc:prune`` job)."""
-        polls_before, runs_before = self.retention.cutoffs(utcnow())
-        return self.store.prune(polls_before, runs_before)
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -266,9 +222,9 @@ class Engine:
             trust=trust,
             limits=self.setup.limits,
         )
-        if self.config.interval is not None and "interval" not in plan.defaults.model_fields_set:
+        if self.setup.interval is not None and "interval" not in plan.defaults.model_fields_set:
             # the deployment's default trigger interval, for plans that do not choose their own
-            defaults = plan.defaults.model_copy(update={"interval": self.config.interval})
+            defaults = plan.defaults.model_copy(update={"interval": self.setup.interval})
             plan = plan.model_copy(update={"defaults": defaults})
         return plan
 
@@ -336,10 +292,8 @@ class Engine:
             return []
         self.store.create_runs(created)
         self.capture.wake()
-        for group in groups:
-            self._own_groups.add(group)
-            if self.planner is not None and self.leading:  # otherwise the leader's tc:sync finds it within seconds
-                self.planner.request_start(group)
+        for listener in self.group_listeners:
+            listener(list(groups))
         return [run.id for run, _ in created]
 
     def _prepare(self, plan: Plan, plan_id: int, request: RunRequest, now: datetime) -> tuple[Run, list[RunStage]]:
@@ -352,7 +306,7 @@ class Engine:
             id=uuid.uuid4().hex,
             plan_id=plan_id,
             plan_name=plan.name,
-            status="running",
+            status=RunStatus.RUNNING,
             params=resolved,
             expect=jsonable(events),
             overrides=dict(request.overrides or {}),
@@ -360,34 +314,24 @@ class Engine:
             notify=None,
         )
         stages = [
-            RunStage(run_id=run.id, idx=i, name=s.name, status="pending", attempts=0, errors_in_row=0)
+            RunStage(run_id=run.id, idx=i, name=s.name, status=StageStatus.PENDING, attempts=0, errors_in_row=0)
             for i, s in enumerate(plan.stages)
         ]
-        first = self._activation(plan, plan_id, 0, run, now)
-        stages[0].status = first["b_status"]
-        stages[0].group_key = first["b_group"]
-        stages[0].where = first["b_where"]
-        stages[0].started_at = first["b_started"]
-        stages[0].deadline = first["b_deadline"]
+        first = self._activation(plan, plan_id, 0, run.id, resolved, run.overrides, now)
+        stages[0].status = first.status
+        stages[0].group_key = first.group_key
+        stages[0].where = first.where
+        stages[0].started_at = first.started_at
+        stages[0].deadline = first.deadline
         return run, stages
 
     def cancel(self, run_id: str) -> bool:
         """Stop a running run; what its stages verified so far is kept. False if it had already ended."""
         plan = self.plan(self.store.run(run_id).plan_id)
-        return self.store.finish_run(run_id, "cancelled", notify=pending_notice(plan))
+        return self.store.finish_run(run_id, RunStatus.CANCELLED, notify=pending_notice(plan))
 
     def result(self, run_id: str) -> RunResult:
         return build_result(self.store.run(run_id), self.store.run_stages(run_id))
-
-    def sync_groups(self) -> None:
-        """Schedule every group with waiting runs and drop jobs of drained groups."""
-        if self.planner is None:
-            return
-        self.refresh_connections()
-        groups = self.store.active_groups()
-        if not self.resume:
-            groups = [g for g in groups if g.group_key in self._own_groups]
-        self.planner.ensure(groups, prune=True)
 
     def refresh_connections(self) -> None:
         """Forget loaded plans and open sources when a connection changed (in any process): the next poll
@@ -403,26 +347,25 @@ class Engine:
                     self._sources.clear()
             self._connections_seen = revision
 
-    def _activation(self, plan: Plan, plan_id: int, idx: int, run: Run, now: datetime) -> dict[str, Any]:
-        """The column values that make stage ``idx`` of ``run`` active (as bind parameters)."""
+    def _activation(
+        self,
+        plan: Plan,
+        plan_id: int,
+        idx: int,
+        run_id: str,
+        params: dict[str, Any],
+        overrides: dict[str, Any],
+        now: datetime,
+    ) -> Activation:
+        """What makes stage ``idx`` of a run active: its group, its ``where`` values, its deadline."""
         stage = plan.stages[idx]
         source = self.source(plan_id, stage.source)
-        overrides = run.overrides or {}
-        key = group_key(plan_id, idx, source.batch_key(stage, run.params), schedule_signature(plan, stage, overrides))
-        timeout = stage_timeout(plan, stage, overrides)
-        deadline = now + timeout
+        key = group_key(plan_id, idx, source.batch_key(stage, params), schedule_signature(plan, stage, overrides))
+        deadline = now + stage_timeout(plan, stage, overrides)
         if stage.at is not None and not overrides.get("interval"):
             at = stage.at if stage.at.tzinfo else stage.at.replace(tzinfo=UTC)
             deadline = max(at, now)
-        return {
-            "b_run": run.id,
-            "b_idx": idx,
-            "b_status": "waiting",
-            "b_group": key,
-            "b_where": jsonable(render(stage.where, run.params)),
-            "b_started": now,
-            "b_deadline": deadline,
-        }
+        return Activation(run_id, idx, StageStatus.WAITING, key, jsonable(render(stage.where, params)), now, deadline)
 
     # -- polling ---------------------------------------------------------------------------------------
     @contextmanager
@@ -430,32 +373,49 @@ class Engine:
         with self._group_locks[group]:
             yield
 
-    def poll_group(self, group: str, fresh_only: bool = False) -> dict[str, Any]:
-        """Poll every run waiting in ``group`` (only never-polled ones with ``fresh_only``); write the tick."""
-        with self._locked(group):
-            pairs = self.store.waiting_in_group(group, fresh_only)
-            if not pairs:
-                return self._summary(group, TickWrite(), [], None)
-            plan_id = pairs[0][1].plan_id
-            write = TickWrite()
-            activated: list[str] = []
+    def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
+        """Poll every run waiting in ``group`` (only never-polled ones with ``fresh_only``), ``batch_size`` runs
+        at a time: each chunk is read as plain rows, fetched with one source query and written at once, so
+        memory holds one chunk, not the group."""
+        with self._group_locks[group]:
+            polled = 0
+            activated: dict[str, None] = {}
             retry_in: float | None = None
-            try:
-                plan = self.plan(plan_id)
-                stage = plan.stages[pairs[0][0].idx]
-            except TrackcheckError as exc:  # e.g. a connection it names was deleted: end its runs, say why
-                self._unloadable(pairs, str(exc), write)
-                self._apply(write, pairs)
-                return self._summary(group, write, activated, None)
-            for start in range(0, len(pairs), plan.defaults.batch_size):
-                chunk = pairs[start : start + plan.defaults.batch_size]
-                backoff = self._poll_chunk(plan, plan_id, stage, chunk, write, activated)
-                if backoff is not None:
-                    retry_in = backoff if retry_in is None else min(retry_in, backoff)
-            self._apply(write, pairs)
-            return self._summary(group, write, activated, retry_in)
+            head = self.store.waiting(group, fresh_only=fresh_only, limit=1)
+            if head:
+                plan: Plan | None = None
+                try:  # a group is one stage of one plan version
+                    plan = self.plan(head[0].plan_id)
+                    stage = plan.stages[head[0].idx]
+                except TrackcheckError as exc:  # e.g. a connection it names was deleted: end its runs, say why
+                    problem = str(exc)
+                size = plan.defaults.batch_size if plan is not None else UNLOADABLE_CHUNK
+                after = 0
+                while chunk := self.store.waiting(group, fresh_only=fresh_only, after=after, limit=size):
+                    after = chunk[-1].stage_id
+                    write = TickWrite()
+                    if plan is None:
+                        self._unloadable(chunk, problem, write)
+                    else:
+                        backoff = self._poll_chunk(plan, head[0].plan_id, stage, chunk, write)
+                        if backoff is not None:
+                            retry_in = backoff if retry_in is None else min(retry_in, backoff)
+                    self._apply(write, chunk)
+                    polled += len(write.polls)
+                    activated.update(dict.fromkeys(a.group_key for a in write.activate))
+                    if len(chunk) < size:
+                        break
+            waiting = self.store.active_groups([group])
+            return PollSummary(
+                group=group,
+                polled=polled,
+                remaining=waiting[0].waiting if waiting else 0,
+                retry_in=retry_in,
+                earliest_deadline=waiting[0].earliest_deadline if waiting else None,
+                activated=tuple(activated),
+            )
 
-    def _apply(self, write: TickWrite, pairs: list[tuple[RunStage, Run]]) -> None:
+    def _apply(self, write: TickWrite, chunk: Sequence[Waiting]) -> None:
         """Write a tick so that one run's data cannot hold the others back.
 
         A value the state database refuses (a NUL character on PostgreSQL, a lone surrogate anywhere) is
@@ -478,50 +438,33 @@ class Engine:
         except StoreError as exc:
             if not exc.data_error:
                 raise
-            log.warning("a tick of %d run(s) could not be stored, writing run by run: %s", len(pairs), exc)
+            log.warning("a tick of %d run(s) could not be stored, writing run by run: %s", len(chunk), exc)
         except (UnicodeError, ValueError) as exc:
-            log.warning("a tick of %d run(s) could not be stored, writing run by run: %s", len(pairs), exc)
-        for rs, run in pairs:
-            part = escaped.for_run(run.id)
+            log.warning("a tick of %d run(s) could not be stored, writing run by run: %s", len(chunk), exc)
+        for waiting in chunk:
+            part = escaped.for_run(waiting.run_id)
             try:
                 self.store.apply(part)
             except StoreError as exc:
                 if not exc.data_error:
                     raise
-                self.store.apply(_cannot_store(rs, run, part, exc.message))
+                self.store.apply(_cannot_store(waiting, part, exc.message))
             except (UnicodeError, ValueError) as exc:
-                self.store.apply(_cannot_store(rs, run, part, f"{type(exc).__name__}: {exc}"))
+                self.store.apply(_cannot_store(waiting, part, f"{type(exc).__name__}: {exc}"))
 
-    def _unloadable(self, pairs: list[tuple[RunStage, Run]], why: str, write: TickWrite) -> None:
+    def _unloadable(self, chunk: Sequence[Waiting], why: str, write: TickWrite) -> None:
         """The plan version of these runs no longer loads: they end as ``error`` now rather than wait forever."""
         now = utcnow()
         reason = f"the plan no longer loads, nothing was read: {mask_url_passwords(why)}"
-        for rs, run in pairs:
-            write.polls.append(_poll_row(run.id, rs.idx, now, "error", None, None, 0.0, reason, ErrorKind.PERMANENT))
-            write.stages.append(
-                _stage_row(rs, "error", now, reason, reason, ErrorKind.PERMANENT, rs.expected, rs.found, rs.evidence)
-            )
-            write.runs.append({"id": run.id, "status": "error", "finished_at": now, "notify": None, "notify_due": None})
-            write.skip.append((run.id, rs.idx))
+        for waiting in chunk:
+            _end_in_error(waiting, reason, now, None, write)
 
-    def _summary(self, group: str, write: TickWrite, activated: list[str], retry_in: float | None) -> dict[str, Any]:
-        waiting = self.store.active_groups([group])
-        deadline = waiting[0].earliest_deadline if waiting else None
-        return {
-            "group": group,
-            "polled": len(write.polls),
-            "remaining": waiting[0].waiting if waiting else 0,
-            "retry_in": retry_in,
-            "earliest_deadline": deadline.isoformat() if deadline else None,
-            "activated": sorted(set(activated)),
-        }
-
-    def _fetch(self, plan: Plan, plan_id: int, stage: StageSpec, chunk: list[tuple[RunStage, Run]]) -> Fetched:
+    def _fetch(self, plan: Plan, plan_id: int, stage: StageSpec, chunk: Sequence[Waiting]) -> Fetched:
         """One source query for the runs of ``chunk`` (the union of their ``where`` values), timed and
         reported to the query listeners; a failure is kept with its kind, never raised."""
-        wheres = [rs.where or {} for rs, _ in chunk]
-        params = chunk[0][1].params
-        since = min(aware(run.created_at) or utcnow() for _, run in chunk)
+        wheres = [w.where or {} for w in chunk]
+        params = chunk[0].params
+        since = min(w.created_at for w in chunk)
         began = time.monotonic()
         result: FetchResult | None = None
         failure: str | None = None
@@ -571,9 +514,8 @@ class Engine:
         plan: Plan,
         plan_id: int,
         stage: StageSpec,
-        chunk: list[tuple[RunStage, Run]],
+        chunk: Sequence[Waiting],
         write: TickWrite,
-        activated: list[str],
         fetched: Fetched | None = None,
     ) -> float | None:
         """Poll up to batch_size runs with one source query; returns the back-off delay if the source failed.
@@ -584,9 +526,9 @@ class Engine:
         itself is wrong), all of them do.
         """
         if stage.emit is not None:
-            return self._emit(plan, plan_id, stage, chunk, write, activated)
+            return self._emit(plan, plan_id, stage, chunk, write)
         fetched = fetched or self._fetch(plan, plan_id, stage, chunk)
-        wheres = [rs.where or {} for rs, _ in chunk]
+        wheres = [w.where or {} for w in chunk]
         distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
         if fetched.failure is not None and fetched.kind is ErrorKind.PERMANENT and distinct:
             halves = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
@@ -596,27 +538,27 @@ class Engine:
             alike = len({r.failure for r in reads}) == 1
             if not (alike and all(r.failure is not None and r.kind is ErrorKind.PERMANENT for r in reads)):
                 delays = [
-                    self._poll_chunk(plan, plan_id, stage, half, write, activated, read)
+                    self._poll_chunk(plan, plan_id, stage, half, write, read)
                     for half, read in zip(halves, reads, strict=True)
                 ]
                 return min((d for d in delays if d is not None), default=None)
         now = utcnow()
         records = fetched.result
         per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
-        references = self._references(plan, stage, [run for _, run in chunk])
+        references = self._references(plan, stage, chunk)
         key = plan.key_for(stage)
         # when each record was first found here, kept with the snapshot: one read per chunk, of runs polled before
         tracked = keeps_first_seen(stage)
-        polled = [run.id for rs, run in chunk if rs.attempts] if tracked else []
-        seen_before = self.store.first_seen_for(polled, chunk[0][0].idx)
+        polled = [w.run_id for w in chunk if w.attempts] if tracked else []
+        seen_before = self.store.first_seen_for(polled, chunk[0].idx)
         max_errors = 0
-        for (rs, run), found in zip(chunk, per_run, strict=True):
+        for w, found in zip(chunk, per_run, strict=True):
             comparison: Comparison | None = None
             first_seen: dict[str, str] | None = None
             arrived = False  # a record was found here for the first time
             error, kind = fetched.failure, fetched.kind
             if records is not None:
-                reference = references.get(run.id)
+                reference = references.get(w.run_id)
                 if isinstance(reference, str):
                     error, kind = reference, ErrorKind.PERMANENT
                 else:
@@ -625,7 +567,7 @@ class Engine:
                         if tracked:
                             texts = key_texts(found, key)
                             limit = plan.defaults.snapshot_limit
-                            first_seen, arrived = merge_first_seen(seen_before.get(run.id), texts, now, limit)
+                            first_seen, arrived = merge_first_seen(seen_before.get(w.run_id), texts, now, limit)
                             comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
                     except Exception as exc:  # e.g. a schema file removed since the plan loaded
                         log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
@@ -644,7 +586,7 @@ class Engine:
                             f" ({escaped} record(s) held a NUL character or a lone surrogate: shown escaped)"
                         )
             outcome = Outcome(comparison, error, kind, found, fetched.milliseconds, first_seen, arrived)
-            decision = self._conclude(plan, plan_id, stage, rs, run, outcome, now, write, activated)
+            decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
             max_errors = max(max_errors, decision.errors_in_row)
         return None if fetched.failure is None else _backoff(plan, stage, max_errors)
 
@@ -653,19 +595,17 @@ class Engine:
         plan: Plan,
         plan_id: int,
         stage: StageSpec,
-        rs: RunStage,
-        run: Run,
+        w: Waiting,
         outcome: Outcome,
         now: datetime,
         write: TickWrite,
-        activated: list[str],
     ) -> Decision:
         """Decide what one poll of one run's stage means, add its rows to the tick, and activate the next
         stage or end the run."""
         comparison, error = outcome.comparison, outcome.error
-        deadline, started = aware(rs.deadline), aware(rs.started_at)
+        deadline, started = w.deadline, w.started_at
         # the time this stage was given: its timeout, or until the `at` instant for an `at` stage
-        timeout = deadline - started if deadline and started else stage_timeout(plan, stage, run.overrides or {})
+        timeout = deadline - started if deadline and started else stage_timeout(plan, stage, w.overrides or {})
         decision = decide(
             comparison=comparison,
             error=error,
@@ -673,17 +613,17 @@ class Engine:
             now=now,
             deadline=deadline,
             timeout=timeout,
-            errors_in_row=rs.errors_in_row,
+            errors_in_row=w.errors_in_row,
             retries=plan.setting(stage, "retries"),
             started=started,
             absent_for=stage.absent.for_ if stage.absent is not None else None,
         )
-        terminal = decision.status in _TERMINAL
-        error_kind = outcome.kind if error is not None else None
+        terminal = decision.status in STAGE_ENDED
+        error_kind = outcome.kind.value if error is not None else None
         write.polls.append(
-            _poll_row(
-                run.id,
-                rs.idx,
+            PollRow(
+                w.run_id,
+                w.idx,
                 now,
                 decision.outcome,
                 comparison.found if comparison else None,
@@ -697,35 +637,42 @@ class Engine:
         expected, found_count, evidence = (
             (comparison.expected, comparison.found, capped_evidence(comparison.to_dict()))
             if comparison is not None
-            else (rs.expected, rs.found, rs.evidence)
+            else (w.expected, w.found, w.evidence)
         )
-        row = _stage_row(
-            rs,
-            decision.status,
-            now,
-            decision.reason,
-            error,
-            error_kind,
-            expected,
-            found_count,
-            evidence,
+        row = StageUpdate(
+            id=w.stage_id,
+            run_id=w.run_id,
+            status=decision.status,
+            attempts=w.attempts + 1,
             errors_in_row=decision.errors_in_row,
+            last_polled_at=now,
+            finished_at=now if terminal else None,
+            reason=decision.reason,
+            error=error,
+            error_kind=error_kind,
+            expected=expected,
+            found=found_count,
+            evidence=evidence,
         )
-        if comparison is not None and (comparison.found != rs.found or terminal or outcome.arrived):
-            write.snapshots.append(self._snapshot(plan, run.id, rs.idx, outcome.found, now, outcome.first_seen))
+        if comparison is not None and (comparison.found != w.found or terminal or outcome.arrived):
+            write.snapshots.append(_snapshot(plan, w, outcome.found, now, outcome.first_seen))
         write.stages.append(row)
         log.info(
             "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
-            run.id,
+            w.run_id,
             plan.name,
             stage.name,
             decision.outcome,
-            row["found"],
-            row["expected"],
+            row.found,
+            row.expected,
             outcome.milliseconds,
             f" error={error}" if error else "",
         )
-        self._advance(plan, plan_id, rs, run, decision.status, now, write, activated)
+        if decision.status == StageStatus.PASSED and w.idx + 1 < len(plan.stages):
+            next_stage = self._activation(plan, plan_id, w.idx + 1, w.run_id, w.params, w.overrides, now)
+            write.activate.append(next_stage)
+        elif terminal:
+            _end_run(plan, w, decision.status, now, write)
         return decision
 
     def _emit(
@@ -733,106 +680,62 @@ class Engine:
         plan: Plan,
         plan_id: int,
         stage: StageSpec,
-        chunk: list[tuple[RunStage, Run]],
+        chunk: Sequence[Waiting],
         write: TickWrite,
-        activated: list[str],
     ) -> float | None:
         """The stage a plan's ``emit:`` adds: send each run's events (stamped) through the front door. It
         passes once they were accepted, keeping what was sent as its records (``compare: {with: emit}``);
         a refused send is a source error, retried with back-off until the stage's timeout. Returns the
         back-off delay if a send failed."""
         max_errors = 0
-        for rs, run in chunk:
+        for w in chunk:
             now = utcnow()
             began = time.monotonic()
-            events = stamped(run.expect, stage.emit, run.params, run.id) if stage.emit else []
+            events = stamped(w.expect, stage.emit, w.params, w.run_id) if stage.emit else []
             comparison: Comparison | None = None
             error: str | None = None
             kind = ErrorKind.TRANSIENT
             try:
-                deaf = self.capture.ensure(plan_id, run.params, rs.idx + 1) if self.capture.running else None
+                deaf = self.capture.ensure(plan_id, w.params, w.idx + 1) if self.capture.running else None
                 if deaf is not None:  # what it sends would be lost: sent once the bus can be listened to
                     raise SourceConnectError(deaf, plan=plan.name, stage=stage.name)
-                answer = send(self.source(plan_id, stage.source), stage, events, run.params, run.id)
+                answer = send(self.source(plan_id, stage.source), stage, events, w.params, w.run_id)
                 comparison = Comparison("passed", len(events), len(events), reason=answer)
             except SourceError as exc:
                 error, kind = str(exc), exc.kind
             except TrackcheckError as exc:
                 error, kind = str(exc), ErrorKind.PERMANENT
             except Exception as exc:  # a bug must not stall the run
-                log.exception("unexpected error sending the events of run %s", run.id)
+                log.exception("unexpected error sending the events of run %s", w.run_id)
                 error, kind = f"unexpected {type(exc).__name__} sending the events: {exc}", ErrorKind.PERMANENT
             milliseconds = (time.monotonic() - began) * 1000
             outcome = Outcome(comparison, error, kind, events, milliseconds)
-            decision = self._conclude(plan, plan_id, stage, rs, run, outcome, now, write, activated)
+            decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
             max_errors = max(max_errors, decision.errors_in_row)
         return None if max_errors == 0 else _backoff(plan, stage, max_errors)
 
-    def _advance(
-        self,
-        plan: Plan,
-        plan_id: int,
-        rs: RunStage,
-        run: Run,
-        status: str,
-        now: datetime,
-        write: TickWrite,
-        activated: list[str],
-    ) -> None:
-        if status == "passed" and rs.idx + 1 < len(plan.stages):
-            values = self._activation(plan, plan_id, rs.idx + 1, run, now)
-            write.activate.append(values)
-            activated.append(values["b_group"])
-            if not self.resume:
-                self._own_groups.add(values["b_group"])
-        elif status in _TERMINAL:
-            notice = pending_notice(plan)
-            write.runs.append(
-                {"id": run.id, "status": status, "finished_at": now, "notify": notice, "notify_due": notice and now}
-            )
-            if status != "passed":
-                write.skip.append((run.id, rs.idx))
-
-    def _snapshot(
-        self,
-        plan: Plan,
-        run_id: str,
-        idx: int,
-        found: list[dict[str, Any]],
-        now: datetime,
-        first_seen: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        limit = plan.defaults.snapshot_limit
-        return {
-            "run_id": run_id,
-            "stage_idx": idx,
-            "records": jsonable(found[:limit]),
-            "total": len(found),
-            "truncated": len(found) > limit,
-            "taken_at": now,
-            "first_seen": first_seen,
-        }
-
-    def _references(self, plan: Plan, stage: StageSpec, runs: list[Run]) -> dict[str, list[dict[str, Any]] | str]:
+    def _references(
+        self, plan: Plan, stage: StageSpec, chunk: Sequence[Waiting]
+    ) -> dict[str, list[dict[str, Any]] | str]:
         """Each run's reference records, or a message saying why it cannot be compared."""
         if stage.reference is None:  # an absent stage checks what arrives, against nothing
-            return {run.id: [] for run in runs}
+            return {w.run_id: [] for w in chunk}
         if stage.reference == EXPECT:
-            return {run.id: list(run.expect) for run in runs}
+            return {w.run_id: list(w.expect) for w in chunk}
         idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
-        snapshots = self.store.snapshots_for([run.id for run in runs], idx)
+        snapshots = self.store.snapshots_for([w.run_id for w in chunk], idx)
         references: dict[str, list[dict[str, Any]] | str] = {}
-        for run in runs:
-            snap = snapshots.get(run.id)
+        for w in chunk:
+            snap = snapshots.get(w.run_id)
             if snap is None:
-                references[run.id] = f"no snapshot of stage {stage.reference!r} to compare with"
+                references[w.run_id] = f"no snapshot of stage {stage.reference!r} to compare with"
             elif snap.truncated:
-                references[run.id] = (
+                references[w.run_id] = (
                     f"stage {stage.reference!r} read {snap.total} records, more than the snapshot "
                     f"keeps ({len(snap.records)}); raise defaults.snapshot_limit to compare"
                 )
             else:
-                references[run.id] = list(snap.records)
+                references[w.run_id] = list(snap.records)
         return references
 
 
@@ -882,77 +785,55 @@ class Fetched:
     escaped: frozenset[int] = frozenset()
 
 
-def _poll_row(
-    run_id: str,
-    idx: int,
-    now: datetime,
-    outcome: str,
-    found: int | None,
-    expected: int | None,
-    milliseconds: float,
-    error: str | None,
-    error_kind: ErrorKind | None,
-) -> dict[str, Any]:
-    """A ``tc_polls`` row of a tick."""
-    return {
-        "run_id": run_id,
-        "stage_idx": idx,
-        "polled_at": now,
-        "outcome": outcome,
-        "found": found,
-        "expected": expected,
-        "duration_ms": milliseconds,
-        "error": error,
-        "error_kind": error_kind.value if error_kind else None,
-    }
+def _snapshot(
+    plan: Plan, w: Waiting, found: list[dict[str, Any]], now: datetime, first_seen: dict[str, str] | None
+) -> SnapshotRow:
+    """What a stage read, kept up to ``snapshot_limit`` records (later stages compare with it)."""
+    limit = plan.defaults.snapshot_limit
+    return SnapshotRow(w.run_id, w.idx, jsonable(found[:limit]), len(found), len(found) > limit, now, first_seen)
 
 
-def _stage_row(
-    rs: RunStage,
-    status: str,
-    now: datetime,
-    reason: str | None,
-    error: str | None,
-    error_kind: ErrorKind | None,
-    expected: int | None,
-    found: int | None,
-    evidence: dict[str, Any] | None,
-    *,
-    errors_in_row: int | None = None,
-) -> dict[str, Any]:
-    """The ``tc_run_stages`` update of a tick for one run's stage."""
-    return {
-        "id": rs.id,
-        "run_id": rs.run_id,
-        "status": status,
-        "attempts": rs.attempts + 1,
-        "errors_in_row": rs.errors_in_row + 1 if errors_in_row is None else errors_in_row,
-        "last_polled_at": now,
-        "finished_at": now if status in _TERMINAL else None,
-        "reason": reason,
-        "error": error,
-        "error_kind": error_kind.value if error_kind else None,
-        "expected": expected,
-        "found": found,
-        "evidence": evidence,
-    }
+def _end_run(plan: Plan, w: Waiting, status: str, now: datetime, write: TickWrite) -> None:
+    """The run ends with its stage's ``status``; the stages after a stage that did not pass are skipped."""
+    notice = pending_notice(plan)
+    write.runs.append(RunEnd(w.run_id, status, now, notice, now if notice else None))
+    if status != StageStatus.PASSED:
+        write.skip.append((w.run_id, w.idx))
 
 
-def _cannot_store(rs: RunStage, run: Run, part: TickWrite, why: str) -> TickWrite:
+def _end_in_error(w: Waiting, reason: str, now: datetime, notice: dict[str, Any] | None, write: TickWrite) -> None:
+    """A poll that could not look ends the stage and its run as ``error`` with ``reason``; the stage keeps
+    what it showed before."""
+    kind = ErrorKind.PERMANENT.value
+    write.polls.append(PollRow(w.run_id, w.idx, now, StageStatus.ERROR, None, None, 0.0, reason, kind))
+    write.stages.append(
+        StageUpdate(
+            id=w.stage_id,
+            run_id=w.run_id,
+            status=StageStatus.ERROR,
+            attempts=w.attempts + 1,
+            errors_in_row=w.errors_in_row + 1,
+            last_polled_at=now,
+            finished_at=now,
+            reason=reason,
+            error=reason,
+            error_kind=kind,
+            expected=w.expected,
+            found=w.found,
+            evidence=w.evidence,
+        )
+    )
+    write.runs.append(RunEnd(w.run_id, RunStatus.ERROR, now, notice, now if notice else None))
+    write.skip.append((w.run_id, w.idx))
+
+
+def _cannot_store(w: Waiting, part: TickWrite, why: str) -> TickWrite:
     """The tick of one run whose poll the state database refused: its stage ends as ``error`` saying why
     (the records it read are not kept), and so does the run."""
-    now = utcnow()
     reason = f"what this poll read could not be stored in the state database: {mask_url_passwords(why)}"[:2000]
     write = TickWrite()
-    write.polls.append(_poll_row(run.id, rs.idx, now, "error", None, None, 0.0, reason, ErrorKind.PERMANENT))
-    write.stages.append(
-        _stage_row(rs, "error", now, reason, reason, ErrorKind.PERMANENT, rs.expected, rs.found, rs.evidence)
-    )
-    notice = next((r["notify"] for r in part.runs), None)
-    write.runs.append(
-        {"id": run.id, "status": "error", "finished_at": now, "notify": notice, "notify_due": notice and now}
-    )
-    write.skip.append((run.id, rs.idx))
+    notice = next((r.notify for r in part.runs), None)
+    _end_in_error(w, reason, utcnow(), notice, write)
     return write
 
 

@@ -16,12 +16,17 @@ from datetime import datetime, timedelta
 
 from trackcheck.compare.result import Comparison
 from trackcheck.plan.durations import format_duration
+from trackcheck.states import StageStatus
+
+ERROR, FAILED, PASSED, WAITING = StageStatus.ERROR, StageStatus.FAILED, StageStatus.PASSED, StageStatus.WAITING
 
 
 @dataclass(frozen=True)
 class Decision:
-    status: str  # the stage's status after this poll: waiting, passed, failed, error
-    outcome: str  # what this poll saw: waiting, passed, failed, error
+    #: the stage's status after this poll: waiting, passed, failed, error
+    status: StageStatus
+    #: what this poll saw: waiting, passed, failed, error
+    outcome: StageStatus
     reason: str | None
     errors_in_row: int
 
@@ -49,23 +54,29 @@ def decide(
     if error is not None:
         in_row = errors_in_row + 1
         if permanent and retries is None:
-            return Decision("error", "error", f"permanent source error, not retried: {error}", in_row)
+            return Decision(ERROR, ERROR, f"permanent source error, not retried: {error}", in_row)
         if retries is not None and in_row > retries:
-            return Decision("error", "error", f"source error, {retries} retries used up: {error}", in_row)
+            return Decision(ERROR, ERROR, f"source error, {retries} retries used up: {error}", in_row)
         if timed_out:
             return Decision(
-                "error",
-                "error",
+                ERROR,
+                ERROR,
                 f"source still failing at the timeout ({format_duration(timeout)}): {error}",
                 in_row,
             )
-        return Decision("waiting", "error", f"source error (attempt {in_row}), retrying: {error}", in_row)
+        return Decision(WAITING, ERROR, f"source error (attempt {in_row}), retrying: {error}", in_row)
     assert comparison is not None
     if absent_for is not None and comparison.verdict != "failed":
         return _absent(comparison, now, started, absent_for, timed_out, timeout)
     if comparison.verdict == "waiting" and timed_out:
-        return Decision("failed", "failed", f"timed out after {format_duration(timeout)}: {comparison.reason}", 0)
-    return Decision(comparison.verdict, comparison.verdict, comparison.reason, 0)
+        return Decision(
+            FAILED,
+            FAILED,
+            f"timed out after {format_duration(timeout)}: {comparison.reason}",
+            0,
+        )
+    verdict = StageStatus(comparison.verdict)
+    return Decision(verdict, verdict, comparison.reason, 0)
 
 
 def _absent(
@@ -82,15 +93,15 @@ def _absent(
     quiet = now - started if started is not None else timedelta(0)
     wanted = format_duration(absent_for)
     if quiet >= absent_for:
-        return Decision("passed", "passed", f"after {wanted}: {comparison.reason}", 0)
+        return Decision(PASSED, PASSED, f"after {wanted}: {comparison.reason}", 0)
     if timed_out:
         return Decision(
-            "failed",
-            "failed",
+            FAILED,
+            FAILED,
             f"timed out after {format_duration(timeout)}, before absent.for ({wanted}) went by: "
             f"{comparison.reason}; give the stage a timeout of at least {wanted}",
             0,
         )
     whole = int(quiet.total_seconds())
     so_far = format_duration(timedelta(seconds=whole)) if whole else "0s"
-    return Decision("waiting", "waiting", f"{comparison.reason} ({so_far} of {wanted})", 0)
+    return Decision(WAITING, WAITING, f"{comparison.reason} ({so_far} of {wanted})", 0)

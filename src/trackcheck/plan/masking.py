@@ -23,8 +23,8 @@ _SECRET_KEY = re.compile(
     """
 )
 _ENV_REF = re.compile(r"\$\{[^}]*\}")
-#: like ``mask_url_passwords``, but up to the *last* ``@`` of the authority: an unencoded ``@`` in a password
-#: must not leave its tail visible
+#: a URL's password, up to the *last* ``@`` of the authority: an unencoded ``@`` in a password must not leave
+#: its tail visible
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^\s/]+)@")
 #: request headers that never carry a credential; the value of any other header (``X-Custom-Auth``...) is
 #: treated as one
@@ -39,6 +39,11 @@ _QUERY_SECRET = re.compile(rf"(?i)[?&]{_SECRET_NAME}=([^&#\s\"']+)")
 _AUTH_SCHEMES = re.compile(r"(?i)\b(?:bearer|basic|token)\b")
 #: shorter secrets are masked where they stand (by the patterns), not replaced everywhere in the text
 _MIN_REPLACED = 4
+
+
+def mask_url_passwords(text: str) -> str:
+    """Hide the password of every ``scheme://user:password@host`` in free text (error messages, logs)."""
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", text)
 
 
 def _literal_secret(value: str) -> bool:

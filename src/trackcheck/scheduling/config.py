@@ -23,9 +23,12 @@ from trackcheck.errors import ConfigError
 from trackcheck.plan.model import Duration
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.base import BaseScheduler
-    from sqlalchemy import Engine
+
+    from trackcheck.engine.core import Engine
 
 JOBS_TABLE = "tc_apscheduler_jobs"
 #: the executor of jobs that must run in the scheduler's own process, whatever the configured executor
@@ -46,11 +49,13 @@ class SchedulerConfig(BaseModel):
     coalesce: bool = True
 
 
-def build_scheduler(config: SchedulerConfig, state_engine: Engine, setup: object = None) -> BaseScheduler:
-    """An unstarted APScheduler scheduler assembled from ``config``.
+def build_scheduler(
+    config: SchedulerConfig, engine: Engine, process_init: Callable[[Engine], object] | None = None
+) -> BaseScheduler:
+    """An unstarted APScheduler scheduler assembled from ``config``, polling ``engine``.
 
     The SQLAlchemy job store shares the state database's engine (its own table), so jobs and run state
-    live and die together.
+    live and die together. ``process_init``: called with the engine of each pool process.
     """
     from apscheduler.executors.pool import ProcessPoolExecutor, ThreadPoolExecutor
     from apscheduler.jobstores.memory import MemoryJobStore
@@ -61,6 +66,7 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine, setup: object
     from trackcheck.scheduling.jobs import init_process
     from trackcheck.store.database import sqlite_file
 
+    state_engine = engine.store.engine
     if config.jobstore == "sqlalchemy":
         jobstore: object = SQLAlchemyJobStore(engine=state_engine, tablename=JOBS_TABLE)
         _create_jobs_table(jobstore)
@@ -76,8 +82,8 @@ def build_scheduler(config: SchedulerConfig, state_engine: Engine, setup: object
             config.workers,
             pool_kwargs={
                 "initializer": init_process,
-                # setup: the engine's PlanSetup (connections, secret key), for the pool's own engines
-                "initargs": (state_engine.url.render_as_string(hide_password=False), config.model_dump(), setup),
+                # the engine's PlanSetup (connections, secret key), for the pool's own engines
+                "initargs": (state_engine.url.render_as_string(hide_password=False), engine.setup, process_init),
             },
         )
     cls = _resilient(BackgroundScheduler if config.scheduler == "background" else BlockingScheduler)

@@ -6,7 +6,9 @@ Job ids (the group key is an internal hash; no user data goes into the job store
 - ``poll:<group>:now``      a new run's first poll, at once (only the runs never polled yet);
 - ``poll:<group>:retry``    a source error's back-off retry, sooner than the next regular tick;
 - ``poll:<group>:deadline`` a poll at the earliest timeout, when that comes before the next tick;
-- ``tc:sync``               finds groups with no job (runs submitted by another process, a restart);
+- ``tc:sync``               every 2 s, the groups that runs joined since the last look (runs submitted by
+                            another process); every ``FULL_SYNC_EVERY`` and when this process starts to lead,
+                            every group with waiting runs, dropping the jobs of drained ones;
 - ``tc:prune``              deletes the polls and ended runs past their retention (``[retention]``).
 
 Jobs call ``poll`` by textual reference, so a persistent job store holds nothing but that reference and
@@ -20,7 +22,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 
+from trackcheck.engine.core import PollSummary
 from trackcheck.errors import StoreError, TrackcheckError
 from trackcheck.scheduling.config import CONTROL
 from trackcheck.scheduling.triggers import build_trigger
@@ -35,26 +38,42 @@ from trackcheck.scheduling.triggers import build_trigger
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
-    from trackcheck.engine.core import Engine
-    from trackcheck.store.repository import GroupInfo, PruneCounts, Retention
+    from trackcheck.engine.core import Engine, PlanSetup
+    from trackcheck.scheduling.poller import Poller
+    from trackcheck.store.repository import GroupInfo, Retention
 
 log = logging.getLogger("trackcheck.scheduler")
 SYNC_EVERY = timedelta(seconds=2)
-_SYNC = "sync"
+#: how often ``tc:sync`` looks at every waiting group rather than at the runs that joined since its last look
+FULL_SYNC_EVERY = timedelta(seconds=60)
+#: how far back an incremental sync looks before the newest start it saw: another process's clock or a slow
+#: commit may put a run's start a little before what this process already read
+SYNC_OVERLAP = timedelta(seconds=30)
 SYNC_JOB = "trackcheck.scheduling.jobs:sync"
 POLL_JOB = "trackcheck.scheduling.jobs:poll"
 PRUNE_JOB = "trackcheck.scheduling.jobs:prune"
 PRUNE_ID = "tc:prune"
-_bound: Engine | None = None
+#: what the jobs of this process run against; set by ``Poller.start`` (a pool process: ``init_process``)
+_engine: Engine | None = None
+_poller: Poller | None = None
 
 
-def bind(engine: Engine | None) -> None:
-    """Make ``engine`` the one the jobs of this process (and of forked pool workers) run against."""
-    global _bound
-    _bound = engine
+def bind(engine: Engine, poller: Poller | None = None) -> None:
+    """Make ``engine`` (and ``poller``) the ones the jobs of this process run against."""
+    global _engine, _poller
+    _engine, _poller = engine, poller
 
 
-def init_process(state_url: str, config: dict[str, Any], setup: Any = None) -> None:
+def unbind(engine: Engine) -> None:
+    """Forget ``engine`` if it is the bound one (another poller of this process may have bound its own)."""
+    global _engine, _poller
+    if _engine is engine:
+        _engine, _poller = None, None
+
+
+def init_process(
+    state_url: str, setup: PlanSetup | None, process_init: Callable[[Engine], object] | None = None
+) -> None:
     """Pool process initializer (executor ``processpool``): an engine of its own on the state database.
 
     It only polls; scheduling stays with the parent's scheduler, which gets each poll's summary back.
@@ -62,71 +81,63 @@ def init_process(state_url: str, config: dict[str, Any], setup: Any = None) -> N
     second finds the same rows) but wasteful, which is why the thread pool is the default.
     """
     from trackcheck.engine.core import Engine
-    from trackcheck.scheduling.config import SchedulerConfig
 
-    engine = Engine(state_url, SchedulerConfig.model_validate(config), poll=False, setup=setup).start()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the service's metrics, counted where the polls run
-        from trackcheck.service.metrics import metrics_for
-
-        metrics_for(engine)
+    engine = Engine(state_url, setup=setup).start()
+    if process_init is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        process_init(engine)
     bind(engine)
 
 
 def bound() -> Engine:
     """The engine that jobs of this process run against."""
-    if _bound is None:
+    if _engine is None:
         raise RuntimeError("no trackcheck engine is running in this process")
-    return _bound
+    return _engine
 
 
-def poll(group_key: str, fresh_only: bool = False) -> dict[str, Any]:
+def poll(group_key: str, fresh_only: bool = False) -> PollSummary:
     """Job entry point: poll every run waiting in a group; returns a summary for the scheduler."""
     return bound().poll_group(group_key, fresh_only=fresh_only)
 
 
-def sync() -> None:
-    """Job entry point: give every active group its jobs (runs from other processes, after a restart)."""
-    if _bound is not None and _bound.planner is not None:
-        _bound.planner.request_sync()
+def sync(full: bool = False) -> None:
+    """Job entry point: give the groups that runs joined their jobs (runs from other processes, a restart)."""
+    if _poller is not None and _poller.planner is not None:
+        _poller.planner.request_sync(full=full)
 
 
 def prune() -> None:
     """Job entry point: delete what retention no longer keeps (the poller only: jobs run where it leads)."""
-    if _bound is not None:
-        prune_now(_bound)
-
-
-def prune_now(engine: Engine) -> PruneCounts:
-    """Prune ``engine``'s state database now; one INFO line says what went, when anything did."""
-    counts = engine.prune()
-    if counts.total:
-        log.info(
-            "retention: deleted %d run(s) with %d stage(s) and %d snapshot(s), and %d poll(s)",
-            counts.runs,
-            counts.stages,
-            counts.snapshots,
-            counts.polls,
-        )
-    return counts
+    if _poller is not None:
+        _poller.prune()
 
 
 class JobPlanner:
     """Keeps the scheduler's jobs in line with the groups that have runs waiting."""
 
-    def __init__(self, scheduler: BaseScheduler, engine: Engine) -> None:
+    def __init__(self, scheduler: BaseScheduler, poller: Poller) -> None:
         self.scheduler = scheduler
-        self.engine = engine
+        self.poller = poller
+        self.store = poller.engine.store
         # A persistent job store or a process pool needs jobs by textual reference (they then run against
         # the process's bound engine); in memory, on threads, jobs call this engine directly, so several
         # engines can live in one process (verify() called from several threads, tests).
-        inline = engine.config.jobstore == "memory" and engine.config.executor == "threadpool"
-        self.poll_func: Callable[..., Any] | str = engine.poll_group if inline else POLL_JOB
-        self.sync_func: Callable[[], None] | str = self.request_sync if inline else SYNC_JOB
-        self.prune_func: Callable[[], object] | str = self.prune_now if inline else PRUNE_JOB
+        config = poller.config
+        inline = config.jobstore == "memory" and config.executor == "threadpool"
+        self.poll_func: Callable[..., Any] | str = poller.engine.poll_group if inline else POLL_JOB
+        self.sync_func: Callable[..., None] | str = self.request_sync if inline else SYNC_JOB
+        self.prune_func: Callable[[], object] | str = poller.prune if inline else PRUNE_JOB
+        #: groups whose regular job this planner added or found (no job store lookup for them again)
+        self._known: set[str] = set()
+        #: per group, the latest start of a run whose prompt first poll was asked for
+        self._prompted: dict[str, datetime] = {}
+        #: the newest stage start an incremental sync has seen, and when the last full sync was
+        self._seen_until: datetime | None = None
+        self._full_at: datetime | None = None
         # Rescheduling happens on a thread of its own, never in the job-event listener: APScheduler's
         # shutdown() holds its job store lock while it waits for running jobs, and a listener that asked for
         # that lock (to add or remove a job) would deadlock it.
-        self._summaries: queue.SimpleQueue[dict[str, Any] | tuple[str, str] | str | None] = queue.SimpleQueue()
+        self._summaries: queue.SimpleQueue[PollSummary | tuple[str, str] | str | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._reschedule_loop, name="trackcheck-planner", daemon=True)
         self._worker.start()
         scheduler.add_listener(self._on_job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
@@ -136,14 +147,20 @@ class JobPlanner:
         submission never waits for the job store."""
         self._summaries.put(("start", group_key))
 
-    def request_sync(self) -> None:
-        """Have the planner thread run ``Engine.sync_groups`` (jobs must not touch the job store themselves)."""
-        self._summaries.put(_SYNC)
+    def request_sync(self, full: bool = False) -> None:
+        """Have the planner thread run ``Poller.sync_groups`` (jobs must not touch the job store themselves)."""
+        self._summaries.put("full" if full else "sync")
 
     def stop(self) -> None:
         """Finish the rescheduling in progress; call before shutting the scheduler down."""
         self._summaries.put(None)
         self._worker.join()
+
+    def forget(self) -> None:
+        """Drop what this planner knows of the jobs: after a pause, another process may have changed them."""
+        self._known.clear()
+        self._prompted.clear()
+        self._seen_until = self._full_at = None
 
     def start_sync(self) -> None:
         self.scheduler.add_job(
@@ -174,16 +191,39 @@ class JobPlanner:
             max_instances=1,
         )
 
-    def prune_now(self) -> PruneCounts:
-        return prune_now(self.engine)
-
-    def ensure(self, groups: list[GroupInfo], *, prune: bool = False) -> None:
-        """Add the missing regular jobs, a prompt poll where a group has new runs; with ``prune``, remove
-        the jobs of groups that no longer have waiting runs."""
+    def sync(self, *, full: bool, only: set[str] | None = None) -> None:
+        """Schedule the groups with waiting runs: all of them (``full``, or when the last full look is older
+        than ``FULL_SYNC_EVERY``), else those with runs started since the last look; ``only``: these groups."""
         now = datetime.now(UTC)
+        if full or self._full_at is None or now - self._full_at >= FULL_SYNC_EVERY:
+            groups = self.store.active_groups()
+            if only is not None:
+                groups = [g for g in groups if g.group_key in only]
+            self.ensure(groups, prune=True)
+            self._full_at = now
+            self._seen_until = max((g.latest_start for g in groups if g.latest_start), default=self._seen_until)
+            return
+        since = (self._seen_until or now) - SYNC_OVERLAP
+        groups = self.store.groups_started_since(since)
+        if only is not None:
+            groups = [g for g in groups if g.group_key in only]
+        self.ensure(groups)
+        self._seen_until = max((g.latest_start for g in groups if g.latest_start), default=self._seen_until)
+
+    def ensure(self, groups: Iterable[GroupInfo], *, prune: bool = False) -> None:
+        """Add the missing regular jobs, a prompt poll where a group has runs never polled; with ``prune``,
+        remove the jobs of groups that no longer have waiting runs."""
+        now = datetime.now(UTC)
+        active: set[str] = set()
+        existing = self.scheduler.get_jobs() if prune else []
+        if prune:  # the job store is the truth: a date trigger's job, or another poller, may have removed jobs
+            self._known = {
+                job.id.split(":")[1] for job in existing if job.id.startswith("poll:") and job.id.count(":") == 1
+            }
         for group in groups:
+            active.add(group.group_key)
             try:
-                plan = self.engine.plan(group.plan_id)
+                plan = self.poller.engine.plan(group.plan_id)
                 stage = plan.stages[group.idx]
             except StoreError:
                 continue  # the state database is away: the next sync schedules it
@@ -194,7 +234,7 @@ class JobPlanner:
                 self._once(group.group_key, "now", now)
                 continue
             main = f"poll:{group.group_key}"
-            if self.scheduler.get_job(main) is None:
+            if group.group_key not in self._known and self.scheduler.get_job(main) is None:
                 self.scheduler.add_job(
                     self.poll_func,
                     build_trigger(plan, stage, group.overrides),
@@ -202,13 +242,20 @@ class JobPlanner:
                     id=main,  # and no name: only internal keys go into the (pickling) job store
                     replace_existing=True,
                 )
-            if group.fresh and (stage.at is None or group.overrides.get("interval") is not None):
+            self._known.add(group.group_key)
+            prompt = group.fresh and (stage.at is None or group.overrides.get("interval") is not None)
+            latest = group.latest_start
+            asked = self._prompted.get(group.group_key)
+            if prompt and (latest is None or asked is None or latest > asked):
                 self._once(group.group_key, "now", now, fresh_only=True)
+                if latest is not None:
+                    self._prompted[group.group_key] = latest
         if prune:
-            active = {g.group_key for g in groups}
-            for job in self.scheduler.get_jobs():
-                if job.id.startswith("poll:") and job.id.split(":")[1] not in active:
+            for job in existing:
+                if job.id.startswith("poll:") and _group_of(job.id) not in active:
                     self._remove(job.id)
+            self._known &= active
+            self._prompted = {g: t for g, t in self._prompted.items() if g in active}
 
     def _once(self, group: str, kind: str, when: datetime, fresh_only: bool = False) -> None:
         self.scheduler.add_job(
@@ -230,9 +277,8 @@ class JobPlanner:
         if event.exception is not None:
             log.error("poll job %s failed: %s", event.job_id, event.exception)
             return
-        summary = event.retval
-        if isinstance(summary, dict) and "group" in summary:
-            self._summaries.put(summary)
+        if isinstance(event.retval, PollSummary):
+            self._summaries.put(event.retval)
 
     def _reschedule_loop(self) -> None:
         stopping = False
@@ -244,38 +290,44 @@ class JobPlanner:
                 except queue.Empty:
                     break
             stopping = None in batch
-            if not self.engine.leading:  # a former poller must not touch the jobs of the one that took over
+            if not self.poller.leading:  # a former poller must not touch the jobs of the one that took over
                 continue
             started = {item[1] for item in batch if isinstance(item, tuple)}
             try:
                 if started:
-                    self.ensure(self.engine.store.active_groups(started))
+                    self.ensure(self.store.active_groups(started))
+                if "full" in batch or "sync" in batch:
+                    self.poller.sync_groups(full="full" in batch)
                 for item in batch:
-                    if item == _SYNC:
-                        self.engine.sync_groups()
-                    elif isinstance(item, dict):
+                    if isinstance(item, PollSummary):
                         self.after_poll(item)
             except Exception:  # a bookkeeping failure must not stop the poller; tc:sync repairs it
                 log.exception("could not reschedule the poll jobs")
 
-    def after_poll(self, summary: dict[str, Any]) -> None:
+    def after_poll(self, summary: PollSummary) -> None:
         """Reschedule from a poll's summary: retire a drained group, back off after errors, honour deadlines,
         and start the groups that runs moved on to."""
-        group = summary["group"]
-        if summary["remaining"] == 0:
+        group = summary.group
+        self.poller.polled(summary)
+        if summary.remaining == 0:
             for suffix in ("", ":retry", ":deadline"):
                 self._remove(f"poll:{group}{suffix}")
+            self._known.discard(group)
+            self._prompted.pop(group, None)
         else:
             main = self.scheduler.get_job(f"poll:{group}")
             next_tick = main.next_run_time if main is not None else None
-            if summary.get("retry_in") is not None:
-                retry_at = datetime.now(UTC) + timedelta(seconds=summary["retry_in"])
+            if summary.retry_in is not None:
+                retry_at = datetime.now(UTC) + timedelta(seconds=summary.retry_in)
                 if next_tick is None or retry_at < next_tick:
                     self._once(group, "retry", retry_at)
-            deadline = summary.get("earliest_deadline")
-            if deadline is not None:
-                at = datetime.fromisoformat(deadline)
-                if next_tick is None or at < next_tick:
-                    self._once(group, "deadline", at + timedelta(milliseconds=50))
-        if summary.get("activated"):
-            self.ensure(self.engine.store.active_groups(summary["activated"]))
+            deadline = summary.earliest_deadline
+            if deadline is not None and (next_tick is None or deadline < next_tick):
+                self._once(group, "deadline", deadline + timedelta(milliseconds=50))
+        if summary.activated:
+            self.ensure(self.store.active_groups(summary.activated))
+
+
+def _group_of(job_id: str) -> str:
+    """The group of a poll job (``poll:<group>`` or ``poll:<group>:<kind>``); "" for any other job."""
+    return job_id.split(":")[1] if job_id.startswith("poll:") else ""

@@ -1,35 +1,16 @@
-"""The trigger of a stage's polling job, from the plan (interval, cron, at) and a run's overrides."""
+"""The APScheduler trigger of a stage's polling job, from the plan (interval, cron, at) and a run's overrides."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from trackcheck.plan.timing import schedule_signature, stage_interval
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
 
     from trackcheck.plan.model import Plan, StageSpec
-
-
-def stage_interval(plan: Plan, stage: StageSpec, overrides: dict[str, Any]) -> timedelta:
-    if overrides.get("interval") is not None:
-        return timedelta(seconds=float(overrides["interval"]))
-    return plan.setting(stage, "interval")
-
-
-def stage_timeout(plan: Plan, stage: StageSpec, overrides: dict[str, Any]) -> timedelta:
-    if overrides.get("timeout") is not None:
-        return timedelta(seconds=float(overrides["timeout"]))
-    return plan.setting(stage, "timeout")
-
-
-def schedule_signature(plan: Plan, stage: StageSpec, overrides: dict[str, Any]) -> str:
-    """Equal for runs that poll this stage on the same schedule (so they can share one job)."""
-    if overrides.get("interval") is None and stage.cron:
-        return f"cron:{stage.cron}"
-    if overrides.get("interval") is None and stage.at:
-        return f"at:{stage.at.isoformat()}"
-    return f"every:{stage_interval(plan, stage, overrides).total_seconds()}"
 
 
 def build_trigger(plan: Plan, stage: StageSpec, overrides: dict[str, Any]) -> BaseTrigger:

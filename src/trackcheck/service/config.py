@@ -172,7 +172,13 @@ class ServiceConfig(BaseModel):
         )
         key = self.secret_key.get_secret_value() if self.secret_key is not None else None
         limits = replace(DEFAULT_LIMITS, min_interval=self.min_interval)
-        return PlanSetup(connections=dict(self.connections), secret_key=key, uploads=uploads, limits=limits)
+        return PlanSetup(
+            connections=dict(self.connections),
+            secret_key=key,
+            uploads=uploads,
+            limits=limits,
+            interval=self.scheduler.interval,
+        )
 
     def retention_policy(self) -> Retention:
         """The ``[retention]`` settings as the engine's poller applies them."""

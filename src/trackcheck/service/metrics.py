@@ -34,8 +34,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Text, cast, select
 
 from trackcheck.errors import ConfigError, StoreError
+from trackcheck.states import RunStatus
 from trackcheck.store.models import Run, RunStage
-from trackcheck.store.repository import RUN_FINISHED, aware, utcnow
+from trackcheck.store.repository import aware, utcnow
 
 if TYPE_CHECKING:
     from trackcheck.engine.core import Engine, QueryFacts
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trackcheck.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-RUN_STATUSES = ("running", *RUN_FINISHED)
 #: source queries take from a millisecond (a file, SQLite) to the 30 s default query timeout
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -66,7 +66,7 @@ class RunStatusCollector(Collector):
             up.add_metric([], 0)
             yield up
             return
-        for status in sorted(set(RUN_STATUSES) | set(counts)):
+        for status in sorted(set(RunStatus) | set(counts)):
             runs.add_metric([status], counts.get(status, 0))
         up.add_metric([], 1)
         yield runs

@@ -21,7 +21,7 @@ import httpx
 
 from trackcheck.engine.result import build_result
 from trackcheck.errors import TrackcheckError
-from trackcheck.sources.base import mask_url_passwords
+from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.sources.network import refusal
 from trackcheck.store.repository import utcnow
 

@@ -13,10 +13,11 @@ from typing import Any
 from trackcheck.engine.result import EVIDENCE
 from trackcheck.service.api.runs import MAX_BATCH
 from trackcheck.service.validation import MAX_NAME, MAX_OFFSET
+from trackcheck.states import RunStatus, StageStatus
 
 JSON = "application/json"
-RUN_STATUSES = ["running", "passed", "failed", "error", "cancelled"]
-STAGE_STATUSES = ["pending", "waiting", "passed", "failed", "error", "skipped"]
+RUN_STATUSES = [str(status) for status in RunStatus]
+STAGE_STATUSES = [str(status) for status in StageStatus]
 ERRORS = {
     400: "Invalid input: the detail names the key, parameter, plan, stage or field at fault; nothing was stored",
     401: "Missing or wrong API token (`Authorization: Bearer <token>`)",

@@ -17,9 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from trackcheck.errors import TrackcheckError
+from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.service.app import EXTENSION, current_service
 from trackcheck.service.metrics import Metrics, metrics_for
-from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.database import describe_db_error
 
 log = logging.getLogger("trackcheck.service")

@@ -1,7 +1,7 @@
 """One worker process of the service: its engine (scheduler paused unless it leads), the lease, the notifier.
 
 Every worker can accept runs and schedules (they go to the shared state database and job store); only the
-lease holder polls and sends notifications. See ``leader.py`` for the lease.
+lease holder polls and sends notifications. See ``trackcheck.scheduling.lease`` for the lease.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.errors import PlanError, StoreError
 from trackcheck.scheduling.jobs import SYNC_EVERY
+from trackcheck.scheduling.lease import Leadership, lease_for
+from trackcheck.scheduling.poller import Poller
 from trackcheck.service.config import ServiceConfig, state_database_url
-from trackcheck.service.leader import Leadership, lease_for
+from trackcheck.service.metrics import metrics_for
 from trackcheck.service.notify import Notifier
 from trackcheck.store.database import describe_db_error
 
@@ -28,22 +30,22 @@ LEADER_STALE = SYNC_EVERY * 5
 
 
 class Service:
-    """What the Flask app of one worker process talks to: ``service.engine`` for runs and plans."""
+    """What the Flask app of one worker process talks to: ``service.engine`` for runs and plans,
+    ``service.poller`` for its scheduler (schedules)."""
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        self.engine = Engine(
-            state_database_url(config.db, config.db_password_file),
-            config.scheduler,
-            setup=config.plan_setup(),
-            retention=config.retention_policy(),
+        self.engine = Engine(state_database_url(config.db, config.db_password_file), setup=config.plan_setup())
+        # pool processes (executor ``processpool``) count their queries in the service's metrics too
+        self.poller = Poller(
+            self.engine, config.scheduler, retention=config.retention_policy(), process_init=metrics_for
         )
         self.notifier = Notifier(self.engine)
         self.leadership: Leadership | None = None
 
     def start(self, *, load_plans: bool = True) -> Service:
         warn_if_open(self.config)
-        self.engine.start(paused=True)
+        self.poller.start(paused=True)
         if load_plans:
             load_plan_folder(self.engine, self.config.plans)
         self.leadership = Leadership(lease_for(self.engine.store.engine), self._lead, self._follow)
@@ -53,19 +55,19 @@ class Service:
     def stop(self) -> None:
         if self.leadership is not None:
             self.leadership.stop()
-        self.engine.shutdown()
+        self.poller.shutdown()
 
     def _lead(self) -> None:
-        self.engine.lead()
+        self.poller.lead()
         self.notifier.start()
 
     def _follow(self) -> None:
         self.notifier.stop()
-        self.engine.follow()
+        self.poller.follow()
 
     @property
     def leading(self) -> bool:
-        return self.leadership is not None and self.leadership.leading and self.engine.leading
+        return self.leadership is not None and self.leadership.leading and self.poller.leading
 
     def health(self) -> dict[str, Any]:
         """Database reachable, and a scheduler alive somewhere: this process, or the leader's sync job
@@ -83,7 +85,7 @@ class Service:
             facts["scheduler"] = "no poller is running: the state database is unreachable"
         else:
             try:
-                job = self.engine.scheduler.get_job("tc:sync") if self.engine.scheduler is not None else None
+                job = self.poller.scheduler.get_job("tc:sync") if self.poller.scheduler is not None else None
             except SQLAlchemyError as exc:
                 facts["scheduler"] = f"unknown: the job store is unreachable: {describe_db_error(exc)}"
             else:

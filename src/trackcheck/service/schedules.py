@@ -27,7 +27,7 @@ from trackcheck.store.models import Schedule
 from trackcheck.store.repository import utcnow
 
 if TYPE_CHECKING:
-    from trackcheck.engine.core import Engine
+    from trackcheck.scheduling.poller import Poller
 
 log = logging.getLogger("trackcheck.schedules")
 FIRE = "trackcheck.service.schedules:fire"
@@ -58,8 +58,9 @@ def parse_cron(expression: str) -> CronTrigger:
         raise PlanError(f"not a cron expression ({exc}); e.g. '10 2 * * *' for 02:10 UTC daily", field="cron") from None
 
 
-def add_schedule(engine: Engine, plan_name: str, cron: str, params: dict[str, Any]) -> Schedule:
+def add_schedule(poller: Poller, plan_name: str, cron: str, params: dict[str, Any]) -> Schedule:
     """Validate and store a schedule and its job; PlanError/ParamError on bad input, nothing stored then."""
+    engine = poller.engine
     trigger = parse_cron(cron)
     version = engine.store.latest_plan(plan_name)
     if version is None:
@@ -67,10 +68,10 @@ def add_schedule(engine: Engine, plan_name: str, cron: str, params: dict[str, An
     resolve_params(engine.plan(version.id), params)
     schedule = Schedule(id=uuid.uuid4().hex, plan_name=plan_name, cron=cron, params=dict(params), created_at=utcnow())
     engine.store.add_schedule(schedule)
-    assert engine.scheduler is not None
+    assert poller.scheduler is not None
     try:
         with _job_store():
-            engine.scheduler.add_job(
+            poller.scheduler.add_job(
                 FIRE, trigger, args=[schedule.id], id=f"schedule:{schedule.id}", replace_existing=True, executor=CONTROL
             )
     except Exception:
@@ -79,18 +80,18 @@ def add_schedule(engine: Engine, plan_name: str, cron: str, params: dict[str, An
     return schedule
 
 
-def next_run_time(engine: Engine, schedule_id: str) -> str | None:
+def next_run_time(poller: Poller, schedule_id: str) -> str | None:
     with _job_store():
-        job = engine.scheduler.get_job(f"schedule:{schedule_id}") if engine.scheduler is not None else None
+        job = poller.scheduler.get_job(f"schedule:{schedule_id}") if poller.scheduler is not None else None
     when = getattr(job, "next_run_time", None)
     return when.isoformat() if when is not None else None
 
 
-def delete_schedule(engine: Engine, schedule_id: str) -> bool:
-    if engine.scheduler is not None:
+def delete_schedule(poller: Poller, schedule_id: str) -> bool:
+    if poller.scheduler is not None:
         with suppress(JobLookupError), _job_store():
-            engine.scheduler.remove_job(f"schedule:{schedule_id}")
-    return engine.store.delete_schedule(schedule_id)
+            poller.scheduler.remove_job(f"schedule:{schedule_id}")
+    return poller.engine.store.delete_schedule(schedule_id)
 
 
 def fire(schedule_id: str) -> None:

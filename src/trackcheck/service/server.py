@@ -2,7 +2,7 @@
 
 The master migrates the state database and loads the plans folder once, then forks; each worker builds its
 app and ``Service`` after the fork (no preloading: schedulers, threads and connections must not cross a
-fork). Exactly one worker polls, by the lease in ``leader.py``.
+fork). Exactly one worker polls, by the lease in ``trackcheck.scheduling.lease``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ log = logging.getLogger("trackcheck.service")
 def prepare(config: ServiceConfig) -> list[str]:
     """Migrate the state database and store the plans folder's plans; returns the plan names loaded."""
     url = state_database_url(config.db, config.db_password_file)
-    engine = Engine(url, poll=False, setup=config.plan_setup()).start()
+    engine = Engine(url, setup=config.plan_setup()).start()
     try:
         return load_plan_folder(engine, config.plans)
     finally:

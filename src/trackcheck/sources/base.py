@@ -11,7 +11,6 @@ Python for backends that cannot filter on the server.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from trackcheck.compare.values import canonical
 from trackcheck.errors import ErrorKind, SourceError, SourceQueryError
 from trackcheck.plan.functions import OPTIONS, compile_path, interpreter
-from trackcheck.plan.masking import MASK, secret_name
+from trackcheck.plan.masking import MASK, mask_url_passwords, secret_name
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -272,12 +271,6 @@ class Source(ABC):
         if cause is not None:
             error.__cause__ = cause
         return error
-
-
-def mask_url_passwords(text: str) -> str:
-    """Hide the password of every ``scheme://user:password@host`` in free text."""
-    # up to the authority's last '@': a password may hold an unencoded '@' itself
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^\s/]+@", rf"\1{MASK}@", text)
 
 
 def _secrets_in(value: Any) -> Iterable[str]:

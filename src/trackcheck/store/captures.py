@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
+from trackcheck.states import RunStatus, StageStatus
 from trackcheck.store.models import Capture, CaptureChannel, PlanVersion, Run, RunStage
 from trackcheck.store.repository import Store, aware
 
@@ -65,7 +66,11 @@ class CaptureStore:
         query = (
             select(Run.id, Run.plan_id, Run.params, Run.created_at, RunStage.idx)
             .join(RunStage, RunStage.run_id == Run.id)
-            .where(Run.status == "running", Run.plan_id.in_(list(plan_ids)), RunStage.status == "waiting")
+            .where(
+                Run.status == RunStatus.RUNNING,
+                Run.plan_id.in_(list(plan_ids)),
+                RunStage.status == StageStatus.WAITING,
+            )
         )
         with self.store.session() as s:
             return [

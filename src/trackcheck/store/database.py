@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError,
 from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import StoreError
-from trackcheck.sources.base import mask_url_passwords
+from trackcheck.plan.masking import mask_url_passwords
 
 DEFAULT_URL = "sqlite:///trackcheck.db"
 _MIGRATIONS = Path(__file__).with_name("migrations")

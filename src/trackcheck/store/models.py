@@ -88,7 +88,8 @@ class RunStage(Base):
     errors_in_row: Mapped[int] = mapped_column(Integer, default=0)
     group_key: Mapped[str | None] = mapped_column(String(64))
     where: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    started_at: Mapped[datetime | None]
+    #: indexed for the poller's sync: the runs that joined a group since its last look are a range of it
+    started_at: Mapped[datetime | None] = mapped_column(index=True)
     deadline: Mapped[datetime | None]
     last_polled_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

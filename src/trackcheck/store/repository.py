@@ -10,7 +10,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -20,22 +20,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import RunNotFound, StoreError
+from trackcheck.states import RUN_ENDED, RunStatus, StageStatus
 from trackcheck.store.database import create_state_engine, describe_db_error, is_data_error, migrate
 from trackcheck.store.models import LoginSession, PlanVersion, Poll, Run, RunStage, Schedule, Snapshot
-
-ACTIVE = "waiting"
-RUN_FINISHED = ("passed", "failed", "error", "cancelled")
+from trackcheck.store.ticks import PollRow, SnapshotRow, StageUpdate, TickWrite, Waiting, aware, bind_values
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite and MariaDB hand back naive datetimes; every time trackcheck stores is UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 @dataclass(frozen=True)
@@ -90,59 +82,11 @@ class GroupInfo:
     idx: int
     overrides: dict[str, Any]
     waiting: int
+    #: runs never polled yet (they get a prompt first poll)
     fresh: int
     earliest_deadline: datetime | None
-
-
-@dataclass
-class TickWrite:
-    """Everything one poll tick changes, applied by ``Store.apply`` in one transaction. Each stage row
-    carries its ``run_id`` (not written: it lets a tick be split per run)."""
-
-    polls: list[dict[str, Any]] = field(default_factory=list)
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    snapshots: list[dict[str, Any]] = field(default_factory=list)
-    activate: list[dict[str, Any]] = field(default_factory=list)
-    skip: list[tuple[str, int]] = field(default_factory=list)
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    def for_run(self, run_id: str) -> TickWrite:
-        """The part of this tick that concerns one run."""
-        return TickWrite(
-            polls=[p for p in self.polls if p["run_id"] == run_id],
-            stages=[s for s in self.stages if s["run_id"] == run_id],
-            snapshots=[s for s in self.snapshots if s["run_id"] == run_id],
-            activate=[a for a in self.activate if a["b_run"] == run_id],
-            skip=[k for k in self.skip if k[0] == run_id],
-            runs=[r for r in self.runs if r["id"] == run_id],
-        )
-
-    def escaped(self) -> TickWrite:
-        """This tick with every text made storable anywhere: a NUL character (PostgreSQL refuses it in text
-        and JSON) becomes the six characters ``\\u0000``, a lone surrogate (no database can encode it) its
-        ``\\udXXX`` escape. The stage reason of a run whose values changed says so."""
-        changed: set[str] = set()
-
-        def clean(value: Any, run_id: str) -> Any:
-            if isinstance(value, str):
-                fixed = storable_text(value)
-                if fixed is not value:
-                    changed.add(run_id)
-                return fixed
-            if isinstance(value, dict):
-                return {clean(k, run_id): clean(v, run_id) for k, v in value.items()}
-            if isinstance(value, list | tuple):
-                return [clean(v, run_id) for v in value]
-            return value
-
-        polls = [clean(p, p["run_id"]) for p in self.polls]
-        snapshots = [clean(s, s["run_id"]) for s in self.snapshots]
-        stages = [clean(s, s["run_id"]) for s in self.stages]
-        note = " (values holding a NUL character or a lone surrogate are stored escaped)"
-        for stage in stages:
-            if stage["run_id"] in changed:
-                stage["reason"] = (stage.get("reason") or "") + note
-        return TickWrite(polls, stages, snapshots, list(self.activate), list(self.skip), list(self.runs))
+    #: the latest start of a run's stage here (the poller's sync looks for newer ones)
+    latest_start: datetime | None = None
 
 
 class Store:
@@ -365,15 +309,15 @@ class Store:
         with self.session(write=True) as s:
             done = s.execute(
                 update(Run)
-                .where(Run.id == run_id, Run.status == "running")
+                .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
                 .values(status=status, finished_at=now, error=error, notify=notify, notify_due=notify and now)
             )
             if not done.rowcount:  # type: ignore[attr-defined]
                 return False
             s.execute(
                 update(RunStage)
-                .where(RunStage.run_id == run_id, RunStage.status.in_(("waiting", "pending")))
-                .values(status="skipped", finished_at=now, reason=f"run {status}")
+                .where(RunStage.run_id == run_id, RunStage.status.in_((StageStatus.WAITING, StageStatus.PENDING)))
+                .values(status=StageStatus.SKIPPED, finished_at=now, reason=f"run {status}")
             )
             return True
 
@@ -413,7 +357,20 @@ class Store:
     # -- the poller ------------------------------------------------------------------------------------
     def active_groups(self, group_keys: Iterable[str] | None = None) -> list[GroupInfo]:
         """Every group with runs waiting (optionally only the given ones), with what scheduling needs."""
-        query = (
+        query = self._groups()
+        if group_keys is not None:
+            query = query.where(RunStage.group_key.in_(list(group_keys)))
+        return self._group_infos(query)
+
+    def groups_started_since(self, since: datetime) -> list[GroupInfo]:
+        """The groups where a run, never polled yet, started waiting at ``since`` or later: what the poller's
+        sync schedules between its full looks (an index range on ``started_at``, not every waiting run)."""
+        query = self._groups().where(RunStage.started_at >= since, RunStage.attempts == 0)
+        return self._group_infos(query)
+
+    @staticmethod
+    def _groups() -> Any:
+        return (
             select(
                 RunStage.group_key,
                 func.min(Run.plan_id),
@@ -422,13 +379,14 @@ class Store:
                 func.count(),
                 func.min(RunStage.attempts),
                 func.min(RunStage.deadline),
+                func.max(RunStage.started_at),
             )
             .join(Run, Run.id == RunStage.run_id)
-            .where(RunStage.status == ACTIVE, Run.status == "running")
+            .where(RunStage.status == StageStatus.WAITING, Run.status == RunStatus.RUNNING)
             .group_by(RunStage.group_key)
         )
-        if group_keys is not None:
-            query = query.where(RunStage.group_key.in_(list(group_keys)))
+
+    def _group_infos(self, query: Any) -> list[GroupInfo]:
         with self.session() as s:
             rows = s.execute(query).all()
             sample = {r[3] for r in rows}
@@ -444,21 +402,49 @@ class Store:
                 waiting=n,
                 fresh=1 if a == 0 else 0,
                 earliest_deadline=aware(d),
+                latest_start=aware(started),
             )
-            for g, p, i, r, n, a, d in rows
+            for g, p, i, r, n, a, d, started in rows
             if g is not None
         ]
 
-    def waiting_in_group(self, group_key: str, fresh_only: bool = False) -> list[tuple[RunStage, Run]]:
+    def waiting(self, group_key: str, *, fresh_only: bool = False, after: int = 0, limit: int = 1000) -> list[Waiting]:
+        """Up to ``limit`` runs waiting in ``group_key`` (only never-polled ones with ``fresh_only``), in stage
+        id order after ``after``: a tick reads its group a chunk at a time, as plain rows."""
+        stage, run = cast(Table, RunStage.__table__).c, cast(Table, Run.__table__).c
         query = (
-            select(RunStage, Run)
-            .join(Run, Run.id == RunStage.run_id)
-            .where(RunStage.group_key == group_key, RunStage.status == ACTIVE, Run.status == "running")
+            select(
+                stage.id.label("stage_id"),
+                stage.run_id,
+                stage.idx,
+                stage.attempts,
+                stage.errors_in_row,
+                stage.where,
+                stage.started_at,
+                stage.deadline,
+                stage.expected,
+                stage.found,
+                stage.evidence,
+                run.plan_id,
+                run.params,
+                run.expect,
+                run.overrides,
+                run.created_at,
+            )
+            .join_from(cast(Table, RunStage.__table__), cast(Table, Run.__table__), run.id == stage.run_id)
+            .where(
+                stage.group_key == group_key,
+                stage.status == StageStatus.WAITING,
+                run.status == RunStatus.RUNNING,
+                stage.id > after,
+            )
+            .order_by(stage.id)
+            .limit(limit)
         )
         if fresh_only:
-            query = query.where(RunStage.attempts == 0)
+            query = query.where(stage.attempts == 0)
         with self.session() as s:
-            return [(stage, run) for stage, run in s.execute(query.order_by(RunStage.id))]
+            return [Waiting.from_row(row) for row in s.connection().execute(query).mappings()]
 
     def snapshots_for(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, Snapshot]:
         with self.session() as s:
@@ -481,47 +467,45 @@ class Store:
             return {run_id: first_seen for run_id, first_seen in rows if first_seen}
 
     def apply(self, write: TickWrite) -> None:
-        """Write one tick's outcome: a few bulk statements in one transaction."""
+        """Write one tick's outcome: a few bulk statements (Core executemany) in one transaction."""
         with self.session(write=True) as s:
+            connection = s.connection()
             if write.polls:
                 # Core executemany: the ORM's bulk insert prepares each of thousands of rows on its own
-                s.connection().execute(insert(cast(Table, Poll.__table__)), write.polls)
+                connection.execute(insert(cast(Table, Poll.__table__)), [_plain(p) for p in write.polls])
             if write.stages:
-                # Core executemany by primary key, as for ``activate`` below: the ORM's bulk UPDATE took twice
-                # as long over the 10,000 stage rows of one tick (benchmark B1)
+                # by primary key, only a stage still waiting: one a cancel skipped while this tick polled stays
                 table = cast(Table, RunStage.__table__)
-                columns = [name for name in write.stages[0] if name not in ("id", "run_id")]
-                s.connection().execute(
+                columns = [name for name in _STAGE_UPDATE if name != "id"]
+                connection.execute(
                     update(table)
-                    # only a stage still waiting: one a cancel skipped while this tick polled stays skipped
-                    .where(table.c.id == bindparam("b_id"), table.c.status == ACTIVE)
+                    .where(table.c.id == bindparam("b_id"), table.c.status == StageStatus.WAITING)
                     .values({name: bindparam(f"b_{name}") for name in columns}),
-                    [{f"b_{name}": row[name] for name in ("id", *columns)} for row in write.stages],
+                    [bind_values(row, *_STAGE_UPDATE) for row in write.stages],
                 )
             if write.snapshots:
-                for chunk in _chunks(write.snapshots, 500):
+                for start in range(0, len(write.snapshots), 500):
+                    chunk = write.snapshots[start : start + 500]
                     s.execute(
                         delete(Snapshot).where(
-                            Snapshot.stage_idx == chunk[0]["stage_idx"],
-                            Snapshot.run_id.in_([w["run_id"] for w in chunk]),
+                            Snapshot.stage_idx == chunk[0].stage_idx,
+                            Snapshot.run_id.in_([w.run_id for w in chunk]),
                         )
                     )
-                s.execute(insert(Snapshot), write.snapshots)
+                connection.execute(insert(cast(Table, Snapshot.__table__)), [_plain(w) for w in write.snapshots])
             if write.activate:
-                # Core (not ORM) executemany: the ORM would read a parameter list as a bulk update by primary key
-                table = cast(Table, RunStage.__table__)
-                stages = table.c
-                s.connection().execute(
-                    update(table)
-                    .where(stages.run_id == bindparam("b_run"), stages.idx == bindparam("b_idx"))
+                stages = cast(Table, RunStage.__table__)
+                connection.execute(
+                    update(stages)
+                    .where(stages.c.run_id == bindparam("b_run_id"), stages.c.idx == bindparam("b_idx"))
                     .values(
                         status=bindparam("b_status"),
-                        group_key=bindparam("b_group"),
+                        group_key=bindparam("b_group_key"),
                         where=bindparam("b_where"),
-                        started_at=bindparam("b_started"),
+                        started_at=bindparam("b_started_at"),
                         deadline=bindparam("b_deadline"),
                     ),
-                    write.activate,
+                    [bind_values(a) for a in write.activate],
                 )
             if write.skip:
                 # one statement per stage index and 500 runs, not one per run: a timeout can fail thousands of
@@ -532,37 +516,28 @@ class Store:
                     failed[after].append(run_id)
                 for after, run_ids in failed.items():
                     for start in range(0, len(run_ids), 500):
-                        s.connection().execute(
+                        connection.execute(
                             update(cast(Table, RunStage.__table__))
                             .where(
                                 later.run_id.in_(run_ids[start : start + 500]),
                                 later.idx > after,
-                                later.status == "pending",
+                                later.status == StageStatus.PENDING,
                             )
-                            .values(status="skipped", reason="an earlier stage did not pass")
+                            .values(status=StageStatus.SKIPPED, reason="an earlier stage did not pass")
                         )
             if write.runs:
                 # only a run still running ends here: one cancelled while this tick polled stays cancelled
                 runs = cast(Table, Run.__table__)
-                s.connection().execute(
+                connection.execute(
                     update(runs)
-                    .where(runs.c.id == bindparam("b_id"), runs.c.status == "running")
+                    .where(runs.c.id == bindparam("b_run_id"), runs.c.status == RunStatus.RUNNING)
                     .values(
                         status=bindparam("b_status"),
-                        finished_at=bindparam("b_finished"),
+                        finished_at=bindparam("b_finished_at"),
                         notify=bindparam("b_notify"),
                         notify_due=bindparam("b_notify_due"),
                     ),
-                    [
-                        {
-                            "b_id": r["id"],
-                            "b_status": r["status"],
-                            "b_finished": r["finished_at"],
-                            "b_notify": r["notify"],
-                            "b_notify_due": r["notify_due"],
-                        }
-                        for r in write.runs
-                    ],
+                    [bind_values(r) for r in write.runs],
                 )
 
     # -- retention -----------------------------------------------------------------------------------
@@ -594,8 +569,8 @@ class Store:
                     query = query.where(Run.id.not_in(kept))
                 with self.session() as s:
                     rows = s.execute(query.limit(batch)).all()
-                run_ids = [run_id for run_id, status, due in rows if status in RUN_FINISHED and due is None]
-                kept += [run_id for run_id, status, due in rows if status not in RUN_FINISHED or due is not None]
+                run_ids = [run_id for run_id, status, due in rows if status in RUN_ENDED and due is None]
+                kept += [run_id for run_id, status, due in rows if status not in RUN_ENDED or due is not None]
                 if run_ids:
                     counts = counts + self._delete_runs(run_ids, batch)
                 if len(rows) < batch:
@@ -609,7 +584,7 @@ class Store:
         with self.session(write=True) as s:
             snapshots = _deleted(s, delete(Snapshot).where(Snapshot.run_id.in_(run_ids)))
             stages = _deleted(s, delete(RunStage).where(RunStage.run_id.in_(run_ids)))
-            runs = _deleted(s, delete(Run).where(Run.id.in_(run_ids), Run.status.in_(RUN_FINISHED)))
+            runs = _deleted(s, delete(Run).where(Run.id.in_(run_ids), Run.status.in_(RUN_ENDED)))
         return PruneCounts(runs=runs, stages=stages, polls=polls, snapshots=snapshots)
 
     def _delete_polls(self, condition: Any, batch: int) -> int:
@@ -646,28 +621,17 @@ class Store:
             return bool(s.execute(delete(LoginSession).where(LoginSession.id == session_id)).rowcount)  # type: ignore[attr-defined]
 
 
-def storable_text(text: str) -> str:
-    """``text`` itself when every database can store it, else a copy with NUL and lone surrogates escaped:
-    ``\\u0000`` (six characters) and ``\\udXXX``. ASCII text without NUL, nearly all text, is checked in C."""
-    if "\x00" not in text:
-        if text.isascii():
-            return text
-        try:
-            text.encode("utf-8")
-            return text
-        except UnicodeEncodeError:
-            pass
-    fixed = text.replace("\x00", "\\u0000")
-    return fixed.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _deleted(session: Session, statement: Any) -> int:
     return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
-def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+#: the columns of ``tc_run_stages`` a tick updates (``StageUpdate`` without its ``run_id``)
+_STAGE_UPDATE = tuple(f.name for f in fields(StageUpdate) if f.name != "run_id")
+
+
+def _plain(row: PollRow | SnapshotRow) -> dict[str, Any]:
+    """A row dataclass as the column values of an insert."""
+    return {f.name: getattr(row, f.name) for f in fields(row)}
 
 
 def _columns(row: Run | RunStage) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from trackcheck.errors import (
     StoreError,
     TrackcheckError,
 )
+from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.service.api.auth import caller_of, forbidden, is_api_request, refusal, too_many, unauthorized
 from trackcheck.service.api.blueprint import bp, log
 from trackcheck.service.app import current_service, error_response
-from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.database import describe_db_error
 
 

@@ -18,10 +18,10 @@ from trackcheck.service.api.errors import ApiError, fail
 from trackcheck.service.api.parsing import expect_field, int_arg, json_body, object_field, string_field
 from trackcheck.service.api.plans import latest_plan
 from trackcheck.service.app import current_service
+from trackcheck.states import RunStatus
 from trackcheck.store.models import Run, RunStage
-from trackcheck.store.repository import RUN_FINISHED
 
-RUN_STATUSES = ("running", *RUN_FINISHED)
+RUN_STATUSES = tuple(RunStatus)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 RUN_KEYS = ("plan", "params", "expect", "interval", "timeout")
 BATCH_KEYS = ("plan", "runs")

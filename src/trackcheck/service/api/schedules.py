@@ -24,7 +24,7 @@ def _schedule_document(schedule: Schedule) -> dict[str, Any]:
         "cron": schedule.cron,
         "params": schedule.params,
         "created_at": iso(schedule.created_at),
-        "next_run_time": next_run_time(current_service().engine, schedule.id),
+        "next_run_time": next_run_time(current_service().poller, schedule.id),
         "last_run_id": schedule.last_run_id,
         "last_error": schedule.last_error,
     }
@@ -40,7 +40,7 @@ def create_schedule() -> Any:
     body = json_body(SCHEDULE_KEYS)
     name, cron, params = string_field(body, "plan"), string_field(body, "cron"), object_field(body, "params")
     latest_plan(name)
-    schedule = add_schedule(current_service().engine, name, cron, params)
+    schedule = add_schedule(current_service().poller, name, cron, params)
     log.info("schedule %s (%s) of plan %s created through the API", schedule.id, cron, name)
     response = jsonify(_schedule_document(schedule))
     response.status_code = 201
@@ -58,6 +58,6 @@ def get_schedule(schedule_id: str) -> Any:
 
 @bp.delete("/schedules/<schedule_id>")
 def remove_schedule(schedule_id: str) -> Any:
-    if not delete_schedule(current_service().engine, schedule_id):
+    if not delete_schedule(current_service().poller, schedule_id):
         fail(404, "not_found", f"no schedule {schedule_id!r}")
     return Response(status=204)

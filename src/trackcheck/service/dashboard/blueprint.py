@@ -10,8 +10,8 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from trackcheck.errors import StoreError
+from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.service.validation import url_problem
-from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.database import describe_db_error
 
 #: templates/ and static/ stay beside the service modules (pyproject.toml ships them as package data), one

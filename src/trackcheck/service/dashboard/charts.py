@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from trackcheck.compare.latency import percentile, span
+from trackcheck.states import STAGE_ENDED, StageStatus
 from trackcheck.store.models import Run, RunStage
 from trackcheck.store.repository import aware, utcnow
 
@@ -62,9 +63,9 @@ def latency_chart(run: Run, stages: list[RunStage]) -> Chart:
         end = aware(stage.finished_at)
         seconds: float | None = None
         ongoing = False
-        if start is not None and end is not None and stage.status in ("passed", "failed", "error"):
+        if start is not None and end is not None and stage.status in STAGE_ENDED:
             seconds = (end - start).total_seconds()
-        elif start is not None and stage.status == "waiting":
+        elif start is not None and stage.status == StageStatus.WAITING:
             seconds, ongoing = (now - start).total_seconds(), True
         bars.append(Bar(stage.name, stage.status, seconds, ongoing))
     chart = Chart(bars)

@@ -19,6 +19,7 @@ from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.charts import Arrival, arrival_chart, latency_chart
 from trackcheck.service.dashboard.formatting import format_cell, params_text
 from trackcheck.service.validation import MAX_OFFSET
+from trackcheck.states import RunStatus
 from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Snapshot
 from trackcheck.store.repository import aware, utcnow
 
@@ -29,7 +30,7 @@ MAX_PAGE = MAX_OFFSET // PAGE_SIZE
 SHOW_ROWS = 200
 SHOW_POLLS = 300
 SHOW_COLUMNS = 30
-RUN_STATUSES = ("running", "passed", "failed", "error", "cancelled")
+RUN_STATUSES = tuple(RunStatus)
 #: how often (ms) fragments refresh: quickly while something runs, slowly on an idle runs list (new runs)
 LIVE_MS = 1000
 IDLE_MS = 10000

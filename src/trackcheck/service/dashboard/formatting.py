@@ -13,9 +13,9 @@ from flask import request, url_for
 from flask.blueprints import BlueprintSetupState
 from markupsafe import Markup
 
+from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.service.dashboard.blueprint import bp
 from trackcheck.service.validation import escape_surrogates
-from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.repository import aware
 
 #: a glyph per status, so a step never relies on colour alone (its text label is shown too)

@@ -12,11 +12,11 @@ from flask.typing import ResponseReturnValue
 
 from trackcheck.errors import ParamError, PlanError, TrackcheckError
 from trackcheck.foreground import overrides_from
+from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.plan.model import Plan
 from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.blueprint import bp
 from trackcheck.service.validation import InputError, parse_json, text_problem
-from trackcheck.sources.base import mask_url_passwords
 from trackcheck.store.models import PlanVersion
 
 

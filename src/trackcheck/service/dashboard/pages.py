@@ -8,6 +8,7 @@ from flask import abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from trackcheck.errors import RunNotFound, TrackcheckError
+from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.plan.model import Plan
 from trackcheck.service.api import mask_plan_text
 from trackcheck.service.app import current_service
@@ -16,7 +17,7 @@ from trackcheck.service.dashboard.context import RUN_STATUSES, run_context, runs
 from trackcheck.service.dashboard.formatting import params_text
 from trackcheck.service.schedules import next_run_time
 from trackcheck.sources import build_source
-from trackcheck.sources.base import MASK, mask_url_passwords
+from trackcheck.sources.base import MASK
 from trackcheck.store.models import PlanVersion
 
 
@@ -135,14 +136,14 @@ def plan_page(name: str) -> ResponseReturnValue:
 
 @bp.get("/schedules")
 def schedules() -> ResponseReturnValue:
-    engine = current_service().engine
+    service = current_service()
     rows = [
         {
             "schedule": schedule,
             "params": params_text(schedule.params),
-            "next": next_run_time(engine, schedule.id),
+            "next": next_run_time(service.poller, schedule.id),
             "error": mask_url_passwords(schedule.last_error or ""),
         }
-        for schedule in engine.store.schedules()
+        for schedule in service.engine.store.schedules()
     ]
     return render_template("dashboard/schedules.html", rows=rows)

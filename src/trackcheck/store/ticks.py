@@ -1,0 +1,209 @@
+"""The values a poll tick reads and writes: typed rows, so that the engine and the store agree by type.
+
+``Waiting`` is what a tick reads of a run waiting at a stage (plain columns, not ORM objects: a tick reads
+tens of thousands of them). ``TickWrite`` is everything one tick changes, applied by ``Store.apply`` with a
+few bulk statements: the rows of ``tc_polls`` (``PollRow``), the updates of ``tc_run_stages``
+(``StageUpdate``), the snapshots (``SnapshotRow``), the next stages made active (``Activation``), the later
+stages skipped and the runs that ended (``RunEnd``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any, Self
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite and MariaDB hand back naive datetimes; every time trackcheck stores is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A run waiting at a stage: the columns of ``tc_run_stages`` and ``tc_runs`` that a poll uses."""
+
+    stage_id: int
+    run_id: str
+    idx: int
+    attempts: int
+    errors_in_row: int
+    where: dict[str, Any] | None
+    started_at: datetime | None
+    deadline: datetime | None
+    expected: int | None
+    found: int | None
+    evidence: dict[str, Any] | None
+    plan_id: int
+    params: dict[str, Any]
+    expect: list[dict[str, Any]]
+    overrides: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Self:
+        """From a row selected with ``Waiting.columns``' labels; datetimes made aware, JSON nulls made empty."""
+        return cls(
+            stage_id=row["stage_id"],
+            run_id=row["run_id"],
+            idx=row["idx"],
+            attempts=row["attempts"],
+            errors_in_row=row["errors_in_row"],
+            where=row["where"],
+            started_at=aware(row["started_at"]),
+            deadline=aware(row["deadline"]),
+            expected=row["expected"],
+            found=row["found"],
+            evidence=row["evidence"],
+            plan_id=row["plan_id"],
+            params=row["params"] or {},
+            expect=row["expect"] or [],
+            overrides=row["overrides"] or {},
+            created_at=aware(row["created_at"]) or datetime.now(UTC),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PollRow:
+    """A row of ``tc_polls``: one poll of one run's stage."""
+
+    run_id: str
+    stage_idx: int
+    polled_at: datetime
+    outcome: str
+    found: int | None
+    expected: int | None
+    duration_ms: float
+    error: str | None
+    error_kind: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StageUpdate:
+    """What a poll changes in a run's ``tc_run_stages`` row (by ``id``; ``run_id`` lets a tick split per run)."""
+
+    id: int
+    run_id: str
+    status: str
+    attempts: int
+    errors_in_row: int
+    last_polled_at: datetime
+    finished_at: datetime | None
+    reason: str | None
+    error: str | None
+    error_kind: str | None
+    expected: int | None
+    found: int | None
+    evidence: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    """The records a stage read (up to ``snapshot_limit``), replacing the run's earlier snapshot of it."""
+
+    run_id: str
+    stage_idx: int
+    records: list[dict[str, Any]]
+    total: int
+    truncated: bool
+    taken_at: datetime
+    first_seen: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """A run's next stage made active: it joins ``group_key`` and waits there until ``deadline``."""
+
+    run_id: str
+    idx: int
+    status: str
+    group_key: str
+    where: dict[str, Any]
+    started_at: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """A run that ended in this tick, and its webhook notification's state (due at once, or none)."""
+
+    run_id: str
+    status: str
+    finished_at: datetime
+    notify: dict[str, Any] | None
+    notify_due: datetime | None
+
+
+@dataclass
+class TickWrite:
+    """Everything one poll tick changes, applied by ``Store.apply`` in one transaction."""
+
+    polls: list[PollRow] = field(default_factory=list)
+    stages: list[StageUpdate] = field(default_factory=list)
+    snapshots: list[SnapshotRow] = field(default_factory=list)
+    activate: list[Activation] = field(default_factory=list)
+    #: (run id, stage index): the stages after that one are skipped (it failed or errored)
+    skip: list[tuple[str, int]] = field(default_factory=list)
+    runs: list[RunEnd] = field(default_factory=list)
+
+    def for_run(self, run_id: str) -> TickWrite:
+        """The part of this tick that concerns one run."""
+        return TickWrite(
+            polls=[p for p in self.polls if p.run_id == run_id],
+            stages=[s for s in self.stages if s.run_id == run_id],
+            snapshots=[s for s in self.snapshots if s.run_id == run_id],
+            activate=[a for a in self.activate if a.run_id == run_id],
+            skip=[k for k in self.skip if k[0] == run_id],
+            runs=[r for r in self.runs if r.run_id == run_id],
+        )
+
+    def escaped(self) -> TickWrite:
+        """This tick with every text made storable anywhere: a NUL character (PostgreSQL refuses it in text
+        and JSON) becomes the six characters ``\\u0000``, a lone surrogate (no database can encode it) its
+        ``\\udXXX`` escape. The stage reason of a run whose values changed says so."""
+        changed: set[str] = set()
+
+        def clean(value: Any, run_id: str) -> Any:
+            if isinstance(value, str):
+                fixed = storable_text(value)
+                if fixed is not value:
+                    changed.add(run_id)
+                return fixed
+            if isinstance(value, dict):
+                return {clean(k, run_id): clean(v, run_id) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [clean(v, run_id) for v in value]
+            return value
+
+        def cleaned(row: Any) -> Any:
+            return replace(row, **{f.name: clean(getattr(row, f.name), row.run_id) for f in fields(row)})
+
+        polls = [cleaned(p) for p in self.polls]
+        snapshots = [cleaned(s) for s in self.snapshots]
+        stages = [cleaned(s) for s in self.stages]
+        note = " (values holding a NUL character or a lone surrogate are stored escaped)"
+        stages = [replace(s, reason=(s.reason or "") + note) if s.run_id in changed else s for s in stages]
+        return TickWrite(polls, stages, snapshots, list(self.activate), list(self.skip), list(self.runs))
+
+
+def storable_text(text: str) -> str:
+    """``text`` itself when every database can store it, else a copy with NUL and lone surrogates escaped:
+    ``\\u0000`` (six characters) and ``\\udXXX``. ASCII text without NUL, nearly all text, is checked in C."""
+    if "\x00" not in text:
+        if text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    fixed = text.replace("\x00", "\\u0000")
+    return fixed.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def bind_values(row: Any, *names: str) -> dict[str, Any]:
+    """``row``'s fields (or only ``names``) as bind parameters ``b_<field>`` of a Core executemany."""
+    return {f"b_{name}": getattr(row, name) for name in (names or [f.name for f in fields(row)])}
