@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo-cli example-kafka example-pytest test test-faults test-all lint typecheck unit integration bench bench-quick clean services chromium
+.PHONY: run demo-cli example-kafka example-pytest test test-faults test-all lint typecheck unit integration bench bench-quick soak clean services chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,3 +81,8 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
+
+## The soak (issue 9): an hour of 10,000 runs an hour through a real `trackcheck worker` with retention on,
+## the state database's size every minute; writes benchmarks/SOAK.md (MINUTES=5 for a short look).
+soak: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.soak --minutes $(or $(MINUTES),60)

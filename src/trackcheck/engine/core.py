@@ -58,10 +58,11 @@ from trackcheck.sources.network import NetworkRule, check_hosts
 from trackcheck.states import STAGE_ENDED, RunStatus, StageStatus
 from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
-from trackcheck.store.models import Run, RunStage
 from trackcheck.store.repository import Store, utcnow
 from trackcheck.store.ticks import (
     Activation,
+    NewRun,
+    NewStage,
     PollRow,
     RunEnd,
     SnapshotRow,
@@ -277,52 +278,54 @@ class Engine:
     def _start(self, plan_id: int, requests: Sequence[RunRequest], *, indexed: bool) -> list[str]:
         plan = self.plan(plan_id)
         now = utcnow()
-        created: list[tuple[Run, list[RunStage]]] = []
-        groups: dict[str, None] = {}
+        runs: list[NewRun] = []
+        stages: list[NewStage] = []
+        plan_events: list[dict[str, Any]] | None = None  # the plan's expect, checked and made JSON once
         for index, request in enumerate(requests):
             try:
-                run, stages = self._prepare(plan, plan_id, request, now)
+                if request.expect is None and plan_events is None:
+                    check_expect(plan, list(plan.expect))
+                    plan_events = jsonable([dict(e) for e in plan.expect])
+                run, run_stages = self._prepare(plan, plan_id, request, plan_events, now)
             except ParamError as exc:
                 if not indexed:
                     raise
                 raise _at_index(exc, index) from None
-            created.append((run, stages))
-            groups[stages[0].group_key or ""] = None
-        if not created:
+            runs.append(run)
+            stages.extend(run_stages)
+        if not runs:
             return []
-        self.store.create_runs(created)
+        self.store.create_runs(runs, stages)
         self.capture.wake()
+        groups = list(dict.fromkeys(stage.group_key for stage in stages if stage.group_key))
         for listener in self.group_listeners:
-            listener(list(groups))
-        return [run.id for run, _ in created]
+            listener(groups)
+        return [run.id for run in runs]
 
-    def _prepare(self, plan: Plan, plan_id: int, request: RunRequest, now: datetime) -> tuple[Run, list[RunStage]]:
-        """A validated run and its stages, the first one active; ParamError if the request is wrong."""
+    def _prepare(
+        self,
+        plan: Plan,
+        plan_id: int,
+        request: RunRequest,
+        plan_events: list[dict[str, Any]] | None,
+        now: datetime,
+    ) -> tuple[NewRun, list[NewStage]]:
+        """A validated run and its stages, the first one active; ParamError if the request is wrong.
+        ``plan_events``: the plan's expect, already checked, for a request that gives none."""
         resolved = resolve_params(plan, request.params)
-        events = list(request.expect if request.expect is not None else plan.expect)
-        check_expect(plan, events)
-        events = [dict(e) for e in events]
-        run = Run(
-            id=uuid.uuid4().hex,
-            plan_id=plan_id,
-            plan_name=plan.name,
-            status=RunStatus.RUNNING,
-            params=resolved,
-            expect=jsonable(events),
-            overrides=dict(request.overrides or {}),
-            created_at=now,
-            notify=None,
-        )
+        if request.expect is not None:
+            check_expect(plan, list(request.expect))
+            events = jsonable([dict(e) for e in request.expect])
+        else:
+            assert plan_events is not None
+            events = plan_events
+        overrides = dict(request.overrides or {})
+        run = NewRun(uuid.uuid4().hex, plan_id, plan.name, RunStatus.RUNNING, resolved, events, overrides, now)
+        first = self._activation(plan, plan_id, 0, run.id, resolved, overrides, now)
         stages = [
-            RunStage(run_id=run.id, idx=i, name=s.name, status=StageStatus.PENDING, attempts=0, errors_in_row=0)
-            for i, s in enumerate(plan.stages)
+            NewStage(run.id, 0, plan.stages[0].name, first.status, first.group_key, first.where, now, first.deadline),
+            *(NewStage(run.id, i, s.name, StageStatus.PENDING) for i, s in enumerate(plan.stages[1:], start=1)),
         ]
-        first = self._activation(plan, plan_id, 0, run.id, resolved, run.overrides, now)
-        stages[0].status = first.status
-        stages[0].group_key = first.group_key
-        stages[0].where = first.where
-        stages[0].started_at = first.started_at
-        stages[0].deadline = first.deadline
         return run, stages
 
     def cancel(self, run_id: str) -> bool:

@@ -11,12 +11,14 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from trackcheck.compare.checks import fast_canonical as canonical  # canonical(), without its regexes for ids
 from trackcheck.sources.base import Record, filter_records
 
 
+@lru_cache(maxsize=4096)  # runs submitted together mostly share their group: one digest, not one per run
 def group_key(plan_id: int, idx: int, batch_key: str, schedule: str) -> str:
     """A short stable id for a group (it names the group's jobs)."""
     digest = hashlib.sha256(json.dumps([plan_id, idx, batch_key, schedule]).encode()).hexdigest()[:24]

@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -485,6 +486,8 @@ class Plan(_Model):
     emit: EmitSpec | None = None
     stages: list[StageSpec] = Field(min_length=1)
     notify: NotifySpec | None = None
+    #: ``stage_params`` by stage name, filled on first use (a plan is immutable)
+    _stage_params: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -569,9 +572,13 @@ class Plan(_Model):
         path = self.sources[stage.source].options.get("path") if stage.source in self.sources else None
         return stage_templates(stage, path if isinstance(path, str) else None, where=where)
 
-    def stage_params(self, stage: StageSpec) -> set[str]:
-        """The run parameters ``stage`` renders, wherever it renders them."""
-        return param_names(list(self.templates(stage).values()))
+    def stage_params(self, stage: StageSpec) -> frozenset[str]:
+        """The run parameters ``stage`` renders, wherever it renders them (worked out once per stage: every
+        submitted run asks)."""
+        found = self._stage_params.get(stage.name)
+        if found is None:
+            found = self._stage_params[stage.name] = frozenset(param_names(list(self.templates(stage).values())))
+        return found
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:

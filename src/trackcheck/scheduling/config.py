@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.base import BaseScheduler
+    from sqlalchemy import Engine
 
-    from trackcheck.engine.core import Engine
+    from trackcheck.engine.core import Engine as Verifier
+    from trackcheck.engine.core import PlanSetup
 
 JOBS_TABLE = "tc_apscheduler_jobs"
 #: the executor of jobs that must run in the scheduler's own process, whatever the configured executor
@@ -50,12 +52,16 @@ class SchedulerConfig(BaseModel):
 
 
 def build_scheduler(
-    config: SchedulerConfig, engine: Engine, process_init: Callable[[Engine], object] | None = None
+    config: SchedulerConfig,
+    state_engine: Engine,
+    setup: PlanSetup | None = None,
+    process_init: Callable[[Verifier], object] | None = None,
 ) -> BaseScheduler:
-    """An unstarted APScheduler scheduler assembled from ``config``, polling ``engine``.
+    """An unstarted APScheduler scheduler assembled from ``config``.
 
     The SQLAlchemy job store shares the state database's engine (its own table), so jobs and run state
-    live and die together. ``process_init``: called with the engine of each pool process.
+    live and die together. A process pool's processes each build their own trackcheck engine on that
+    database with ``setup`` (connections, secret key) and call ``process_init`` with it.
     """
     from apscheduler.executors.pool import ProcessPoolExecutor, ThreadPoolExecutor
     from apscheduler.jobstores.memory import MemoryJobStore
@@ -66,7 +72,6 @@ def build_scheduler(
     from trackcheck.scheduling.jobs import init_process
     from trackcheck.store.database import sqlite_file
 
-    state_engine = engine.store.engine
     if config.jobstore == "sqlalchemy":
         jobstore: object = SQLAlchemyJobStore(engine=state_engine, tablename=JOBS_TABLE)
         _create_jobs_table(jobstore)
@@ -83,7 +88,7 @@ def build_scheduler(
             pool_kwargs={
                 "initializer": init_process,
                 # the engine's PlanSetup (connections, secret key), for the pool's own engines
-                "initargs": (state_engine.url.render_as_string(hide_password=False), engine.setup, process_init),
+                "initargs": (state_engine.url.render_as_string(hide_password=False), setup, process_init),
             },
         )
     cls = _resilient(BackgroundScheduler if config.scheduler == "background" else BlockingScheduler)

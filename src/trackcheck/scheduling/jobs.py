@@ -27,7 +27,14 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobExecutionEvent,
+)
 from apscheduler.jobstores.base import JobLookupError
 
 from trackcheck.engine.core import PollSummary
@@ -49,6 +56,8 @@ FULL_SYNC_EVERY = timedelta(seconds=60)
 #: how far back an incremental sync looks before the newest start it saw: another process's clock or a slow
 #: commit may put a run's start a little before what this process already read
 SYNC_OVERLAP = timedelta(seconds=30)
+#: how long a prompt first poll waits, so that a burst of submissions to one group is one poll
+PROMPT_DELAY = timedelta(milliseconds=50)
 SYNC_JOB = "trackcheck.scheduling.jobs:sync"
 POLL_JOB = "trackcheck.scheduling.jobs:poll"
 PRUNE_JOB = "trackcheck.scheduling.jobs:prune"
@@ -131,6 +140,9 @@ class JobPlanner:
         self._known: set[str] = set()
         #: per group, the latest start of a run whose prompt first poll was asked for
         self._prompted: dict[str, datetime] = {}
+        #: groups whose prompt poll is scheduled and not yet handed to the executor: a new run there needs no
+        #: other one (that poll reads every run never polled when it starts)
+        self._prompt_pending: set[str] = set()
         #: the newest stage start an incremental sync has seen, and when the last full sync was
         self._seen_until: datetime | None = None
         self._full_at: datetime | None = None
@@ -141,6 +153,7 @@ class JobPlanner:
         self._worker = threading.Thread(target=self._reschedule_loop, name="trackcheck-planner", daemon=True)
         self._worker.start()
         scheduler.add_listener(self._on_job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        scheduler.add_listener(self._on_job_started, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES)
 
     def request_start(self, group_key: str) -> None:
         """A run joined ``group_key``: schedule its prompt first poll from the planner thread, so that a
@@ -160,6 +173,7 @@ class JobPlanner:
         """Drop what this planner knows of the jobs: after a pause, another process may have changed them."""
         self._known.clear()
         self._prompted.clear()
+        self._prompt_pending.clear()
         self._seen_until = self._full_at = None
 
     def start_sync(self) -> None:
@@ -247,7 +261,7 @@ class JobPlanner:
             latest = group.latest_start
             asked = self._prompted.get(group.group_key)
             if prompt and (latest is None or asked is None or latest > asked):
-                self._once(group.group_key, "now", now, fresh_only=True)
+                self._prompt(group.group_key, now)
                 if latest is not None:
                     self._prompted[group.group_key] = latest
         if prune:
@@ -256,6 +270,15 @@ class JobPlanner:
                     self._remove(job.id)
             self._known &= active
             self._prompted = {g: t for g, t in self._prompted.items() if g in active}
+            self._prompt_pending &= active
+
+    def _prompt(self, group: str, now: datetime) -> None:
+        """The first poll of the group's runs never polled, in ``PROMPT_DELAY``; none if one is already
+        scheduled and has not started: it will read them too."""
+        if group in self._prompt_pending:
+            return
+        self._prompt_pending.add(group)
+        self._once(group, "now", now + PROMPT_DELAY, fresh_only=True)
 
     def _once(self, group: str, kind: str, when: datetime, fresh_only: bool = False) -> None:
         self.scheduler.add_job(
@@ -272,6 +295,12 @@ class JobPlanner:
     def _remove(self, job_id: str) -> None:
         with suppress(JobLookupError):
             self.scheduler.remove_job(job_id)
+
+    def _on_job_started(self, event: JobEvent) -> None:
+        """A prompt poll went to the executor (or was skipped: others of its group still run): a run joining
+        its group from now on needs a prompt poll of its own."""
+        if event.job_id.endswith(":now"):
+            self._prompt_pending.discard(_group_of(event.job_id))
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.exception is not None:

@@ -65,7 +65,7 @@ class Poller:
         """Start the engine and the scheduler; ``paused``: only to write jobs (schedules) into the shared job
         store while another process polls; ``lead()`` later makes this one poll."""
         self.engine.start()
-        self.scheduler = build_scheduler(self.config, self.engine, self.process_init)
+        self.scheduler = build_scheduler(self.config, self.engine.store.engine, self.engine.setup, self.process_init)
         self.planner = jobs.JobPlanner(self.scheduler, self)
         self.engine.group_listeners.append(self._groups_started)
         jobs.bind(self.engine, self)

@@ -23,7 +23,17 @@ from trackcheck.errors import RunNotFound, StoreError
 from trackcheck.states import RUN_ENDED, RunStatus, StageStatus
 from trackcheck.store.database import create_state_engine, describe_db_error, is_data_error, migrate
 from trackcheck.store.models import LoginSession, PlanVersion, Poll, Run, RunStage, Schedule, Snapshot
-from trackcheck.store.ticks import PollRow, SnapshotRow, StageUpdate, TickWrite, Waiting, aware, bind_values
+from trackcheck.store.ticks import (
+    NewRun,
+    NewStage,
+    PollRow,
+    SnapshotRow,
+    StageUpdate,
+    TickWrite,
+    Waiting,
+    aware,
+    bind_values,
+)
 
 
 def utcnow() -> datetime:
@@ -236,22 +246,16 @@ class Store:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # -- runs ------------------------------------------------------------------------------------------
-    def create_run(self, run: Run, stages: Sequence[RunStage]) -> None:
-        """Store a new run and its stages (``create_runs`` with one run)."""
-        self.create_runs([(run, stages)])
-
-    def create_runs(self, runs: Sequence[tuple[Run, Sequence[RunStage]]]) -> None:
+    def create_runs(self, runs: Sequence[NewRun], stages: Sequence[NewStage]) -> None:
         """Store new runs and their stages in one transaction: two Core inserts (executemany), not the
         ORM's unit of work, because this is the one write on the path of ``POST /api/runs`` and
-        ``POST /api/runs/batch`` (benchmark B3). All or nothing."""
+        ``POST /api/runs/batch`` (benchmarks B3 and B7). All or nothing."""
         if not runs:
             return
         with self.session(write=True) as s:
             connection = s.connection()
-            connection.execute(insert(cast(Table, Run.__table__)), [_columns(run) for run, _ in runs])
-            connection.execute(
-                insert(cast(Table, RunStage.__table__)), [_columns(stage) for _, stages in runs for stage in stages]
-            )
+            connection.execute(insert(cast(Table, Run.__table__)), [_plain(run) for run in runs])
+            connection.execute(insert(cast(Table, RunStage.__table__)), [_plain(stage) for stage in stages])
 
     def run(self, run_id: str) -> Run:
         with self.session() as s:
@@ -629,13 +633,6 @@ def _deleted(session: Session, statement: Any) -> int:
 _STAGE_UPDATE = tuple(f.name for f in fields(StageUpdate) if f.name != "run_id")
 
 
-def _plain(row: PollRow | SnapshotRow) -> dict[str, Any]:
+def _plain(row: PollRow | SnapshotRow | NewRun | NewStage) -> dict[str, Any]:
     """A row dataclass as the column values of an insert."""
     return {f.name: getattr(row, f.name) for f in fields(row)}
-
-
-def _columns(row: Run | RunStage) -> dict[str, Any]:
-    """A new ORM object's column values (unset ones as None, autoincrement keys left to the database)."""
-    table = cast(Table, type(row).__table__)
-    values = {column.key: getattr(row, column.key) for column in table.columns}
-    return {key: value for key, value in values.items() if value is not None or not table.c[key].primary_key}

@@ -67,6 +67,37 @@ class Waiting:
 
 
 @dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run being submitted: its ``tc_runs`` row."""
+
+    id: str
+    plan_id: int
+    plan_name: str
+    status: str
+    params: dict[str, Any]
+    expect: list[dict[str, Any]]
+    overrides: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewStage:
+    """A stage of a run being submitted: its ``tc_run_stages`` row (the first one active, the others
+    pending, without a group yet)."""
+
+    run_id: str
+    idx: int
+    name: str
+    status: str
+    group_key: str | None = None
+    where: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    deadline: datetime | None = None
+    attempts: int = 0
+    errors_in_row: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PollRow:
     """A row of ``tc_polls``: one poll of one run's stage."""
 
