@@ -128,3 +128,27 @@ def wait_until(condition: object, what: str, timeout: float = 8.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"{what} was not polled within {timeout}s"
         time.sleep(0.05)
+
+
+def test_a_stream_of_submissions_to_one_group_is_polled_promptly_by_fewer_polls_than_runs(tmp_path: Path) -> None:
+    """A prompt first poll reads every run of its group never polled: while one is scheduled and not yet
+    started, another submission schedules none (the plan's interval, 58 s, is far away)."""
+    MemorySource.reset()
+    poller = Poller(Engine(f"sqlite:///{tmp_path / 'state.db'}", setup=FAST_SETUP), SchedulerConfig()).start()
+    engine = poller.engine
+    try:
+        plan_id = store_plan(engine, PLAN, "chunks.yaml", None)[0]
+        ids = [f"burst{i:02d}" for i in range(40)]
+        MemorySource.tables["log"].extend(event(t) for t in ids)
+        runs = []
+        for test_id in ids:  # a steady stream, like API requests: 10 ms apart
+            runs.append(engine.submit(plan_id, {"test_id": test_id}))
+            time.sleep(0.01)
+        for run_id in runs:
+            wait_until(lambda r=run_id: engine.result(r).stage("log").status == "passed", f"run {run_id}")
+        fetches = MemorySource.fetches["log"]
+        assert sorted(t for f in fetches for t in f.filters["test_id"]) == ids, "each run read once"
+        assert len(fetches) <= len(ids) / 2, f"{len(fetches)} polls for {len(ids)} runs submitted 10 ms apart"
+    finally:
+        poller.shutdown()
+        MemorySource.reset()

@@ -17,8 +17,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -371,11 +370,6 @@ class Engine:
         return Activation(run_id, idx, StageStatus.WAITING, key, jsonable(render(stage.where, params)), now, deadline)
 
     # -- polling ---------------------------------------------------------------------------------------
-    @contextmanager
-    def _locked(self, group: str) -> Iterator[None]:
-        with self._group_locks[group]:
-            yield
-
     def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
         """Poll every run waiting in ``group`` (only never-polled ones with ``fresh_only``), ``batch_size`` runs
         at a time: each chunk is read as plain rows, fetched with one source query and written at once, so

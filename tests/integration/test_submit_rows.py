@@ -1,0 +1,95 @@
+"""Runs submitted in a batch are stored the same whichever way the state database is written: PostgreSQL
+takes a batch of 50 runs or more through COPY, a smaller one (and every other backend) through INSERT."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.settings import FAST_SETUP
+from trackcheck.engine import Engine, RunRequest, store_plan
+from trackcheck.store.repository import COPY_FROM
+from trackcheck.testing import MemorySource
+
+PLAN = """
+name: rows
+key: event_id
+params:
+  test_id: {required: true}
+  region: {default: eu}
+sources:
+  log: {type: memory, table: log}
+expect:
+  - {event_id: e1, event: "view ✓", amount: 2.5}
+stages:
+  - name: log
+    source: log
+    where: {test_id: "{test_id}", region: "{region}"}
+    compare: {with: expect, fields: [event, amount]}
+  - name: again
+    source: log
+    where: {test_id: "{test_id}"}
+    compare: {with: log, fields: [event]}
+"""
+
+
+@pytest.fixture
+def engine(sql_url: str) -> Iterator[Engine]:
+    MemorySource.reset()
+    with Engine(sql_url, setup=FAST_SETUP) as engine:
+        yield engine
+    MemorySource.reset()
+
+
+def stored(engine: Engine, run_id: str) -> dict[str, Any]:
+    """What the state database holds of a run, as the API and the poller read it back."""
+    run = engine.store.run(run_id)
+    stages = engine.store.run_stages(run_id)
+    params = {k: v for k, v in run.params.items() if k != "test_id"}
+    return {
+        "run": (run.plan_name, run.status, params, run.expect, run.overrides, run.created_at.utcoffset()),
+        "stages": [(s.idx, s.name, s.status, s.group_key, s.attempts, s.errors_in_row) for s in stages],
+        "where": [s.where for s in stages],
+        "times": [(s.started_at is not None, s.deadline is not None) for s in stages],
+    }
+
+
+def test_a_large_and_a_small_batch_store_the_same_rows(engine: Engine) -> None:
+    plan_id = store_plan(engine, PLAN, "rows.yaml", None)[0]
+    overrides = {"interval": 5.0, "timeout": 60.0}
+    big = engine.submit_many(
+        plan_id,
+        [
+            *(RunRequest({"test_id": f"b{i}", "region": "us"}, overrides=overrides) for i in range(COPY_FROM + 10)),
+            RunRequest({"test_id": "tab\there\nand 'quotes' \\ ✓"}, expect=[{"event_id": "x", "event": None}]),
+        ],
+    )
+    small = engine.submit_many(
+        plan_id,
+        [
+            RunRequest({"test_id": "s0", "region": "us"}, overrides=overrides),
+            RunRequest({"test_id": "tab\there\nand 'quotes' \\ ✓"}, expect=[{"event_id": "x", "event": None}]),
+        ],
+    )
+    first_big, first_small = stored(engine, big[0]), stored(engine, small[0])
+    assert first_big["run"] == first_small["run"]
+    assert first_big["stages"] == first_small["stages"]
+    assert [s[:3] for s in first_big["stages"]] == [(0, "log", "waiting"), (1, "again", "pending")]
+    assert first_big["where"] == [{"test_id": "b0", "region": "us"}, None]
+    assert first_small["where"] == [{"test_id": "s0", "region": "us"}, None]
+    assert first_big["times"] == first_small["times"] == [(True, True), (False, False)]
+    # text that COPY must escape (tab, newline, backslash, quotes, non-ASCII) and a JSON null come back as sent
+    assert stored(engine, big[-1]) == stored(engine, small[-1])
+    assert engine.store.run(big[-1]).params == {"test_id": "tab\there\nand 'quotes' \\ ✓", "region": "eu"}
+    assert engine.store.run(big[-1]).expect == [{"event_id": "x", "event": None}]
+    # and the poller finds and reads them: one group for the big batch's first stage, the small one's run in it
+    [group] = [g for g in engine.store.active_groups() if g.overrides == overrides]
+    assert group.waiting == COPY_FROM + 11 and group.fresh
+    MemorySource.tables["log"].append(
+        {"event_id": "e1", "event": "view ✓", "amount": 2.5, "test_id": "b3", "region": "us"}
+    )
+    engine.poll_group(group.group_key)
+    assert engine.result(big[3]).stage("log").status == "passed"
+    assert engine.result(big[4]).stage("log").status == "waiting"
