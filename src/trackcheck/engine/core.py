@@ -544,10 +544,8 @@ class Engine:
         per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
         references = self._references(plan, stage, chunk)
         key = plan.key_for(stage)
-        # when each record was first found here, kept with the snapshot: one read per chunk, of runs polled before
+        # when each record was first found here: kept with the snapshot, read with the waiting runs
         tracked = keeps_first_seen(stage)
-        polled = [w.run_id for w in chunk if w.attempts] if tracked else []
-        seen_before = self.store.first_seen_for(polled, chunk[0].idx)
         max_errors = 0
         for w, found in zip(chunk, per_run, strict=True):
             comparison: Comparison | None = None
@@ -564,7 +562,7 @@ class Engine:
                         if tracked:
                             texts = key_texts(found, key)
                             limit = plan.defaults.snapshot_limit
-                            first_seen, arrived = merge_first_seen(seen_before.get(w.run_id), texts, now, limit)
+                            first_seen, arrived = merge_first_seen(w.first_seen, texts, now, limit)
                             comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
                     except Exception as exc:  # e.g. a schema file removed since the plan loaded
                         log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
@@ -634,7 +632,7 @@ class Engine:
         expected, found_count, evidence = (
             (comparison.expected, comparison.found, capped_evidence(comparison.to_dict()))
             if comparison is not None
-            else (w.expected, w.found, w.evidence)
+            else (w.expected, w.found, None)
         )
         row = StageUpdate(
             id=w.stage_id,
@@ -650,6 +648,7 @@ class Engine:
             expected=expected,
             found=found_count,
             evidence=evidence,
+            keep_evidence=comparison is None,
         )
         if comparison is not None and (comparison.found != w.found or terminal or outcome.arrived):
             write.snapshots.append(_snapshot(plan, w, outcome.found, now, outcome.first_seen))
@@ -817,7 +816,8 @@ def _end_in_error(w: Waiting, reason: str, now: datetime, notice: dict[str, Any]
             error_kind=kind,
             expected=w.expected,
             found=w.found,
-            evidence=w.evidence,
+            evidence=None,
+            keep_evidence=True,
         )
     )
     write.runs.append(RunEnd(w.run_id, RunStatus.ERROR, now, notice, now if notice else None))

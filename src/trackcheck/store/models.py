@@ -76,7 +76,8 @@ class RunStage(Base):
     __tablename__ = "tc_run_stages"
     __table_args__ = (
         UniqueConstraint("run_id", "idx", name="uq_tc_run_stages_run_idx"),
-        Index("ix_tc_run_stages_group_status", "group_key", "status"),
+        # a tick reads its group in stage id order, a chunk after the last id it read: an index range
+        Index("ix_tc_run_stages_group_status_id", "group_key", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import RunNotFound, StoreError
+from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.states import RUN_ENDED, RunStatus, StageStatus
 from trackcheck.store.database import create_state_engine, describe_db_error, is_data_error, migrate
 from trackcheck.store.models import LoginSession, PlanVersion, Poll, Run, RunStage, Schedule, Snapshot
@@ -263,7 +264,7 @@ class Store:
                 # COPY: the driver streams the rows; an INSERT of many VALUES spent 3/4 of a batch submit
                 # binding and serialising them in Python (benchmark B7)
                 driver = connection.connection.driver_connection
-                with driver.cursor() as cursor:  # type: ignore[union-attr]
+                with driver.cursor() as cursor, _driver_errors():  # type: ignore[union-attr]
                     _copy(cursor, cast(Table, Run.__table__), runs)
                     _copy(cursor, cast(Table, RunStage.__table__), stages)
                 return
@@ -429,6 +430,7 @@ class Store:
         """Up to ``limit`` runs waiting in ``group_key`` (only never-polled ones with ``fresh_only``), in stage
         id order after ``after``: a tick reads its group a chunk at a time, as plain rows."""
         stage, run = cast(Table, RunStage.__table__).c, cast(Table, Run.__table__).c
+        snapshot = cast(Table, Snapshot.__table__).c
         query = (
             select(
                 stage.id.label("stage_id"),
@@ -441,14 +443,18 @@ class Store:
                 stage.deadline,
                 stage.expected,
                 stage.found,
-                stage.evidence,
                 run.plan_id,
                 run.params,
                 run.expect,
                 run.overrides,
                 run.created_at,
+                snapshot.first_seen,
             )
             .join_from(cast(Table, RunStage.__table__), cast(Table, Run.__table__), run.id == stage.run_id)
+            .outerjoin(
+                cast(Table, Snapshot.__table__),
+                (snapshot.run_id == stage.run_id) & (snapshot.stage_idx == stage.idx),
+            )
             .where(
                 stage.group_key == group_key,
                 stage.status == StageStatus.WAITING,
@@ -470,36 +476,15 @@ class Store:
             )
             return {snap.run_id: snap for snap in found}
 
-    def first_seen_for(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, dict[str, str]]:
-        """When each record was first found at stage ``stage_idx``, per run (only runs whose snapshot keeps
-        it): one query for a whole tick chunk, which reads that column and not the records."""
-        if not run_ids:
-            return {}
-        with self.session() as s:
-            rows = s.execute(
-                select(Snapshot.run_id, Snapshot.first_seen).where(
-                    Snapshot.run_id.in_(list(run_ids)), Snapshot.stage_idx == stage_idx
-                )
-            )
-            return {run_id: first_seen for run_id, first_seen in rows if first_seen}
-
     def apply(self, write: TickWrite) -> None:
-        """Write one tick's outcome: a few bulk statements (Core executemany) in one transaction."""
+        """Write one tick's outcome: a few bulk statements in one transaction. On PostgreSQL the polls are
+        copied in and the stages updated from a copied temporary table (benchmark B7: executemany of a
+        100,000-run tick took most of its write); elsewhere Core executemany."""
         with self.session(write=True) as s:
             connection = s.connection()
-            if write.polls:
-                # Core executemany: the ORM's bulk insert prepares each of thousands of rows on its own
-                connection.execute(insert(cast(Table, Poll.__table__)), [_plain(p) for p in write.polls])
-            if write.stages:
-                # by primary key, only a stage still waiting: one a cancel skipped while this tick polled stays
-                table = cast(Table, RunStage.__table__)
-                columns = [name for name in _STAGE_UPDATE if name != "id"]
-                connection.execute(
-                    update(table)
-                    .where(table.c.id == bindparam("b_id"), table.c.status == StageStatus.WAITING)
-                    .values({name: bindparam(f"b_{name}") for name in columns}),
-                    [bind_values(row, *_STAGE_UPDATE) for row in write.stages],
-                )
+            driver = connection.connection.driver_connection if connection.dialect.name == "postgresql" else None
+            with driver.cursor() if driver is not None else nullcontext() as cursor:
+                self._write_polls_and_stages(connection, cursor, write)
             if write.snapshots:
                 for start in range(0, len(write.snapshots), 500):
                     chunk = write.snapshots[start : start + 500]
@@ -556,6 +541,33 @@ class Store:
                     ),
                     [bind_values(r) for r in write.runs],
                 )
+
+    @staticmethod
+    def _write_polls_and_stages(connection: Any, cursor: Any, write: TickWrite) -> None:
+        """The polls and stage updates of ``apply``; ``cursor``: the driver's on PostgreSQL (COPY), else None."""
+        if write.polls:
+            if cursor is not None:
+                with _driver_errors():
+                    _copy(cursor, cast(Table, Poll.__table__), write.polls)
+            else:  # Core executemany: the ORM's bulk insert prepares each of thousands of rows on its own
+                connection.execute(insert(cast(Table, Poll.__table__)), [_plain(p) for p in write.polls])
+        for keep in (False, True):  # stages that show this poll's evidence, and those keeping theirs
+            rows = [row for row in write.stages if row.keep_evidence is keep]
+            columns = [name for name in _STAGE_UPDATE if name != "id" and not (keep and name == "evidence")]
+            if not rows:
+                continue
+            if cursor is not None:
+                with _driver_errors():
+                    _update_from_copy(cursor, columns, rows)
+                continue
+            # by primary key, only a stage still waiting: one a cancel skipped while this tick polled stays
+            table = cast(Table, RunStage.__table__)
+            connection.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.status == StageStatus.WAITING)
+                .values({name: bindparam(f"b_{name}") for name in columns}),
+                [bind_values(row, "id", *columns) for row in rows],
+            )
 
     # -- retention -----------------------------------------------------------------------------------
     def prune(self, polls_before: datetime | None, runs_before: datetime | None, batch: int = 5000) -> PruneCounts:
@@ -643,7 +655,7 @@ def _deleted(session: Session, statement: Any) -> int:
 
 
 #: the columns of ``tc_run_stages`` a tick updates (``StageUpdate`` without its ``run_id``)
-_STAGE_UPDATE = tuple(f.name for f in fields(StageUpdate) if f.name != "run_id")
+_STAGE_UPDATE = tuple(f.name for f in fields(StageUpdate) if f.name not in ("run_id", "keep_evidence"))
 
 
 def _plain(row: PollRow | SnapshotRow | NewRun | NewStage) -> dict[str, Any]:
@@ -654,19 +666,50 @@ def _plain(row: PollRow | SnapshotRow | NewRun | NewStage) -> dict[str, Any]:
     return {name: getattr(row, name) for name in names}
 
 
-def _copy(cursor: Any, table: Table, rows: Sequence[NewRun] | Sequence[NewStage]) -> None:
+@contextmanager
+def _driver_errors() -> Iterator[None]:
+    """COPY goes to the driver (psycopg) directly: its errors become StoreError as SQLAlchemy's do, a value the
+    database refuses (``data_error``) told apart from an outage."""
+    import psycopg
+
+    try:
+        yield
+    except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        raise StoreError(f"state database error: {mask_url_passwords(str(exc))}", data_error=True) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"state database error: {mask_url_passwords(str(exc))}") from exc
+
+
+def _update_from_copy(cursor: Any, columns: Sequence[str], rows: Sequence[StageUpdate]) -> None:
+    """``UPDATE tc_run_stages`` of ``columns`` for ``rows`` (by id, only stages still waiting) on PostgreSQL:
+    the rows copied into a temporary table first, then one UPDATE ... FROM it."""
+    names = ("id", *columns)
+    listed = ", ".join(f'"{name}"' for name in names)  # "where" is a keyword
+    cursor.execute(f"CREATE TEMP TABLE tc_tick_stages AS SELECT {listed} FROM tc_run_stages WITH NO DATA")
+    with cursor.copy(f"COPY tc_tick_stages ({listed}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([_copied(name, getattr(row, name), {"evidence"}) for name in names])
+    assignments = ", ".join(f'"{name}" = t."{name}"' for name in columns)
+    cursor.execute(
+        f"UPDATE tc_run_stages s SET {assignments} FROM tc_tick_stages t "
+        f"WHERE s.id = t.id AND s.status = '{StageStatus.WAITING}'"
+    )
+    cursor.execute("DROP TABLE tc_tick_stages")
+
+
+def _copied(name: str, value: Any, as_json: set[str]) -> Any:
+    """A value as COPY takes it: a JSON column's value as its JSON text."""
+    return json.dumps(value) if name in as_json and value is not None else value
+
+
+def _copy(cursor: Any, table: Table, rows: Sequence[Any]) -> None:
     """``COPY table FROM STDIN`` of ``rows`` (PostgreSQL): JSON columns sent as their JSON text."""
     names = _FIELDS.get(type(rows[0])) or tuple(f.name for f in fields(rows[0]))
     as_json = {name for name in names if isinstance(table.c[name].type, JSON)}
     columns = ", ".join(f'"{name}"' for name in names)  # "where" is a keyword
     with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row(
-                [
-                    json.dumps(value) if name in as_json and value is not None else value
-                    for name, value in ((name, getattr(row, name)) for name in names)
-                ]
-            )
+            copy.write_row([_copied(name, getattr(row, name), as_json) for name in names])
 
 
 #: the field names of each row class, looked up once (``fields()`` per row cost as much as the insert's rows)

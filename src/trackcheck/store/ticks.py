@@ -36,12 +36,13 @@ class Waiting:
     deadline: datetime | None
     expected: int | None
     found: int | None
-    evidence: dict[str, Any] | None
     plan_id: int
     params: dict[str, Any]
     expect: list[dict[str, Any]]
     overrides: dict[str, Any]
     created_at: datetime
+    #: when each record was first found at this stage (its snapshot keeps it), for stages that read events
+    first_seen: dict[str, str] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Self:
@@ -57,12 +58,12 @@ class Waiting:
             deadline=aware(row["deadline"]),
             expected=row["expected"],
             found=row["found"],
-            evidence=row["evidence"],
             plan_id=row["plan_id"],
             params=row["params"] or {},
             expect=row["expect"] or [],
             overrides=row["overrides"] or {},
             created_at=aware(row["created_at"]) or datetime.now(UTC),
+            first_seen=row["first_seen"] or None,
         )
 
 
@@ -128,7 +129,9 @@ class StageUpdate:
     error_kind: str | None
     expected: int | None
     found: int | None
+    #: None with ``keep_evidence``: the poll could not compare, the stage keeps what it showed before
     evidence: dict[str, Any] | None
+    keep_evidence: bool = False
 
 
 @dataclass(frozen=True, slots=True)
