@@ -1,5 +1,8 @@
 """Soak: the state database's size over an hour of steady load, with retention on (``make soak``).
 
+The databases live in a PostgreSQL cluster of the soak's own (``initdb`` with the server's defaults, as a
+deployment has them: autovacuum on), not the machine's shared server, whose configuration for the test suite
+turns autovacuum off (a state database there grows by its dead rows whatever trackcheck deletes).
 A real ``trackcheck worker`` polls a fresh PostgreSQL state database with ``[retention] polls = runs = 10m,
 every = 1m``. This process plays the API workers and the pipeline: every 10 s it submits a batch of runs
 through ``Engine.submit_many`` (``--rate`` runs an hour, 10,000 by default), and lands each run's three events
@@ -107,11 +110,15 @@ def _rss_mb(pid: int) -> float:
 
 def soak(minutes: float, rate: int) -> tuple[list[Sample], dict[str, Any]]:
     """Run the soak; returns the minute samples and what else the report says."""
+    from tests.faults.harness import ThrowawayPostgres
+
     from trackcheck.engine import Engine, RunRequest, store_plan
 
     rng = random.Random(SEED)
     per_batch = rate * SUBMIT_EVERY / 3600
     samples: list[Sample] = []
+    cluster = ThrowawayPostgres().start()
+    common.PG_PORT = cluster.port  # every database of the soak goes to its own cluster
     with (
         common.fresh_database("tc_soak_state") as state,
         common.fresh_database("tc_soak_source") as source,
@@ -186,7 +193,18 @@ def soak(minutes: float, rate: int) -> tuple[list[Sample], dict[str, Any]]:
             submitter.shutdown()
         errors = [line for line in log_path.read_text(encoding="utf-8").splitlines() if " ERROR " in line]
         pruned = [line for line in log_path.read_text(encoding="utf-8").splitlines() if "retention: deleted" in line]
-    return samples, {"submitted": submitted, "worker_errors": errors[:10], "prunes": len(pruned)}
+        with psycopg.connect(common.dsn(state), autocommit=True) as connection:
+            autovacuum = connection.execute("SHOW autovacuum").fetchone()
+            vacuums = connection.execute(
+                "SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_user_tables WHERE relname LIKE 'tc_%'"
+            ).fetchone()
+    cluster.destroy()
+    return samples, {
+        "submitted": submitted,
+        "worker_errors": errors[:10],
+        "prunes": len(pruned),
+        "autovacuum": f"{autovacuum[0] if autovacuum else '?'}, {vacuums[0] if vacuums else '?'} autovacuum passes",
+    }
 
 
 EVENTS = ("page_view", "add_to_cart", "purchase")
@@ -219,6 +237,8 @@ def report(samples: list[Sample], extra: dict[str, Any], minutes: float, rate: i
         f"{PRUNE_EVERY.total_seconds() / 60:.0f} min ({extra['prunes']} prunes deleted rows)",
         f"- verdict after the {warm:.0f}-minute warm-up: {verdict}",
         f"- worker log lines at ERROR: {len(extra['worker_errors'])}",
+        f"- PostgreSQL: a cluster of the soak's own with the server's defaults (autovacuum {extra['autovacuum']} on "
+        "the state database's tables)",
         "",
         "| minute | state DB (MB) | tc_runs | tc_run_stages | tc_polls | tc_snapshots | jobs | worker RSS (MB) | "
         "runs submitted | ended runs kept |",
