@@ -231,8 +231,8 @@ def test_postgres_read_only_queries_still_read_without_where(postgres_url: str) 
     assert len(fetch_past_the_guard(postgres_url, "SELECT event_id FROM events")) == 2
     source = SqlSource("wh", SqlOptions(url=postgres_url))
     try:
-        request = FetchRequest(plan="p", stage=stage("SELECT event_id FROM events ORDER BY 1"), limit=1)
-        assert source.fetch(request).records == [{"event_id": "e1"}]
+        request = FetchRequest(plan="p", stage=stage("SELECT event_id FROM events ORDER BY 1"))
+        assert source.fetch(request).records == [{"event_id": "e1"}, {"event_id": "e2"}]
     finally:
         source.close()
 

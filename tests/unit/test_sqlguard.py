@@ -313,32 +313,31 @@ def test_check_read_refuses_a_table_that_is_not_one_to_three_names(table: str) -
 # -- PostgreSQL: always the extended protocol -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("limit", "bound"), [(None, None), (5, 5)])
-def test_postgres_statement_without_filters_still_has_a_bound_parameter(limit: int | None, bound: int | None) -> None:
+def test_postgres_statement_without_filters_still_has_a_bound_parameter() -> None:
     source = sql_source("postgresql://reader@db/a")
-    request = FetchRequest(plan="p", stage=sql_stage(query="SELECT a FROM t"), limit=limit)
+    request = FetchRequest(plan="p", stage=sql_stage(query="SELECT a FROM t"))
 
     compiled = build_statement(postgresql.dialect(), request, source).compile(dialect=postgresql.dialect())
 
-    assert compiled.params == {"tc_limit": bound}
+    assert compiled.params == {"tc_limit": None}  # LIMIT NULL: no limit, and the extended protocol
     assert str(compiled).endswith("LIMIT %(tc_limit)s")
 
 
 def test_postgres_statement_with_filters_binds_only_the_filters() -> None:
     source = sql_source("postgresql://reader@db/a")
-    request = FetchRequest(plan="p", stage=sql_stage(query="SELECT a FROM t"), filters={"a": [1]}, limit=3)
+    request = FetchRequest(plan="p", stage=sql_stage(query="SELECT a FROM t"), filters={"a": [1]})
 
     compiled = build_statement(postgresql.dialect(), request, source).compile(dialect=postgresql.dialect())
 
     assert list(compiled.params) == ["tc_p0"]
-    assert str(compiled).endswith("LIMIT 3")
+    assert "LIMIT" not in str(compiled)
 
 
-def test_other_dialects_keep_a_literal_limit() -> None:
+def test_other_dialects_wrap_the_query_without_a_parameter() -> None:
     source = sql_source("sqlite:////tmp/x.db")
-    request = FetchRequest(plan="p", stage=sql_stage(query="SELECT a FROM t ;"), limit=3)
+    request = FetchRequest(plan="p", stage=sql_stage(query="SELECT a FROM t ;"))
 
     compiled = build_statement(sqlite.dialect(), request, source).compile(dialect=sqlite.dialect())
 
     assert compiled.params == {}
-    assert str(compiled) == "SELECT * FROM (\nSELECT a FROM t\n) AS tc_q\nLIMIT 3"
+    assert str(compiled) == "SELECT * FROM (\nSELECT a FROM t\n) AS tc_q"

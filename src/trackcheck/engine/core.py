@@ -504,7 +504,7 @@ class Engine:
         )
         for listener in self.query_listeners:
             listener(facts)
-        return Fetched(result, failure, kind, seconds * 1000, escaped)
+        return Fetched(result if failure is None else None, failure, kind, seconds * 1000, escaped)
 
     def _poll_chunk(
         self,
@@ -542,48 +542,59 @@ class Engine:
         now = utcnow()
         records = fetched.result
         per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
-        references = self._references(plan, stage, chunk)
-        key = plan.key_for(stage)
-        # when each record was first found here: kept with the snapshot, read with the waiting runs
-        tracked = keeps_first_seen(stage)
+        references = self._references(plan, stage, chunk) if records is not None else {}
         max_errors = 0
         for w, found in zip(chunk, per_run, strict=True):
-            comparison: Comparison | None = None
-            first_seen: dict[str, str] | None = None
-            arrived = False  # a record was found here for the first time
-            error, kind = fetched.failure, fetched.kind
-            if records is not None:
-                reference = references.get(w.run_id)
-                if isinstance(reference, str):
-                    error, kind = reference, ErrorKind.PERMANENT
-                else:
-                    try:
-                        comparison = evaluate_stage(stage, key, found, reference or [])
-                        if tracked:
-                            texts = key_texts(found, key)
-                            limit = plan.defaults.snapshot_limit
-                            first_seen, arrived = merge_first_seen(w.first_seen, texts, now, limit)
-                            comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
-                    except Exception as exc:  # e.g. a schema file removed since the plan loaded
-                        log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
-                        error, kind = f"cannot compare: {type(exc).__name__}: {exc}", ErrorKind.PERMANENT
-                    if comparison is not None and records.unparsed and comparison.reason:
-                        comparison.reason += f" ({records.unparsed} unparsed lines)"
-                    if comparison is not None and records.notes:
-                        said = "; ".join(records.notes[:NOTES_SHOWN])
-                        more = len(records.notes) - NOTES_SHOWN
-                        comparison.reason = "; ".join(
-                            filter(None, [comparison.reason, said + (f" (and {more} more)" if more > 0 else "")])
-                        )
-                    escaped = sum(1 for record in found if id(record) in fetched.escaped)
-                    if comparison is not None and escaped:
-                        comparison.reason = (comparison.reason or "") + (
-                            f" ({escaped} record(s) held a NUL character or a lone surrogate: shown escaped)"
-                        )
-            outcome = Outcome(comparison, error, kind, found, fetched.milliseconds, first_seen, arrived)
+            if records is None:  # the source could not be read: every run of the chunk keeps its error
+                outcome = Outcome(None, fetched.failure, fetched.kind, found, fetched.milliseconds)
+            else:
+                outcome = self._compare(plan, stage, w, found, references.get(w.run_id), fetched, records, now)
             decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
             max_errors = max(max_errors, decision.errors_in_row)
         return None if fetched.failure is None else _backoff(plan, stage, max_errors)
+
+    def _compare(
+        self,
+        plan: Plan,
+        stage: StageSpec,
+        w: Waiting,
+        found: list[dict[str, Any]],
+        reference: list[dict[str, Any]] | str | None,
+        fetched: Fetched,
+        records: FetchResult,
+        now: datetime,
+    ) -> Outcome:
+        """What one run's records mean against its reference (``str``: why it has none): the comparison, the
+        first-seen times of a stage that reads events, and the notes of the read in its reason."""
+        if isinstance(reference, str):
+            return Outcome(None, reference, ErrorKind.PERMANENT, found, fetched.milliseconds)
+        key = plan.key_for(stage)
+        first_seen: dict[str, str] | None = None
+        arrived = False  # a record was found here for the first time
+        try:
+            comparison = evaluate_stage(stage, key, found, reference or [])
+            if keeps_first_seen(stage):  # when each record was first found here, kept with the snapshot
+                texts = key_texts(found, key)
+                first_seen, arrived = merge_first_seen(w.first_seen, texts, now, plan.defaults.snapshot_limit)
+                comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
+        except Exception as exc:  # e.g. a schema file removed since the plan loaded
+            log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
+            error = f"cannot compare: {type(exc).__name__}: {exc}"
+            return Outcome(None, error, ErrorKind.PERMANENT, found, fetched.milliseconds)
+        if records.unparsed and comparison.reason:
+            comparison.reason += f" ({records.unparsed} unparsed lines)"
+        if records.notes:
+            said = "; ".join(records.notes[:NOTES_SHOWN])
+            more = len(records.notes) - NOTES_SHOWN
+            comparison.reason = "; ".join(
+                filter(None, [comparison.reason, said + (f" (and {more} more)" if more > 0 else "")])
+            )
+        escaped = sum(1 for record in found if id(record) in fetched.escaped)
+        if escaped:
+            comparison.reason = (comparison.reason or "") + (
+                f" ({escaped} record(s) held a NUL character or a lone surrogate: shown escaped)"
+            )
+        return Outcome(comparison, None, ErrorKind.TRANSIENT, found, fetched.milliseconds, first_seen, arrived)
 
     def _conclude(
         self,

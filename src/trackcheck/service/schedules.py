@@ -14,7 +14,6 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
 from trackcheck.errors import PlanError, StoreError, TrackcheckError
@@ -22,11 +21,14 @@ from trackcheck.plan.cron import check_cron
 from trackcheck.plan.loader import resolve_params
 from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL
+from trackcheck.scheduling.triggers import cron_trigger
 from trackcheck.store.database import describe_db_error
 from trackcheck.store.models import Schedule
 from trackcheck.store.repository import utcnow
 
 if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
+
     from trackcheck.scheduling.poller import Poller
 
 log = logging.getLogger("trackcheck.schedules")
@@ -53,7 +55,7 @@ def parse_cron(expression: str) -> CronTrigger:
     except ValueError as exc:
         raise PlanError(f"{exc}; e.g. '10 2 * * *' for 02:10 UTC daily", field="cron") from None
     try:
-        return CronTrigger.from_crontab(expression, timezone="UTC")
+        return cron_trigger(expression)
     except ValueError as exc:
         raise PlanError(f"not a cron expression ({exc}); e.g. '10 2 * * *' for 02:10 UTC daily", field="cron") from None
 

@@ -63,7 +63,6 @@ class FetchRequest:
     stage: StageSpec
     filters: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
-    limit: int | None = None
     #: when the earliest of the batched runs started (UTC): a bus stage reads what was published from then
     #: on (its ``from`` moves that back); None outside a run
     since: datetime | None = None

@@ -152,8 +152,6 @@ class FileSource(Source):
                 f"(symbolic links are not followed out of it): {shown}"
             )
         records = filter_records(apply_select(parsed.records, stage.select), request.filters)
-        if request.limit is not None:
-            records = records[: request.limit]
         return FetchResult(records, unparsed=parsed.unparsed, notes=parsed.notes)
 
     # -- finding files ---------------------------------------------------------------------------------

@@ -161,8 +161,6 @@ class HttpSource(Source):
 
         records = extract_records(document, stage.records, self, stage)
         records = filter_records(apply_select(records, stage.select), request.filters)
-        if request.limit is not None:
-            records = records[: request.limit]
         return FetchResult(records)
 
     def post(self, stage: StageSpec, path: str, body: Any) -> str:

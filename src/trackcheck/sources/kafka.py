@@ -204,8 +204,6 @@ class KafkaSource(Source):
                     f"topic {topic!r}: more messages since the start than cache_messages "
                     f"({self.options.cache_messages:,}) keeps: the next poll reads the oldest again"
                 )
-        if request.limit is not None:
-            result.records = result.records[: request.limit]
         return result
 
     def publish(self, destination: Destination, payloads: Sequence[bytes], key: str | None = None) -> None:

@@ -259,8 +259,6 @@ class MqttSource(Source):
             )
             return FetchResult([], notes=[note], scanned=0)
         result = to_records(request.captured, request, self, self.options.max_message_bytes)
-        if request.limit is not None:
-            result.records = result.records[: request.limit]
         return result
 
     def publish(self, destination: Destination, payloads: Sequence[bytes], key: str | None = None) -> None:

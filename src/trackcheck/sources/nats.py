@@ -314,8 +314,6 @@ class NatsSource(Source):
         budget = self._connect_budget() + (READ_ROUNDS + 2) * self.options.read_timeout
         read = self._call(self._read(stage, stream, subject, read_from(request)), stage, budget)
         result = to_records(read.messages, request, self, self.options.max_message_bytes, scanned=read.fetched)
-        if request.limit is not None:
-            result.records = result.records[: request.limit]
         return result
 
     def publish(self, destination: Destination, payloads: Sequence[bytes], key: str | None = None) -> None:

@@ -199,8 +199,6 @@ class RabbitmqSource(Source):
             with self._lock, self._translating(stage, f"stream {stream!r}"):
                 messages = self._stream_messages(self._connect(stage), stream, anchor, stage)
             result = to_records(messages, request, self, self.options.max_message_bytes)
-        if request.limit is not None:
-            result.records = result.records[: request.limit]
         return result
 
     def _stream_messages(

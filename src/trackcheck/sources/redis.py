@@ -161,8 +161,6 @@ class RedisSource(Source):
             message = f"reading {spec.kind} {key!r} failed"
             raise self.error(SourceQueryError, message, stage, exc, permanent=permanent) from exc
         records = filter_records(apply_select(result.records, stage.select), request.filters)
-        if request.limit is not None:
-            records = records[: request.limit]
         result.records = records
         return result
 

@@ -389,7 +389,6 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
         sql += "\nWHERE " + "\n  AND ".join(conditions)
     if grouped:
         sql += "\nGROUP BY " + grouped
-    limit = None if request.limit is None else int(request.limit)
     if dialect.name == "postgresql" and not binds:
         # Defence in depth behind the plan check: psycopg 3 sends a statement without parameters by the
         # simple query protocol, which runs every statement in the string (SQLAlchemy passes {} for a
@@ -397,9 +396,7 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
         # parameter it uses the extended protocol, whose Parse step takes exactly one statement, so
         # "...) x; COMMIT; CREATE ..." fails instead of running. LIMIT NULL is no limit.
         sql += "\nLIMIT :tc_limit"
-        binds.append(bindparam("tc_limit", value=limit, type_=NULLTYPE))
-    elif limit is not None:
-        sql += f"\nLIMIT {limit}"
+        binds.append(bindparam("tc_limit", value=None, type_=NULLTYPE))
     return text(sql).bindparams(*binds)
 
 
