@@ -26,7 +26,7 @@ setup=...)``, ``start()``, ``engine.scheduler``) and the renovated one (``Engine
 - every ``Engine.poll_group`` (wall clock, ``time.thread_time``, runs polled and left), as B1 does;
 - APScheduler's ``EVENT_JOB_MISSED`` (too late, beyond the misfire grace time) and
   ``EVENT_JOB_MAX_INSTANCES`` (the previous run of the job still running) of the poll jobs: *missed polls*;
-- the process CPU over the polling phase and ``ru_maxrss`` (peak RSS, submission included).
+- the process CPU over the polling phase and its peak RSS (``VmHWM``, submission included).
 
 The child stops when a tick leaves no run waiting, or ``deadline`` seconds after READY; a watchdog ends it
 with the figures it has if submitting takes longer than ``submit_limit``, and the parent kills a child that
@@ -140,17 +140,6 @@ def _quiet_logging() -> None:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # late and skipped jobs are counted, not printed
 
 
-def _vm_hwm_mb() -> float:
-    """This process's peak resident set size so far, from /proc (equal to ``ru_maxrss`` on Linux)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return common.peak_rss_mb()
-
-
 def run_child(config: ChildConfig) -> dict[str, Any]:
     """Submit the N runs with this tree's code, then poll them until every one passed or the deadline."""
     child_began = time.monotonic()
@@ -221,7 +210,7 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
     with lock:
         state["phase"] = "polling"
         state["submit_rate"] = state["submitted"] / state["submit_s"] if state["submit_s"] > 0 else float("nan")
-        state["submit_peak_rss_mb"] = _vm_hwm_mb()
+        state["submit_peak_rss_mb"] = common.peak_rss_mb()
     submitted.set()
     print(SUBMITTED_MARK + json.dumps(state), flush=True)
 
@@ -340,7 +329,7 @@ class SideResult:
     late_polls: int  # EVENT_JOB_MISSED of poll jobs (later than the misfire grace time)
     busy_polls: int  # EVENT_JOB_MAX_INSTANCES of poll jobs (the previous poll still running)
     other_jobs_skipped: int  # the same events of the bookkeeping jobs (tc:sync, tc:prune)
-    peak_rss_mb: float  # the child's ru_maxrss: submission and polling
+    peak_rss_mb: float  # the child's peak RSS (VmHWM): submission and polling
     submit_peak_rss_mb: float  # the same when polling began
     cpu_per_tick: float  # thread CPU of the tick that polled all N waiting runs
     background_cpu_rate: float  # process CPU seconds per second outside ticks

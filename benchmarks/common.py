@@ -200,7 +200,15 @@ def emit_result(result: dict[str, Any]) -> None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident set size so far: ``VmHWM`` of /proc/self/status, which starts again at
+    ``exec``. ``ru_maxrss`` does not: Linux keeps the high-water mark across it, so a child spawned by a parent
+    of 350 MB reported at least 350 MB whatever it used (seen in B7's first full run)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -261,7 +261,7 @@ How each figure is measured:
   {DEFAULT_INTERVAL:g} s*: (CPU per tick + the scheduler's CPU between ticks over {DEFAULT_INTERVAL:g} s) ÷
   {DEFAULT_INTERVAL:g} s; the between-ticks rate (sync job every 2 s, APScheduler) is measured over the run
   (for the baseline it is already inside its per-poll CPU).
-- *peak RSS*: `ru_maxrss` of the side's process (imports included)."""
+- *peak RSS*: `VmHWM` of the side's process (imports included; unlike `ru_maxrss`, it starts again at `exec`)."""
     sections = [intro]
     for n, tc, bl in _pairs(b1):
         rows = [
@@ -689,7 +689,7 @@ How each figure is measured:
   `EVENT_JOB_MISSED` (later than the misfire grace time) and `EVENT_JOB_MAX_INSTANCES` (not run because the
   group's previous poll was still running). The same events of the bookkeeping jobs (`tc:sync`...) are
   shown apart.
-- *peak RSS*: `ru_maxrss` of the side's process (imports, submission and polling); beside it, the peak when
+- *peak RSS*: `VmHWM` of the side's process (imports, submission and polling); beside it, the peak when
   polling began (after submitting).
 - *CPU per full tick*: `time.thread_time` of the `Engine.poll_group` call that polled all N waiting runs (its
   first, prompt poll; the tick's thread does all of its work). *Share of one core at {DEFAULT_INTERVAL:g} s*, as
