@@ -271,7 +271,7 @@ def run_baseline(config: ChildConfig) -> dict[str, Any]:
     from sqlalchemy import create_engine, event, text
 
     from trackcheck.compare import evaluate_stage
-    from trackcheck.plan.loader import load_plan_text
+    from trackcheck.loader import load_plan_text
 
     plan = load_plan_text(plan_text(config.database, config.interval))
     stage = plan.stages[0]

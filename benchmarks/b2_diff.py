@@ -119,7 +119,7 @@ class ChildConfig:
 
 
 def run_child(config: ChildConfig) -> dict[str, Any]:
-    from trackcheck.plan.loader import load_plan_text
+    from trackcheck.loader import load_plan_text
     from trackcheck.sources import build_source
     from trackcheck.sources.base import FetchRequest
 

@@ -24,13 +24,13 @@ from trackcheck.errors import (
 if TYPE_CHECKING:
     from trackcheck.engine.result import RunResult, StageResult
     from trackcheck.foreground import verify
-    from trackcheck.plan.loader import load_plan
+    from trackcheck.loader import load_plan
     from trackcheck.plan.model import Plan
 
 _LAZY = {
     "RunResult": "trackcheck.engine.result",
     "StageResult": "trackcheck.engine.result",
-    "load_plan": "trackcheck.plan.loader",
+    "load_plan": "trackcheck.loader",
     "Plan": "trackcheck.plan.model",
     "verify": "trackcheck.foreground",
 }

@@ -37,7 +37,7 @@ from trackcheck.engine.result import RunResult, StageResult
 from trackcheck.errors import ConfigError, TrackcheckError
 from trackcheck.foreground import overrides_from, start_run, wait_for
 from trackcheck.junit import write_junit, write_junit_error
-from trackcheck.plan.loader import load_plan
+from trackcheck.loader import load_plan
 from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.store.database import DEFAULT_URL, normalize_url

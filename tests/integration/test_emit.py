@@ -268,7 +268,7 @@ stages:
 
 def test_emit_mistakes_are_refused_when_the_plan_loads(tmp_path: Path) -> None:
     from trackcheck.errors import PlanError
-    from trackcheck.plan.loader import load_plan_text
+    from trackcheck.loader import load_plan_text
 
     base = """
 name: bad-emit
@@ -357,7 +357,7 @@ stages:
 
 
 def test_a_plan_with_emit_validates_the_same_when_dumped_and_read_again(tmp_path: Path) -> None:
-    from trackcheck.plan.loader import load_plan_text
+    from trackcheck.loader import load_plan_text
     from trackcheck.plan.model import Plan
 
     plan = load_plan_text(

@@ -15,7 +15,7 @@ import yaml
 
 from tests.integration.http_server import HttpTestServer
 from trackcheck.errors import PlanError, SourceQueryError
-from trackcheck.plan.loader import load_plan_text
+from trackcheck.loader import load_plan_text
 from trackcheck.plan.model import StageSpec
 from trackcheck.sources import network
 from trackcheck.sources.base import CAUSE_CHARS, FetchRequest

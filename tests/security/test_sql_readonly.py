@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from trackcheck.errors import PlanError, SourceQueryError
-from trackcheck.plan.loader import load_plan_text
+from trackcheck.loader import load_plan_text
 from trackcheck.plan.model import StageSpec
 from trackcheck.sources.base import FetchRequest
 from trackcheck.sources.sql import SqlOptions, SqlSource

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from trackcheck.errors import PlanError, SourceQueryError
-from trackcheck.plan.loader import load_plan_text
+from trackcheck.loader import load_plan_text
 from trackcheck.plan.model import SourceSpec, StageSpec
 from trackcheck.sources import build_source
 from trackcheck.sources.base import FetchRequest, FetchResult

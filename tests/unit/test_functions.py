@@ -15,8 +15,8 @@ import pytest
 import trackcheck
 from trackcheck.compare import evaluate_stage
 from trackcheck.errors import PlanError
+from trackcheck.loader import load_plan_text
 from trackcheck.plan.functions import OPTIONS, check_calls, compile_path, function_names
-from trackcheck.plan.loader import load_plan_text
 from trackcheck.plan.model import StageSpec
 from trackcheck.sources.base import apply_select
 

@@ -9,9 +9,8 @@ import pytest
 import yaml
 
 from trackcheck.errors import ParamError, PlanError
-from trackcheck.plan import load_plan, load_plan_text, resolve_params
+from trackcheck.loader import check_expect, load_plan, load_plan_text, resolve_params
 from trackcheck.plan.durations import format_duration, parse_duration
-from trackcheck.plan.loader import check_expect
 from trackcheck.plan.templates import render
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "checkout.yaml"

@@ -15,7 +15,8 @@ import yaml
 
 from trackcheck.errors import ParamError, PlanError
 from trackcheck.foreground import overrides_from
-from trackcheck.plan import DEFAULT_LIMITS, PlanLimits, load_plan_text, missing_params, resolve_params
+from trackcheck.loader import load_plan_text, missing_params, resolve_params
+from trackcheck.plan import DEFAULT_LIMITS, PlanLimits
 from trackcheck.plan.cron import check_cron
 from trackcheck.plan.durations import parse_duration
 from trackcheck.plan.masking import mask_plan_text

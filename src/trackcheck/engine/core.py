@@ -43,8 +43,8 @@ from trackcheck.errors import (
     StoreError,
     TrackcheckError,
 )
+from trackcheck.loader import check_expect, load_plan_text, resolve_params
 from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits
-from trackcheck.plan.loader import check_expect, load_plan_text, resolve_params
 from trackcheck.plan.masking import mask_plan_text, mask_url_passwords
 from trackcheck.plan.model import EXPECT, Plan, StageSpec
 from trackcheck.plan.templates import render

@@ -1,16 +1,7 @@
-"""Plans: the YAML format (model), loading it with clear errors (loader), its limits, durations and templates."""
+"""Plans: the YAML format (model), its limits, durations, templates and masking. Loading plan text into a
+checked ``Plan`` is ``trackcheck.loader``'s: it checks each source with its backend, which sits above this layer."""
 
 from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits
-from trackcheck.plan.loader import load_plan, load_plan_text, missing_params, resolve_params
 from trackcheck.plan.model import Plan, StageSpec
 
-__all__ = [
-    "DEFAULT_LIMITS",
-    "Plan",
-    "PlanLimits",
-    "StageSpec",
-    "load_plan",
-    "load_plan_text",
-    "missing_params",
-    "resolve_params",
-]
+__all__ = ["DEFAULT_LIMITS", "Plan", "PlanLimits", "StageSpec"]

@@ -17,8 +17,8 @@ from apscheduler.jobstores.base import JobLookupError
 from sqlalchemy.exc import SQLAlchemyError
 
 from trackcheck.errors import PlanError, StoreError, TrackcheckError
+from trackcheck.loader import resolve_params
 from trackcheck.plan.cron import check_cron
-from trackcheck.plan.loader import resolve_params
 from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL
 from trackcheck.scheduling.triggers import cron_trigger

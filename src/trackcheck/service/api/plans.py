@@ -10,7 +10,7 @@ from flask import Response, jsonify, request
 
 from trackcheck.engine.core import store_plan
 from trackcheck.errors import ConfigError, PlanError
-from trackcheck.plan.loader import load_plan_text
+from trackcheck.loader import load_plan_text
 from trackcheck.plan.masking import mask_plan_text
 from trackcheck.plan.safe_yaml import parse_yaml
 from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
