@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy import func, select
 from tests.settings import FAST_SETUP
+from tests.waiting import eventually
 
 from trackcheck.engine import Engine, store_plan
 from trackcheck.foreground import wait_for
@@ -137,13 +138,6 @@ def bus() -> Iterator[None]:
 def poller_on(db: str) -> Poller:
     """A poller (and its engine) on ``db``; ``shutdown()`` stops both."""
     return Poller(Engine(db, setup=FAST_SETUP), SchedulerConfig(jobstore="memory")).start()
-
-
-def eventually(condition: Callable[[], bool], failure: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.02)
 
 
 def listening(topic: str) -> None:

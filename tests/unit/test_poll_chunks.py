@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.settings import FAST_SETUP
+from tests.waiting import eventually
 
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import PollSummary, RunRequest
@@ -38,6 +39,10 @@ stages:
     where: {test_id: "{test_id}"}
     compare: {with: log, fields: [event]}
 """
+
+
+def passed(engine: Engine, run_id: str) -> bool:
+    return engine.result(run_id).stage("log").status == "passed"
 
 
 def event(test_id: str) -> dict[str, str]:
@@ -113,21 +118,22 @@ def test_the_poller_picks_up_runs_another_process_submitted_between_its_full_loo
         plan_id = store_plan(submitter, PLAN, "chunks.yaml", None)[0]
         MemorySource.tables["log"].extend([event("x1"), event("x2")])
         first = submitter.submit(plan_id, {"test_id": "x1"})
-        wait_until(lambda: poller.engine.result(first).stage("log").status == "passed", "the first run")
+        eventually(
+            lambda: poller.engine.result(first).stage("log").status == "passed",
+            "the first run was not polled",
+            timeout=8.0,
+        )
         # a second run joins the group the poller now knows: it gets its own prompt poll too
         second = submitter.submit(plan_id, {"test_id": "x2"})
-        wait_until(lambda: poller.engine.result(second).stage("log").status == "passed", "the second run")
+        eventually(
+            lambda: poller.engine.result(second).stage("log").status == "passed",
+            "the second run was not polled",
+            timeout=8.0,
+        )
     finally:
         poller.shutdown()
         submitter.shutdown()
         MemorySource.reset()
-
-
-def wait_until(condition: object, what: str, timeout: float = 8.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what} was not polled within {timeout}s"
-        time.sleep(0.05)
 
 
 def test_a_stream_of_submissions_to_one_group_is_polled_promptly_by_fewer_polls_than_runs(tmp_path: Path) -> None:
@@ -145,7 +151,11 @@ def test_a_stream_of_submissions_to_one_group_is_polled_promptly_by_fewer_polls_
             runs.append(engine.submit(plan_id, {"test_id": test_id}))
             time.sleep(0.01)
         for run_id in runs:
-            wait_until(lambda r=run_id: engine.result(r).stage("log").status == "passed", f"run {run_id}")
+            eventually(
+                lambda r=run_id: engine.result(r).stage("log").status == "passed",
+                f"run {run_id} was not polled",
+                timeout=8.0,
+            )
         fetches = MemorySource.fetches["log"]
         assert sorted(t for f in fetches for t in f.filters["test_id"]) == ids, "each run read once"
         assert len(fetches) <= len(ids) / 2, f"{len(fetches)} polls for {len(ids)} runs submitted 10 ms apart"
