@@ -28,13 +28,13 @@ from trackcheck.store.models import LoginSession, PlanVersion, Poll, Run, RunSta
 from trackcheck.store.ticks import (
     NewRun,
     NewStage,
-    PollRow,
-    SnapshotRow,
     StageUpdate,
     TickWrite,
     Waiting,
     aware,
     bind_values,
+    column_values,
+    field_names,
 )
 
 
@@ -268,8 +268,8 @@ class Store:
                     _copy(cursor, cast(Table, Run.__table__), runs)
                     _copy(cursor, cast(Table, RunStage.__table__), stages)
                 return
-            connection.execute(insert(cast(Table, Run.__table__)), [_plain(run) for run in runs])
-            connection.execute(insert(cast(Table, RunStage.__table__)), [_plain(stage) for stage in stages])
+            connection.execute(insert(cast(Table, Run.__table__)), [column_values(run) for run in runs])
+            connection.execute(insert(cast(Table, RunStage.__table__)), [column_values(stage) for stage in stages])
 
     def run(self, run_id: str) -> Run:
         with self.session() as s:
@@ -494,7 +494,7 @@ class Store:
                             Snapshot.run_id.in_([w.run_id for w in chunk]),
                         )
                     )
-                connection.execute(insert(cast(Table, Snapshot.__table__)), [_plain(w) for w in write.snapshots])
+                connection.execute(insert(cast(Table, Snapshot.__table__)), [column_values(w) for w in write.snapshots])
             if write.activate:
                 stages = cast(Table, RunStage.__table__)
                 connection.execute(
@@ -550,7 +550,7 @@ class Store:
                 with _driver_errors():
                     _copy(cursor, cast(Table, Poll.__table__), write.polls)
             else:  # Core executemany: the ORM's bulk insert prepares each of thousands of rows on its own
-                connection.execute(insert(cast(Table, Poll.__table__)), [_plain(p) for p in write.polls])
+                connection.execute(insert(cast(Table, Poll.__table__)), [column_values(p) for p in write.polls])
         for keep in (False, True):  # stages that show this poll's evidence, and those keeping theirs
             rows = [row for row in write.stages if row.keep_evidence is keep]
             columns = [name for name in _STAGE_UPDATE if name != "id" and not (keep and name == "evidence")]
@@ -658,14 +658,6 @@ def _deleted(session: Session, statement: Any) -> int:
 _STAGE_UPDATE = tuple(f.name for f in fields(StageUpdate) if f.name not in ("run_id", "keep_evidence"))
 
 
-def _plain(row: PollRow | SnapshotRow | NewRun | NewStage) -> dict[str, Any]:
-    """A row dataclass as the column values of an insert."""
-    names = _FIELDS.get(type(row))
-    if names is None:
-        names = _FIELDS[type(row)] = tuple(f.name for f in fields(row))
-    return {name: getattr(row, name) for name in names}
-
-
 @contextmanager
 def _driver_errors() -> Iterator[None]:
     """COPY goes to the driver (psycopg) directly: its errors become StoreError as SQLAlchemy's do, a value the
@@ -704,13 +696,9 @@ def _copied(name: str, value: Any, as_json: set[str]) -> Any:
 
 def _copy(cursor: Any, table: Table, rows: Sequence[Any]) -> None:
     """``COPY table FROM STDIN`` of ``rows`` (PostgreSQL): JSON columns sent as their JSON text."""
-    names = _FIELDS.get(type(rows[0])) or tuple(f.name for f in fields(rows[0]))
+    names = field_names(rows[0])
     as_json = {name for name in names if isinstance(table.c[name].type, JSON)}
     columns = ", ".join(f'"{name}"' for name in names)  # "where" is a keyword
     with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([_copied(name, getattr(row, name), as_json) for name in names])
-
-
-#: the field names of each row class, looked up once (``fields()`` per row cost as much as the insert's rows)
-_FIELDS: dict[type, tuple[str, ...]] = {}

@@ -238,6 +238,23 @@ def storable_text(text: str) -> str:
     return fixed.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def field_names(row: Any) -> tuple[str, ...]:
+    """The fields of a row dataclass, looked up once per class (``fields()`` per row cost as much as writing
+    the rows of a large insert)."""
+    names = _FIELDS.get(type(row))
+    if names is None:
+        names = _FIELDS[type(row)] = tuple(f.name for f in fields(row))
+    return names
+
+
+def column_values(row: Any) -> dict[str, Any]:
+    """A row dataclass as the column values of an insert."""
+    return {name: getattr(row, name) for name in field_names(row)}
+
+
 def bind_values(row: Any, *names: str) -> dict[str, Any]:
     """``row``'s fields (or only ``names``) as bind parameters ``b_<field>`` of a Core executemany."""
-    return {f"b_{name}": getattr(row, name) for name in (names or [f.name for f in fields(row)])}
+    return {f"b_{name}": getattr(row, name) for name in (names or field_names(row))}
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
