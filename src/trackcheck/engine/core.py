@@ -63,6 +63,7 @@ from trackcheck.store.ticks import (
     NewRun,
     NewStage,
     PollRow,
+    QuietPolls,
     RunEnd,
     SnapshotRow,
     StageUpdate,
@@ -120,6 +121,8 @@ class Outcome:
     first_seen: dict[str, str] | None = None
     #: a record was found for the first time (the snapshot keeps its first-seen time)
     arrived: bool = False
+    #: nothing was found and the source added no note: the reason cannot change until something is found
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -398,7 +401,7 @@ class Engine:
                         if backoff is not None:
                             retry_in = backoff if retry_in is None else min(retry_in, backoff)
                     self._apply(write, chunk)
-                    polled += len(write.polls)
+                    polled += len(write.polls) + sum(len(q.stages) for q in write.quiet)
                     activated.update(dict.fromkeys(a.group_key for a in write.activate))
                     if len(chunk) < size:
                         break
@@ -542,15 +545,34 @@ class Engine:
         now = utcnow()
         records = fetched.result
         per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
-        references = self._references(plan, stage, chunk) if records is not None else {}
-        max_errors = 0
+        # a run whose stage was quiet, that again found nothing (and no note to add), before its deadline: its
+        # comparison and decision would be the last ones again, so only the poll itself is recorded
+        hushed = records is not None and not records.notes and not records.unparsed
+        quiet: list[tuple[int, str]] = []
+        polled: list[tuple[Waiting, list[dict[str, Any]]]] = []
         for w, found in zip(chunk, per_run, strict=True):
+            if hushed and w.quiet and not found and (w.deadline is None or now < w.deadline):
+                quiet.append((w.stage_id, w.run_id))
+            else:
+                polled.append((w, found))
+        references = self._references(plan, stage, [w for w, _ in polled]) if records is not None else {}
+        max_errors = 0
+        for w, found in polled:
             if records is None:  # the source could not be read: every run of the chunk keeps its error
                 outcome = Outcome(None, fetched.failure, fetched.kind, found, fetched.milliseconds)
             else:
                 outcome = self._compare(plan, stage, w, found, references.get(w.run_id), fetched, records, now)
             decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
             max_errors = max(max_errors, decision.errors_in_row)
+        if quiet:
+            write.quiet.append(QuietPolls(now, fetched.milliseconds, tuple(quiet)))
+            log.info(
+                "poll plan=%s stage=%s: %d run(s) still found nothing, duration_ms=%.0f",
+                plan.name,
+                stage.name,
+                len(quiet),
+                fetched.milliseconds,
+            )
         return None if fetched.failure is None else _backoff(plan, stage, max_errors)
 
     def _compare(
@@ -594,7 +616,8 @@ class Engine:
             comparison.reason = (comparison.reason or "") + (
                 f" ({escaped} record(s) held a NUL character or a lone surrogate: shown escaped)"
             )
-        return Outcome(comparison, None, ErrorKind.TRANSIENT, found, fetched.milliseconds, first_seen, arrived)
+        quiet = comparison.found == 0 and not records.notes and not records.unparsed and stage.absent is None
+        return Outcome(comparison, None, ErrorKind.TRANSIENT, found, fetched.milliseconds, first_seen, arrived, quiet)
 
     def _conclude(
         self,
@@ -651,7 +674,6 @@ class Engine:
             status=decision.status,
             attempts=w.attempts + 1,
             errors_in_row=decision.errors_in_row,
-            last_polled_at=now,
             finished_at=now if terminal else None,
             reason=decision.reason,
             error=error,
@@ -659,6 +681,7 @@ class Engine:
             expected=expected,
             found=found_count,
             evidence=evidence,
+            quiet=outcome.quiet and decision.status == decision.outcome == StageStatus.WAITING,
             keep_evidence=comparison is None,
         )
         if comparison is not None and (comparison.found != w.found or terminal or outcome.arrived):
@@ -728,7 +751,7 @@ class Engine:
         if stage.reference is None:  # an absent stage checks what arrives, against nothing
             return {w.run_id: [] for w in chunk}
         if stage.reference == EXPECT:
-            return {w.run_id: list(w.expect) for w in chunk}
+            return {w.run_id: w.expect for w in chunk}
         idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
         snapshots = self.store.snapshots_for([w.run_id for w in chunk], idx)
         references: dict[str, list[dict[str, Any]] | str] = {}
@@ -820,7 +843,6 @@ def _end_in_error(w: Waiting, reason: str, now: datetime, notice: dict[str, Any]
             status=StageStatus.ERROR,
             attempts=w.attempts + 1,
             errors_in_row=w.errors_in_row + 1,
-            last_polled_at=now,
             finished_at=now,
             reason=reason,
             error=reason,

@@ -92,7 +92,6 @@ class RunStage(Base):
     #: indexed for the poller's sync: the runs that joined a group since its last look are a range of it
     started_at: Mapped[datetime | None] = mapped_column(index=True)
     deadline: Mapped[datetime | None]
-    last_polled_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     expected: Mapped[int | None] = mapped_column(Integer)
     found: Mapped[int | None] = mapped_column(Integer)
@@ -101,6 +100,8 @@ class RunStage(Base):
     error: Mapped[str | None] = mapped_column(Text)
     #: whether ``error`` can fix itself: ``permanent`` or ``transient`` (trackcheck.errors.ErrorKind)
     error_kind: Mapped[str | None] = mapped_column(String(16))
+    #: the last poll found nothing and its reason cannot change while nothing is found (``ticks.StageUpdate``)
+    quiet: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Poll(Base):

@@ -15,7 +15,23 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import JSON, Engine, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Engine,
+    Integer,
+    Table,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -28,6 +44,7 @@ from trackcheck.store.models import LoginSession, PlanVersion, Poll, Run, RunSta
 from trackcheck.store.ticks import (
     NewRun,
     NewStage,
+    QuietPolls,
     StageUpdate,
     TickWrite,
     Waiting,
@@ -438,17 +455,18 @@ class Store:
                 stage.idx,
                 stage.attempts,
                 stage.errors_in_row,
-                stage.where,
+                _as_text(stage.where),
                 stage.started_at,
                 stage.deadline,
                 stage.expected,
                 stage.found,
                 run.plan_id,
-                run.params,
-                run.expect,
-                run.overrides,
+                _as_text(run.params),
+                _as_text(run.expect),
+                _as_text(run.overrides),
                 run.created_at,
-                snapshot.first_seen,
+                _as_text(snapshot.first_seen),
+                stage.quiet,
             )
             .join_from(cast(Table, RunStage.__table__), cast(Table, Run.__table__), run.id == stage.run_id)
             .outerjoin(
@@ -467,7 +485,7 @@ class Store:
         if fresh_only:
             query = query.where(stage.attempts == 0)
         with self.session() as s:
-            return [Waiting.from_row(row) for row in s.connection().execute(query).mappings()]
+            return [Waiting.from_row(row) for row in s.connection().execute(query).mappings().all()]
 
     def snapshots_for(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, Snapshot]:
         with self.session() as s:
@@ -485,6 +503,8 @@ class Store:
             driver = connection.connection.driver_connection if connection.dialect.name == "postgresql" else None
             with driver.cursor() if driver is not None else nullcontext() as cursor:
                 self._write_polls_and_stages(connection, cursor, write)
+            for quiet in write.quiet:
+                self._write_quiet(connection, quiet)
             if write.snapshots:
                 for start in range(0, len(write.snapshots), 500):
                     chunk = write.snapshots[start : start + 500]
@@ -569,6 +589,31 @@ class Store:
                 [bind_values(row, "id", *columns) for row in rows],
             )
 
+    @staticmethod
+    def _write_quiet(connection: Any, quiet: QuietPolls) -> None:
+        """Record quiet polls with two statements over their stage ids: each one's ``tc_polls`` row made from
+        its stage's own counts, then its ``attempts`` counted; only stages still waiting (one a cancel ended
+        while this tick polled is left alone), as for every other poll."""
+        stages, polls = cast(Table, RunStage.__table__), cast(Table, Poll.__table__)
+        ids = [stage_id for stage_id, _ in quiet.stages]
+        if connection.dialect.name == "postgresql":  # one array parameter: no statement of 1,000 to render
+            listed = stages.c.id == any_(bindparam("ids", ids, type_=postgresql.ARRAY(Integer)))
+        else:
+            listed = stages.c.id.in_(ids)
+        mine = listed & (stages.c.status == StageStatus.WAITING)
+        rows = select(
+            stages.c.run_id,
+            stages.c.idx,
+            bindparam("polled_at", quiet.polled_at, type_=polls.c.polled_at.type),
+            bindparam("outcome", str(StageStatus.WAITING), type_=polls.c.outcome.type),
+            stages.c.found,
+            stages.c.expected,
+            bindparam("duration_ms", quiet.duration_ms, type_=polls.c.duration_ms.type),
+        ).where(mine)
+        names = ["run_id", "stage_idx", "polled_at", "outcome", "found", "expected", "duration_ms"]
+        connection.execute(insert(polls).from_select(names, rows))
+        connection.execute(update(stages).where(mine).values(attempts=stages.c.attempts + 1))
+
     # -- retention -----------------------------------------------------------------------------------
     def prune(self, polls_before: datetime | None, runs_before: datetime | None, batch: int = 5000) -> PruneCounts:
         """Delete the polls taken before ``polls_before`` and the ended runs that finished before ``runs_before``
@@ -648,6 +693,11 @@ class Store:
         """Delete the login (logging out): its cookie, wherever it was copied, opens nothing any more."""
         with self.session(write=True) as s:
             return bool(s.execute(delete(LoginSession).where(LoginSession.id == session_id)).rowcount)  # type: ignore[attr-defined]
+
+
+def _as_text(column: Any) -> Any:
+    """A JSON column selected as its text, under its own name: ``Waiting`` parses what a poll uses of it."""
+    return sql_cast(column, Text).label(column.name)
 
 
 def _deleted(session: Session, statement: Any) -> int:

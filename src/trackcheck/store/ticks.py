@@ -3,12 +3,14 @@
 ``Waiting`` is what a tick reads of a run waiting at a stage (plain columns, not ORM objects: a tick reads
 tens of thousands of them). ``TickWrite`` is everything one tick changes, applied by ``Store.apply`` with a
 few bulk statements: the rows of ``tc_polls`` (``PollRow``), the updates of ``tc_run_stages``
-(``StageUpdate``), the snapshots (``SnapshotRow``), the next stages made active (``Activation``), the later
-stages skipped and the runs that ended (``RunEnd``).
+(``StageUpdate``), the polls that changed nothing but a stage's count (``QuietPolls``), the snapshots
+(``SnapshotRow``), the next stages made active (``Activation``), the later stages skipped and the runs that
+ended (``RunEnd``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -24,7 +26,11 @@ def aware(moment: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """A run waiting at a stage: the columns of ``tc_run_stages`` and ``tc_runs`` that a poll uses."""
+    """A run waiting at a stage: the columns of ``tc_run_stages`` and ``tc_runs`` that a poll uses.
+
+    The run's ``params``, ``expect`` and ``overrides`` are kept as the JSON text stored and parsed when read
+    (properties): a quiet poll (``QuietPolls``) reads none of them, and in a large group that is most runs,
+    where parsing them was most of the time a tick spent reading its chunks (benchmark B7)."""
 
     stage_id: int
     run_id: str
@@ -37,34 +43,57 @@ class Waiting:
     expected: int | None
     found: int | None
     plan_id: int
-    params: dict[str, Any]
-    expect: list[dict[str, Any]]
-    overrides: dict[str, Any]
+    params_json: str | None
+    expect_json: str | None
+    overrides_json: str | None
     created_at: datetime
     #: when each record was first found at this stage (its snapshot keeps it), for stages that read events
     first_seen: dict[str, str] | None = None
+    #: the last poll found nothing and said nothing else (``StageUpdate.quiet``)
+    quiet: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Self:
-        """From a row selected with ``Waiting.columns``' labels; datetimes made aware, JSON nulls made empty."""
+        """From a row of ``Store.waiting`` (JSON columns selected as text); datetimes made aware."""
         return cls(
             stage_id=row["stage_id"],
             run_id=row["run_id"],
             idx=row["idx"],
             attempts=row["attempts"],
             errors_in_row=row["errors_in_row"],
-            where=row["where"],
+            where=_parsed(row["where"]),
             started_at=aware(row["started_at"]),
             deadline=aware(row["deadline"]),
             expected=row["expected"],
             found=row["found"],
             plan_id=row["plan_id"],
-            params=row["params"] or {},
-            expect=row["expect"] or [],
-            overrides=row["overrides"] or {},
+            params_json=row["params"],
+            expect_json=row["expect"],
+            overrides_json=row["overrides"],
             created_at=aware(row["created_at"]) or datetime.now(UTC),
-            first_seen=row["first_seen"] or None,
+            first_seen=_parsed(row["first_seen"]) or None,
+            quiet=bool(row["quiet"]),
         )
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The run's parameters (parsed at each use)."""
+        return _parsed(self.params_json) or {}
+
+    @property
+    def expect(self) -> list[dict[str, Any]]:
+        """The run's expected events (parsed at each use)."""
+        return _parsed(self.expect_json) or []
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The run's ``interval``/``timeout`` overrides (parsed at each use)."""
+        return _parsed(self.overrides_json) or {}
+
+
+def _parsed(text: str | None) -> Any:
+    """A JSON column's value from its text (SQL NULL and JSON null alike: None)."""
+    return json.loads(text) if text is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +151,6 @@ class StageUpdate:
     status: str
     attempts: int
     errors_in_row: int
-    last_polled_at: datetime
     finished_at: datetime | None
     reason: str | None
     error: str | None
@@ -131,7 +159,27 @@ class StageUpdate:
     found: int | None
     #: None with ``keep_evidence``: the poll could not compare, the stage keeps what it showed before
     evidence: dict[str, Any] | None
+    #: this poll compared, found nothing, and its reason says nothing that can change while nothing is found
+    #: (no source notes, not an ``absent`` stage's time so far): the next poll that finds nothing again
+    #: would write the same verdict, reason, counts and evidence, so it is a ``QuietPolls`` entry instead
+    quiet: bool = False
     keep_evidence: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuietPolls:
+    """Polls of one source read that found nothing, at stages whose previous poll was ``quiet`` too.
+
+    Each is a poll all the same (a ``tc_polls`` row, the stage's ``attempts`` counted), but nothing else of
+    the stage changes, so the store writes them with two set-based statements over the stage ids instead of
+    a row of values per run: in a large group most runs wait for events that have not arrived, and these
+    rows were most of a tick's write (benchmark B7).
+    """
+
+    polled_at: datetime
+    duration_ms: float
+    #: (stage id, run id) of each quiet poll
+    stages: tuple[tuple[int, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +225,7 @@ class TickWrite:
 
     polls: list[PollRow] = field(default_factory=list)
     stages: list[StageUpdate] = field(default_factory=list)
+    quiet: list[QuietPolls] = field(default_factory=list)
     snapshots: list[SnapshotRow] = field(default_factory=list)
     activate: list[Activation] = field(default_factory=list)
     #: (run id, stage index): the stages after that one are skipped (it failed or errored)
@@ -188,6 +237,11 @@ class TickWrite:
         return TickWrite(
             polls=[p for p in self.polls if p.run_id == run_id],
             stages=[s for s in self.stages if s.run_id == run_id],
+            quiet=[
+                replace(q, stages=mine)
+                for q in self.quiet
+                if (mine := tuple(pair for pair in q.stages if pair[1] == run_id))
+            ],
             snapshots=[s for s in self.snapshots if s.run_id == run_id],
             activate=[a for a in self.activate if a.run_id == run_id],
             skip=[k for k in self.skip if k[0] == run_id],
@@ -220,7 +274,9 @@ class TickWrite:
         stages = [cleaned(s) for s in self.stages]
         note = " (values holding a NUL character or a lone surrogate are stored escaped)"
         stages = [replace(s, reason=(s.reason or "") + note) if s.run_id in changed else s for s in stages]
-        return TickWrite(polls, stages, snapshots, list(self.activate), list(self.skip), list(self.runs))
+        return TickWrite(
+            polls, stages, list(self.quiet), snapshots, list(self.activate), list(self.skip), list(self.runs)
+        )
 
 
 def storable_text(text: str) -> str:
