@@ -219,18 +219,28 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
     ticks: list[dict[str, Any]] = []
     skips = {"late": 0, "busy": 0, "other": 0}
 
+    writer_cpu = common.WriterCpu()
+
     class MeasuredEngine(Engine):
         """The Engine, with each group poll timed (wall, CPU) as B1 does; nothing else changes."""
 
+        def _apply(self, *args: Any, **kwargs: Any) -> Any:  # a chunk's write: on a writer thread, or not
+            began = time.thread_time()
+            try:
+                return super()._apply(*args, **kwargs)
+            finally:
+                writer_cpu.add(time.thread_time() - began)
+
         def poll_group(self, group: str, *args: Any, **kwargs: Any) -> Any:
             began, cpu, thread_cpu = time.time(), time.process_time(), time.thread_time()
+            written = writer_cpu.total
             summary = super().poll_group(group, *args, **kwargs)
             polled, remaining = summary_field(summary, "polled"), summary_field(summary, "remaining")
             tick = {
                 "start": began,
                 "end": time.time(),
                 "cpu": time.process_time() - cpu,
-                "thread_cpu": time.thread_time() - thread_cpu,
+                "thread_cpu": time.thread_time() - thread_cpu + writer_cpu.total - written,
                 "polled": polled,
                 "remaining": remaining,
                 "fresh_only": bool(kwargs.get("fresh_only", args[0] if args else False)),

@@ -256,7 +256,8 @@ How each figure is measured:
   passing (trackcheck: `tc_run_stages.finished_at`, the moment the chunk's rows were read; baseline: the same
   moment in its own record).
 - *CPU per tick*: the CPU seconds (`time.thread_time`) of trackcheck's tick that polled all N runs (its
-  thread does all of a tick's work: state reads, source queries, comparisons, the bulk write); for the
+  thread reads the state, queries the source and compares), plus those of its chunks' writes, which run on a
+  writer thread one chunk behind (`common.WriterCpu`); for the
   baseline, its process CPU (`time.process_time`) over the run per job run, times N. *Share of one core at
   {DEFAULT_INTERVAL:g} s*: (CPU per tick + the scheduler's CPU between ticks over {DEFAULT_INTERVAL:g} s) ÷
   {DEFAULT_INTERVAL:g} s; the between-ticks rate (sync job every 2 s, APScheduler) is measured over the run
@@ -692,7 +693,8 @@ How each figure is measured:
 - *peak RSS*: `VmHWM` of the side's process (imports, submission and polling); beside it, the peak when
   polling began (after submitting).
 - *CPU per full tick*: `time.thread_time` of the `Engine.poll_group` call that polled all N waiting runs (its
-  first, prompt poll; the tick's thread does all of its work). *Share of one core at {DEFAULT_INTERVAL:g} s*, as
+  first, prompt poll), plus that of its chunks' writes on the writer thread (`common.WriterCpu`; main has
+  none: its tick's thread does all of its work). *Share of one core at {DEFAULT_INTERVAL:g} s*, as
   in B1: (CPU per full tick + the process CPU outside ticks per second x {DEFAULT_INTERVAL:g} s) ÷
   {DEFAULT_INTERVAL:g} s; the CPU outside ticks (scheduler, `tc:sync`, job store reads) is the process CPU
   over the polling phase minus the ticks' thread CPU and the poller's start, per second of that phase.

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from tests.settings import FAST_SETUP
+from tests.waiting import eventually
 
 from trackcheck.engine import Engine, store_plan
 from trackcheck.errors import ParamError
@@ -118,6 +119,9 @@ def test_runs_at_the_same_stage_share_one_query_and_get_their_own_rows(engine: E
     for test_id in ids[::2]:  # only every other run has its data
         MemorySource.tables["log"].extend(rows(test_id))
     runs = [engine.submit(plan_id, {"test_id": t}, overrides={"interval": 0.3, "timeout": 30}) for t in ids]
+    # the prompt first polls (each run's, or one for several: they wait 50 ms for more) read all 40; after
+    # them, only the 20 runs still waiting are read, all in one query per tick
+    eventually(lambda: all(engine.result(r).stage("log").attempts > 0 for r in runs), "a run was never polled")
     MemorySource.fetches.clear()
     time.sleep(1.0)
     results = [engine.result(r) for r in runs]

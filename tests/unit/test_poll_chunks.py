@@ -3,6 +3,7 @@ processes submitted without looking at every waiting run (real SQLite state, the
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,8 +15,9 @@ from tests.waiting import eventually
 
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import PollSummary, RunRequest
+from trackcheck.errors import StoreError
 from trackcheck.scheduling import Poller, SchedulerConfig, jobs
-from trackcheck.store.ticks import Waiting
+from trackcheck.store.ticks import TickWrite, Waiting
 from trackcheck.testing import MemorySource
 
 PLAN = """
@@ -162,3 +164,35 @@ def test_a_stream_of_submissions_to_one_group_is_polled_promptly_by_fewer_polls_
     finally:
         poller.shutdown()
         MemorySource.reset()
+
+
+def test_a_write_that_fails_while_the_next_chunk_is_read_fails_the_poll_and_later_chunks_are_not_lost(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are written one behind their reads, on a writer thread: an outage of the state database in the
+    second chunk's write still fails the poll (the planner polls again later), the first chunk stays
+    written, and the next poll reads the runs whose writes did not happen."""
+    plan_id = store_plan(engine, PLAN, "chunks.yaml", None)[0]
+    ids = [f"w{i:02d}" for i in range(25)]
+    MemorySource.tables["log"].extend(event(t) for t in ids)
+    runs = engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in ids])
+    [group] = engine.store.active_groups()
+    apply = engine.store.apply
+    writes: list[str] = []
+
+    def failing_second(write: TickWrite) -> None:
+        writes.append(threading.current_thread().name)
+        if len(writes) == 2:
+            raise StoreError("state database error: connection refused")
+        apply(write)
+
+    monkeypatch.setattr(engine.store, "apply", failing_second)
+    with pytest.raises(StoreError, match="connection refused"):
+        engine.poll_group(group.group_key)
+
+    assert writes[0].startswith("tc-chunk-writer"), "the first of several chunks is written off the tick's thread"
+    statuses = [engine.result(r).stage("log").status for r in runs]
+    assert statuses == ["passed"] * 10 + ["waiting"] * 15, "the failed write, and the chunk after it, not written"
+    monkeypatch.setattr(engine.store, "apply", apply)
+    engine.poll_group(group.group_key)
+    assert [engine.result(r).stage("log").status for r in runs] == ["passed"] * 25

@@ -100,9 +100,11 @@ class Records:
     more_columns: int
 
 
-def _records(snapshot: Any) -> Records | None:
+def _records(snapshot: Any, found: int | None) -> Records | None:
+    """The snapshot's table; none when nothing was read yet. A stage whose polls have found nothing so far
+    has no snapshot (the engine stores none until something is found): its table is empty, not unread."""
     if snapshot is None:
-        return None
+        return Records([], [], 0, 0, False, 0) if found == 0 else None
     records = [r for r in (snapshot.records or [])[:SHOW_ROWS] if isinstance(r, dict)]
     columns: list[str] = []
     for record in records:
@@ -166,7 +168,7 @@ def run_context(run_id: str) -> dict[str, Any]:
                     if len(evidence.get(name) or []) > SHOW_ROWS
                 }
                 | dict(evidence.get("truncated") or {}),
-                records=_records(snapshots.get(stage.idx)),
+                records=_records(snapshots.get(stage.idx), stage.found),
             )
         )
     names = {stage.idx: stage.name for stage in stages}
