@@ -134,12 +134,7 @@ def resolve_params(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
 def missing_params(plan: Plan, resolved: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(stage name, parameter) for every ``{parameter}`` a stage renders that ``resolved`` gives no value,
     in stage order: such a run would pass its first stages and then fail when it reaches that one."""
-    return [
-        (stage.name, parameter)
-        for stage in plan.stages
-        for parameter in sorted(plan.stage_params(stage))
-        if parameter not in resolved
-    ]
+    return [(stage, parameter) for stage, parameter in plan.rendered_params() if parameter not in resolved]
 
 
 def check_expect(plan: Plan, expect: list[dict[str, Any]]) -> None:

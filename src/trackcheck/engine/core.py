@@ -13,9 +13,9 @@ the groups runs join through ``group_listeners`` and each poll's ``PollSummary``
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trackcheck.compare import evaluate_stage
+from trackcheck.compare.checks import collection_paused
 from trackcheck.compare.latency import judge_latency, keeps_first_seen, key_texts, merge_first_seen
 from trackcheck.compare.result import Comparison
 from trackcheck.compare.values import jsonable
@@ -74,6 +75,8 @@ from trackcheck.store.ticks import (
 )
 
 log = logging.getLogger("trackcheck.poll")
+#: a batch of at least this many submitted runs is prepared with the cyclic garbage collector paused
+BATCH_WITHOUT_COLLECTION = 1000
 #: how many of a fetch's notes (messages that did not parse, a gap in listening) a stage's reason quotes
 NOTES_SHOWN = 3
 #: runs ended per write when their plan version no longer loads (there is no batch_size to go by)
@@ -279,6 +282,10 @@ class Engine:
         return self._start(plan_id, runs, indexed=True)
 
     def _start(self, plan_id: int, requests: Sequence[RunRequest], *, indexed: bool) -> list[str]:
+        with collection_paused(len(requests), at_least=BATCH_WITHOUT_COLLECTION):
+            return self._start_all(plan_id, requests, indexed=indexed)
+
+    def _start_all(self, plan_id: int, requests: Sequence[RunRequest], *, indexed: bool) -> list[str]:
         plan = self.plan(plan_id)
         now = utcnow()
         runs: list[NewRun] = []
@@ -323,7 +330,7 @@ class Engine:
             assert plan_events is not None
             events = plan_events
         overrides = dict(request.overrides or {})
-        run = NewRun(uuid.uuid4().hex, plan_id, plan.name, RunStatus.RUNNING, resolved, events, overrides, now)
+        run = NewRun(secrets.token_hex(16), plan_id, plan.name, RunStatus.RUNNING, resolved, events, overrides, now)
         first = self._activation(plan, plan_id, 0, run.id, resolved, overrides, now)
         stages = [
             NewStage(run.id, 0, plan.stages[0].name, first.status, first.group_key, first.where, now, first.deadline),

@@ -487,7 +487,7 @@ class Plan(_Model):
     stages: list[StageSpec] = Field(min_length=1)
     notify: NotifySpec | None = None
     #: ``stage_params`` by stage name, filled on first use (a plan is immutable)
-    _stage_params: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
+    _rendered_params: tuple[tuple[str, str], ...] | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -573,11 +573,18 @@ class Plan(_Model):
         return stage_templates(stage, path if isinstance(path, str) else None, where=where)
 
     def stage_params(self, stage: StageSpec) -> frozenset[str]:
-        """The run parameters ``stage`` renders, wherever it renders them (worked out once per stage: every
-        submitted run asks)."""
-        found = self._stage_params.get(stage.name)
+        """The run parameters ``stage`` renders, wherever it renders them."""
+        return frozenset(param_names(list(self.templates(stage).values())))
+
+    def rendered_params(self) -> tuple[tuple[str, str], ...]:
+        """(stage name, parameter) for every parameter each stage renders, in stage order, then by name:
+        worked out once per plan, since every submitted run asks (a private attribute read goes through
+        pydantic's ``__getattr__``: once per run, not once per stage)."""
+        found = self._rendered_params
         if found is None:
-            found = self._stage_params[stage.name] = frozenset(param_names(list(self.templates(stage).values())))
+            found = self._rendered_params = tuple(
+                (stage.name, parameter) for stage in self.stages for parameter in sorted(self.stage_params(stage))
+            )
         return found
 
     def stage(self, name: str) -> StageSpec:
