@@ -102,7 +102,8 @@ def _state_url(db: str, password_file: str | None) -> str:
 
 
 def _logging(verbose: int, quiet: bool = False) -> None:
-    """Log to stderr: warnings (errors only with ``quiet``), one line per poll at -v, debug at -vv."""
+    """Log to stderr: warnings (errors only with ``quiet``), one line per poll at -v (one per chunk for the runs that
+    again found nothing), debug at -vv."""
     level = (
         logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     )
