@@ -75,6 +75,8 @@ from trackcheck.store.ticks import (
 )
 
 log = logging.getLogger("trackcheck.poll")
+#: the runs a log line of quiet polls names (the others are counted): -v on one run shows its id
+QUIET_RUNS_NAMED = 5
 #: a batch of at least this many submitted runs is prepared with the cyclic garbage collector paused
 BATCH_WITHOUT_COLLECTION = 1000
 #: how many of a fetch's notes (messages that did not parse, a gap in listening) a stage's reason quotes
@@ -575,13 +577,19 @@ class Engine:
             max_errors = max(max_errors, decision.errors_in_row)
         if quiet:
             write.quiet.append(QuietPolls(now, fetched.milliseconds, tuple(quiet)))
-            log.info(
-                "poll plan=%s stage=%s: %d run(s) still found nothing, duration_ms=%.0f",
-                plan.name,
-                stage.name,
-                len(quiet),
-                fetched.milliseconds,
-            )
+            if log.isEnabledFor(logging.INFO):
+                named = " ".join(run_id for _, run_id in quiet[:QUIET_RUNS_NAMED])
+                more = f" and {len(quiet) - QUIET_RUNS_NAMED} more" if len(quiet) > QUIET_RUNS_NAMED else ""
+                log.info(
+                    "poll plan=%s stage=%s outcome=waiting found=0: %d run(s) found nothing again "
+                    "(run=%s%s), duration_ms=%.0f",
+                    plan.name,
+                    stage.name,
+                    len(quiet),
+                    named,
+                    more,
+                    fetched.milliseconds,
+                )
         return None if fetched.failure is None else _backoff(plan, stage, max_errors)
 
     def _compare(
