@@ -498,9 +498,10 @@ class Store:
             return {snap.run_id: snap for snap in found}
 
     def apply(self, write: TickWrite) -> None:
-        """Write one tick's outcome: a few bulk statements in one transaction. On PostgreSQL the polls are
-        copied in and the stages updated from a copied temporary table (benchmark B7: executemany of a
-        100,000-run tick took most of its write); elsewhere Core executemany."""
+        """Write one tick's outcome: a few bulk statements in one transaction, whatever the number of runs. On
+        PostgreSQL the polls and snapshots are copied in and the stages updated from a copied temporary table
+        (benchmark B7: executemany of a 100,000-run tick took most of its write); elsewhere Core executemany.
+        Quiet polls take two set-based statements each (``_write_quiet``)."""
         with self.session(write=True) as s, ExitStack() as stack:
             connection = s.connection()
             driver = connection.connection.driver_connection if connection.dialect.name == "postgresql" else None

@@ -30,7 +30,7 @@ class Waiting:
 
     The run's ``params``, ``expect`` and ``overrides`` are kept as the JSON text stored and parsed when read
     (properties): a quiet poll (``QuietPolls``) reads none of them, and in a large group that is most runs,
-    where parsing them was most of the time a tick spent reading its chunks (benchmark B7)."""
+    where parsing them was about a third of the time a tick spent reading its chunks (benchmark B7)."""
 
     stage_id: int
     run_id: str
