@@ -217,6 +217,10 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
             finally:
                 writer_cpu.add(time.thread_time() - began)
 
+        def _poll_chunk(self, *args: Any, **kwargs: Any) -> Any:  # the first one: this poll holds the lock
+            writer_cpu.first_chunk()
+            return super()._poll_chunk(*args, **kwargs)
+
         def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
             profiler = None
             if config.profile:
@@ -225,13 +229,13 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
                 profiler = Profiler(interval=0.001, async_mode="disabled")
                 profiler.start()
             began, cpu, thread_cpu = time.time(), time.process_time(), time.thread_time()
-            written = writer_cpu.total
+            writer_cpu.begin_tick()
             summary = super().poll_group(group, fresh_only)
             tick = {
                 "start": began,
                 "end": time.time(),
                 "cpu": time.process_time() - cpu,
-                "thread_cpu": time.thread_time() - thread_cpu + writer_cpu.total - written,
+                "thread_cpu": time.thread_time() - thread_cpu + writer_cpu.tick_cpu(),
                 "polled": summary.polled,
                 "remaining": summary.remaining,
                 "fresh_only": fresh_only,

@@ -231,16 +231,20 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
             finally:
                 writer_cpu.add(time.thread_time() - began)
 
+        def _poll_chunk(self, *args: Any, **kwargs: Any) -> Any:  # the first one: this poll holds the lock
+            writer_cpu.first_chunk()
+            return super()._poll_chunk(*args, **kwargs)
+
         def poll_group(self, group: str, *args: Any, **kwargs: Any) -> Any:
             began, cpu, thread_cpu = time.time(), time.process_time(), time.thread_time()
-            written = writer_cpu.total
+            writer_cpu.begin_tick()
             summary = super().poll_group(group, *args, **kwargs)
             polled, remaining = summary_field(summary, "polled"), summary_field(summary, "remaining")
             tick = {
                 "start": began,
                 "end": time.time(),
                 "cpu": time.process_time() - cpu,
-                "thread_cpu": time.thread_time() - thread_cpu + writer_cpu.total - written,
+                "thread_cpu": time.thread_time() - thread_cpu + writer_cpu.tick_cpu(),
                 "polled": polled,
                 "remaining": remaining,
                 "fresh_only": bool(kwargs.get("fresh_only", args[0] if args else False)),

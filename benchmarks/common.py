@@ -201,23 +201,38 @@ def emit_result(result: dict[str, Any]) -> None:
 
 
 class WriterCpu:
-    """CPU seconds that an Engine's chunk writes spend off the tick's thread.
+    """CPU seconds that an Engine's chunk writes spend off the tick's thread, credited to the tick they belong to.
 
     Since the renovation a poll of several chunks writes each one on a writer thread (``tc-chunk-writer``)
     while the tick's thread goes on with the next chunk, so ``time.thread_time`` of the tick alone would
-    miss that CPU. A measured Engine times its ``_apply`` calls and passes each one's thread CPU to ``add``,
-    which keeps those made off the tick's thread; a tick's CPU is its thread's plus what ``total`` gained
-    meanwhile (one group per benchmark, polled under its group lock: no other poll's writes in between).
+    miss that CPU. A measured Engine times its ``_apply`` calls and passes each one's thread CPU to
+    ``add``, which keeps those made off the tick's thread. A tick owns what ``total`` gains from its first
+    chunk (``first_chunk``, called by the measured ``_poll_chunk``) to its end (``tick_cpu``): a poll that
+    waited for the group's lock while another one polled does not count that one's writes, since a poll
+    ends only once its writes have, before it lets the lock go (one group per benchmark).
     """
 
     def __init__(self) -> None:
         self.total = 0.0
         self._lock = threading.Lock()
+        self._tick = threading.local()
 
     def add(self, seconds: float) -> None:
         if threading.current_thread().name.startswith("tc-chunk-writer"):
             with self._lock:
                 self.total += seconds
+
+    def begin_tick(self) -> None:
+        self._tick.since = None
+
+    def first_chunk(self) -> None:
+        if getattr(self._tick, "since", 0.0) is None:
+            self._tick.since = self.total
+
+    def tick_cpu(self) -> float:
+        """The writer CPU of the calling thread's tick since its first chunk (0 if it polled no chunk)."""
+        since = getattr(self._tick, "since", None)
+        return 0.0 if since is None else self.total - since
 
 
 def peak_rss_mb() -> float:
