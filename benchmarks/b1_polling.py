@@ -205,21 +205,10 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
     ticks: list[dict[str, Any]] = []
     sessions: list[Any] = []
 
-    writer_cpu = common.WriterCpu()
-
-    class MeasuredEngine(Engine):
+    class MeasuredEngine(common.CountsWriterCpu, Engine):
         """The Engine, with each group poll timed (wall, CPU) and optionally profiled; nothing else changes."""
 
-        def _apply(self, *args: Any, **kwargs: Any) -> Any:  # a chunk's write: on a writer thread, or not
-            began = time.thread_time()
-            try:
-                return super()._apply(*args, **kwargs)
-            finally:
-                writer_cpu.add(time.thread_time() - began)
-
-        def _poll_chunk(self, *args: Any, **kwargs: Any) -> Any:  # the first one: this poll holds the lock
-            writer_cpu.first_chunk()
-            return super()._poll_chunk(*args, **kwargs)
+        writer_cpu = common.WriterCpu()
 
         def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
             profiler = None
@@ -229,13 +218,13 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
                 profiler = Profiler(interval=0.001, async_mode="disabled")
                 profiler.start()
             began, cpu, thread_cpu = time.time(), time.process_time(), time.thread_time()
-            writer_cpu.begin_tick()
+            self.writer_cpu.begin_tick()
             summary = super().poll_group(group, fresh_only)
             tick = {
                 "start": began,
                 "end": time.time(),
                 "cpu": time.process_time() - cpu,
-                "thread_cpu": time.thread_time() - thread_cpu + writer_cpu.tick_cpu(),
+                "thread_cpu": time.thread_time() - thread_cpu + self.writer_cpu.tick_cpu(),
                 "polled": summary.polled,
                 "remaining": summary.remaining,
                 "fresh_only": fresh_only,

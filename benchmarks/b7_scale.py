@@ -219,32 +219,21 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
     ticks: list[dict[str, Any]] = []
     skips = {"late": 0, "busy": 0, "other": 0}
 
-    writer_cpu = common.WriterCpu()
-
-    class MeasuredEngine(Engine):
+    class MeasuredEngine(common.CountsWriterCpu, Engine):
         """The Engine, with each group poll timed (wall, CPU) as B1 does; nothing else changes."""
 
-        def _apply(self, *args: Any, **kwargs: Any) -> Any:  # a chunk's write: on a writer thread, or not
-            began = time.thread_time()
-            try:
-                return super()._apply(*args, **kwargs)
-            finally:
-                writer_cpu.add(time.thread_time() - began)
-
-        def _poll_chunk(self, *args: Any, **kwargs: Any) -> Any:  # the first one: this poll holds the lock
-            writer_cpu.first_chunk()
-            return super()._poll_chunk(*args, **kwargs)
+        writer_cpu = common.WriterCpu()
 
         def poll_group(self, group: str, *args: Any, **kwargs: Any) -> Any:
             began, cpu, thread_cpu = time.time(), time.process_time(), time.thread_time()
-            writer_cpu.begin_tick()
+            self.writer_cpu.begin_tick()
             summary = super().poll_group(group, *args, **kwargs)
             polled, remaining = summary_field(summary, "polled"), summary_field(summary, "remaining")
             tick = {
                 "start": began,
                 "end": time.time(),
                 "cpu": time.process_time() - cpu,
-                "thread_cpu": time.thread_time() - thread_cpu + writer_cpu.tick_cpu(),
+                "thread_cpu": time.thread_time() - thread_cpu + self.writer_cpu.tick_cpu(),
                 "polled": polled,
                 "remaining": remaining,
                 "fresh_only": bool(kwargs.get("fresh_only", args[0] if args else False)),

@@ -235,6 +235,24 @@ class WriterCpu:
         return 0.0 if since is None else self.total - since
 
 
+class CountsWriterCpu:
+    """Mixed in before an Engine class: times its chunk writes and marks its first chunk for ``writer_cpu``
+    (a ``WriterCpu`` the subclass sets), which B1 and B7 add to each tick's CPU."""
+
+    writer_cpu: WriterCpu
+
+    def _apply(self, *args: Any, **kwargs: Any) -> Any:  # a chunk's write: on a writer thread, or not
+        began = time.thread_time()
+        try:
+            return super()._apply(*args, **kwargs)
+        finally:
+            self.writer_cpu.add(time.thread_time() - began)
+
+    def _poll_chunk(self, *args: Any, **kwargs: Any) -> Any:  # the first one: this poll holds the lock
+        self.writer_cpu.first_chunk()
+        return super()._poll_chunk(*args, **kwargs)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far: ``VmHWM`` of /proc/self/status, which starts again at
     ``exec``. ``ru_maxrss`` does not: Linux keeps the high-water mark across it, so a child spawned by a parent

@@ -558,7 +558,7 @@ class Engine:
         per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
         # a run whose stage was quiet, that again found nothing (and no note to add), before its deadline: its
         # comparison and decision would be the last ones again, so only the poll itself is recorded
-        hushed = records is not None and not records.notes and not records.unparsed
+        hushed = records is not None and _said_nothing_else(records)
         quiet: list[tuple[int, str]] = []
         polled: list[tuple[Waiting, list[dict[str, Any]]]] = []
         for w, found in zip(chunk, per_run, strict=True):
@@ -633,7 +633,7 @@ class Engine:
             comparison.reason = (comparison.reason or "") + (
                 f" ({escaped} record(s) held a NUL character or a lone surrogate: shown escaped)"
             )
-        quiet = comparison.found == 0 and not records.notes and not records.unparsed and stage.absent is None
+        quiet = comparison.found == 0 and _said_nothing_else(records) and stage.absent is None
         return Outcome(comparison, None, ErrorKind.TRANSIENT, found, fetched.milliseconds, first_seen, arrived, quiet)
 
     def _conclude(
@@ -824,6 +824,12 @@ class _ChunkWriter:
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
+
+
+def _said_nothing_else(records: FetchResult) -> bool:
+    """The read added nothing to a stage's reason (no notes, no unparsed lines): the rule by which a poll that
+    found nothing makes its stage quiet, and a quiet stage's next empty poll stays quiet."""
+    return not records.notes and not records.unparsed
 
 
 def _backoff(plan: Plan, stage: StageSpec, errors_in_row: int) -> float:
