@@ -60,12 +60,8 @@ def only_group(engine: Engine) -> str:
 
 
 def stage_row(engine: Engine, run_id: str) -> dict[str, object]:
-    with engine.store.engine.connect() as connection:
-        row = connection.execute(
-            text("SELECT status, attempts, reason, quiet, found, expected FROM tc_run_stages WHERE run_id = :r"),
-            {"r": run_id},
-        )
-        return dict(row.mappings().one())
+    [stage] = engine.store.run_stages(run_id)
+    return {name: getattr(stage, name) for name in ("status", "attempts", "reason", "quiet", "found", "expected")}
 
 
 def polls(engine: Engine, run_id: str) -> list[tuple[str, int | None, int | None]]:
