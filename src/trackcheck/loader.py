@@ -90,7 +90,7 @@ def load_plan_text(
         plan = Plan.model_validate(raw, context={"limits": limits})
     except ValidationError as exc:
         raise _plan_error(exc, raw, name) from None
-    _check_backends(plan)
+    _check_backends(plan, limits)
     if trust.uploaded:
         _check_reach(plan, trust)
     _check_schemas(plan)
@@ -316,11 +316,13 @@ def _plan_error(exc: ValidationError, raw: dict[str, Any], name: str) -> PlanErr
     )
 
 
-def _check_backends(plan: Plan) -> None:
+def _check_backends(plan: Plan, limits: PlanLimits) -> None:
+    """Each source's options and each stage's keys, validated by the backend that reads them."""
     from trackcheck.sources import build_source
     from trackcheck.sources.emitting import emit_problem
 
     built = {name: build_source(name, spec, plan=plan.name) for name, spec in plan.sources.items()}
+    plan.bind_reads(lambda name: built[name].read_model, limits)
     for stage in plan.stages:
         source = built[stage.source]
         problem = source.check_stage(stage) or source.check_read(stage)

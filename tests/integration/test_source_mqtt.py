@@ -713,7 +713,7 @@ def test_stage_keys_are_checked_when_the_plan_loads() -> None:
     assert problem is not None and "MQTT keeps no history" in problem
     no_topic = StageSpec.model_validate({"name": "d", "source": "devices", "compare": {"with": "expect"}})
     assert "needs 'topic'" in str(MqttSource.check_stage(no_topic))
-    assert "'stream' does not apply" in str(MqttSource.check_stage(make_stage("a/b", stream="s")))
+    assert "stream: unknown key" in str(MqttSource.check_stage(make_stage("a/b", stream="s")))
     assert "'#' must be a whole level" in str(MqttSource.check_stage(make_stage("a/#/b")))
     assert "'+' must be a whole level" in str(MqttSource.check_stage(make_stage("a/b+")))
     fine = make_stage("devices/{device}/#", qos=2, format="json", records="batch", select={"id": "id"})

@@ -578,7 +578,7 @@ def test_check_stage_names_what_a_nats_stage_lacks() -> None:
     assert "'>' before its last token" in (NatsSource.check_stage(make_stage(subject="a.>.b")) or "")
     assert "inside a token" in (NatsSource.check_stage(make_stage(subject="a.b*")) or "")
     assert "not a stream name" in (NatsSource.check_stage(make_stage(subject="a.b", stream="a.b")) or "")
-    assert "'topic' does not apply" in (NatsSource.check_stage(make_stage(subject="a", topic="t")) or "")
+    assert "topic: unknown key" in (NatsSource.check_stage(make_stage(subject="a", topic="t")) or "")
     assert NatsSource.check_stage(make_stage(subject="events.{test_id}.*", stream="S_{env}")) is None
     overlapping = [("a.*", "a.b"), ("a.>", "a.b.c"), ("*.b", "a.*"), (">", "x")]
     assert all(subjects_overlap(x, y) and subjects_overlap(y, x) for x, y in overlapping)

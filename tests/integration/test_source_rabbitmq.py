@@ -653,7 +653,7 @@ def test_an_unreachable_broker_is_transient() -> None:
         ({"stream": "s", "exchange": "x"}, "not both"),
         ({"stream": "s", "routing_key": "k"}, "'routing_key' applies to an 'exchange' stage"),
         ({"exchange": "x", "from": "earliest"}, "an exchange keeps no history"),
-        ({"stream": "s", "topic": "t"}, "'topic' does not apply"),
+        ({"stream": "s", "topic": "t"}, "topic: unknown key: a rabbitmq stage reads"),
     ],
 )
 def test_check_stage_refuses_what_cannot_be_read(keys: dict[str, Any], problem: str) -> None:

@@ -26,7 +26,7 @@ from trackcheck.plan.templates import render
 from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.sources import register
 from trackcheck.sources.base import FetchRequest, FetchResult, Listener, Message, Source, SourceOptions
-from trackcheck.sources.bus import to_records
+from trackcheck.sources.bus import BusRead, to_records
 from trackcheck.store.captures import CaptureStore
 from trackcheck.store.models import Capture
 from trackcheck.store.repository import Store
@@ -84,24 +84,30 @@ class FakeBusOptions(SourceOptions):
     durable: bool = True
 
 
+class FakeBusRead(BusRead):
+    places: ClassVar[tuple[str, ...]] = ("topic",)
+
+    topic: str | None = None
+
+
 @register
 class FakeBusSource(Source):
     type_name = "fakebus"
     options_model = FakeBusOptions
-    stage_keys = frozenset({"topic", "format", "records"})
+    read_model = FakeBusRead
     listens = True
     listened: ClassVar[dict[str, int]] = defaultdict(int)
 
     def channel(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
-        return f"topic {render(stage.topic, params)}"
+        return f"topic {render(FakeBusRead.of(stage).topic, params)}"
 
     def listen(self, stage: StageSpec, params: Mapping[str, Any], identity: str | None = None) -> Listener:
-        topic = render(stage.topic, params)
+        topic = render(FakeBusRead.of(stage).topic, params)
         self.listened[topic] += 1
         return FakeListener(topic, durable=self.options.durable)  # type: ignore[attr-defined]
 
     def fetch(self, request: FetchRequest) -> FetchResult:
-        return to_records(request.captured or [], request, self, 1_000_000)
+        return to_records(request.captured or [], request, FakeBusRead.of(request.stage), self, 1_000_000)
 
 
 PLAN = """

@@ -95,7 +95,7 @@ def test_env_default_is_used_when_unset(monkeypatch: pytest.MonkeyPatch) -> None
         (lambda r: r["sources"]["bi"].update(colour="blue"), ["sources.bi.colour"]),
         (
             lambda r: r["stages"][0].update(query="SELECT 1"),
-            ["collector", "'query' does not apply to a file"],
+            ["stages[0] (collector).query: unknown key: a file stage reads path"],
         ),
         (lambda r: r["stages"][2]["counts"].update(tolerance="lots"), ["counts.tolerance", "percentage"]),
         (lambda r: r.pop("key"), ["key", "required"]),

@@ -23,6 +23,7 @@ from trackcheck.plan.masking import mask_plan_text
 from trackcheck.plan.model import Plan
 from trackcheck.plan.safe_yaml import BoundedLoader, parse_yaml
 from trackcheck.plan.templates import stage_templates
+from trackcheck.sources.files import FileRead
 
 BASE: dict[str, Any] = {
     "name": "limits-demo",
@@ -314,9 +315,11 @@ def test_stage_templates_lists_every_rendered_value() -> None:
     }
     assert plan.stage_params(plan.stage("api")) == {"a", "b", "c", "d"}
     assert plan.templates(plan.stage("cache")) == {"redis.key": "ev:{test_id}"}
+    # the plan's own keys, without the backend's; ``where`` left out for batching
+    assert stage_templates(plan.stage("log"), where=False) == {}
     # a stage's own path replaces its source's: only the one read counts
-    log = plan.stage("log").model_copy(update={"path": "/tmp/other/*.jsonl"})
-    assert stage_templates(log, "/tmp/{x}.jsonl", where=False) == {"path": "/tmp/other/*.jsonl"}
+    own = FileRead(path="/tmp/other/*.jsonl")
+    assert own.templates("log", {"path": "/tmp/{x}.jsonl"}) == {"path": "/tmp/other/*.jsonl"}
 
 
 def test_an_undeclared_parameter_in_a_file_sources_path_names_the_key() -> None:

@@ -8,8 +8,9 @@ are checked here too, so a wrong plan is rejected before anything runs. See docs
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from jmespath.exceptions import JMESPathError
 from pydantic import (
@@ -18,11 +19,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from trackcheck.errors import PlanError
 from trackcheck.plan.cron import check_cron
 from trackcheck.plan.durations import parse_duration
 from trackcheck.plan.functions import check_calls, compile_path
@@ -35,7 +38,7 @@ from trackcheck.plan.limits import (
     check_timeout,
 )
 from trackcheck.plan.names import IDENTIFIER, NAME, check_name, check_plan_name
-from trackcheck.plan.templates import param_names, stage_templates
+from trackcheck.plan.templates import param_names, printable, stage_templates
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 EXPECT = "expect"
@@ -43,18 +46,6 @@ EXPECT = "expect"
 EMIT_STAGE = "emit"
 #: the keys of a stage that declare its main check; a stage declares exactly one of them
 MAIN_CHECKS = ("compare", "counts", "aggregates", "absent")
-
-
-def read_back(start: str | None) -> timedelta | None:
-    """How far before a run's start a bus stage reads (its ``from``): ``run_start`` (or unset) is zero,
-    ``-10m`` ten minutes, ``earliest`` None (everything the bus still holds); ValueError otherwise."""
-    if start is None or start == "run_start":
-        return timedelta(0)
-    if start == "earliest":
-        return None
-    if not start.startswith("-"):
-        raise ValueError(f"'from' is run_start, earliest or a duration back from the run's start (-10m), not {start!r}")
-    return parse_duration(start[1:])
 
 
 def limits_of(info: ValidationInfo) -> PlanLimits:
@@ -140,19 +131,44 @@ class SourceSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class RequestSpec(_Model):
-    """An HTTP request of an ``http`` stage; ``{param}`` placeholders are rendered per run."""
+class ReadSpec(BaseModel):
+    """The keys of a stage that say how its backend reads it: a SQL ``query``, a bus ``topic``, an HTTP
+    ``request``. Each source backend declares its own subclass (``Source.read_model``), so that a backend
+    brings its keys with it and this module names none of them.
 
-    method: Literal["GET", "POST"] = "GET"
-    path: str = ""
-    params: dict[str, Any] = Field(default_factory=dict)
-    json_body: Any = Field(default=None, alias="json")
-    headers: dict[str, str] = Field(default_factory=dict)
+    A stage keeps them unparsed (``StageSpec.read_keys``) until its source's type is known: the loader
+    validates and binds them (``Plan.bind_reads``), and a backend reads them typed with ``Model.of(stage)``.
+    """
 
-    @field_validator("method", mode="before")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
     @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
+    def of(cls, stage: StageSpec) -> Self:
+        """This backend's keys of ``stage``, validated once and kept on the stage."""
+        return stage.read_as(cls)
+
+    def templates(self, source: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The values rendered with a run's parameters, by the plan key they are written at; ``source`` and
+        ``options`` are the stage's source's name and options (a file source's own ``path`` may hold
+        ``{param}``). None by default: a key that may hold ``{param}`` is one its backend renders."""
+        return {}
+
+
+Read = TypeVar("Read", bound=ReadSpec)
+
+
+def read_problem(exc: ValidationError, model: type[ReadSpec], type_name: str) -> tuple[str, str]:
+    """What is wrong with a stage's backend keys, for a plan's author: (the key, the problem) of the first
+    issue ``model`` found. A key the backend does not read is an unknown key, and the problem lists the keys
+    it does read."""
+    issue = exc.errors()[0]
+    key = ".".join(printable(part) for part in issue["loc"])
+    if issue["type"] == "extra_forbidden":
+        own = ", ".join(f.alias or name for name, f in model.model_fields.items()) or "none"
+        return key, f"unknown key: a {type_name} stage reads {own} (check the spelling; see docs/plans.md)"
+    if issue["type"] == "missing":
+        return key, "this key is required"
+    return key, issue["msg"].removeprefix("Value error, ")
 
 
 class NotifySpec(_Model):
@@ -200,21 +216,6 @@ class EmitSpec(_Model):
         for field in value:
             if not IDENTIFIER.match(field):
                 raise ValueError(f"stamp field {field!r} is not a plain field name (letters, digits, _)")
-        return value
-
-
-class RedisReadSpec(_Model):
-    """What a ``redis`` stage reads: a stream, a list, a hash, or every string/hash key matching a pattern."""
-
-    kind: Literal["stream", "list", "hash", "keys"]
-    key: str
-    field: str | None = Field(default=None, description="for kind=keys: store each key's name in this field")
-    count: int = Field(default=100_000, ge=1)
-
-    @field_validator("count")
-    @classmethod
-    def _count(cls, value: int, info: ValidationInfo) -> int:
-        check_at_most(value, limits_of(info).max_redis_count, "max_redis_count")
         return value
 
 
@@ -332,9 +333,10 @@ class SchemaMapSpec(_Model):
     files: dict[str, str]
 
 
-def _check_path(expression: str, key: str) -> None:
+def check_path(expression: str, key: str) -> None:
     """A ``select``/``records`` expression must parse and call only known functions with a number of
-    arguments they take: JMESPath alone would find a wrong call only when it reads a record."""
+    arguments they take: JMESPath alone would find a wrong call only when it reads a record. ValueError
+    naming ``key`` otherwise."""
     try:
         problem = check_calls(compile_path(expression))
     except JMESPathError as exc:
@@ -343,20 +345,21 @@ def _check_path(expression: str, key: str) -> None:
         raise ValueError(f"{key}: {problem}")
 
 
-class StageSpec(_Model):
-    """One system checked at one point of the pipeline."""
+class StageSpec(BaseModel):
+    """One system checked at one point of the pipeline.
+
+    The keys that say how its backend reads it (``query``, ``topic``, ``request``...) are kept as extra
+    keys, validated by the backend's own ``ReadSpec`` once the source's type is known (``Plan.bind_reads``):
+    an unknown key is refused there, by the backend that knows which keys it reads.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
 
     name: str
     source: str
     description: str | None = None
     key: FieldList | None = None
-    query: str | None = None
-    table: str | None = None
     where: dict[str, Any] = Field(default_factory=dict)
-    path: str | None = None
-    request: RequestSpec | None = None
-    redis: RedisReadSpec | None = None
-    records: str | None = None
     select: dict[str, str] | None = None
     compare: CompareSpec | None = None
     counts: CountsSpec | None = None
@@ -372,19 +375,10 @@ class StageSpec(_Model):
     timeout: Duration | None = None
     retries: int | None = Field(default=None, ge=0)
     backoff: Duration | None = None
-    # -- message buses (kafka, rabbitmq, nats, mqtt); each backend says which of these it reads ----------
-    topic: str | None = None
-    stream: str | None = None
-    subject: str | None = None
-    exchange: str | None = None
-    routing_key: str | None = None
-    #: where a bus is read from: ``run_start`` (the default), ``earliest``, or a duration back from the
-    #: run's start (``-10m``: a producer's clock may run behind, or the event was sent just before)
-    from_: str | None = Field(default=None, alias="from")
-    format: Literal["json", "text"] | None = None
-    qos: int | None = Field(default=None, ge=0, le=2)
     #: set on the stage a plan's top-level ``emit:`` adds as its first (the plan loader does, not users)
     emit: EmitSpec | None = None
+    #: the backend's keys, typed, once bound (``read_as``)
+    _read: ReadSpec | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -413,13 +407,6 @@ class StageSpec(_Model):
     def _cron(cls, value: str | None) -> str | None:
         return None if value is None else check_cron(value)
 
-    @field_validator("from_")
-    @classmethod
-    def _from(cls, value: str | None) -> str | None:
-        if value is not None:
-            read_back(value)
-        return value
-
     @model_validator(mode="after")
     def _shape(self) -> StageSpec:
         if sum(x is not None for x in (self.interval, self.cron, self.at)) > 1:
@@ -439,17 +426,9 @@ class StageSpec(_Model):
             raise ValueError("'latency' needs 'time_field': the field that says when each event was sent")
         if self.time_field is not None and self.aggregates is not None:
             raise ValueError("'time_field' measures each record's lateness; an 'aggregates' stage reads groups")
-        if self.query is not None and self.table is not None:
-            raise ValueError("set 'query' or 'table', not both")
-        if self.query is not None and param_names(self.query):
-            raise ValueError(
-                "run parameters are never pasted into SQL: remove {...} from 'query' and filter with 'where'"
-            )
-        if self.records:  # '' reads the whole answer, as no 'records' does
-            _check_path(self.records, "records")
         if self.select is not None:
             for field, path in self.select.items():
-                _check_path(path, f"select.{field}")
+                check_path(path, f"select.{field}")
             lost = sorted(set(self.where) - set(self.select))
             if lost:
                 # records are split back per run on their selected fields: a 'where' field must be one of them
@@ -459,6 +438,25 @@ class StageSpec(_Model):
             if unknown:
                 raise ValueError(f"tolerance names fields that are not compared: {', '.join(sorted(unknown))}")
         return self
+
+    @property
+    def read_keys(self) -> dict[str, Any]:
+        """The keys its backend reads, as written (validated by ``read_as``)."""
+        return dict(self.model_extra or {})
+
+    @property
+    def bound_read(self) -> ReadSpec | None:
+        """The backend's keys, typed, if ``read_as`` has validated them."""
+        return self._read
+
+    def read_as(self, model: type[Read], limits: PlanLimits = DEFAULT_LIMITS) -> Read:
+        """The backend's keys validated by ``model`` (its ``ReadSpec``), kept for the next call: a source
+        asks at every fetch. Raises pydantic's ValidationError; the loader turns it into a PlanError."""
+        read = self._read
+        if not isinstance(read, model):
+            read = model.model_validate(self.read_keys, context={"limits": limits})
+            self._read = read
+        return read
 
     @property
     def check_name(self) -> str:
@@ -538,7 +536,7 @@ class Plan(_Model):
         seen: list[str] = []
         added = 1 if self.emit is not None else 0  # the emit stage: users number their stages without it
         for index, stage in enumerate(self.stages):
-            where = EMIT_STAGE if added and index == 0 else f"stages[{index - added}] ({stage.name})"
+            where = self.stage_path(index)
             if stage.emit is not None and (index > 0 or stage.emit != self.emit):
                 raise ValueError(f"{where}: 'emit' is a top-level key of the plan, not of a stage")
             if stage.name in seen:
@@ -556,21 +554,54 @@ class Plan(_Model):
                     f"{where}.{stage.check_name}.with: {reference!r} is {why}; "
                     f"compare with 'expect' or an earlier stage ({', '.join(seen) or 'none yet'})"
                 )
-            for key, value in self.templates(stage).items():
-                undeclared = sorted(param_names(value) - set(self.params))
-                if undeclared:
-                    raise ValueError(
-                        f"{where}: {key} uses run parameter(s) {', '.join('{' + p + '}' for p in undeclared)} "
-                        "that 'params' does not declare"
-                    )
+            problem = self.undeclared(stage)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
             seen.append(stage.name)
         return self
 
+    def bind_reads(self, read_model: Callable[[str], type[ReadSpec]], limits: PlanLimits = DEFAULT_LIMITS) -> None:
+        """Validate each stage's backend keys with the ``ReadSpec`` of its source's backend (``read_model``,
+        by source name) and keep them, typed, on the stage. A PlanError names the stage and the key at
+        fault, or a ``{param}`` they render that ``params`` does not declare. The loader calls it once the
+        plan's sources are built; until then ``templates`` knows only the keys of the plan itself."""
+        for index, stage in enumerate(self.stages):
+            model = read_model(stage.source)
+            try:
+                stage.read_as(model, limits)
+            except ValidationError as exc:
+                key, problem = read_problem(exc, model, self.sources[stage.source].type)
+                where = f"{self.stage_path(index)}.{key}" if key else self.stage_path(index)
+                raise PlanError(f"{where}: {problem}", plan=self.name, stage=stage.name) from None
+            undeclared = self.undeclared(stage)
+            if undeclared:
+                raise PlanError(f"{self.stage_path(index)}: {undeclared}", plan=self.name, stage=stage.name)
+
+    def stage_path(self, index: int) -> str:
+        """How errors name the stage at ``index``: ``stages[1] (warehouse)``, numbered as its author wrote
+        them (without the stage a top-level ``emit:`` adds, which is ``emit``)."""
+        added = 1 if self.emit is not None else 0
+        if added and index == 0:
+            return EMIT_STAGE
+        return f"stages[{index - added}] ({printable(self.stages[index].name)})"
+
+    def undeclared(self, stage: StageSpec) -> str | None:
+        """Why ``stage`` cannot be rendered: a ``{param}`` it uses that ``params`` does not declare."""
+        for key, value in self.templates(stage).items():
+            missing = sorted(param_names(value) - set(self.params))
+            if missing:
+                listed = ", ".join("{" + p + "}" for p in missing)
+                return f"{key} uses run parameter(s) {listed} that 'params' does not declare"
+        return None
+
     def templates(self, stage: StageSpec, *, where: bool = True) -> dict[str, Any]:
-        """The values of ``stage`` rendered with a run's parameters, by plan key (see
-        ``templates.stage_templates``, the one list of them)."""
-        path = self.sources[stage.source].options.get("path") if stage.source in self.sources else None
-        return stage_templates(stage, path if isinstance(path, str) else None, where=where)
+        """The values of ``stage`` rendered with a run's parameters, by plan key: the plan's own
+        (``templates.stage_templates``) and, once bound, those of its backend's keys (``ReadSpec.templates``)."""
+        found = stage_templates(stage, where=where)
+        read = stage.bound_read
+        if read is not None and stage.source in self.sources:
+            found.update(read.templates(stage.source, self.sources[stage.source].options))
+        return found
 
     def stage_params(self, stage: StageSpec) -> frozenset[str]:
         """The run parameters ``stage`` renders, wherever it renders them."""

@@ -17,7 +17,7 @@ from trackcheck.errors import ParamError, PlanError
 if TYPE_CHECKING:
     from trackcheck.plan.model import StageSpec
 
-#: the keys of a bus stage that say where it reads, each of which may hold ``{param}``
+#: the keys of an ``emit:`` that say where a bus publishes, each of which may hold ``{param}``
 BUS_KEYS = ("topic", "stream", "subject", "exchange", "routing_key")
 #: the run's own placeholders an ``emit.stamp`` may use besides its parameters: an id per event, the run's id
 EMIT_PLACEHOLDERS = ("uuid", "run_id")
@@ -72,41 +72,24 @@ def param_names(value: Any) -> set[str]:
     return set()
 
 
-def stage_templates(stage: StageSpec, source_path: str | None = None, *, where: bool = True) -> dict[str, Any]:
-    """Every value of ``stage`` that is rendered with a run's parameters, by the plan key it is written at.
+def stage_templates(stage: StageSpec, *, where: bool = True) -> dict[str, Any]:
+    """The values of ``stage``'s own plan keys rendered with a run's parameters, by the key they are at.
 
-    This is the one list of what may hold ``{param}``; the loader (undeclared parameters), run submission
-    (parameters without a value) and batching (runs sharing one fetch) all read it:
+    With its backend's (``ReadSpec.templates``: a file ``path``, an HTTP ``request``, a Redis ``key``, a bus
+    ``topic``...; ``Plan.templates`` joins the two), this is the one list of what may hold ``{param}``: the
+    loader (undeclared parameters), run submission (parameters without a value) and batching (runs sharing
+    one fetch) all read it:
 
     - ``where``: rendered when the stage becomes active (left out with ``where=False``: batching keeps
       runs with different ``where`` values together);
-    - ``path``: a file stage's glob, or else ``sources.<name>.path``, its file source's own ``source_path``;
-    - ``request.path``, ``request.params``, ``request.json``, ``request.headers`` of an http stage;
-    - ``redis.key`` of a redis stage;
-    - ``topic``, ``stream``, ``subject``, ``exchange``, ``routing_key`` of a bus stage (a NATS subject
-      ``events.{test_id}``, an MQTT topic ``devices/{device}/#``);
     - ``emit.path``, ``emit.<bus key>`` and ``emit.stamp`` (less its own ``{uuid}`` and ``{run_id}``) of the
       stage a plan's ``emit:`` adds.
 
-    Keys a stage leaves unset are absent. ``query`` never holds ``{param}`` (the model refuses it).
+    Keys a stage leaves unset are absent.
     """
     found: dict[str, Any] = {}
     if where and stage.where:
         found["where"] = stage.where
-    if stage.path:
-        found["path"] = stage.path
-    elif source_path:
-        found[f"sources.{stage.source}.path"] = source_path
-    if stage.request is not None:
-        found["request.path"] = stage.request.path
-        found["request.params"] = stage.request.params
-        found["request.json"] = stage.request.json_body
-        found["request.headers"] = stage.request.headers
-    if stage.redis is not None:
-        found["redis.key"] = stage.redis.key
-    for name in BUS_KEYS:
-        if getattr(stage, name) is not None:
-            found[name] = getattr(stage, name)
     if stage.emit is not None:
         for name in ("path", *BUS_KEYS):
             if getattr(stage.emit, name) is not None:

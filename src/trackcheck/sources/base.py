@@ -15,33 +15,41 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import jmespath.exceptions
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from trackcheck.compare.values import canonical
 from trackcheck.errors import ErrorKind, SourceError, SourceQueryError
 from trackcheck.plan.functions import OPTIONS, compile_path, interpreter
 from trackcheck.plan.masking import MASK, mask_url_passwords, secret_name
+from trackcheck.plan.model import ReadSpec, StageSpec, check_path, read_problem
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from trackcheck.plan.model import StageSpec
     from trackcheck.sources.network import NetworkRule
 
 Record = dict[str, Any]
-#: the stage keys that only some backends read (``from_`` is the plan's ``from``); ``stage_keys`` lists a
-#: backend's own
-_BACKEND_KEYS = (
-    "query", "table", "path", "request", "redis", "records",
-    "topic", "stream", "subject", "exchange", "routing_key", "from_", "format", "qos",
-)  # fmt: skip
 #: how much of a driver's (or any cause's) text an error quotes: a server's error message must not be a
 #: way to read a file or a response body through trackcheck
 CAUSE_CHARS = 300
+
+
+class RecordsRead(ReadSpec):
+    """The stage key of a backend that reads JSON documents (an HTTP answer, a bus message): ``records``, a
+    JMESPath to the list of records inside each (the document itself when unset)."""
+
+    records: str | None = None
+
+    @model_validator(mode="after")
+    def _records(self) -> Self:
+        if self.records:  # '' reads the whole answer, as no 'records' does
+            check_path(self.records, "records")  # its message names the key
+        return self
 
 
 class SourceOptions(BaseModel):
@@ -138,8 +146,9 @@ class Source(ABC):
 
     type_name: ClassVar[str]
     options_model: ClassVar[type[SourceOptions]]
-    #: the plan keys of a stage this backend uses; any other source-specific key is a plan error
-    stage_keys: ClassVar[frozenset[str]] = frozenset()
+    #: the keys of a stage this backend reads (a SQL ``query``, a bus ``topic``); any other key of a stage
+    #: that the plan itself does not define is a plan error
+    read_model: ClassVar[type[ReadSpec]] = ReadSpec
     #: True for a bus that keeps no history (MQTT, a RabbitMQ exchange): the poller ``listen``s from when a
     #: run is picked up and buffers what it hears; ``fetch`` then gets it as ``request.captured``
     listens: ClassVar[bool] = False
@@ -171,11 +180,13 @@ class Source(ABC):
     # -- the contract ----------------------------------------------------------------------------------
     @classmethod
     def check_stage(cls, stage: StageSpec) -> str | None:
-        """Why ``stage`` cannot be read by this backend (a message naming the key), or None if it can."""
-        used = {k for k in _BACKEND_KEYS if getattr(stage, k) is not None and getattr(stage, k) != ""}
-        foreign = sorted(used - cls.stage_keys)
-        if foreign:
-            return f"'{foreign[0].rstrip('_')}' does not apply to a {cls.type_name} source"
+        """Why ``stage`` cannot be read by this backend (a message naming the key), or None if it can.
+        Here: its keys against ``read_model``; a backend adds what its model alone cannot say."""
+        try:
+            cls.read_model.of(stage)
+        except ValidationError as exc:
+            key, problem = read_problem(exc, cls.read_model, cls.type_name)
+            return f"{key}: {problem}" if key else problem
         return None
 
     def check_read(self, stage: StageSpec) -> str | None:
@@ -226,7 +237,14 @@ class Source(ABC):
         from trackcheck.plan.templates import render, stage_templates
 
         # every template the stage renders per run but its ``where`` (a file source's own path may use {x})
-        return repr(render(stage_templates(stage, getattr(self.options, "path", None), where=False), params))
+        found = stage_templates(stage, where=False)
+        found.update(self.read_model.of(stage).templates(self.name, self.option_values))
+        return repr(render(found, params))
+
+    @cached_property
+    def option_values(self) -> dict[str, Any]:
+        """The source's options as plain values (what ``ReadSpec.templates`` is given)."""
+        return self.options.model_dump()
 
     # -- shared plumbing -------------------------------------------------------------------------------
     def secrets(self) -> list[str]:

@@ -10,17 +10,19 @@ and the other messages are read as usual.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from trackcheck.plan.model import read_back
+from trackcheck.plan.durations import parse_duration
 from trackcheck.sources.base import (
     FetchRequest,
     FetchResult,
     Message,
     Record,
+    RecordsRead,
     Source,
     SourceOptions,
     apply_select,
@@ -43,10 +45,50 @@ class BusOptions(SourceOptions):
     max_message_bytes: int = Field(default=1_048_576, gt=0)
 
 
-def read_from(request: FetchRequest) -> datetime | None:
+class BusRead(RecordsRead):
+    """The stage keys every bus backend reads besides ``records``: ``format``, and the keys that say where
+    it reads (``places``: a topic, a subject...), each of which may hold ``{param}``."""
+
+    #: the keys of this backend that name where a stage reads, rendered per run
+    places: ClassVar[tuple[str, ...]] = ()
+
+    format: Literal["json", "text"] | None = None
+
+    def templates(self, source: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.places if getattr(self, name) is not None}
+
+
+class HistoryRead(BusRead):
+    """A bus that keeps what was published (a Kafka topic, a JetStream stream, a RabbitMQ stream): ``from``,
+    where a stage starts reading: ``run_start`` (the default), ``earliest``, or a duration back from the
+    run's start (``-10m``: a producer's clock may run behind, or the event was sent just before)."""
+
+    from_: str | None = Field(default=None, alias="from")
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str | None) -> str | None:
+        if value is not None:
+            read_back(value)
+        return value
+
+
+def read_back(start: str | None) -> timedelta | None:
+    """How far before a run's start a bus stage reads (its ``from``): ``run_start`` (or unset) is zero,
+    ``-10m`` ten minutes, ``earliest`` None (everything the bus still holds); ValueError otherwise."""
+    if start is None or start == "run_start":
+        return timedelta(0)
+    if start == "earliest":
+        return None
+    if not start.startswith("-"):
+        raise ValueError(f"'from' is run_start, earliest or a duration back from the run's start (-10m), not {start!r}")
+    return parse_duration(start[1:])
+
+
+def read_from(request: FetchRequest, read: HistoryRead) -> datetime | None:
     """The instant a bus stage reads from: the run's start (``request.since``) moved back by the stage's
     ``from``; None for ``from: earliest`` (all the bus still holds). Without a run, from now."""
-    back = read_back(request.stage.from_)
+    back = read_back(read.from_)
     if back is None:
         return None
     since = request.since or datetime.now(UTC)
@@ -65,13 +107,19 @@ def from_millis(millis: int) -> datetime:
 
 
 def to_records(
-    messages: Iterable[Message], request: FetchRequest, source: Source, max_bytes: int, *, scanned: int | None = None
+    messages: Iterable[Message],
+    request: FetchRequest,
+    read: BusRead,
+    source: Source,
+    max_bytes: int,
+    *,
+    scanned: int | None = None,
 ) -> FetchResult:
     """Decode ``messages`` (``format: json`` by default, or ``text``: the payload as ``_value``), take the
     stage's ``records`` out of each JSON payload, add the bus's fields (``_key``, ``_offset``...), apply
     ``select`` and keep what matches ``request.filters``."""
     stage = request.stage
-    fmt = stage.format or "json"
+    fmt = read.format or "json"
     records: list[Record] = []
     unparsed = 0
     notes: list[str] = []
@@ -91,7 +139,7 @@ def to_records(
                 problem = f"not JSON ({type(exc).__name__}: {str(exc)[:80]})"
             else:
                 try:
-                    found = extract_records(document, stage.records, source, stage)
+                    found = extract_records(document, read.records, source, stage)
                 except Exception as exc:  # a payload of another shape: counted, the others still read
                     problem = str(exc)[:160]
         if problem is not None:

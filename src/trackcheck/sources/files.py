@@ -23,14 +23,15 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import field_validator
 
 from trackcheck.errors import SourceQueryError
+from trackcheck.plan.model import ReadSpec
 from trackcheck.plan.templates import param_names, render
 from trackcheck.sources.base import (
     FetchRequest,
@@ -48,6 +49,18 @@ if TYPE_CHECKING:
 MAX_NOTES = 20
 _MAGIC = re.compile(r"[*?[]")
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
+
+
+class FileRead(ReadSpec):
+    """What a ``file`` stage reads: its own ``path`` (a glob), else its source's."""
+
+    path: str | None = None
+
+    def templates(self, source: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        if self.path:
+            return {"path": self.path}
+        path = options.get("path")
+        return {f"sources.{source}.path": path} if isinstance(path, str) and path else {}
 
 
 class FileOptions(SourceOptions):
@@ -112,13 +125,13 @@ class FileSource(Source):
 
     type_name = "file"
     options_model = FileOptions
-    stage_keys: ClassVar[frozenset[str]] = frozenset({"path"})
+    read_model = FileRead
     options: FileOptions
 
     def check_read(self, stage: StageSpec) -> str | None:
         """With a root, the path (the stage's, else the source's) must be relative and stay below it."""
         root = self.options.root
-        template = stage.path or self.options.path
+        template = FileRead.of(stage).path or self.options.path
         if root is None or template is None:
             return None
         problem = _escape(template)
@@ -158,7 +171,7 @@ class FileSource(Source):
     def _pattern(self, request: FetchRequest) -> str:
         """The glob of this run: run parameters are data here too, so their own ``*?[`` match literally."""
         stage = request.stage
-        template = stage.path or self.options.path
+        template = FileRead.of(stage).path or self.options.path
         if not template:
             raise self.error(SourceQueryError, "no 'path': set it on the source or on the stage", stage, permanent=True)
         for name in param_names(template):

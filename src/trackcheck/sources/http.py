@@ -25,19 +25,20 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import httpx
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
-from trackcheck.plan.model import Duration
+from trackcheck.plan.model import Duration, ReadSpec
 from trackcheck.plan.templates import render
 from trackcheck.sources import network
 from trackcheck.sources.base import (
     FetchRequest,
     FetchResult,
+    RecordsRead,
     Source,
     SourceOptions,
     apply_select,
@@ -64,6 +65,39 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+class RequestSpec(BaseModel):
+    """The HTTP request of an ``http`` stage; ``{param}`` placeholders are rendered per run."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    method: Literal["GET", "POST"] = "GET"
+    path: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    json_body: Any = Field(default=None, alias="json")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class HttpRead(RecordsRead):
+    """What an ``http`` stage reads: the answer to its ``request``, its ``records`` taken out."""
+
+    request: RequestSpec | None = None
+
+    def templates(self, source: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        if self.request is None:
+            return {}
+        return {
+            "request.path": self.request.path,
+            "request.params": self.request.params,
+            "request.json": self.request.json_body,
+            "request.headers": self.request.headers,
+        }
+
+
 class HttpOptions(SourceOptions):
     """``type: http``: the base URL, headers sent with every request, timeout and TLS verification."""
 
@@ -78,7 +112,7 @@ class HttpSource(Source):
 
     type_name: ClassVar[str] = "http"
     options_model: ClassVar[type[SourceOptions]] = HttpOptions
-    stage_keys: ClassVar[frozenset[str]] = frozenset({"request", "records"})
+    read_model: ClassVar[type[ReadSpec]] = HttpRead
 
     options: HttpOptions
 
@@ -120,7 +154,7 @@ class HttpSource(Source):
     # -- the contract ----------------------------------------------------------------------------------
     def check_read(self, stage: StageSpec) -> str | None:
         """A stage's ``request.path`` is relative to the source's url: it can never name another host."""
-        spec = stage.request
+        spec = HttpRead.of(stage).request
         if spec is None:
             return None
         problem = _foreign_path(spec.path)
@@ -144,7 +178,8 @@ class HttpSource(Source):
         SourceQueryError. A 204 No Content is an empty list of records.
         """
         stage = request.stage
-        spec = stage.request
+        read = HttpRead.of(stage)
+        spec = read.request
         method = spec.method if spec else "GET"
         path = render(spec.path, _quoted(request.params)) if spec else ""
         params = render(spec.params, request.params) if spec else {}
@@ -159,7 +194,7 @@ class HttpSource(Source):
                 kind = response.headers.get("content-type", "no content type")
                 raise self._response_error(f"{target}: the answer is not JSON ({kind})", response, stage) from exc
 
-        records = extract_records(document, stage.records, self, stage)
+        records = extract_records(document, read.records, self, stage)
         records = filter_records(apply_select(records, stage.select), request.filters)
         return FetchResult(records)
 

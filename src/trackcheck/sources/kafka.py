@@ -51,10 +51,11 @@ from pydantic import Field, field_validator, model_validator
 
 from trackcheck.compare.values import canonical
 from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
+from trackcheck.plan.model import ReadSpec
 from trackcheck.plan.templates import param_names, render
 from trackcheck.sources import missing_driver
 from trackcheck.sources.base import Destination, FetchRequest, FetchResult, Message, Source, SourceOptions
-from trackcheck.sources.bus import BusOptions, from_millis, read_from, timestamp, to_records
+from trackcheck.sources.bus import BusOptions, HistoryRead, from_millis, read_from, timestamp, to_records
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, KafkaError, Producer
@@ -126,12 +127,20 @@ class KafkaOptions(BusOptions):
         return self
 
 
+class KafkaRead(HistoryRead):
+    """What a ``kafka`` stage reads: a ``topic`` (it may hold ``{param}``), from ``from``."""
+
+    places: ClassVar[tuple[str, ...]] = ("topic",)
+
+    topic: str | None = None
+
+
 class KafkaSource(Source):
     """Reads a stage's topic from its start instant, through one cached reader per topic."""
 
     type_name: ClassVar[str] = "kafka"
     options_model: ClassVar[type[SourceOptions]] = KafkaOptions
-    stage_keys: ClassVar[frozenset[str]] = frozenset({"topic", "from_", "format", "records"})
+    read_model: ClassVar[type[ReadSpec]] = KafkaRead
 
     options: KafkaOptions
 
@@ -148,10 +157,11 @@ class KafkaSource(Source):
         foreign = super().check_stage(stage)
         if foreign is not None:
             return foreign
-        if not stage.topic:
+        topic = KafkaRead.of(stage).topic
+        if not topic:
             return "a kafka stage needs 'topic' (the topic to read)"
-        if not param_names(stage.topic) and not TOPIC_NAME.match(stage.topic):
-            return f"topic {stage.topic!r} is not a Kafka topic name (letters, digits, . _ -; at most 249)"
+        if not param_names(topic) and not TOPIC_NAME.match(topic):
+            return f"topic {topic!r} is not a Kafka topic name (letters, digits, . _ -; at most 249)"
         return None
 
     def hosts(self) -> list[str]:
@@ -185,12 +195,13 @@ class KafkaSource(Source):
         ``read_timeout`` a SourceTimeoutError.
         """
         stage = request.stage
-        topic = str(render(stage.topic or "", request.params))
+        spec = KafkaRead.of(stage)
+        topic = str(render(spec.topic or "", request.params))
         if not TOPIC_NAME.match(topic):
             message = f"topic {topic!r} is not a Kafka topic name (letters, digits, . _ -; at most 249)"
             raise self.error(SourceQueryError, message, stage, permanent=True)
         self.open()
-        instant = read_from(request)
+        instant = read_from(request, spec)
         start = EARLIEST if instant is None else int(instant.timestamp() * 1000)
         reader = self._reader(topic)
         with reader.lock:
@@ -590,12 +601,14 @@ class _TopicReader:
             chosen = self._candidates(request, firsts)
         chosen.sort(key=lambda at: (self.partitions[at[0]].times[at[1]], at))
         messages = [self._message(pid, i) for pid, i in chosen]
-        return to_records(messages, request, self.source, options.max_message_bytes, scanned=window)
+        read = KafkaRead.of(request.stage)
+        return to_records(messages, request, read, self.source, options.max_message_bytes, scanned=window)
 
     def _candidates(self, request: FetchRequest, firsts: Mapping[int, int]) -> list[tuple[int, int]]:
         stage = request.stage
         name = sorted(request.filters)[0]
-        signature = (stage.format, stage.records, tuple(sorted((stage.select or {}).items())), name)
+        read = KafkaRead.of(stage)
+        signature = (read.format, read.records, tuple(sorted((stage.select or {}).items())), name)
         self.index_used[signature] = time.monotonic()
         by_partition = self.indexes.setdefault(signature, {})
         wanted = {canonical(value) for value in request.filters[name]}
@@ -622,7 +635,7 @@ class _TopicReader:
         options = self.source.options
         for i in range(bisect_left(part.offsets, index.upto), len(part.offsets)):
             message = self._message(pid, i)
-            decoded = to_records([message], plain, self.source, options.max_message_bytes)
+            decoded = to_records([message], plain, KafkaRead.of(plain.stage), self.source, options.max_message_bytes)
             offset = part.offsets[i]
             if decoded.unparsed:
                 index.unparsed.append(offset)

@@ -43,7 +43,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, field_validator
 
 from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
-from trackcheck.plan.model import Duration
+from trackcheck.plan.model import Duration, ReadSpec
 from trackcheck.plan.templates import param_names, printable, render
 from trackcheck.sources import missing_driver
 from trackcheck.sources.base import (
@@ -55,7 +55,7 @@ from trackcheck.sources.base import (
     Source,
     SourceOptions,
 )
-from trackcheck.sources.bus import BusOptions, timestamp, to_records
+from trackcheck.sources.bus import BusOptions, BusRead, timestamp, to_records
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -161,8 +161,29 @@ def topic_problem(topic: str, *, wildcards: bool) -> str | None:
     return None
 
 
-def _qos(stage: StageSpec) -> int:
-    return 1 if stage.qos is None else stage.qos
+class MqttRead(BusRead):
+    """What an ``mqtt`` stage reads: what is published on ``topic`` (a filter: ``devices/+/events``; it may
+    hold ``{param}``) while its run waits, subscribed at ``qos`` (1 by default)."""
+
+    places: ClassVar[tuple[str, ...]] = ("topic",)
+
+    topic: str | None = None
+    qos: int | None = Field(default=None, ge=0, le=2)
+    #: refused with the reason: a plan's author who writes it expects history that MQTT does not keep
+    from_: None = Field(default=None, alias="from")
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _no_history(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError(
+                "MQTT keeps no history: an mqtt stage hears what is published from when its run is picked "
+                "up, never before"
+            )
+
+    @property
+    def subscribed_qos(self) -> int:
+        return 1 if self.qos is None else self.qos
 
 
 class MqttSource(Source):
@@ -170,7 +191,7 @@ class MqttSource(Source):
 
     type_name: ClassVar[str] = "mqtt"
     options_model: ClassVar[type[SourceOptions]] = MqttOptions
-    stage_keys: ClassVar[frozenset[str]] = frozenset({"topic", "qos", "format", "records"})
+    read_model: ClassVar[type[ReadSpec]] = MqttRead
     listens: ClassVar[bool] = True
 
     options: MqttOptions
@@ -182,17 +203,13 @@ class MqttSource(Source):
 
     @classmethod
     def check_stage(cls, stage: StageSpec) -> str | None:
-        if stage.from_ is not None:
-            return (
-                "'from' does not apply to an mqtt source: MQTT keeps no history, so a stage hears what is "
-                "published from when its run is picked up, never before"
-            )
         foreign = super().check_stage(stage)
         if foreign is not None:
             return foreign
-        if not stage.topic:
+        topic = MqttRead.of(stage).topic
+        if not topic:
             return "an mqtt stage needs 'topic' (wildcards + and # allowed: devices/+/events)"
-        return topic_problem(stage.topic, wildcards=True)
+        return topic_problem(topic, wildcards=True)
 
     def hosts(self) -> list[str]:
         return [_endpoint(self.options.url).host]
@@ -207,24 +224,25 @@ class MqttSource(Source):
     def topic(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
         """The stage's topic filter with the run's parameters; a parameter holding ``+``, ``#`` or NUL is
         refused (MQTT has no escaping, and it would widen the subscription)."""
-        if not stage.topic:
+        filter_ = MqttRead.of(stage).topic
+        if not filter_:
             raise self.error(SourceQueryError, "the stage has no 'topic'", stage, permanent=True)
-        for name in sorted(param_names(stage.topic)):
+        for name in sorted(param_names(filter_)):
             value = str(params.get(name, ""))
             if any(c in value for c in "+#\x00"):
                 message = (
                     f"run parameter {{{name}}} = {printable(value)!r} holds an MQTT wildcard (+ or #) or NUL, "
-                    f"which would widen the subscription to {printable(stage.topic)!r}"
+                    f"which would widen the subscription to {printable(filter_)!r}"
                 )
                 raise self.error(SourceQueryError, message, stage, permanent=True)
-        topic = str(render(stage.topic, params))
+        topic = str(render(filter_, params))
         problem = topic_problem(topic, wildcards=True)
         if problem is not None:
             raise self.error(SourceQueryError, problem, stage, permanent=True)
         return topic
 
     def channel(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
-        return f"topic {self.topic(stage, params)} qos {_qos(stage)}"
+        return f"topic {self.topic(stage, params)} qos {MqttRead.of(stage).subscribed_qos}"
 
     def listen(self, stage: StageSpec, params: Mapping[str, Any], identity: str | None = None) -> MqttListener:
         """Subscribe to the stage's topic; returns once the broker granted the subscription.
@@ -233,7 +251,7 @@ class MqttSource(Source):
         SourceTimeoutError (no CONNACK/SUBACK in time), SourceQueryError (subscription refused: permanent).
         """
         topic = self.topic(stage, params)
-        qos = _qos(stage)
+        qos = MqttRead.of(stage).subscribed_qos
         endpoint = _endpoint(self.options.url)
         seed = f"{endpoint.username or ''}@{endpoint.host}:{endpoint.port}\x00topic {topic} qos {qos}"
         if identity is not None:  # the poller's, kept in the state database: one session per installation
@@ -258,8 +276,7 @@ class MqttSource(Source):
                 "nothing was captured for this read"
             )
             return FetchResult([], notes=[note], scanned=0)
-        result = to_records(request.captured, request, self, self.options.max_message_bytes)
-        return result
+        return to_records(request.captured, request, MqttRead.of(request.stage), self, self.options.max_message_bytes)
 
     def publish(self, destination: Destination, payloads: Sequence[bytes], key: str | None = None) -> None:
         """Publish each payload to ``destination.topic`` at ``destination.qos`` (1 by default) and wait until

@@ -53,10 +53,11 @@ from urllib.parse import unquote, urlsplit
 from pydantic import field_validator, model_validator
 
 from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
+from trackcheck.plan.model import ReadSpec
 from trackcheck.plan.templates import param_names, printable, render
 from trackcheck.sources import missing_driver
 from trackcheck.sources.base import Destination, FetchRequest, FetchResult, Message, Source, SourceOptions
-from trackcheck.sources.bus import BusOptions, read_from, timestamp, to_records
+from trackcheck.sources.bus import BusOptions, HistoryRead, read_from, timestamp, to_records
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -196,12 +197,22 @@ class _Read:
     fetched: int
 
 
+class NatsRead(HistoryRead):
+    """What a ``nats`` stage reads: a ``subject`` (wildcards allowed), stored by ``stream`` if it names one;
+    both may hold ``{param}``."""
+
+    places: ClassVar[tuple[str, ...]] = ("stream", "subject")
+
+    stream: str | None = None
+    subject: str | None = None
+
+
 class NatsSource(Source):
     """Reads the messages of a JetStream subject without consuming them (see the module docstring)."""
 
     type_name: ClassVar[str] = "nats"
     options_model: ClassVar[type[SourceOptions]] = NatsOptions
-    stage_keys: ClassVar[frozenset[str]] = frozenset({"stream", "subject", "from_", "format", "records"})
+    read_model: ClassVar[type[ReadSpec]] = NatsRead
 
     options: NatsOptions
 
@@ -224,11 +235,12 @@ class NatsSource(Source):
         foreign = super().check_stage(stage)
         if foreign is not None:
             return foreign
-        if not stage.subject:
+        read = NatsRead.of(stage)
+        if not read.subject:
             return "a nats stage needs 'subject' (the subject its events are published on, e.g. events.{test_id})"
         for key, value, problem_of in (
-            ("subject", stage.subject, subject_problem),
-            ("stream", stage.stream, stream_problem),
+            ("subject", read.subject, subject_problem),
+            ("stream", read.stream, stream_problem),
         ):
             if value is not None:
                 problem = problem_of(str(render(value, {name: "x" for name in param_names(value)})))
@@ -307,14 +319,14 @@ class NatsSource(Source):
         permanent one.
         """
         stage = request.stage
-        if not stage.subject:
+        spec = NatsRead.of(stage)
+        if not spec.subject:
             raise self.error(SourceQueryError, "the stage has no 'subject'", stage, permanent=True)
-        subject = self._render(stage.subject, request.params, stage, "subject")
-        stream = self._render(stage.stream, request.params, stage, "stream") if stage.stream else None
+        subject = self._render(spec.subject, request.params, stage, "subject")
+        stream = self._render(spec.stream, request.params, stage, "stream") if spec.stream else None
         budget = self._connect_budget() + (READ_ROUNDS + 2) * self.options.read_timeout
-        read = self._call(self._read(stage, stream, subject, read_from(request)), stage, budget)
-        result = to_records(read.messages, request, self, self.options.max_message_bytes, scanned=read.fetched)
-        return result
+        read = self._call(self._read(stage, stream, subject, read_from(request, spec)), stage, budget)
+        return to_records(read.messages, request, spec, self, self.options.max_message_bytes, scanned=read.fetched)
 
     def publish(self, destination: Destination, payloads: Sequence[bytes], key: str | None = None) -> None:
         """Publish each payload to ``destination.subject`` through JetStream and wait for every ack.

@@ -39,10 +39,11 @@ from urllib.parse import urlsplit
 from pydantic import field_validator
 
 from trackcheck.errors import SourceConnectError, SourceQueryError, SourceTimeoutError
+from trackcheck.plan.model import ReadSpec
 from trackcheck.plan.templates import render
 from trackcheck.sources import missing_driver, network
 from trackcheck.sources.base import Destination, FetchRequest, FetchResult, Listener, Message, Source, SourceOptions
-from trackcheck.sources.bus import BusOptions, from_millis, read_from, timestamp, to_records
+from trackcheck.sources.bus import BusOptions, HistoryRead, from_millis, read_from, timestamp, to_records
 from trackcheck.sources.network import LOCAL
 
 if TYPE_CHECKING:
@@ -119,14 +120,23 @@ class _Cached:
             self.low = offset + 1
 
 
+class RabbitmqRead(HistoryRead):
+    """What a ``rabbitmq`` stage reads: a ``stream`` queue (from ``from``), or what is published to an
+    ``exchange`` with a ``routing_key``; each may hold ``{param}``."""
+
+    places: ClassVar[tuple[str, ...]] = ("stream", "exchange", "routing_key")
+
+    stream: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+
+
 class RabbitmqSource(Source):
     """Reads stream queues at an offset and listens to exchanges through a queue of its own."""
 
     type_name: ClassVar[str] = "rabbitmq"
     options_model: ClassVar[type[SourceOptions]] = RabbitmqOptions
-    stage_keys: ClassVar[frozenset[str]] = frozenset(
-        {"stream", "exchange", "routing_key", "from_", "format", "records"}
-    )
+    read_model: ClassVar[type[ReadSpec]] = RabbitmqRead
     #: exchange stages listen; a stream stage gets a listener that hears nothing (see ``listen``)
     listens: ClassVar[bool] = True
 
@@ -143,13 +153,14 @@ class RabbitmqSource(Source):
         foreign = super().check_stage(stage)
         if foreign is not None:
             return foreign
-        if stage.stream is None and stage.exchange is None:
+        read = RabbitmqRead.of(stage)
+        if read.stream is None and read.exchange is None:
             return "a rabbitmq stage needs 'stream' (a stream queue) or 'exchange' (with 'routing_key')"
-        if stage.stream is not None and stage.exchange is not None:
+        if read.stream is not None and read.exchange is not None:
             return "set 'stream' or 'exchange' on a rabbitmq stage, not both"
-        if stage.routing_key is not None and stage.exchange is None:
+        if read.routing_key is not None and read.exchange is None:
             return "'routing_key' applies to an 'exchange' stage"
-        if stage.exchange is not None and stage.from_ is not None:
+        if read.exchange is not None and read.from_ is not None:
             return "'from' applies to a stream: an exchange keeps no history, it is heard from the run's start"
         return None
 
@@ -181,7 +192,8 @@ class RabbitmqSource(Source):
         """A stream stage: the stream's messages from ``read_from(request)`` up to its end now. An exchange
         stage: what the engine captured (``request.captured``), decoded."""
         stage = request.stage
-        if stage.exchange is not None:
+        read = RabbitmqRead.of(stage)
+        if read.exchange is not None:
             if request.captured is None:
                 raise self.error(
                     SourceQueryError,
@@ -189,16 +201,16 @@ class RabbitmqSource(Source):
                     stage,
                     permanent=True,
                 )
-            result = to_records(request.captured, request, self, self.options.max_message_bytes)
+            result = to_records(request.captured, request, read, self, self.options.max_message_bytes)
         else:
             self.open()
-            stream = str(render(stage.stream, request.params))
-            start = read_from(request)
+            stream = str(render(read.stream, request.params))
+            start = read_from(request, read)
             # AMQP timestamps are whole seconds: the broker starts at the second the run started in
             anchor = None if start is None else start.replace(microsecond=0)
             with self._lock, self._translating(stage, f"stream {stream!r}"):
                 messages = self._stream_messages(self._connect(stage), stream, anchor, stage)
-            result = to_records(messages, request, self, self.options.max_message_bytes)
+            result = to_records(messages, request, read, self, self.options.max_message_bytes)
         return result
 
     def _stream_messages(
@@ -324,23 +336,25 @@ class RabbitmqSource(Source):
 
     # -- listening ---------------------------------------------------------------------------------------
     def channel(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
-        if stage.exchange is None:
-            return f"stream {render(stage.stream, params)}"
-        return f"exchange {render(stage.exchange, params)} routing_key {render(stage.routing_key or '', params)}"
+        read = RabbitmqRead.of(stage)
+        if read.exchange is None:
+            return f"stream {render(read.stream, params)}"
+        return f"exchange {render(read.exchange, params)} routing_key {render(read.routing_key or '', params)}"
 
     @classmethod
     def listens_to(cls, stage: StageSpec) -> bool:
         """An exchange keeps nothing: its stages are read from what trackcheck's queue heard; a stream is
         read back by ``fetch``."""
-        return stage.exchange is not None
+        return RabbitmqRead.of(stage).exchange is not None
 
     def listen(self, stage: StageSpec, params: Mapping[str, Any], identity: str | None = None) -> Listener:
         """Bind trackcheck's own queue (declared if need be) to the stage's exchange with its routing key."""
-        if stage.exchange is None:
+        read = RabbitmqRead.of(stage)
+        if read.exchange is None:
             raise ValueError("a stream stage is read back by fetch; only exchange stages listen")
         self.open()
-        exchange = str(render(stage.exchange, params))
-        routing_key = str(render(stage.routing_key or "", params))
+        exchange = str(render(read.exchange, params))
+        routing_key = str(render(read.routing_key or "", params))
         queue = self.queue_name(stage, params, identity)
         connection: BlockingConnection | None = None
         with self._translating(stage, f"exchange {exchange!r}"):

@@ -24,11 +24,14 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlparse
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
 from trackcheck.errors import SourceConnectError, SourceQueryError, SourceTimeoutError
-from trackcheck.plan.model import Duration
+from trackcheck.plan.limits import check_at_most
+from trackcheck.plan.model import Duration, ReadSpec, limits_of
 from trackcheck.plan.templates import render
 from trackcheck.sources import missing_driver
 from trackcheck.sources.base import (
@@ -45,7 +48,7 @@ from trackcheck.sources.network import LOCAL
 if TYPE_CHECKING:
     import redis
 
-    from trackcheck.plan.model import RedisReadSpec, StageSpec
+    from trackcheck.plan.model import StageSpec
 
 #: stream fields whose JSON object, when it is the entry's only field, is the record itself
 PAYLOAD_FIELDS = frozenset({"data", "json", "payload"})
@@ -55,6 +58,32 @@ PERMANENT_REPLIES = frozenset({"WRONGTYPE", "NOPERM", "NOAUTH", "WRONGPASS"})
 SCAN_BATCH = 500
 #: how much of an unparsed value a note quotes
 EXCERPT_CHARS = 80
+
+
+class RedisReadSpec(BaseModel):
+    """What a ``redis`` stage reads: a stream, a list, a hash, or every string/hash key matching a pattern."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["stream", "list", "hash", "keys"]
+    key: str
+    field: str | None = Field(default=None, description="for kind=keys: store each key's name in this field")
+    count: int = Field(default=100_000, ge=1)
+
+    @field_validator("count")
+    @classmethod
+    def _count(cls, value: int, info: ValidationInfo) -> int:
+        check_at_most(value, limits_of(info).max_redis_count, "max_redis_count")
+        return value
+
+
+class RedisRead(ReadSpec):
+    """The stage key of a ``redis`` stage: its ``redis`` block, whose ``key`` may hold ``{param}``."""
+
+    redis: RedisReadSpec | None = None
+
+    def templates(self, source: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {"redis.key": self.redis.key} if self.redis is not None else {}
 
 
 class RedisOptions(SourceOptions):
@@ -69,7 +98,7 @@ class RedisSource(Source):
 
     type_name: ClassVar[str] = "redis"
     options_model: ClassVar[type[SourceOptions]] = RedisOptions
-    stage_keys: ClassVar[frozenset[str]] = frozenset({"redis"})
+    read_model: ClassVar[type[ReadSpec]] = RedisRead
 
     options: RedisOptions
 
@@ -80,7 +109,7 @@ class RedisSource(Source):
     @classmethod
     def check_stage(cls, stage: StageSpec) -> str | None:
         foreign = super().check_stage(stage)
-        if foreign is None and stage.redis is None:
+        if foreign is None and RedisRead.of(stage).redis is None:
             return "a redis stage needs 'redis: {kind, key}' (kind: stream, list, hash or keys)"
         return foreign
 
@@ -134,7 +163,7 @@ class RedisSource(Source):
         SourceTimeoutError.
         """
         stage = request.stage
-        spec = stage.redis
+        spec = RedisRead.of(stage).redis
         if spec is None:
             raise self.error(SourceQueryError, "the stage has no 'redis' block", stage)
         self.open()

@@ -34,10 +34,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from sqlalchemy import bindparam, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
@@ -47,7 +47,8 @@ from sqlalchemy.types import NULLTYPE
 
 from trackcheck.compare.aggregates import pushed_columns
 from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
-from trackcheck.plan.model import IDENTIFIER, Duration
+from trackcheck.plan.model import IDENTIFIER, Duration, ReadSpec
+from trackcheck.plan.templates import param_names
 from trackcheck.sources import missing_driver
 from trackcheck.sources.base import FetchRequest, FetchResult, Source, SourceOptions, apply_select
 from trackcheck.sources.sqlguard import check_query, query_body
@@ -95,6 +96,23 @@ class SqlOptions(SourceOptions):
         return value
 
 
+class SqlRead(ReadSpec):
+    """What a ``sql`` stage reads: a ``table``, or a read-only ``query`` whose rows the stage filters."""
+
+    query: str | None = None
+    table: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SqlRead:
+        if self.query is not None and self.table is not None:
+            raise ValueError("set 'query' or 'table', not both")
+        if self.query is not None and param_names(self.query):
+            raise ValueError(
+                "run parameters are never pasted into SQL: remove {...} from 'query' and filter with 'where'"
+            )
+        return self
+
+
 def normalize_url(raw: str) -> URL:
     """The URL SQLAlchemy gets: default drivers for bare schemes, SQLite files opened read-only."""
     url = make_url(raw)
@@ -119,7 +137,7 @@ class SqlSource(Source):
 
     type_name = "sql"
     options_model = SqlOptions
-    stage_keys: ClassVar[frozenset[str]] = frozenset({"query", "table"})
+    read_model = SqlRead
     options: SqlOptions
 
     def __init__(self, name: str, options: SqlOptions) -> None:
@@ -130,22 +148,23 @@ class SqlSource(Source):
     @classmethod
     def check_stage(cls, stage: StageSpec) -> str | None:
         problem = super().check_stage(stage)
-        if problem is None and stage.query is None and stage.table is None:
+        if problem is None and SqlRead.of(stage).query is None and SqlRead.of(stage).table is None:
             return "a sql stage needs 'query' or 'table'"
         return problem
 
     def check_read(self, stage: StageSpec) -> str | None:
         """A ``query`` must be exactly one read-only query in this database's dialect (see ``sqlguard``); a
         ``table`` is 1-3 dot-separated names. Checked once, when the plan loads: ``fetch`` does not parse."""
-        if stage.table is not None:
-            parts = stage.table.split(".")
+        read = SqlRead.of(stage)
+        if read.table is not None:
+            parts = read.table.split(".")
             if not 1 <= len(parts) <= 3 or not all(IDENTIFIER.match(part) for part in parts):
                 return (
-                    f"table: {stage.table!r} is not a table name: write table, schema.table or "
+                    f"table: {read.table!r} is not a table name: write table, schema.table or "
                     "catalog.schema.table (letters, digits and _)"
                 )
-        if stage.query is not None:
-            refusal = check_query(stage.query, normalize_url(self.options.url).get_backend_name())
+        if read.query is not None:
+            refusal = check_query(read.query, normalize_url(self.options.url).get_backend_name())
             if refusal is not None:
                 return f"query: {refusal}"
         return aggregates_problem(stage)
@@ -354,12 +373,13 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
     """``SELECT * FROM (<dataset>) AS tc_q WHERE ...`` with every value bound (see the module docstring), or,
     for a stage with ``aggregates``, the groups and their measures (``... GROUP BY ...``)."""
     stage = request.stage
+    read = SqlRead.of(stage)
     preparer = dialect.identifier_preparer
-    if stage.table:
-        dataset = ".".join(preparer.quote(part) for part in stage.table.split("."))
-    elif stage.query:
+    if read.table:
+        dataset = ".".join(preparer.quote(part) for part in read.table.split("."))
+    elif read.query:
         # newlines: a query ending in a -- comment must not swallow the closing parenthesis
-        dataset = "(\n" + query_body(stage.query).strip() + "\n)"
+        dataset = "(\n" + query_body(read.query).strip() + "\n)"
     else:
         raise source.error(SourceQueryError, "a sql stage needs 'query' or 'table'", stage)
     columns, grouped = "*", ""
