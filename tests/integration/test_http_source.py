@@ -284,7 +284,7 @@ def test_built_from_a_plan_source_entry(http_server: HttpTestServer) -> None:
 def test_stage_keys_of_other_backends_are_rejected() -> None:
     assert HttpSource.check_stage(make_stage(request={"path": "/x"}, records="data")) is None
     problem = HttpSource.check_stage(make_stage(table="events"))
-    assert problem == "table: unknown key: a http stage reads records, request (check the spelling; see docs/plans.md)"
+    assert problem == "table: unknown key: a http stage reads request, records (check the spelling; see docs/plans.md)"
 
 
 def test_every_error_is_a_source_error(http_server: HttpTestServer) -> None:

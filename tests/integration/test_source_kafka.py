@@ -538,7 +538,10 @@ def test_emit_publishes_the_runs_events_and_the_stage_reads_them(
         ({"topic": "events", "from": "-10m", "format": "text", "records": "items"}, None),
         ({"topic": "events.{test_id}"}, None),
         ({}, "a kafka stage needs 'topic'"),
-        ({"topic": "events", "subject": "a.b"}, "subject: unknown key: a kafka stage reads"),
+        (
+            {"topic": "events", "subject": "a.b"},
+            "subject: unknown key: a kafka stage reads topic, from, format, records",
+        ),
         ({"topic": "events", "query": "SELECT 1"}, "query: unknown key: a kafka stage reads"),
         ({"topic": "bad topic!"}, "is not a Kafka topic name"),
     ],

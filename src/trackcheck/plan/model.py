@@ -164,7 +164,9 @@ def read_problem(exc: ValidationError, model: type[ReadSpec], type_name: str) ->
     issue = exc.errors()[0]
     key = ".".join(printable(part) for part in issue["loc"])
     if issue["type"] == "extra_forbidden":
-        own = ", ".join(f.alias or name for name, f in model.model_fields.items()) or "none"
+        # the backend's own keys first (a bus's ``topic`` before the ``records`` every bus has)
+        names = [n for k in model.__mro__ for n in k.__dict__.get("__annotations__", {}) if n in model.model_fields]
+        own = ", ".join(model.model_fields[n].alias or n for n in dict.fromkeys(names)) or "none"
         return key, f"unknown key: a {type_name} stage reads {own} (check the spelling; see docs/plans.md)"
     if issue["type"] == "missing":
         return key, "this key is required"
