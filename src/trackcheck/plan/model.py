@@ -7,6 +7,7 @@ are checked here too, so a wrong plan is rejected before anything runs. See docs
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -165,7 +166,7 @@ def read_problem(exc: ValidationError, model: type[ReadSpec], type_name: str) ->
     key = ".".join(printable(part) for part in issue["loc"])
     if issue["type"] == "extra_forbidden":
         # the backend's own keys first (a bus's ``topic`` before the ``records`` every bus has)
-        names = [n for k in model.__mro__ for n in k.__dict__.get("__annotations__", {}) if n in model.model_fields]
+        names = [n for k in model.__mro__ for n in inspect.get_annotations(k) if n in model.model_fields]
         own = ", ".join(model.model_fields[n].alias or n for n in dict.fromkeys(names)) or "none"
         return key, f"unknown key: a {type_name} stage reads {own} (check the spelling; see docs/plans.md)"
     if issue["type"] == "missing":
