@@ -13,7 +13,7 @@ the groups runs join through ``group_listeners`` and each poll's ``PollSummary``
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import threading
 import time
 from collections import defaultdict
@@ -155,6 +155,14 @@ class RunRequest:
     overrides: Mapping[str, Any] | None = None
 
 
+def run_ids(count: int) -> list[str]:
+    """``count`` new run ids: 32 hex digits each, 128 bits from the operating system's CSPRNG (what
+    ``secrets.token_hex(16)`` gives), read in one call for the batch: a call per run was a tenth of
+    submitting 10,000 runs."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
 def _at_index(exc: ParamError, index: int) -> ParamError:
     """``exc`` naming the run of a batch it is about: ``runs[3].params.test_id: ...``."""
     parameter = exc.context.get("parameter")
@@ -293,12 +301,13 @@ class Engine:
         runs: list[NewRun] = []
         stages: list[NewStage] = []
         plan_events: list[dict[str, Any]] | None = None  # the plan's expect, checked and made JSON once
+        ids = run_ids(len(requests))
         for index, request in enumerate(requests):
             try:
                 if request.expect is None and plan_events is None:
                     check_expect(plan, list(plan.expect))
                     plan_events = jsonable([dict(e) for e in plan.expect])
-                run, run_stages = self._prepare(plan, plan_id, request, plan_events, now)
+                run, run_stages = self._prepare(plan, plan_id, ids[index], request, plan_events, now)
             except ParamError as exc:
                 if not indexed:
                     raise
@@ -318,12 +327,13 @@ class Engine:
         self,
         plan: Plan,
         plan_id: int,
+        run_id: str,
         request: RunRequest,
         plan_events: list[dict[str, Any]] | None,
         now: datetime,
     ) -> tuple[NewRun, list[NewStage]]:
-        """A validated run and its stages, the first one active; ParamError if the request is wrong.
-        ``plan_events``: the plan's expect, already checked, for a request that gives none."""
+        """Run ``run_id``, validated, and its stages, the first one active; ParamError if the request is
+        wrong. ``plan_events``: the plan's expect, already checked, for a request that gives none."""
         resolved = resolve_params(plan, request.params)
         if request.expect is not None:
             check_expect(plan, list(request.expect))
@@ -332,7 +342,7 @@ class Engine:
             assert plan_events is not None
             events = plan_events
         overrides = dict(request.overrides or {})
-        run = NewRun(secrets.token_hex(16), plan_id, plan.name, RunStatus.RUNNING, resolved, events, overrides, now)
+        run = NewRun(run_id, plan_id, plan.name, RunStatus.RUNNING, resolved, events, overrides, now)
         first = self._activation(plan, plan_id, 0, run.id, resolved, overrides, now)
         stages = [
             NewStage(run.id, 0, plan.stages[0].name, first.status, first.group_key, first.where, now, first.deadline),

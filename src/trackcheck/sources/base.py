@@ -15,7 +15,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -160,6 +159,9 @@ class Source(ABC):
     def __init__(self, name: str, options: SourceOptions) -> None:
         self.name = name
         self.options = options
+        #: ``_templates`` by stage, worked out once per stage rather than for each run submitted (the stage
+        #: is kept with them, so that its id cannot be reused by another)
+        self._batch_templates: dict[int, tuple[StageSpec, dict[str, Any]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:  # noqa: B027 - optional hook: most backends connect lazily
@@ -234,17 +236,20 @@ class Source(ABC):
 
     def batch_key(self, stage: StageSpec, params: Mapping[str, Any]) -> str:
         """A string equal for runs whose fetch differs only in ``where`` values: they share one query."""
-        from trackcheck.plan.templates import render, stage_templates
+        from trackcheck.plan.templates import render
 
-        # every template the stage renders per run but its ``where`` (a file source's own path may use {x})
+        templates = self._batch_templates.get(id(stage))
+        if templates is None or templates[0] is not stage:
+            templates = self._batch_templates[id(stage)] = (stage, self._templates(stage))
+        return repr(render(templates[1], params)) if templates[1] else "{}"
+
+    def _templates(self, stage: StageSpec) -> dict[str, Any]:
+        """Every template ``stage`` renders per run but its ``where`` (a file source's own path may use {x})."""
+        from trackcheck.plan.templates import stage_templates
+
         found = stage_templates(stage, where=False)
-        found.update(self.read_model.of(stage).templates(self.name, self.option_values))
-        return repr(render(found, params))
-
-    @cached_property
-    def option_values(self) -> dict[str, Any]:
-        """The source's options as plain values (what ``ReadSpec.templates`` is given)."""
-        return self.options.model_dump()
+        found.update(self.read_model.of(stage).templates(self.name, self.options.model_dump()))
+        return found
 
     # -- shared plumbing -------------------------------------------------------------------------------
     def secrets(self) -> list[str]:
