@@ -10,6 +10,7 @@ import pytest
 
 from tests.settings import FAST_SETUP
 from trackcheck.engine import Engine, RunRequest, store_plan
+from trackcheck.errors import ParamError
 from trackcheck.store.repository import COPY_FROM
 from trackcheck.testing import MemorySource
 
@@ -98,3 +99,18 @@ def test_a_large_and_a_small_batch_store_the_same_rows(engine: Engine) -> None:
     engine.poll_group(group.group_key)
     assert engine.result(big[3]).stage("log").status == "passed"
     assert engine.result(big[4]).stage("log").status == "waiting"
+
+
+def test_a_wrong_run_late_in_a_large_batch_stores_none_of_it(engine: Engine) -> None:
+    """On PostgreSQL the runs of a large batch are streamed into COPY as they are checked: a wrong one found
+    after many were sent must still leave nothing stored, and the next batch must go through."""
+    plan_id = store_plan(engine, PLAN, "rows.yaml", None)[0]
+    requests = [RunRequest({"test_id": f"w{i}"}) for i in range(3000)]  # beyond the driver's 32 KB buffer
+    requests[2500] = RunRequest({"test_id": "bad", "colour": "red"})
+    with pytest.raises(ParamError, match=r"runs\[2500\]\.params\.colour: unknown run parameter"):
+        engine.submit_many(plan_id, requests)
+    assert engine.store.list_runs()[1] == 0
+    assert engine.store.active_groups() == []
+    ids = engine.submit_many(plan_id, [RunRequest({"test_id": f"ok{i}"}) for i in range(COPY_FROM)])
+    assert engine.store.list_runs()[1] == COPY_FROM == len(set(ids))
+    assert engine.result(ids[-1]).stage("log").status == "waiting"

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -298,30 +298,30 @@ class Engine:
     def _start_all(self, plan_id: int, requests: Sequence[RunRequest], *, indexed: bool) -> list[str]:
         plan = self.plan(plan_id)
         now = utcnow()
-        runs: list[NewRun] = []
-        stages: list[NewStage] = []
-        plan_events: list[dict[str, Any]] | None = None  # the plan's expect, checked and made JSON once
         ids = run_ids(len(requests))
-        for index, request in enumerate(requests):
-            try:
-                if request.expect is None and plan_events is None:
-                    check_expect(plan, list(plan.expect))
-                    plan_events = jsonable([dict(e) for e in plan.expect])
-                run, run_stages = self._prepare(plan, plan_id, ids[index], request, plan_events, now)
-            except ParamError as exc:
-                if not indexed:
-                    raise
-                raise _at_index(exc, index) from None
-            runs.append(run)
-            stages.extend(run_stages)
-        if not runs:
+
+        def prepared() -> Iterator[tuple[NewRun, list[NewStage]]]:
+            """Each run as it is validated; the store writes it while the next is (see ``create_runs``)."""
+            plan_events: list[dict[str, Any]] | None = None  # the plan's expect, checked and made JSON once
+            for index, request in enumerate(requests):
+                try:
+                    if request.expect is None and plan_events is None:
+                        check_expect(plan, list(plan.expect))
+                        plan_events = jsonable([dict(e) for e in plan.expect])
+                    yield self._prepare(plan, plan_id, ids[index], request, plan_events, now)
+                except ParamError as exc:
+                    if not indexed:
+                        raise
+                    raise _at_index(exc, index) from None
+
+        stages = self.store.create_runs(prepared(), len(requests))
+        if not stages:
             return []
-        self.store.create_runs(runs, stages)
         self.capture.wake()
         groups = list(dict.fromkeys(stage.group_key for stage in stages if stage.group_key))
         for listener in self.group_listeners:
             listener(groups)
-        return [run.id for run in runs]
+        return ids
 
     def _prepare(
         self,

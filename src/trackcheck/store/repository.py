@@ -6,6 +6,7 @@ update run stages, replace snapshots, finish runs), never one statement per run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections import defaultdict
@@ -150,6 +151,12 @@ class Store:
                 self._writes = threading.RLock()
         return self
 
+    @property
+    def dialect(self) -> str:
+        """The state database's SQLAlchemy dialect: ``postgresql``, ``sqlite``, ``mysql``..."""
+        assert self._engine is not None, "open() the store first"
+        return self._engine.dialect.name
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
@@ -273,24 +280,40 @@ class Store:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # -- runs ------------------------------------------------------------------------------------------
-    def create_runs(self, runs: Sequence[NewRun], stages: Sequence[NewStage]) -> None:
-        """Store new runs and their stages in one transaction: two Core inserts (executemany), not the
-        ORM's unit of work, because this is the one write on the path of ``POST /api/runs`` and
-        ``POST /api/runs/batch`` (benchmarks B3 and B7). All or nothing."""
-        if not runs:
-            return
+    def create_runs(self, prepared: Iterable[tuple[NewRun, Sequence[NewStage]]], count: int) -> list[NewStage]:
+        """Store ``count`` new runs and their stages, as ``prepared`` yields them, in one transaction; the
+        stages stored. All or nothing: an exception ``prepared`` raises (a run found wrong) rolls back what
+        was written.
+
+        Two Core inserts (executemany), not the ORM's unit of work: this is the one write on the path of
+        ``POST /api/runs`` and ``POST /api/runs/batch`` (benchmarks B3 and B7). On PostgreSQL a batch of
+        ``COPY_FROM`` runs or more is a COPY instead, into which each run is streamed as soon as it is
+        prepared: the database stores it on another core while the next runs are prepared.
+        """
+        if count <= 0:
+            return []
+        if self.open().dialect != "postgresql" or count < COPY_FROM:
+            pairs = list(prepared)  # before the transaction: preparing may read the store (SQLite: one writer)
+            stages = [stage for _, own in pairs for stage in own]
+            with self.session(write=True) as s:
+                s.execute(insert(cast(Table, Run.__table__)), [column_values(run) for run, _ in pairs])
+                s.execute(insert(cast(Table, RunStage.__table__)), [column_values(stage) for stage in stages])
+            return stages
+        stages = []
+
+        def runs() -> Iterator[NewRun]:
+            for run, own in prepared:
+                stages.extend(own)
+                yield run
+
         with self.session(write=True) as s:
-            connection = s.connection()
-            if connection.dialect.name == "postgresql" and len(runs) >= COPY_FROM:
-                # COPY: the driver streams the rows; an INSERT of many VALUES spent 3/4 of a batch submit
-                # binding and serialising them in Python (benchmark B7)
-                driver = connection.connection.driver_connection
-                with driver.cursor() as cursor, _driver_errors():  # type: ignore[union-attr]
-                    _copy(cursor, cast(Table, Run.__table__), runs)
-                    _copy(cursor, cast(Table, RunStage.__table__), stages)
-                return
-            connection.execute(insert(cast(Table, Run.__table__)), [column_values(run) for run in runs])
-            connection.execute(insert(cast(Table, RunStage.__table__)), [column_values(stage) for stage in stages])
+            # COPY: the driver streams the rows; an INSERT of many VALUES spent 3/4 of a batch submit binding
+            # and serialising them in Python (benchmark B7)
+            driver = s.connection().connection.driver_connection
+            with driver.cursor() as cursor, _driver_errors():  # type: ignore[union-attr]
+                _copy(cursor, cast(Table, Run.__table__), runs())
+                _copy(cursor, cast(Table, RunStage.__table__), stages)
+        return stages
 
     def run(self, run_id: str) -> Run:
         with self.session() as s:
@@ -762,11 +785,17 @@ def _update_from_copy(cursor: Any, table: Table, columns: Sequence[str], rows: S
     cursor.execute("DROP TABLE tc_tick_rows")
 
 
-def _copy(cursor: Any, table: Table, rows: Sequence[Any]) -> None:
-    """``COPY table FROM STDIN`` of ``rows`` (PostgreSQL): JSON columns sent as their JSON text."""
-    names = field_names(rows[0])
+def _copy(cursor: Any, table: Table, rows: Iterable[Any]) -> None:
+    """``COPY table FROM STDIN`` of ``rows`` (PostgreSQL), read as they come: JSON columns sent as their JSON
+    text. Nothing is copied if there are none."""
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    names = field_names(first)
     columns = ", ".join(f'"{name}"' for name in names)  # "where" is a keyword
-    _copy_rows(cursor, f"COPY {table.name} ({columns}) FROM STDIN", names, rows, _json_columns(table, names))
+    statement = f"COPY {table.name} ({columns}) FROM STDIN"
+    _copy_rows(cursor, statement, names, itertools.chain((first,), rows), _json_columns(table, names))
 
 
 def _json_columns(table: Table, names: Sequence[str]) -> frozenset[str]:
@@ -783,7 +812,7 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
-def _copy_rows(cursor: Any, statement: str, names: Sequence[str], rows: Sequence[Any], as_json: Set[str]) -> None:
+def _copy_rows(cursor: Any, statement: str, names: Sequence[str], rows: Iterable[Any], as_json: Set[str]) -> None:
     """Each row's ``names`` fields, read in one call per row, written to ``statement`` (a COPY ... FROM STDIN),
     the fields in ``as_json`` as their JSON text: at tens of thousands of rows a tick, a call per value was
     most of the time the copy took (benchmark B7)."""
