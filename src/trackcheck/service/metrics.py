@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, or_, select
 
 from trackcheck.errors import ConfigError, StoreError
 from trackcheck.states import RunStatus
@@ -130,12 +130,17 @@ def _warnings_family() -> CounterMetricFamily:
 
 def _warned_stages(store: Store, since: datetime | None) -> list[Any]:
     """(id, finished_at, plan, stage, evidence) of the stages that ended at or after ``since`` with a
-    warning in their evidence. The text match on the stored JSON only narrows the rows (the evidence is
-    written by json.dumps on every state database); ``_warnings_in`` counts exactly."""
+    warning in their evidence. The text match on the stored JSON only narrows the rows; ``_warnings_in``
+    counts exactly. Its two forms: the evidence is written by SQLAlchemy's json.dumps (``"warnings": [``)
+    or, by PostgreSQL's bulk writes, by orjson (``"warnings":[``)."""
+    evidence = cast(RunStage.evidence, Text)
     query = (
         select(RunStage.id, RunStage.finished_at, Run.plan_name, RunStage.name, RunStage.evidence)
         .join(Run, Run.id == RunStage.run_id)
-        .where(RunStage.finished_at.is_not(None), cast(RunStage.evidence, Text).like('%"warnings": ["%'))
+        .where(
+            RunStage.finished_at.is_not(None),
+            or_(evidence.like('%"warnings": ["%'), evidence.like('%"warnings":["%')),
+        )
     )
     if since is not None:
         query = query.where(RunStage.finished_at >= since)
