@@ -114,3 +114,24 @@ def test_a_wrong_run_late_in_a_large_batch_stores_none_of_it(engine: Engine) -> 
     ids = engine.submit_many(plan_id, [RunRequest({"test_id": f"ok{i}"}) for i in range(COPY_FROM)])
     assert engine.store.list_runs()[1] == COPY_FROM == len(set(ids))
     assert engine.result(ids[-1]).stage("log").status == "waiting"
+
+
+def test_what_a_tick_reads_back_of_a_run_keeps_big_integers_exact(engine: Engine) -> None:
+    """A tick parses each run's stored expect and ``where``: an integer beyond 64 bits must stay that
+    integer (2**70 + 1 as a float is 2**70)."""
+    plan_id = store_plan(engine, PLAN.replace("fields: [event, amount]", "fields: [event, seq]"), "rows.yaml", None)[0]
+    big = 2**70 + 1
+    exact = [{"event_id": "e1", "event": "view", "seq": big}]
+    requests = [RunRequest({"test_id": f"n{i}"}, expect=exact) for i in range(COPY_FROM)]
+    ids = engine.submit_many(plan_id, requests)
+    MemorySource.tables["log"].extend(
+        [
+            {"event_id": "e1", "event": "view", "seq": big, "test_id": "n0", "region": "eu"},
+            {"event_id": "e1", "event": "view", "seq": big - 1, "test_id": "n1", "region": "eu"},
+        ]
+    )
+    [group] = engine.store.active_groups()
+    engine.poll_group(group.group_key)
+    assert engine.result(ids[0]).stage("log").status == "passed"
+    assert engine.result(ids[1]).stage("log").status == "failed"
+    assert engine.result(ids[2]).stage("log").status == "waiting"
