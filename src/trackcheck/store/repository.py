@@ -802,7 +802,7 @@ def _json_columns(table: Table, names: Sequence[str]) -> frozenset[str]:
     return frozenset(name for name in names if isinstance(table.c[name].type, JSON))
 
 
-def json_text(value: Any) -> str:
+def _json_text(value: Any) -> str:
     """``value`` as JSON text, by orjson: a tenth of the standard library's time, which was a quarter of
     submitting 10,000 runs (benchmark B7). What orjson refuses (an integer beyond 64 bits, a key that is not
     text) is written by the standard library."""
@@ -818,7 +818,7 @@ def _copy_rows(cursor: Any, statement: str, names: Sequence[str], rows: Iterable
     most of the time the copy took (benchmark B7)."""
     values = attrgetter(*names)
     json_at = [i for i, name in enumerate(names) if name in as_json]
-    dumps = json_text
+    dumps = _json_text
     with cursor.copy(statement) as copy:
         for row in rows:
             record = list(values(row))
