@@ -9,6 +9,7 @@ structure, names and settings are held to ``PlanLimits`` (``plan/limits.py``).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -163,6 +164,25 @@ def check_expect(plan: Plan, expect: list[dict[str, Any]]) -> None:
                 plan=plan.name,
                 parameter="expect",
             )
+        for field, value in event.items():
+            if not _finite(value):
+                raise ParamError(
+                    f"expect[{index}].{printable(field)}: NaN and Infinity are not JSON numbers, and no state "
+                    "database stores them",
+                    plan=plan.name,
+                    parameter="expect",
+                )
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or Infinity anywhere in ``value``: JSON has neither (PostgreSQL and MariaDB refuse them)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _display_name(value: Any, origin: str, limits: PlanLimits) -> str:
@@ -181,7 +201,7 @@ def _convert(plan: str, name: str, kind: str, value: Any) -> Any:
         try:
             if kind == "integer":
                 return int(value)
-            if kind == "number":
+            if kind == "number" and math.isfinite(float(value)):
                 return float(value)
             if value.lower() in {"true", "false", "1", "0", "yes", "no"}:
                 return value.lower() in {"true", "1", "yes"}
@@ -192,6 +212,8 @@ def _convert(plan: str, name: str, kind: str, value: Any) -> Any:
         return str(value)
     if not isinstance(value, _TYPES[kind]) or (kind != "boolean" and isinstance(value, bool)):
         raise ParamError(f"expected a {kind}, got {type(value).__name__}", plan=plan, parameter=name)
+    if not _finite(value):
+        raise ParamError(f"{value!r} is not a JSON number (no NaN or Infinity)", plan=plan, parameter=name)
     return value
 
 

@@ -60,6 +60,11 @@ def test_one_invalid_run_stores_none_and_the_error_names_it(client: FlaskClient)
         ({"params": {}}, "invalid_params", "runs[1].params.test_id: required run parameter is missing"),
         ({"params": {"test_id": "b", "limit": "x"}}, "invalid_params", "runs[1].params.limit"),
         ({"params": {"test_id": "b"}, "expect": [{"event": "x"}]}, "invalid_params", "runs[1].expect"),
+        (
+            {"params": {"test_id": "b"}, "expect": [{"event_id": "x", "score": float("nan")}]},
+            "bad_request",
+            "the body is not valid JSON: NaN is not a JSON number",
+        ),
         ({"params": {"test_id": "${HOME}"}}, "invalid_params", "runs[1].params.test_id: ${HOME} is not expanded"),
         ({"params": {"test_id": "b"}, "interval": "soon"}, "invalid_plan", "runs[1].interval"),
         ({"params": {"test_id": "b"}, "timeout": "400d"}, "invalid_plan", "runs[1].timeout"),

@@ -161,6 +161,21 @@ def test_expect_must_carry_the_key(env: None) -> None:
         check_expect(plan, [])
 
 
+def test_nan_and_infinity_are_refused_where_a_run_is_submitted(env: None) -> None:
+    """JSON has no NaN or Infinity (Python's json reads and writes them): PostgreSQL and MariaDB refuse them
+    in a JSON column, so a run holding one is refused, naming where, before anything is stored."""
+    raw = example()
+    raw["params"]["ratio"] = {"type": "number"}
+    plan = load(raw)
+    assert resolve_params(plan, {"test_id": "a", "ratio": "0.5"})["ratio"] == 0.5
+    for bad in ("nan", "inf", "-Infinity", float("nan"), float("inf")):
+        with pytest.raises(ParamError, match="ratio"):
+            resolve_params(plan, {"test_id": "a", "ratio": bad})
+    with pytest.raises(ParamError, match=r"expect\[1\]\.props: NaN and Infinity are not JSON numbers"):
+        check_expect(plan, [{"event_id": "e1"}, {"event_id": "e2", "props": {"scores": [1.0, float("nan")]}}])
+    check_expect(plan, [{"event_id": "e1", "amount": 1e308}])
+
+
 def test_render_keeps_types_and_escapes_braces() -> None:
     params = {"test_id": 7, "day": "2026-11-24"}
     assert render("{test_id}", params) == 7
