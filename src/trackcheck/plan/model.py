@@ -165,9 +165,12 @@ def read_problem(exc: ValidationError, model: type[ReadSpec], type_name: str) ->
     issue = exc.errors()[0]
     key = ".".join(printable(part) for part in issue["loc"])
     if issue["type"] == "extra_forbidden":
-        # the backend's own keys first (a bus's ``topic`` before the ``records`` every bus has)
-        names = [n for k in model.__mro__ for n in inspect.get_annotations(k) if n in model.model_fields]
-        own = ", ".join(model.model_fields[n].alias or n for n in dict.fromkeys(names)) or "none"
+        # the backend's own keys first (a bus's ``topic`` before the ``records`` every bus has); a key typed
+        # None is one the backend declares only to refuse it with a reason (MQTT's ``from``)
+        fields = model.model_fields
+        names = [n for k in model.__mro__ for n in inspect.get_annotations(k) if n in fields]
+        read = [n for n in dict.fromkeys(names) if fields[n].annotation is not type(None)]
+        own = ", ".join(fields[n].alias or n for n in read) or "none"
         return key, f"unknown key: a {type_name} stage reads {own} (check the spelling; see docs/plans.md)"
     if issue["type"] == "missing":
         return key, "this key is required"
