@@ -148,9 +148,10 @@ class SqlSource(Source):
     @classmethod
     def check_stage(cls, stage: StageSpec) -> str | None:
         problem = super().check_stage(stage)
-        if problem is None and SqlRead.of(stage).query is None and SqlRead.of(stage).table is None:
-            return "a sql stage needs 'query' or 'table'"
-        return problem
+        if problem is not None:
+            return problem
+        read = SqlRead.of(stage)
+        return "a sql stage needs 'query' or 'table'" if read.query is None and read.table is None else None
 
     def check_read(self, stage: StageSpec) -> str | None:
         """A ``query`` must be exactly one read-only query in this database's dialect (see ``sqlguard``); a

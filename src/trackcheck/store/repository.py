@@ -7,7 +7,6 @@ update run stages, replace snapshots, finish runs), never one statement per run.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence, Set
@@ -17,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, cast
 
-import orjson
 from sqlalchemy import (
     JSON,
     Engine,
@@ -57,6 +55,7 @@ from trackcheck.store.ticks import (
     bind_values,
     column_values,
     field_names,
+    json_text,
 )
 
 
@@ -802,23 +801,13 @@ def _json_columns(table: Table, names: Sequence[str]) -> frozenset[str]:
     return frozenset(name for name in names if isinstance(table.c[name].type, JSON))
 
 
-def _json_text(value: Any) -> str:
-    """``value`` as JSON text, by orjson: a tenth of the standard library's time, which was a quarter of
-    submitting 10,000 runs (benchmark B7). What orjson refuses (an integer beyond 64 bits, a key that is not
-    text) is written by the standard library."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value)
-
-
 def _copy_rows(cursor: Any, statement: str, names: Sequence[str], rows: Iterable[Any], as_json: Set[str]) -> None:
     """Each row's ``names`` fields, read in one call per row, written to ``statement`` (a COPY ... FROM STDIN),
     the fields in ``as_json`` as their JSON text: at tens of thousands of rows a tick, a call per value was
     most of the time the copy took (benchmark B7)."""
     values = attrgetter(*names)
     json_at = [i for i, name in enumerate(names) if name in as_json]
-    dumps = _json_text
+    dumps = json_text
     with cursor.copy(statement) as copy:
         for row in rows:
             record = list(values(row))
