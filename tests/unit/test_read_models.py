@@ -84,6 +84,7 @@ def test_a_misspelt_key_is_refused_by_the_backend_that_reads_it() -> None:
 def test_the_backends_own_rules_name_the_stage() -> None:
     both = refusal(plan_text(SQL, {"table": "events", "query": "SELECT 1"}))
     assert both == "stages[0] (read): set 'query' or 'table', not both"
+    assert refusal(plan_text(SQL, {})) == "a sql stage needs 'query' or 'table'"
     mqtt = refusal(plan_text({"type": "mqtt", "url": "mqtt://127.0.0.1:1883"}, {"topic": "a/b", "from": "-10m"}))
     assert mqtt.startswith("stages[0] (read).from: MQTT keeps no history")
 
