@@ -409,11 +409,15 @@ Findings, with what each costs in this profile (inclusive time):
    lock on a worker thread and then finds nothing new ({waited}). Idle, not CPU; noted, not changed.
 7. **Scheduler work between ticks**: {_num(background * DEFAULT_INTERVAL)} CPU s per {DEFAULT_INTERVAL:g} s
    at N = {n_top:,} ({_pct(background)} of a core): APScheduler's own reads of the SQLAlchemy job store and the
-   `tc:sync` job every 2 s. *Applied* (issue 9): the sync asks only for the groups that runs joined since its
-   last look (an index range on `tc_run_stages.started_at`) and remembers the groups whose job it added, so a
-   sync with nothing new is one indexed query and no job store read; every 60 s it looks at every group.
-   Until then each sync aggregated over every waiting run, read the job store once per group and read every
-   job (6.93 CPU s per 58 s at N = 10,000 on 2026-12-03 11:26).
+   `tc:sync` job every 2 s, and what the poller does once after it started (its first sync loads the plan;
+   this short run spreads that over its {DEFAULT_INTERVAL:g} s share). *Applied* (issue 9): the sync asks only
+   for the groups that runs joined since its last look (an index range on `tc_run_stages.started_at`) and
+   remembers the groups whose job it added, so a sync with nothing new is one indexed query and no job store
+   read; every 60 s it looks at every group. Until then each sync aggregated over every waiting run, read the
+   job store once per group and read every job (6.93 CPU s per 58 s at N = 10,000 on 2026-12-03 11:26).
+   *Applied* (issue 9, later): the plan's first load imported `jsonschema` (~0.8 CPU s) even for a plan
+   without a schema: py-spy put 0.74 of the 0.80 CPU s outside ticks of a run at N = 1 in it (6.82 CPU s per 58 s
+   at N = 10,000 on 2026-12-03 19:55). It is now imported only for a plan with a schema.
 
 Per-run database round trips inside a tick: none on the path measured here. A tick is, per chunk of
 {BATCH_SIZE:,} runs, one `SELECT` of the waiting runs, one source query, one snapshot `SELECT` when comparing

@@ -404,11 +404,15 @@ def _same_database(url: Any, state_db: str) -> bool:
 
 
 def _check_schemas(plan: Plan) -> None:
-    from jsonschema import SchemaError, validators
-
     for stage in plan.stages:
         spec = stage.schema_
         files = [spec] if isinstance(spec, str) else list(spec.files.values()) if spec else []
+        if not files:
+            continue
+        # imported only for a plan with schemas: importing jsonschema takes ~0.8 CPU s, which every start of
+        # a poller would otherwise pay for its first plan (benchmark B1 saw it as scheduler work)
+        from jsonschema import SchemaError, validators
+
         for file in files:
             try:
                 schema = json.loads(Path(file).read_text(encoding="utf-8"))

@@ -131,3 +131,22 @@ def test_formats_are_asserted(tmp_path: Path, fmt: str, good: str, bad: str) -> 
     assert run(path, [{"id": "e1", "v": good}]).verdict == "passed"
     result = run(path, [{"id": "e2", "v": bad}])
     assert result.verdict == "failed" and fmt in result.violations[0]["message"]
+
+
+def test_a_plan_without_schemas_loads_without_importing_jsonschema(tmp_path: Path) -> None:
+    """Importing jsonschema costs ~0.8 CPU s: a poller loading a plan with no schema must not pay it (benchmark
+    B1 counted it as the scheduler's work). A fresh interpreter, since this one imported it above."""
+    import subprocess
+    import sys
+
+    plan = (
+        "name: p\nkey: id\nsources: {f: {type: file, path: x.jsonl}}\nexpect: [{id: e1}]\n"
+        "stages:\n  - {name: s, source: f, compare: {with: expect}}\n"
+    )
+    script = (
+        "import sys; from trackcheck.loader import load_plan_text\n"
+        f"load_plan_text({plan!r}, origin='p.yaml', base_dir=sys.argv[1])\n"
+        "print('jsonschema' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
