@@ -210,7 +210,7 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
 
         writer_cpu = common.WriterCpu()
 
-        def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
+        def poll_group(self, group: str, fresh_only: bool = False, claim: Any = None) -> PollSummary:
             profiler = None
             if config.profile:
                 from pyinstrument import Profiler
@@ -219,7 +219,7 @@ def run_trackcheck(config: ChildConfig) -> dict[str, Any]:
                 profiler.start()
             began, cpu, thread_cpu = time.time(), time.process_time(), time.thread_time()
             self.writer_cpu.begin_tick()
-            summary = super().poll_group(group, fresh_only)
+            summary = super().poll_group(group, fresh_only, claim)
             tick = {
                 "start": began,
                 "end": time.time(),

@@ -126,8 +126,8 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
     kafka._TopicReader.refresh = timed_refresh  # type: ignore[method-assign]
 
     class MeasuredEngine(Engine):
-        def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
-            summary = super().poll_group(group, fresh_only)
+        def poll_group(self, group: str, fresh_only: bool = False, claim: Any = None) -> PollSummary:
+            summary = super().poll_group(group, fresh_only, claim)
             with lock:
                 figures["ticks"] += 1
             first_tick.set()

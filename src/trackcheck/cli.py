@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -41,7 +43,7 @@ from trackcheck.loader import load_plan
 from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.store.database import DEFAULT_URL, normalize_url
-from trackcheck.store.repository import aware
+from trackcheck.store.repository import Retention, aware
 
 EXIT = {"passed": 0, "failed": 1, "error": 3, "cancelled": 130}
 COLOURS = {
@@ -454,11 +456,13 @@ def show(run_id: str, db: str, db_password_file: str | None) -> None:
 @click.option("--db", default=DEFAULT_URL, show_default=True, envvar="TRACKCHECK_DB")
 @db_password_file_option
 @config_option
-@click.option("--workers", default=10, show_default=True, help="Threads polling sources.")
-def worker(db: str, db_password_file: str | None, config_file: str | None, workers: int) -> None:
+@click.option("--workers", type=int, help="Threads polling sources (default: [scheduler] workers, 10).")
+def worker(db: str, db_password_file: str | None, config_file: str | None, workers: int | None) -> None:
     """Poll every unfinished run in the state database, in the foreground (Ctrl-C to stop).
 
-    Takes the same lease as ``serve``: while another process polls, this one waits on standby.
+    Backend ``apscheduler`` (the default): takes the same lease as ``serve``; while another process polls,
+    this one waits on standby. Backend ``procrastinate``: runs poll jobs from the state database's queue,
+    as many workers on as many machines as you like; one of them (or of ``serve``) plans them.
     """
     from trackcheck.scheduling.lease import lease_for
     from trackcheck.service.config import load_config
@@ -466,7 +470,11 @@ def worker(db: str, db_password_file: str | None, config_file: str | None, worke
     with _errors():
         config = load_config(config_file)
         setup = config.plan_setup()  # the service's connections, secret key and rules for uploaded plans
-        scheduler = SchedulerConfig(scheduler="blocking", workers=workers)
+        chosen = config.scheduler.model_copy(update={"workers": workers} if workers else {})
+        if chosen.backend == "procrastinate":
+            _distributed_worker(_state_url(db, db_password_file), chosen, config.retention_policy(), setup)
+            return
+        scheduler = chosen.model_copy(update={"scheduler": "blocking"})
         engine = Engine(_state_url(db, db_password_file), setup=setup)
         poller = Poller(engine, scheduler, retention=config.retention_policy()).start()
         lease = lease_for(engine.store.engine)
@@ -482,6 +490,26 @@ def worker(db: str, db_password_file: str | None, config_file: str | None, worke
         finally:
             poller.shutdown(wait=False)
             lease.release()
+
+
+def _distributed_worker(url: str, scheduler: SchedulerConfig, retention: Retention, setup: PlanSetup) -> None:
+    """``trackcheck worker`` on the procrastinate backend: execute poll jobs until SIGINT/SIGTERM, and plan
+    them while this process holds the lease (a planner of its own: no other process is needed)."""
+    from trackcheck.scheduling.distributed import run_worker
+    from trackcheck.scheduling.lease import Leadership, lease_for
+
+    engine = Engine(url, setup=setup)
+    poller = Poller(engine, scheduler.model_copy(update={"scheduler": "background"}), retention=retention)
+    poller.start(paused=True)
+    leadership = Leadership(lease_for(engine.store.engine), poller.lead, poller.follow)
+    leadership.start()
+    err.print(f"running poll jobs from {mask_url_passwords(url)}; Ctrl-C to stop", highlight=False)
+    try:
+        assert poller.dispatcher is not None  # backend procrastinate
+        run_worker(engine, scheduler, poller.dispatcher, name=f"{socket.gethostname()}:{os.getpid()}")
+    finally:
+        leadership.stop()
+        poller.shutdown(wait=False)
 
 
 @main.command()

@@ -96,6 +96,12 @@ class StoreError(TrackcheckError):
         super().__init__(message, **context)
 
 
+class Superseded(StoreError):
+    """A poll's claim on its group's tick is no longer the newest (``store.ticks.Claim``): another leader
+    took the lease, or a newer tick of the group was claimed. Its writes are refused and it stops; the
+    group is polled by whoever holds the newer claim."""
+
+
 class RunNotFound(TrackcheckError):
     """No run with that id exists in the state database."""
 

@@ -73,6 +73,8 @@ class Feed:
         self._mode = "up"
         self._released = threading.Event()  # cleared while requests hang
         self._released.set()
+        self._held = threading.Event()  # cleared while requests wait to be answered (``hold``)
+        self._held.set()
         self._server: _FeedServer | None = None
         self._thread: threading.Thread | None = None
         self._port = free_port()
@@ -85,6 +87,7 @@ class Feed:
 
     def close(self) -> None:
         self._released.set()
+        self._held.set()
         self._stop_listening()
 
     @property
@@ -110,6 +113,14 @@ class Feed:
         else:
             self._released.set()
         self._mode = mode
+
+    def hold(self) -> None:
+        """Requests from now on wait, unanswered, until ``release()``; then each is answered as usual, with
+        what has arrived by then: a tick held in the middle of its read."""
+        self._held.clear()
+
+    def release(self) -> None:
+        self._held.set()
 
     def recover(self) -> None:
         self._mode = "up"
@@ -146,6 +157,8 @@ class Feed:
         with self._arrived:
             self.requests[system] += 1
             self._arrived.notify_all()
+        self._held.wait(120)
+        with self._lock:
             now = time.monotonic()
             items = [record for at, record in self._records.get(system, []) if at <= now]
         if self._mode == "hang":

@@ -17,7 +17,7 @@ from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import PollSummary, RunRequest
 from trackcheck.errors import StoreError
 from trackcheck.scheduling import Poller, SchedulerConfig, jobs
-from trackcheck.store.ticks import TickWrite, Waiting
+from trackcheck.store.ticks import Claim, TickWrite, Waiting
 from trackcheck.testing import MemorySource
 
 PLAN = """
@@ -180,11 +180,11 @@ def test_a_write_that_fails_while_the_next_chunk_is_read_fails_the_poll_and_late
     apply = engine.store.apply
     writes: list[str] = []
 
-    def failing_second(write: TickWrite) -> None:
+    def failing_second(write: TickWrite, claim: Claim | None = None) -> None:
         writes.append(threading.current_thread().name)
         if len(writes) == 2:
             raise StoreError("state database error: connection refused")
-        apply(write)
+        apply(write, claim)
 
     monkeypatch.setattr(engine.store, "apply", failing_second)
     with pytest.raises(StoreError, match="connection refused"):

@@ -12,6 +12,7 @@ the groups runs join through ``group_listeners`` and each poll's ``PollSummary``
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -21,7 +22,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from trackcheck.errors import (
     SourceConnectError,
     SourceError,
     StoreError,
+    Superseded,
     TrackcheckError,
 )
 from trackcheck.loader import check_expect, load_plan_text, resolve_params
@@ -62,6 +63,7 @@ from trackcheck.store.database import DEFAULT_URL
 from trackcheck.store.repository import Store, utcnow
 from trackcheck.store.ticks import (
     Activation,
+    Claim,
     NewRun,
     NewStage,
     PollRow,
@@ -143,6 +145,9 @@ class PollSummary:
     retry_in: float | None = None
     earliest_deadline: datetime | None = None
     activated: tuple[str, ...] = ()
+    #: the poll's claim was, or became, not the newest (``store.ticks.Claim``): it wrote nothing more, and
+    #: whoever scheduled it must not reschedule from it (``remaining`` is then unknown, given as 0)
+    superseded: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,7 @@ class Engine:
         self._sources: dict[tuple[int, str], Source] = {}
         self._sources_lock = threading.Lock()
         self._group_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self.plan = lru_cache(maxsize=256)(self._load_plan)
+        self.plan = functools.lru_cache(maxsize=256)(self._load_plan)
         #: called after every source query with its facts (metrics); must be quick and must not raise
         self.query_listeners: list[Callable[[QueryFacts], None]] = []
         #: called with the groups that runs submitted here joined (the poller schedules them); must be quick
@@ -393,59 +398,76 @@ class Engine:
         return Activation(run_id, idx, StageStatus.WAITING, key, jsonable(render(stage.where, params)), now, deadline)
 
     # -- polling ---------------------------------------------------------------------------------------
-    def poll_group(self, group: str, fresh_only: bool = False) -> PollSummary:
+    def poll_group(self, group: str, fresh_only: bool = False, claim: Claim | None = None) -> PollSummary:
         """Poll every run waiting in ``group`` (only never-polled ones with ``fresh_only``), ``batch_size`` runs
         at a time: each chunk is read as plain rows, fetched with one source query and written at once, so
-        memory holds one chunk, not the group."""
-        with self._group_locks[group]:
-            polled = 0
-            activated: dict[str, None] = {}
-            retry_in: float | None = None
-            head = self.store.waiting(group, fresh_only=fresh_only, limit=1)
-            if head:
-                plan: Plan | None = None
-                try:  # a group is one stage of one plan version
-                    plan = self.plan(head[0].plan_id)
-                    stage = plan.stages[head[0].idx]
-                except TrackcheckError as exc:  # e.g. a connection it names was deleted: end its runs, say why
-                    problem = str(exc)
-                size = plan.defaults.batch_size if plan is not None else UNLOADABLE_CHUNK
-                after = 0
-                with _ChunkWriter(self._apply) as writer:
-                    while chunk := self.store.waiting(group, fresh_only=fresh_only, after=after, limit=size):
-                        after = chunk[-1].stage_id
-                        write = TickWrite()
-                        if plan is None:
-                            self._unloadable(chunk, problem, write)
-                        else:
-                            backoff = self._poll_chunk(plan, head[0].plan_id, stage, chunk, write)
-                            if backoff is not None:
-                                retry_in = backoff if retry_in is None else min(retry_in, backoff)
-                        writer.write(write, chunk, last=len(chunk) < size)
-                        polled += len(write.polls) + sum(len(q.stages) for q in write.quiet)
-                        activated.update(dict.fromkeys(a.group_key for a in write.activate))
-                        if len(chunk) < size:
-                            break
-            waiting = self.store.active_groups([group])
-            return PollSummary(
-                group=group,
-                polled=polled,
-                remaining=waiting[0].waiting if waiting else 0,
-                retry_in=retry_in,
-                earliest_deadline=waiting[0].earliest_deadline if waiting else None,
-                activated=tuple(activated),
-            )
+        memory holds one chunk, not the group.
 
-    def _apply(self, write: TickWrite, chunk: Sequence[Waiting]) -> None:
+        ``claim``: the tick a poller gives this poll (``store.ticks.Claim``). It is recorded before anything
+        is read, and each chunk is written only if it is still the group's newest claim and its epoch the
+        lease's; once it is not, the poll stops and says so (``PollSummary.superseded``). Without it (the
+        CLI's foreground run, tests), nothing is fenced."""
+        with self._group_locks[group]:
+            if claim is not None and not self.store.claim(claim):
+                log.info("poll of group %s not started: a newer claim on it or a newer leader exists", group)
+                return PollSummary(group=group, superseded=True)
+            try:
+                return self._poll_claimed(group, fresh_only, claim)
+            except Superseded as exc:
+                log.warning("poll of group %s stopped, its remaining writes refused: %s", group, exc)
+                return PollSummary(group=group, superseded=True)
+
+    def _poll_claimed(self, group: str, fresh_only: bool, claim: Claim | None) -> PollSummary:
+        """``poll_group`` once its claim holds (or without one); Superseded when a write finds it no longer does."""
+        polled = 0
+        activated: dict[str, None] = {}
+        retry_in: float | None = None
+        head = self.store.waiting(group, fresh_only=fresh_only, limit=1)
+        if head:
+            plan: Plan | None = None
+            try:  # a group is one stage of one plan version
+                plan = self.plan(head[0].plan_id)
+                stage = plan.stages[head[0].idx]
+            except TrackcheckError as exc:  # e.g. a connection it names was deleted: end its runs, say why
+                problem = str(exc)
+            size = plan.defaults.batch_size if plan is not None else UNLOADABLE_CHUNK
+            after = 0
+            with _ChunkWriter(functools.partial(self._apply, claim=claim)) as writer:
+                while chunk := self.store.waiting(group, fresh_only=fresh_only, after=after, limit=size):
+                    after = chunk[-1].stage_id
+                    write = TickWrite()
+                    if plan is None:
+                        self._unloadable(chunk, problem, write)
+                    else:
+                        backoff = self._poll_chunk(plan, head[0].plan_id, stage, chunk, write)
+                        if backoff is not None:
+                            retry_in = backoff if retry_in is None else min(retry_in, backoff)
+                    writer.write(write, chunk, last=len(chunk) < size)
+                    polled += len(write.polls) + sum(len(q.stages) for q in write.quiet)
+                    activated.update(dict.fromkeys(a.group_key for a in write.activate))
+                    if len(chunk) < size:
+                        break
+        waiting = self.store.active_groups([group])
+        return PollSummary(
+            group=group,
+            polled=polled,
+            remaining=waiting[0].waiting if waiting else 0,
+            retry_in=retry_in,
+            earliest_deadline=waiting[0].earliest_deadline if waiting else None,
+            activated=tuple(activated),
+        )
+
+    def _apply(self, write: TickWrite, chunk: Sequence[Waiting], claim: Claim | None = None) -> None:
         """Write a tick so that one run's data cannot hold the others back.
 
         A value the state database refuses (a NUL character on PostgreSQL, a lone surrogate anywhere) is
         stored escaped, with a note on the runs it concerns; if the tick still cannot be written, each run is
         written on its own and a run whose write fails ends as ``error`` saying why. An outage of the state
-        database is not a run's fault: it propagates, and the tick is polled again later.
+        database is not a run's fault: it propagates, and the tick is polled again later; so does Superseded
+        (``claim`` no longer holds), which stops the poll.
         """
         try:
-            self.store.apply(write)
+            self.store.apply(write, claim)
             return
         except StoreError as exc:
             if not exc.data_error:
@@ -454,7 +476,7 @@ class Engine:
             pass
         escaped = write.escaped()
         try:
-            self.store.apply(escaped)
+            self.store.apply(escaped, claim)
             return
         except StoreError as exc:
             if not exc.data_error:
@@ -465,13 +487,13 @@ class Engine:
         for waiting in chunk:
             part = escaped.for_run(waiting.run_id)
             try:
-                self.store.apply(part)
+                self.store.apply(part, claim)
             except StoreError as exc:
                 if not exc.data_error:
                     raise
-                self.store.apply(_cannot_store(waiting, part, exc.message))
+                self.store.apply(_cannot_store(waiting, part, exc.message), claim)
             except (UnicodeError, ValueError) as exc:
-                self.store.apply(_cannot_store(waiting, part, f"{type(exc).__name__}: {exc}"))
+                self.store.apply(_cannot_store(waiting, part, f"{type(exc).__name__}: {exc}"), claim)
 
     def _unloadable(self, chunk: Sequence[Waiting], why: str, write: TickWrite) -> None:
         """The plan version of these runs no longer loads: they end as ``error`` now rather than wait forever."""

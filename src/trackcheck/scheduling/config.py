@@ -9,6 +9,9 @@
 
 Jobs coalesce missed runs into one and tolerate ``misfire_grace_time`` of lateness, on purpose: after a
 restart or a stall, a stage is polled once, not once per missed tick.
+
+With ``backend = "procrastinate"`` the scheduler only plans: its poll jobs queue work for ``trackcheck
+worker`` processes (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trackcheck.errors import ConfigError
 from trackcheck.plan.model import Duration
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
     from trackcheck.engine.core import Engine as Verifier
     from trackcheck.engine.core import PlanSetup
+    from trackcheck.scheduling.jobs import EpochCell
 
 JOBS_TABLE = "tc_apscheduler_jobs"
 #: the executor of jobs that must run in the scheduler's own process, whatever the configured executor
@@ -42,6 +46,9 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: who polls: this process's executor (``apscheduler``), or ``trackcheck worker`` processes on any number
+    #: of machines taking jobs from a queue in the PostgreSQL state database (``procrastinate``)
+    backend: Literal["apscheduler", "procrastinate"] = "apscheduler"
     scheduler: Literal["background", "blocking"] = "background"
     jobstore: Literal["sqlalchemy", "memory"] = "sqlalchemy"
     executor: Literal["threadpool", "processpool"] = "threadpool"
@@ -49,6 +56,19 @@ class SchedulerConfig(BaseModel):
     interval: Duration | None = None
     misfire_grace_time: Duration = timedelta(seconds=30)
     coalesce: bool = True
+    #: procrastinate: how often a worker says it is alive, and after how long without a word its jobs are
+    #: given to another worker
+    heartbeat: Duration = timedelta(seconds=2)
+    stalled_after: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _distributed(self) -> SchedulerConfig:
+        if self.backend == "procrastinate":
+            if self.executor != "threadpool":
+                raise ValueError("with backend 'procrastinate' workers poll: executor must be 'threadpool'")
+            if self.stalled_after < self.heartbeat * 3:
+                raise ValueError("stalled_after must be at least three heartbeats")
+        return self
 
 
 def build_scheduler(
@@ -56,12 +76,14 @@ def build_scheduler(
     state_engine: Engine,
     setup: PlanSetup | None = None,
     process_init: Callable[[Verifier], object] | None = None,
+    epoch: EpochCell | None = None,
 ) -> BaseScheduler:
     """An unstarted APScheduler scheduler assembled from ``config``.
 
     The SQLAlchemy job store shares the state database's engine (its own table), so jobs and run state
     live and die together. A process pool's processes each build their own trackcheck engine on that
-    database with ``setup`` (connections, secret key) and call ``process_init`` with it.
+    database with ``setup`` (connections, secret key) and call ``process_init`` with it; they poll under
+    the epoch that the poller keeps in ``epoch`` (``jobs.init_process``).
     """
     from apscheduler.executors.pool import ProcessPoolExecutor, ThreadPoolExecutor
     from apscheduler.jobstores.memory import MemoryJobStore
@@ -88,7 +110,7 @@ def build_scheduler(
             pool_kwargs={
                 "initializer": init_process,
                 # the engine's PlanSetup (connections, secret key), for the pool's own engines
-                "initargs": (state_engine.url.render_as_string(hide_password=False), setup, process_init),
+                "initargs": (state_engine.url.render_as_string(hide_password=False), setup, process_init, epoch),
             },
         )
     cls = _resilient(BackgroundScheduler if config.scheduler == "background" else BlockingScheduler)

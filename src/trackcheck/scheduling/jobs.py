@@ -22,10 +22,11 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -41,6 +42,7 @@ from trackcheck.engine.core import PollSummary
 from trackcheck.errors import StoreError, TrackcheckError
 from trackcheck.scheduling.config import CONTROL
 from trackcheck.scheduling.triggers import build_trigger
+from trackcheck.store.ticks import Claim
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -65,6 +67,25 @@ PRUNE_ID = "tc:prune"
 #: what the jobs of this process run against; set by ``Poller.start`` (a pool process: ``init_process``)
 _engine: Engine | None = None
 _poller: Poller | None = None
+#: a pool process's view of its parent poller's epoch (0: the parent does not lead), see ``EpochCell``
+_epoch_cell: EpochCell | None = None
+_tick_lock = threading.Lock()
+_last_tick = 0
+
+
+class EpochCell(Protocol):
+    """A ``multiprocessing.Value('q')`` the poller shares with its pool processes: the epoch they poll under."""
+
+    value: int
+
+
+def next_tick() -> int:
+    """A new tick number for a claim: microseconds since 1970, and always more than the last one given in this
+    process (a clock stepped back, two ticks in one microsecond)."""
+    global _last_tick
+    with _tick_lock:
+        _last_tick = max(_last_tick + 1, time.time_ns() // 1000)
+        return _last_tick
 
 
 def bind(engine: Engine, poller: Poller | None = None) -> None:
@@ -81,20 +102,26 @@ def unbind(engine: Engine) -> None:
 
 
 def init_process(
-    state_url: str, setup: PlanSetup | None, process_init: Callable[[Engine], object] | None = None
+    state_url: str,
+    setup: PlanSetup | None,
+    process_init: Callable[[Engine], object] | None = None,
+    epoch: EpochCell | None = None,
 ) -> None:
     """Pool process initializer (executor ``processpool``): an engine of its own on the state database.
 
-    It only polls; scheduling stays with the parent's scheduler, which gets each poll's summary back.
-    Two one-shot jobs of one group may then poll it at the same moment in two processes: harmless (the
-    second finds the same rows) but wasteful, which is why the thread pool is the default.
+    It only polls; scheduling stays with the parent's scheduler, which gets each poll's summary back. Its
+    polls claim their ticks under the parent's epoch, read from ``epoch`` when each starts. Two one-shot jobs
+    of one group may poll it at the same moment in two processes: the later claim wins and the other poll
+    stops, which is waste, and why the thread pool is the default.
     """
+    global _epoch_cell
     from trackcheck.engine.core import Engine
 
     engine = Engine(state_url, setup=setup).start()
     if process_init is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         process_init(engine)
     bind(engine)
+    _epoch_cell = epoch
 
 
 def bound() -> Engine:
@@ -104,9 +131,18 @@ def bound() -> Engine:
     return _engine
 
 
-def poll(group_key: str, fresh_only: bool = False) -> PollSummary:
-    """Job entry point: poll every run waiting in a group; returns a summary for the scheduler."""
-    return bound().poll_group(group_key, fresh_only=fresh_only)
+def poll(group_key: str, fresh_only: bool = False) -> PollSummary | None:
+    """Job entry point: poll every run waiting in a group under this process's poller's claim (a pool
+    process: its parent's epoch); returns a summary for the scheduler (None: the poll was queued for
+    workers, ``Poller.poll``)."""
+    if _poller is not None and _poller.engine is _engine:
+        return _poller.poll(group_key, fresh_only)
+    if _epoch_cell is None:  # a pool process of a poller that does not fence (none so far)
+        return bound().poll_group(group_key, fresh_only=fresh_only)
+    epoch = _epoch_cell.value
+    if epoch <= 0:  # the parent no longer leads: another poller does, under a newer epoch
+        return PollSummary(group=group_key, superseded=True)
+    return bound().poll_group(group_key, fresh_only, Claim(group_key, epoch, next_tick()))
 
 
 def sync(full: bool = False) -> None:
@@ -133,7 +169,7 @@ class JobPlanner:
         # engines can live in one process (verify() called from several threads, tests).
         config = poller.config
         inline = config.jobstore == "memory" and config.executor == "threadpool"
-        self.poll_func: Callable[..., Any] | str = poller.engine.poll_group if inline else POLL_JOB
+        self.poll_func: Callable[..., Any] | str = poller.poll if inline else POLL_JOB
         self.sync_func: Callable[..., None] | str = self.request_sync if inline else SYNC_JOB
         self.prune_func: Callable[[], object] | str = poller.prune if inline else PRUNE_JOB
         #: groups whose regular job this planner added or found (no job store lookup for them again)
@@ -337,6 +373,8 @@ class JobPlanner:
         """Reschedule from a poll's summary: retire a drained group, back off after errors, honour deadlines,
         and start the groups that runs moved on to."""
         group = summary.group
+        if summary.superseded:  # another leader, or a newer tick of the group, decides what comes next
+            return
         self.poller.polled(summary)
         if summary.remaining == 0:
             for suffix in ("", ":retry", ":deadline"):

@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
+from trackcheck.engine.core import PollSummary
 from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL, SchedulerConfig, build_scheduler
+from trackcheck.scheduling.distributed import Dispatcher
 from trackcheck.store.repository import PruneCounts, Retention, utcnow
+from trackcheck.store.ticks import Claim
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
-    from trackcheck.engine.core import Engine, PollSummary
+    from trackcheck.engine.core import Engine
 
 log = logging.getLogger("trackcheck.scheduler")
 
@@ -59,13 +63,26 @@ class Poller:
         self.planner: jobs.JobPlanner | None = None
         #: with ``resume=False``: the groups of this process's runs (the only ones it schedules)
         self.own_groups: set[str] = set()
+        #: the lease's epoch this poller polls under while it leads (``resume``: the deployment's poller);
+        #: None while it does not lead, or when it does not fence (``resume=False``: its own runs only)
+        self.epoch: int | None = None
+        #: the epoch as its pool processes see it (executor ``processpool``; 0: not leading)
+        self._epoch_cell: jobs.EpochCell | None = None
+        #: backend ``procrastinate``: where due polls go instead of this process's executor
+        self.dispatcher: Dispatcher | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, *, paused: bool = False) -> Poller:
         """Start the engine and the scheduler; ``paused``: only to write jobs (schedules) into the shared job
         store while another process polls; ``lead()`` later makes this one poll."""
         self.engine.start()
-        self.scheduler = build_scheduler(self.config, self.engine.store.engine, self.engine.setup, self.process_init)
+        if self.config.backend == "procrastinate":
+            self.dispatcher = Dispatcher(self.engine.store.url).open()
+        if self.config.executor == "processpool":
+            self._epoch_cell = multiprocessing.get_context("spawn").Value("q", 0, lock=False)
+        self.scheduler = build_scheduler(
+            self.config, self.engine.store.engine, self.engine.setup, self.process_init, self._epoch_cell
+        )
         self.planner = jobs.JobPlanner(self.scheduler, self)
         self.engine.group_listeners.append(self._groups_started)
         jobs.bind(self.engine, self)
@@ -87,6 +104,8 @@ class Poller:
     def lead(self) -> None:
         """Become the poller: resume the scheduler and pick up every unfinished run (after a restart too)."""
         assert self.scheduler is not None and self.planner is not None
+        if self.resume:
+            self._set_epoch(self.engine.store.take_epoch())
         if self.scheduler.state == STATE_PAUSED:
             self.scheduler.resume()
         if self.resume:
@@ -99,6 +118,7 @@ class Poller:
     def follow(self) -> None:
         """Stop polling (another process leads now); jobs stay in the shared store for the new leader."""
         self.engine.capture.stop()
+        self._set_epoch(None)
         if self.planner is not None:
             self.planner.forget()
         if self.scheduler is not None and self.scheduler.state == STATE_RUNNING:
@@ -107,6 +127,7 @@ class Poller:
     def run_forever(self) -> None:
         """Block in a BlockingScheduler (``trackcheck worker``) until interrupted."""
         assert self.scheduler is not None and self.planner is not None
+        self._set_epoch(self.engine.store.take_epoch())
         self.planner.start_sync()
         self.planner.start_prune(self.retention)
         self.scheduler.add_job(
@@ -126,6 +147,8 @@ class Poller:
         if self._groups_started in self.engine.group_listeners:
             self.engine.group_listeners.remove(self._groups_started)
         jobs.unbind(self.engine)
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         self.engine.shutdown()
 
     def __enter__(self) -> Poller:
@@ -135,6 +158,26 @@ class Poller:
         self.shutdown()
 
     # -- what the jobs do ------------------------------------------------------------------------------
+    def poll(self, group: str, fresh_only: bool = False) -> PollSummary | None:
+        """Poll ``group`` under a new claim of this poller's epoch (``store.ticks.Claim``): if another process
+        took the lease meanwhile, its writes are refused. A poller that polls for the whole deployment and
+        does not lead (any more) polls nothing; one with ``resume=False`` polls unfenced. With a dispatcher
+        (backend ``procrastinate``), the poll is queued for the workers under this epoch: None, no summary."""
+        if not self.resume:
+            return self.engine.poll_group(group, fresh_only)
+        epoch = self.epoch
+        if epoch is None:
+            return PollSummary(group=group, superseded=True)
+        if self.dispatcher is not None:
+            self.dispatcher.dispatch(group, fresh_only, epoch)
+            return None
+        return self.engine.poll_group(group, fresh_only, Claim(group, epoch, jobs.next_tick()))
+
+    def _set_epoch(self, epoch: int | None) -> None:
+        self.epoch = epoch
+        if self._epoch_cell is not None:
+            self._epoch_cell.value = epoch or 0
+
     def sync_groups(self, *, full: bool = False) -> None:
         """Schedule the groups that runs joined since the last sync (``full``: every group with waiting runs,
         dropping the jobs of drained groups)."""

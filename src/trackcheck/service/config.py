@@ -1,7 +1,9 @@
 """Service configuration: ``trackcheck.toml``, then ``TRACKCHECK_*`` variables, then command-line flags.
 
 The four APScheduler components are part of it (``[scheduler]`` in the file, ``TRACKCHECK_SCHEDULER``,
-``TRACKCHECK_JOBSTORE``, ``TRACKCHECK_EXECUTOR``, ``TRACKCHECK_EXECUTOR_WORKERS``, ``TRACKCHECK_INTERVAL``).
+``TRACKCHECK_JOBSTORE``, ``TRACKCHECK_EXECUTOR``, ``TRACKCHECK_EXECUTOR_WORKERS``, ``TRACKCHECK_INTERVAL``), and
+the choice of who polls (``TRACKCHECK_BACKEND``: ``apscheduler`` or ``procrastinate``, with
+``TRACKCHECK_HEARTBEAT`` and ``TRACKCHECK_STALLED_AFTER``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     "INTERVAL": ("scheduler", "interval"),
     "MISFIRE_GRACE_TIME": ("scheduler", "misfire_grace_time"),
     "COALESCE": ("scheduler", "coalesce"),
+    "BACKEND": ("scheduler", "backend"),
+    "HEARTBEAT": ("scheduler", "heartbeat"),
+    "STALLED_AFTER": ("scheduler", "stalled_after"),
     "RETENTION_POLLS": ("retention", "polls"),
     "RETENTION_RUNS": ("retention", "runs"),
     "RETENTION_EVERY": ("retention", "every"),

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -227,3 +228,27 @@ class Capture(Base):
     heard: Mapped[datetime]
     payload: Mapped[bytes] = mapped_column(LargeBinary(2**24))
     meta: Mapped[dict[str, Any]]
+
+
+class PollerEpoch(Base):
+    """How many times the poller's lease was taken: each new leader takes the next epoch, and a poll of a
+    former leader (a process frozen, then woken after another took over) is refused by it (``Claim``)."""
+
+    __tablename__ = "tc_poller_epochs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    taken_at: Mapped[datetime]
+
+
+class GroupTick(Base):
+    """The newest tick claimed of each group: only the poll holding it may write (``Store.apply``), so a
+    stale or repeated tick of a group cannot apply its polls over a newer one's."""
+
+    __tablename__ = "tc_group_ticks"
+
+    group_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    tick: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    claimed_at: Mapped[datetime]

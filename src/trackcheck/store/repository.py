@@ -34,16 +34,28 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from trackcheck.errors import RunNotFound, StoreError
+from trackcheck.errors import RunNotFound, StoreError, Superseded
 from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.states import RUN_ENDED, RunStatus, StageStatus
 from trackcheck.store.database import create_state_engine, describe_db_error, is_data_error, migrate
-from trackcheck.store.models import LoginSession, PlanVersion, Poll, Run, RunStage, Schedule, Snapshot
+from trackcheck.store.models import (
+    GroupTick,
+    LoginSession,
+    PlanVersion,
+    Poll,
+    PollerEpoch,
+    Run,
+    RunStage,
+    Schedule,
+    Snapshot,
+)
 from trackcheck.store.ticks import (
+    POLLER_LEASE,
+    Claim,
     NewRun,
     NewStage,
     QuietPolls,
@@ -520,12 +532,86 @@ class Store:
             )
             return {snap.run_id: snap for snap in found}
 
-    def apply(self, write: TickWrite) -> None:
+    # -- fencing (ticks.Claim) -----------------------------------------------------------------------------
+    def take_epoch(self) -> int:
+        """The next epoch of the poller's lease, for a process that just took it. The row is locked until
+        the transaction ends, so a former leader's write in progress (which reads it ``FOR SHARE``) ends
+        first, and every later one sees the new epoch and is refused."""
+        table = cast(Table, PollerEpoch.__table__)
+        now = utcnow()
+        for _ in range(3):  # two first leaders inserting the row at once: the loser counts up the winner's
+            try:
+                with self.session(write=True) as s:
+                    counted = s.execute(
+                        update(table).where(table.c.name == POLLER_LEASE).values(epoch=table.c.epoch + 1, taken_at=now)
+                    )
+                    if cast(Any, counted).rowcount == 0:
+                        s.execute(insert(table).values(name=POLLER_LEASE, epoch=1, taken_at=now))
+                    return int(s.execute(select(table.c.epoch).where(table.c.name == POLLER_LEASE)).scalar_one())
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, IntegrityError):
+                    raise
+        raise StoreError("cannot take an epoch of the poller's lease: another process keeps taking it")
+
+    def claim(self, claim: Claim) -> bool:
+        """Record ``claim`` as its group's newest tick; False (nothing changed) when its epoch is no longer the
+        lease's or the group has a newer or equal claim (the tick then must not poll)."""
+        ticks = cast(Table, GroupTick.__table__)
+        now = utcnow()
+        try:
+            with self.session(write=True) as s:
+                if self._epoch(s) != claim.epoch:
+                    return False
+                row = s.execute(
+                    select(ticks.c.epoch, ticks.c.tick, ticks.c.attempt)
+                    .where(ticks.c.group_key == claim.group)
+                    .with_for_update()
+                ).first()
+                values = {"epoch": claim.epoch, "tick": claim.tick, "attempt": claim.attempt, "claimed_at": now}
+                if row is None:
+                    s.execute(insert(ticks).values(group_key=claim.group, **values))
+                elif tuple(row) < claim.token:
+                    s.execute(update(ticks).where(ticks.c.group_key == claim.group).values(**values))
+                else:
+                    return False
+        except StoreError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                return False  # another poll claimed the group's first tick at the same moment
+            raise
+        return True
+
+    @staticmethod
+    def _epoch(s: Session) -> int | None:
+        """The lease's current epoch, read ``FOR SHARE``: held until the transaction ends (``take_epoch``)."""
+        table = cast(Table, PollerEpoch.__table__)
+        query = select(table.c.epoch).where(table.c.name == POLLER_LEASE).with_for_update(read=True)
+        return s.execute(query).scalar()
+
+    def _check_claim(self, s: Session, claim: Claim) -> None:
+        """Superseded unless ``claim`` is still its group's newest and its epoch the lease's, read ``FOR SHARE``
+        in the writing transaction: a newer claim or epoch waits for this write to end, and a write that
+        starts after them is refused."""
+        ticks = cast(Table, GroupTick.__table__)
+        epoch = self._epoch(s)
+        row = s.execute(
+            select(ticks.c.epoch, ticks.c.tick, ticks.c.attempt)
+            .where(ticks.c.group_key == claim.group)
+            .with_for_update(read=True)
+        ).first()
+        if epoch != claim.epoch:
+            raise Superseded(f"the poller's lease was taken since this poll began (epoch {epoch} > {claim.epoch})")
+        if row is None or tuple(row) != claim.token:
+            raise Superseded(f"a newer tick of group {claim.group} was claimed since this poll began")
+
+    def apply(self, write: TickWrite, claim: Claim | None = None) -> None:
         """Write one tick's outcome: a few bulk statements in one transaction, whatever the number of runs. On
         PostgreSQL the polls and snapshots are copied in and the stages updated from a copied temporary table
         (benchmark B7: executemany of a 100,000-run tick took most of its write); elsewhere Core executemany.
-        Quiet polls take two set-based statements each (``_write_quiet``)."""
+        Quiet polls take two set-based statements each (``_write_quiet``). With ``claim``, nothing is written
+        (Superseded) unless it still holds (``_check_claim``)."""
         with self.session(write=True) as s, ExitStack() as stack:
+            if claim is not None:
+                self._check_claim(s, claim)
             connection = s.connection()
             driver = connection.connection.driver_connection if connection.dialect.name == "postgresql" else None
             cursor = stack.enter_context(driver.cursor()) if driver is not None else None

@@ -130,6 +130,31 @@ def json_text(value: Any) -> str:
 _LONG_NUMBER = re.compile(r"\d{19}")
 
 
+#: the row of ``tc_poller_epochs`` that counts the poller's leases
+POLLER_LEASE = "poller"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A poll's right to write its group's tick: the leader's ``epoch`` (``Store.take_epoch``), the tick
+    (microseconds, increasing per leader) and the ``attempt`` of a retried job.
+
+    ``Store.claim`` records it as the group's newest if it is newer than the one recorded, by ``(epoch,
+    tick, attempt)``, and its epoch is still the current one; every write of the poll (``Store.apply``)
+    checks, in its transaction, that both are still true. A poller frozen mid-tick (SIGSTOP, a long GC,
+    a lost network) that wakes after another took over therefore writes nothing: the fencing token of
+    Kleppmann's "How to do distributed locking", with the database as the storage that checks it."""
+
+    group: str
+    epoch: int
+    tick: int
+    attempt: int = 0
+
+    @property
+    def token(self) -> tuple[int, int, int]:
+        return (self.epoch, self.tick, self.attempt)
+
+
 @dataclass(slots=True)
 class NewRun:
     """A run being submitted: its ``tc_runs`` row."""

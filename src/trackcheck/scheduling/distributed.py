@@ -1,0 +1,209 @@
+"""Polling on procrastinate: the poller plans, ``trackcheck worker`` processes on any number of machines poll.
+
+``[scheduler] backend = "procrastinate"``, on a PostgreSQL state database: procrastinate's queue lives in it,
+beside the runs, so a deployment adds no server. The poller that holds the lease plans as it does with
+APScheduler (a job per group on its trigger; prompt, retry and deadline polls; ``jobs.JobPlanner``), but a
+due job does not poll: it defers one procrastinate job (``Dispatcher.dispatch``) naming the group and the
+poller's epoch, with ``queueing_lock="poll:<group>"`` (a group never has two ticks waiting) and
+``lock="poll:<group>"`` (never two of a group running). Workers take jobs with ``FOR UPDATE SKIP LOCKED``
+and poll under the claim ``(epoch, job id, attempt)`` (``store.ticks.Claim``): job ids come from one
+sequence, so a later job of a group outranks an earlier one whatever the machines' clocks; a job retried
+after its worker stalled outranks the stalled attempt, whose writes are then refused; a job deferred by a
+former leader is refused whole.
+
+A worker sends a heartbeat every ``heartbeat``; every worker looks for jobs whose worker has been silent for
+``stalled_after`` (killed, frozen, cut off) and puts them back in the queue, and deletes finished jobs after
+an hour. What a poll's summary asks for (a retry after a source error, a poll at the earliest deadline) the
+worker defers itself, each kind under its own queueing lock; the groups runs moved on to, and drained groups,
+are found by the leader's sync within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import URL, make_url
+
+from trackcheck.errors import ConfigError
+from trackcheck.store.database import normalize_url
+from trackcheck.store.ticks import Claim
+
+if TYPE_CHECKING:
+    import procrastinate
+
+    from trackcheck.engine.core import Engine, PollSummary
+    from trackcheck.scheduling.config import SchedulerConfig
+
+log = logging.getLogger("trackcheck.scheduler")
+TASK = "trackcheck.poll"
+QUEUE = "trackcheck"
+#: finished jobs are deleted this many hours after they ended
+KEEP_FINISHED_HOURS = 1
+#: an advisory lock key of PostgreSQL: one process at a time installs procrastinate's schema ("trackprc")
+_SCHEMA_LOCK_KEY = 0x7472_6163_6B70_7263
+
+
+def conninfo(state_url: str) -> str:
+    """The libpq URI of the state database (procrastinate connects with psycopg, without SQLAlchemy);
+    ConfigError unless it is PostgreSQL."""
+    url: URL = make_url(normalize_url(state_url))
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"the procrastinate backend keeps its queue in the state database, which must be PostgreSQL "
+            f"(this one is {url.get_backend_name()})",
+            field="scheduler.backend",
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _procrastinate() -> Any:
+    try:
+        import procrastinate
+    except ImportError:
+        raise ConfigError(
+            "the procrastinate backend needs the procrastinate package: pip install 'trackcheck[procrastinate]'",
+            field="scheduler.backend",
+        ) from None
+    return procrastinate
+
+
+class Dispatcher:
+    """Defers poll jobs (the leader's planner, and workers for their follow-ups), from any thread."""
+
+    def __init__(self, state_url: str) -> None:
+        library = _procrastinate()
+        self._conninfo = conninfo(state_url)
+        self.app: procrastinate.App = library.App(
+            connector=library.SyncPsycopgConnector(conninfo=self._conninfo, min_size=1, max_size=4)
+        )
+        self._already = library.exceptions.AlreadyEnqueued
+
+    def open(self) -> Dispatcher:
+        self.app.open()
+        install_schema(self._conninfo)
+        return self
+
+    def close(self) -> None:
+        self.app.close()
+
+    def dispatch(self, group: str, fresh_only: bool, epoch: int, *, kind: str = "", at: datetime | None = None) -> bool:
+        """Queue a poll of ``group`` under ``epoch`` (at ``at``, or now); False when one of this ``kind`` already
+        waits (it will read the same runs). ``kind``: "" for the regular tick, ``now`` for a prompt first poll
+        (``fresh_only``), ``retry`` or ``deadline``."""
+        kind = kind or ("now" if fresh_only else "")
+        try:
+            self.app.configure_task(
+                TASK,
+                queue=QUEUE,
+                lock=f"poll:{group}",
+                queueing_lock=f"poll:{group}:{kind}" if kind else f"poll:{group}",
+                schedule_at=at,
+            ).defer(group=group, fresh_only=fresh_only, epoch=epoch)
+        except self._already:
+            return False
+        return True
+
+    def follow_up(self, summary: PollSummary, epoch: int) -> None:
+        """What a worker's poll asks for next: a retry after a source error, a poll at the earliest deadline."""
+        if summary.superseded or summary.remaining == 0:
+            return
+        now = datetime.now(UTC)
+        if summary.retry_in is not None:
+            self.dispatch(summary.group, False, epoch, kind="retry", at=now + timedelta(seconds=summary.retry_in))
+        if summary.earliest_deadline is not None:
+            at = max(now, summary.earliest_deadline + timedelta(milliseconds=50))
+            self.dispatch(summary.group, False, epoch, kind="deadline", at=at)
+
+
+def install_schema(dsn: str) -> None:
+    """Procrastinate's tables and functions in the state database, installed once (under an advisory lock,
+    so that workers started together do not race); nothing when they are there."""
+    import psycopg
+
+    _procrastinate()
+    from procrastinate.schema import SchemaManager
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK_KEY,))
+        try:
+            found = connection.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+            if found is None or found[0] is None:
+                connection.execute(SchemaManager.get_schema())
+                log.info("installed procrastinate's schema in the state database")
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK_KEY,))
+
+
+def run_worker(engine: Engine, config: SchedulerConfig, dispatcher: Dispatcher, *, name: str | None = None) -> None:
+    """Execute poll jobs until SIGINT or SIGTERM (``trackcheck worker``): ``config.workers`` at a time, each
+    in a thread of its own, under the claim its job carries; ``dispatcher`` defers their follow-ups."""
+    library = _procrastinate()
+    dsn = conninfo(engine.store.url)
+    app = library.App(connector=library.PsycopgConnector(conninfo=dsn, min_size=1, max_size=config.workers + 4))
+
+    @app.task(name=TASK, queue=QUEUE, pass_context=True)
+    def poll(context: Any, group: str, fresh_only: bool, epoch: int) -> None:
+        job = context.job
+        summary = engine.poll_group(group, fresh_only, Claim(group, epoch, job.id, job.attempts))
+        dispatcher.follow_up(summary, epoch)
+
+    async def work() -> None:
+        async with app.open_async():
+            janitor = asyncio.create_task(_janitor(app, config))
+            try:
+                await app.run_worker_async(
+                    queues=[QUEUE],
+                    name=name,
+                    concurrency=config.workers,
+                    update_heartbeat_interval=config.heartbeat.total_seconds(),
+                    stalled_worker_timeout=config.stalled_after.total_seconds(),
+                    delete_jobs="successful",
+                )
+            finally:
+                janitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await janitor
+
+    asyncio.run(work())
+
+
+async def _janitor(app: procrastinate.App, config: SchedulerConfig) -> None:
+    """Put back in the queue the jobs of workers silent for ``stalled_after`` (a retried job runs under a
+    higher attempt, which fences the silent one off); delete finished jobs older than an hour."""
+    manager = app.job_manager
+    last_cleanup = 0.0
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(config.heartbeat.total_seconds())
+        try:
+            stalled = await manager.get_stalled_jobs(
+                queue=QUEUE, seconds_since_heartbeat=config.stalled_after.total_seconds()
+            )
+            for job in stalled:
+                await _put_back(app, job)
+            if loop.time() - last_cleanup > 60:
+                await manager.delete_old_jobs(nb_hours=KEEP_FINISHED_HOURS, queue=QUEUE, include_failed=True)
+                last_cleanup = loop.time()
+        except Exception:  # the state database away for a moment: the next round tries again
+            log.exception("could not look for stalled poll jobs")
+
+
+async def _put_back(app: procrastinate.App, job: Any) -> None:
+    """Queue a silent worker's job again (its next attempt outranks the silent one); when a newer tick of its
+    group already waits (the queueing lock is taken), end it as failed instead: that tick polls the same runs
+    as soon as the group's lock is free. Every worker looks for stalled jobs: one another worker handled
+    first is no longer ``doing``, and is left alone."""
+    library = _procrastinate()
+    try:
+        try:
+            await app.job_manager.retry_job(job)
+            log.warning("poll job %s of a silent worker put back in the queue (attempt %d)", job.id, job.attempts + 1)
+        except library.exceptions.UniqueViolation:
+            await app.job_manager.finish_job(job, library.jobs.Status.FAILED, delete_job=False)
+            log.warning("poll job %s of a silent worker given up: a newer tick of its group waits", job.id)
+    except library.exceptions.ConnectorException as exc:
+        log.debug("poll job %s of a silent worker was handled by another worker: %s", job.id, exc)

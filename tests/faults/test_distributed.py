@@ -1,0 +1,151 @@
+"""The procrastinate backend: ``trackcheck worker`` processes taking poll jobs from the PostgreSQL state database.
+
+Real processes on the local PostgreSQL: several workers (each also competing to plan), a feed as the source.
+What a user relies on: every run is polled to its end by whichever workers run; a worker killed (kill -9)
+in the middle of a poll has its job given to another within seconds, and the run gets exactly one ``passed``
+poll; a backend that cannot work says so and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.faults.harness import Feed, scratch_database
+from tests.faults.workload import EVENTS, write_plan
+from trackcheck.engine import Engine, store_plan
+from trackcheck.engine.core import RunRequest
+
+CONFIG = """
+[scheduler]
+backend = "procrastinate"
+workers = 4
+heartbeat = "500ms"
+stalled_after = "2s"
+"""
+
+
+class Worker:
+    """One ``trackcheck -v worker`` process on the procrastinate backend, its log in ``folder``."""
+
+    def __init__(self, name: str, db: str, folder: Path) -> None:
+        config = folder / "trackcheck.toml"
+        config.write_text(CONFIG)
+        self.log = folder / f"worker-{name}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "trackcheck", "-v", "worker", "--db", db, "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            assert self.process.poll() is None, f"the worker exited:\n{self.text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{needle!r} not in the worker's log:\n{self.text()[-3000:]}"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def submit(engine: Engine, plan_id: int, feed: Feed, test_ids: list[str]) -> list[str]:
+    """Runs whose events are all in both systems already: each passes at its first poll of each stage."""
+    for test_id in test_ids:
+        for system in ("collector", "warehouse"):
+            for event in EVENTS:
+                feed.deliver(system, {**event, "test_id": test_id}, time.monotonic())
+    return engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in test_ids])
+
+
+def wait_passed(engine: Engine, runs: list[str], timeout: float, logs: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(engine.result(run_id).status == "passed" for run_id in runs):
+        assert time.monotonic() < deadline, f"runs still waiting:\n{logs[-4000:]}"
+        time.sleep(0.2)
+
+
+def one_passed_poll_per_stage(engine: Engine, runs: list[str]) -> None:
+    for run_id in runs:
+        polls = [(p.stage_idx, p.outcome) for p in engine.store.polls(run_id)]
+        assert polls.count((0, "passed")) == 1 and polls.count((1, "passed")) == 1, f"run {run_id}: {polls}"
+
+
+@pytest.mark.timeout(180)
+def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir: Path, feed: Feed) -> None:
+    plans = write_plan(workdir / "plans", feed, timeout=120)
+    with scratch_database("postgresql", workdir) as db:
+        engine = Engine(db).start()
+        state = create_engine(db)
+        workers: list[Worker] = []
+        try:
+            plan_id = store_plan(engine, next(plans.glob("*.yaml")).read_text(), "faults.yaml", None)[0]
+            workers = [Worker(name, db, workdir) for name in ("a", "b")]
+            for worker in workers:
+                worker.wait_for("running poll jobs", 30)
+
+            runs = submit(engine, plan_id, feed, [f"many-{i}" for i in range(40)])
+            wait_passed(engine, runs, 60, "\n".join(w.text() for w in workers))
+            one_passed_poll_per_stage(engine, runs)
+
+            # a poll held in its source read, its worker killed: the job goes back to the queue
+            feed.hold()
+            held = submit(engine, plan_id, feed, [f"held-{i}" for i in range(5)])
+            assert feed.wait_for_request(timeout=30), "no worker polled"
+            time.sleep(0.3)  # its other requests, if any, reach the feed too
+            with state.connect() as connection:
+                doing = connection.execute(text("SELECT id FROM procrastinate_jobs WHERE status = 'doing'")).all()
+            assert len(doing) == 1, f"one job holds the poll: {doing}"
+            started = f"Starting job trackcheck.poll[{doing[0][0]}]"
+            [victim] = [w for w in workers if started in w.text()]
+            killed_at = time.monotonic()
+            victim.kill()
+            feed.release()
+            survivor = next(w for w in workers if w is not victim)
+            wait_passed(engine, held, 30, survivor.text())
+            took_over = time.monotonic() - killed_at
+            assert took_over < 15, f"the killed worker's job was polled again after {took_over:.1f} s"
+            assert "of a silent worker" in survivor.text()
+            one_passed_poll_per_stage(engine, held)
+        finally:
+            for worker in workers:
+                worker.kill()
+            state.dispose()
+            engine.shutdown()
+
+
+def test_the_procrastinate_backend_on_sqlite_is_refused_with_the_reason(workdir: Path) -> None:
+    config = workdir / "trackcheck.toml"
+    config.write_text(CONFIG)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trackcheck",
+            "worker",
+            "--db",
+            f"sqlite:///{workdir / 'state.db'}",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "must be PostgreSQL" in done.stderr and "scheduler.backend" in done.stderr

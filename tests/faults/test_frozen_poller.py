@@ -1,0 +1,125 @@
+"""A poller frozen in the middle of a tick (SIGSTOP) while another takes over, then woken: the stale write.
+
+Two ``trackcheck worker`` processes on one PostgreSQL state database: the first polls, the second waits on
+standby. The first's tick is held in its source read (the feed holds the request), then the process is
+stopped and its lease connection ended by the server (``pg_terminate_backend``: what a network partition
+or a server-side timeout does). The standby takes the lease and polls every run to the end. When the first
+process is woken, its source answer is waiting in its socket and it goes on with the tick it began: every
+one of its writes must be refused (fencing, ``store.ticks.Claim``), so that no run gets a second ``passed``
+poll or a second transition. Before fencing, the woken poller wrote a second ``passed`` poll for each run.
+
+PostgreSQL only: on SQLite the lease is a ``flock`` that a stopped process keeps (nobody can take over),
+and MariaDB's named lock behaves as PostgreSQL's advisory lock here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.faults.harness import Feed, scratch_database
+from tests.faults.workload import EVENTS, write_plan
+from trackcheck.engine import Engine, store_plan
+from trackcheck.engine.core import RunRequest
+from trackcheck.scheduling.lease import PG_LOCK_KEY
+
+RUNS = 10
+
+
+class Worker:
+    """One ``trackcheck -v worker`` process, its log in ``folder``."""
+
+    def __init__(self, name: str, db: str, folder: Path) -> None:
+        self.log = folder / f"worker-{name}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "trackcheck", "-v", "worker", "--db", db],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            assert self.process.poll() is None, f"the worker exited:\n{self.text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{needle!r} not in the worker's log:\n{self.text()[-3000:]}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGCONT)
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+@pytest.mark.timeout(120)
+def test_a_poller_woken_after_another_took_over_writes_nothing(workdir: Path, feed: Feed) -> None:
+    plans = write_plan(workdir / "plans", feed, timeout=120)
+    with scratch_database("postgresql", workdir) as db:
+        engine = Engine(db).start()
+        state = create_engine(db)
+        workers: list[Worker] = []
+        try:
+            plan_id = store_plan(engine, next(plans.glob("*.yaml")).read_text(), "faults.yaml", None)[0]
+            first = Worker("first", db, workdir)
+            workers.append(first)
+            first.wait_for("polling runs in", 30)
+            standby = Worker("standby", db, workdir)
+            workers.append(standby)
+            standby.wait_for("another process polls", 30)
+
+            feed.hold()
+            test_ids = [f"frozen-{i}" for i in range(RUNS)]
+            for test_id in test_ids:
+                for system in ("collector", "warehouse"):
+                    for event in EVENTS:
+                        feed.deliver(system, {**event, "test_id": test_id}, time.monotonic())
+            runs = engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in test_ids])
+            assert feed.wait_for_request(timeout=30), "the first worker never polled"
+            os.killpg(first.process.pid, signal.SIGSTOP)  # frozen in the middle of its read
+            with state.connect() as connection:  # the server ends its lease session
+                ended = connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND objid = :key AND granted"
+                    ),
+                    {"key": PG_LOCK_KEY & 0xFFFFFFFF},
+                ).all()
+                connection.commit()
+            assert ended == [(True,)], "the first worker held the lease"
+            feed.release()  # its answer waits in its socket; the standby's requests are answered too
+
+            standby.wait_for("polling runs in", 30)
+            deadline = time.monotonic() + 60
+            while not all(engine.result(run_id).status == "passed" for run_id in runs):
+                assert time.monotonic() < deadline, f"runs did not pass under the standby:\n{standby.text()[-3000:]}"
+                time.sleep(0.2)
+
+            os.killpg(first.process.pid, signal.SIGCONT)  # it goes on with the tick it began
+            first.wait_for("poll run=", 30)  # it compared what it read: its write comes next
+            with contextlib.suppress(AssertionError):
+                first.wait_for("its remaining writes refused", 5)
+
+            for run_id in runs:
+                polls = [(p.stage_idx, p.outcome) for p in engine.store.polls(run_id)]
+                assert polls.count((0, "passed")) == 1, f"run {run_id}: {polls}"
+                assert polls.count((1, "passed")) == 1, f"run {run_id}: {polls}"
+                assert engine.result(run_id).status == "passed"
+            assert "its remaining writes refused" in first.text()
+        finally:
+            for worker in workers:
+                worker.stop()
+            state.dispose()
+            engine.shutdown()
