@@ -456,8 +456,23 @@ def show(run_id: str, db: str, db_password_file: str | None) -> None:
 @click.option("--db", default=DEFAULT_URL, show_default=True, envvar="TRACKCHECK_DB")
 @db_password_file_option
 @config_option
-@click.option("--workers", type=int, help="Threads polling sources (default: [scheduler] workers, 10).")
-def worker(db: str, db_password_file: str | None, config_file: str | None, workers: int | None) -> None:
+@click.option(
+    "--workers", type=click.IntRange(1, 200), help="Threads polling sources (default: [scheduler] workers, 10)."
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve this worker's Prometheus metrics (its source queries, the poll queue) on this port.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
+def worker(
+    db: str,
+    db_password_file: str | None,
+    config_file: str | None,
+    workers: int | None,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Poll every unfinished run in the state database, in the foreground (Ctrl-C to stop).
 
     Backend ``apscheduler`` (the default): takes the same lease as ``serve``; while another process polls,
@@ -471,11 +486,14 @@ def worker(db: str, db_password_file: str | None, config_file: str | None, worke
         config = load_config(config_file)
         setup = config.plan_setup()  # the service's connections, secret key and rules for uploaded plans
         chosen = config.scheduler.model_copy(update={"workers": workers} if workers else {})
+        metrics = (metrics_host, metrics_port) if metrics_port else None
         if chosen.backend == "procrastinate":
-            _distributed_worker(_state_url(db, db_password_file), chosen, config.retention_policy(), setup)
+            _distributed_worker(_state_url(db, db_password_file), chosen, config.retention_policy(), setup, metrics)
             return
         scheduler = chosen.model_copy(update={"scheduler": "blocking"})
         engine = Engine(_state_url(db, db_password_file), setup=setup)
+        if metrics is not None:
+            _serve_metrics(engine, scheduler, metrics)
         poller = Poller(engine, scheduler, retention=config.retention_policy()).start()
         lease = lease_for(engine.store.engine)
         try:
@@ -492,13 +510,41 @@ def worker(db: str, db_password_file: str | None, config_file: str | None, worke
             lease.release()
 
 
-def _distributed_worker(url: str, scheduler: SchedulerConfig, retention: Retention, setup: PlanSetup) -> None:
+def _serve_metrics(engine: Engine, scheduler: SchedulerConfig, where: tuple[str, int]) -> None:
+    """This process's /metrics on ``where`` (host, port): the source queries its polls made (a worker's
+    throughput, per process), run counts, and with procrastinate the workers and the queue."""
+    from functools import partial
+
+    from prometheus_client import start_http_server
+
+    from trackcheck.scheduling.distributed import queue_facts
+    from trackcheck.service.metrics import metrics_for
+
+    metrics = metrics_for(engine)
+    if scheduler.backend == "procrastinate":
+        metrics.watch_queue(partial(queue_facts, engine.store.engine, scheduler.stalled_after))
+    host, port = where
+    try:
+        start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}", field="metrics-port") from None
+
+
+def _distributed_worker(
+    url: str,
+    scheduler: SchedulerConfig,
+    retention: Retention,
+    setup: PlanSetup,
+    metrics: tuple[str, int] | None,
+) -> None:
     """``trackcheck worker`` on the procrastinate backend: execute poll jobs until SIGINT/SIGTERM, and plan
     them while this process holds the lease (a planner of its own: no other process is needed)."""
     from trackcheck.scheduling.distributed import run_worker
     from trackcheck.scheduling.lease import Leadership, lease_for
 
     engine = Engine(url, setup=setup)
+    if metrics is not None:
+        _serve_metrics(engine, scheduler, metrics)
     poller = Poller(engine, scheduler.model_copy(update={"scheduler": "background"}), retention=retention)
     poller.start(paused=True)
     leadership = Leadership(lease_for(engine.store.engine), poller.lead, poller.follow)

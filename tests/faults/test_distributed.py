@@ -15,13 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from tests.faults.harness import Feed, scratch_database
+from tests.faults.harness import Feed, free_port, scratch_database
 from tests.faults.workload import EVENTS, write_plan
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
+from trackcheck.service.config import ServiceConfig
+from trackcheck.service.runtime import Service
 
 CONFIG = """
 [scheduler]
@@ -39,9 +43,11 @@ class Worker:
         config = folder / "trackcheck.toml"
         config.write_text(CONFIG)
         self.log = folder / f"worker-{name}.log"
+        self.metrics_port = free_port()
         with self.log.open("wb") as out:
+            command = [sys.executable, "-m", "trackcheck", "-v", "worker", "--db", db, "--config", str(config)]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "trackcheck", "-v", "worker", "--db", db, "--config", str(config)],
+                [*command, "--metrics-port", str(self.metrics_port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -56,6 +62,17 @@ class Worker:
             assert self.process.poll() is None, f"the worker exited:\n{self.text()[-3000:]}"
             assert time.monotonic() < deadline, f"{needle!r} not in the worker's log:\n{self.text()[-3000:]}"
             time.sleep(0.1)
+
+    def metrics(self) -> dict[str, float]:
+        """This worker's /metrics: every sample without labels, and ``name{source_type=http}`` ones by name."""
+        answer = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
+        assert answer.status_code == 200
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(answer.text):
+            for sample in family.samples:
+                if not sample.labels or sample.labels == {"source_type": "http"}:
+                    samples[sample.name] = sample.value
+        return samples
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -101,6 +118,12 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
             runs = submit(engine, plan_id, feed, [f"many-{i}" for i in range(40)])
             wait_passed(engine, runs, 60, "\n".join(w.text() for w in workers))
             one_passed_poll_per_stage(engine, runs)
+            # each worker says what it polled (its throughput), and what it sees of the others and the queue
+            seen = [w.metrics() for w in workers]
+            assert all(m["trackcheck_poll_workers"] == 2 for m in seen), seen
+            assert (
+                sum(m.get("trackcheck_source_queries_total", 0) for m in seen) >= 2
+            )  # two stages, at least a query each
 
             # a poll held in its source read, its worker killed: the job goes back to the queue
             feed.hold()
@@ -149,3 +172,26 @@ def test_the_procrastinate_backend_on_sqlite_is_refused_with_the_reason(workdir:
     )
     assert done.returncode == 2, done.stderr
     assert "must be PostgreSQL" in done.stderr and "scheduler.backend" in done.stderr
+
+
+def test_health_says_so_when_no_worker_polls(workdir: Path) -> None:
+    """A service on the procrastinate backend plans, but only workers poll: without one it is not healthy,
+    and says why; once a worker sends heartbeats, it is."""
+    with scratch_database("postgresql", workdir) as db:
+        config = ServiceConfig(db=db, scheduler={"backend": "procrastinate"})
+        service = Service(config).start(load_plans=False)
+        try:
+            facts = service.health()
+            assert facts["ok"] is False and facts["workers"] == "no trackcheck worker is running: nothing polls"
+            worker = Worker("a", db, workdir)
+            try:
+                worker.wait_for("running poll jobs", 30)
+                deadline = time.monotonic() + 10
+                while (facts := service.health())["workers"] != 1:
+                    assert time.monotonic() < deadline, facts
+                    time.sleep(0.2)
+                assert facts["ok"] is True
+            finally:
+                worker.kill()
+        finally:
+            service.stop()

@@ -60,6 +60,10 @@ def test_every_scheduler_component_comes_from_the_environment() -> None:
         ("[scheduler]\nexecutor = 'fibers'", {}, "scheduler.executor"),
         ("port = ", {}, "not valid TOML"),
         ("", {"TRACKCHECK_INTERVAL": "soon"}, "scheduler.interval"),
+        ("[scheduler]\nbackend = 'celery'", {}, "scheduler.backend"),
+        ("[scheduler]\nbackend = 'procrastinate'\nexecutor = 'processpool'", {}, "scheduler.executor.*threadpool"),
+        ("", {"TRACKCHECK_BACKEND": "procrastinate", "TRACKCHECK_HEARTBEAT": "5s"}, "stalled_after.*15s"),
+        ("[scheduler]\nheartbeat = '1s'\nstalled_after = '2s'", {}, "scheduler.stalled_after.*three heartbeats"),
     ],
 )
 def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
@@ -78,6 +82,10 @@ def test_unsafe_or_impossible_deployments_are_refused() -> None:
         ServiceConfig(workers=4, scheduler={"jobstore": "memory"}).check()
     with pytest.raises(ConfigError, match="in-memory"):
         ServiceConfig(workers=2, db="sqlite://").check()
+    for db in ("sqlite:///tc.db", "mysql://root@127.0.0.1/test"):
+        with pytest.raises(ConfigError, match=r"'scheduler\.backend'.*must be PostgreSQL"):
+            ServiceConfig(db=db, scheduler={"backend": "procrastinate"}).check()
+    ServiceConfig(db="postgresql://pg/tc", scheduler={"backend": "procrastinate"}).check()
 
 
 def test_serve_refuses_a_public_address_without_a_token_exit_2(tmp_path: Path) -> None:

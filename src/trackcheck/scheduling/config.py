@@ -20,7 +20,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from trackcheck.errors import ConfigError
 from trackcheck.plan.model import Duration
@@ -59,16 +59,22 @@ class SchedulerConfig(BaseModel):
     #: procrastinate: how often a worker says it is alive, and after how long without a word its jobs are
     #: given to another worker
     heartbeat: Duration = timedelta(seconds=2)
-    stalled_after: Duration = timedelta(seconds=10)
+    stalled_after: Duration = Field(default=timedelta(seconds=10), validate_default=True)
 
-    @model_validator(mode="after")
-    def _distributed(self) -> SchedulerConfig:
-        if self.backend == "procrastinate":
-            if self.executor != "threadpool":
-                raise ValueError("with backend 'procrastinate' workers poll: executor must be 'threadpool'")
-            if self.stalled_after < self.heartbeat * 3:
-                raise ValueError("stalled_after must be at least three heartbeats")
-        return self
+    @field_validator("executor")
+    @classmethod
+    def _workers_poll(cls, executor: str, info: ValidationInfo) -> str:
+        if info.data.get("backend") == "procrastinate" and executor != "threadpool":
+            raise ValueError("with backend 'procrastinate', trackcheck worker threads poll: use 'threadpool'")
+        return executor
+
+    @field_validator("stalled_after")
+    @classmethod
+    def _three_heartbeats(cls, stalled_after: timedelta, info: ValidationInfo) -> timedelta:
+        heartbeat = info.data.get("heartbeat")
+        if heartbeat is not None and stalled_after < heartbeat * 3:
+            raise ValueError(f"must be at least three heartbeats ({heartbeat.total_seconds() * 3:g}s)")
+        return stalled_after
 
 
 def build_scheduler(

@@ -23,9 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Engine as SqlEngine
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from trackcheck.errors import ConfigError
@@ -117,6 +120,37 @@ class Dispatcher:
         if summary.earliest_deadline is not None:
             at = max(now, summary.earliest_deadline + timedelta(milliseconds=50))
             self.dispatch(summary.group, False, epoch, kind="deadline", at=at)
+
+
+@dataclass(frozen=True)
+class QueueFacts:
+    """What the queue looks like now: workers whose heartbeat is recent, poll jobs due and not taken, and
+    how long the oldest of them has been due (0 when none is)."""
+
+    workers: int
+    due: int
+    oldest_due_s: float
+
+
+def queue_facts(state: SqlEngine, stalled_after: timedelta) -> QueueFacts:
+    """Read from procrastinate's tables in the state database (metrics, health); before any worker or
+    planner installed them: no worker, nothing due."""
+    with state.connect() as connection:
+        if connection.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None:
+            return QueueFacts(0, 0, 0.0)
+        workers = connection.execute(
+            text("SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => :s)"),
+            {"s": stalled_after.total_seconds()},
+        ).scalar_one()
+        due, oldest = connection.execute(
+            text(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(coalesce(j.scheduled_at, e.at))), 0) "
+                "FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id AND e.type = 'deferred' "
+                "WHERE j.status = 'todo' AND j.queue_name = :queue AND coalesce(j.scheduled_at, e.at) <= now()"
+            ),
+            {"queue": QUEUE},
+        ).one()
+    return QueueFacts(int(workers), int(due), max(0.0, float(oldest)))
 
 
 def install_schema(dsn: str) -> None:

@@ -225,6 +225,10 @@ class ServiceConfig(BaseModel):
             )
         if self.workers > 1 and _memory_sqlite(self.db):
             raise ConfigError("an in-memory database cannot be shared by several workers", field="db")
+        if self.scheduler.backend == "procrastinate":
+            from trackcheck.scheduling.distributed import conninfo
+
+            conninfo(self.db)  # ConfigError naming scheduler.backend unless the state database is PostgreSQL
         return self
 
 

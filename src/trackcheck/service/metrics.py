@@ -23,7 +23,7 @@ import os
 import threading
 import weakref
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Text, cast, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from trackcheck.errors import ConfigError, StoreError
 from trackcheck.states import RunStatus
@@ -40,6 +41,7 @@ from trackcheck.store.repository import aware, utcnow
 
 if TYPE_CHECKING:
     from trackcheck.engine.core import Engine, QueryFacts
+    from trackcheck.scheduling.distributed import QueueFacts
     from trackcheck.store.repository import Store
 
 log = logging.getLogger("trackcheck.metrics")
@@ -159,6 +161,42 @@ def _warnings_in(evidence: Any) -> int:
     return len(warnings) if isinstance(warnings, list) else 0
 
 
+class QueueCollector(Collector):
+    """Backend ``procrastinate``: the poll workers and the queue, read from the state database at each scrape
+    (``trackcheck_poll_workers``, ``trackcheck_poll_jobs_due``, ``trackcheck_poll_oldest_due_seconds``: how late
+    the most overdue tick is, the first sign that the workers do not keep up)."""
+
+    def __init__(self, facts: Callable[[], QueueFacts]) -> None:
+        self.facts = facts
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(None)
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            facts = self.facts()
+        except (SQLAlchemyError, StoreError) as exc:
+            log.warning("metrics: cannot read the poll queue: %s", type(exc).__name__)
+            return
+        yield from self._families(facts)
+
+    @staticmethod
+    def _families(facts: QueueFacts | None) -> Iterator[Metric]:
+        for name, text, value in (
+            ("trackcheck_poll_workers", "trackcheck worker processes with a recent heartbeat", "workers"),
+            ("trackcheck_poll_jobs_due", "Poll jobs due and not yet taken by a worker", "due"),
+            (
+                "trackcheck_poll_oldest_due_seconds",
+                "How long the oldest poll job not taken has been due",
+                "oldest_due_s",
+            ),
+        ):
+            family = GaugeMetricFamily(name, text)
+            if facts is not None:
+                family.add_metric([], getattr(facts, value))
+            yield family
+
+
 class Metrics:
     """The metrics of one worker process, and the rendering of a scrape."""
 
@@ -186,9 +224,17 @@ class Metrics:
         )
         self.runs = RunStatusCollector(store)
         self.warnings = StageWarningsCollector(store)
+        self.queue: QueueCollector | None = None
         if not multiprocess_dir:
             self.registry.register(self.runs)
             self.registry.register(self.warnings)
+
+    def watch_queue(self, facts: Callable[[], QueueFacts]) -> None:
+        """Report the procrastinate backend's workers and queue too (once)."""
+        if self.queue is None:
+            self.queue = QueueCollector(facts)
+            if not self.multiprocess_dir:
+                self.registry.register(self.queue)
 
     def record(self, facts: QueryFacts) -> None:
         """The query listener: quick, and never raises into the poller."""
@@ -212,6 +258,8 @@ class Metrics:
         MultiProcessCollector(registry, path=self.multiprocess_dir)
         registry.register(self.runs)
         registry.register(self.warnings)
+        if self.queue is not None:
+            registry.register(self.queue)
         return generate_latest(registry)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from trackcheck.engine.core import Engine, store_plan
 from trackcheck.errors import PlanError, StoreError
+from trackcheck.scheduling.distributed import QueueFacts, queue_facts
 from trackcheck.scheduling.jobs import SYNC_EVERY
 from trackcheck.scheduling.lease import Leadership, lease_for
 from trackcheck.scheduling.poller import Poller
@@ -50,7 +51,12 @@ class Service:
             load_plan_folder(self.engine, self.config.plans)
         self.leadership = Leadership(lease_for(self.engine.store.engine), self._lead, self._follow)
         self.leadership.start()
+        if self.config.scheduler.backend == "procrastinate":
+            metrics_for(self.engine).watch_queue(self._queue)
         return self
+
+    def _queue(self) -> QueueFacts:
+        return queue_facts(self.engine.store.engine, self.config.scheduler.stalled_after)
 
     def stop(self) -> None:
         if self.leadership is not None:
@@ -92,7 +98,17 @@ class Service:
                 due = getattr(job, "next_run_time", None)
                 late = due is None or datetime.now(UTC) - due > LEADER_STALE
                 facts["scheduler"] = "no poller is running" if late else "ok"
-        facts["ok"] = facts["database"] == "ok" and facts["scheduler"] == "ok"
+        if self.config.scheduler.backend == "procrastinate" and facts["database"] == "ok":
+            try:
+                workers = self._queue().workers
+            except SQLAlchemyError as exc:
+                facts["workers"] = f"unknown: {describe_db_error(exc)}"
+            else:
+                facts["workers"] = workers if workers else "no trackcheck worker is running: nothing polls"
+        # with procrastinate, ``workers`` is how many are alive, or (a string) why none is known to be
+        facts["ok"] = (
+            facts["database"] == "ok" and facts["scheduler"] == "ok" and not isinstance(facts.get("workers"), str)
+        )
         return facts
 
 
