@@ -453,7 +453,7 @@ def show(run_id: str, db: str, db_password_file: str | None) -> None:
 
 
 @main.command()
-@click.option("--db", default=DEFAULT_URL, show_default=True, envvar="TRACKCHECK_DB")
+@click.option("--db", help=f"State database URL (default: db of the configuration, else {DEFAULT_URL}).")
 @db_password_file_option
 @config_option
 @click.option(
@@ -466,7 +466,7 @@ def show(run_id: str, db: str, db_password_file: str | None) -> None:
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
 def worker(
-    db: str,
+    db: str | None,
     db_password_file: str | None,
     config_file: str | None,
     workers: int | None,
@@ -482,16 +482,22 @@ def worker(
     from trackcheck.scheduling.lease import lease_for
     from trackcheck.service.config import load_config
 
+    from trackcheck.service.config import state_database_url
+
     with _errors():
-        config = load_config(config_file)
+        if db is not None:
+            _refuse_password_in_argv(db)
+        # the same state database as ``serve`` with the same trackcheck.toml: flags, then TRACKCHECK_*, then the file
+        config = load_config(config_file, db=db, db_password_file=db_password_file)
+        url = state_database_url(config.db, config.db_password_file)
         setup = config.plan_setup()  # the service's connections, secret key and rules for uploaded plans
         chosen = config.scheduler.model_copy(update={"workers": workers} if workers else {})
         metrics = (metrics_host, metrics_port) if metrics_port else None
         if chosen.backend == "procrastinate":
-            _distributed_worker(_state_url(db, db_password_file), chosen, config.retention_policy(), setup, metrics)
+            _distributed_worker(url, chosen, config.retention_policy(), setup, metrics)
             return
         scheduler = chosen.model_copy(update={"scheduler": "blocking"})
-        engine = Engine(_state_url(db, db_password_file), setup=setup)
+        engine = Engine(url, setup=setup)
         if metrics is not None:
             _serve_metrics(engine, scheduler, metrics)
         poller = Poller(engine, scheduler, retention=config.retention_policy()).start()
@@ -501,7 +507,7 @@ def worker(
                 err.print("another process polls this state database; waiting to take over", highlight=False)
                 while not lease.try_acquire():
                     time.sleep(1)
-            err.print(f"polling runs in {mask_url_passwords(db)}; Ctrl-C to stop", highlight=False)
+            err.print(f"polling runs in {mask_url_passwords(url)}; Ctrl-C to stop", highlight=False)
             poller.run_forever()
         except (KeyboardInterrupt, SystemExit):
             pass

@@ -125,6 +125,23 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
                 sum(m.get("trackcheck_source_queries_total", 0) for m in seen) >= 2
             )  # two stages, at least a query each
 
+            # runs whose events arrive after their first poll: the group's next ticks find them (a poll queued
+            # for later, at the runs' deadline two minutes away, must not hold those ticks back)
+            late_ids = [f"late-{i}" for i in range(5)]
+            asked = sum(feed.requests.values())
+            late = engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in late_ids])
+            deadline = time.monotonic() + 30
+            while sum(feed.requests.values()) == asked:  # their first poll
+                assert time.monotonic() < deadline, "no worker polled the late runs"
+                time.sleep(0.05)
+            time.sleep(1.5)
+            for test_id in late_ids:
+                for system in ("collector", "warehouse"):
+                    for event in EVENTS:
+                        feed.deliver(system, {**event, "test_id": test_id}, time.monotonic())
+            wait_passed(engine, late, 15, "\n".join(w.text() for w in workers))
+            one_passed_poll_per_stage(engine, late)
+
             # a poll held in its source read, its worker killed: the job goes back to the queue
             feed.hold()
             held = submit(engine, plan_id, feed, [f"held-{i}" for i in range(5)])

@@ -93,7 +93,8 @@ def test_a_poller_woken_after_another_took_over_writes_nothing(workdir: Path, fe
                 ended = connection.execute(
                     text(
                         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND objid = :key AND granted"
+                        "AND objid = :key AND granted "
+                        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                     ),
                     {"key": PG_LOCK_KEY & 0xFFFFFFFF},
                 ).all()

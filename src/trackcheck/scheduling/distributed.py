@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("trackcheck.scheduler")
 TASK = "trackcheck.poll"
 QUEUE = "trackcheck"
+#: the priorities of polls due now and of polls queued for later (``Dispatcher.dispatch``)
+NOW, LATER = 0, -1
 #: finished jobs are deleted this many hours after they ended
 KEEP_FINISHED_HOURS = 1
 #: an advisory lock key of PostgreSQL: one process at a time installs procrastinate's schema ("trackprc")
@@ -105,6 +107,10 @@ class Dispatcher:
                 lock=f"poll:{group}",
                 queueing_lock=f"poll:{group}:{kind}" if kind else f"poll:{group}",
                 schedule_at=at,
+                # procrastinate runs the jobs of a lock in order of priority, then id, and a job waiting for its
+                # time still comes first: a poll queued for later (a deadline minutes away) must not hold back
+                # the regular ticks queued after it, so it yields to them
+                priority=LATER if at is not None else NOW,
             ).defer(group=group, fresh_only=fresh_only, epoch=epoch)
         except self._already:
             return False
