@@ -480,9 +480,7 @@ def worker(
     as many workers on as many machines as you like; one of them (or of ``serve``) plans them.
     """
     from trackcheck.scheduling.lease import lease_for
-    from trackcheck.service.config import load_config
-
-    from trackcheck.service.config import state_database_url
+    from trackcheck.service.config import load_config, state_database_url
 
     with _errors():
         if db is not None:
