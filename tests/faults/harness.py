@@ -66,7 +66,8 @@ OUTAGES = ("refused", "http500", "hang")
 class Feed:
     """An HTTP source whose records arrive over time and which can go down; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._records: defaultdict[str, list[tuple[float, dict[str, Any]]]] = defaultdict(list)
@@ -79,6 +80,7 @@ class Feed:
         self._thread: threading.Thread | None = None
         self._port = free_port()
         self.requests: Counter[str] = Counter()  # per system: every request, answered or not
+        self.callers: list[str] = []  # the client address of every request, in order
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Feed:
@@ -92,7 +94,7 @@ class Feed:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://{self.host}:{self._port}"
 
     # -- data ------------------------------------------------------------------------------------------
     def deliver(self, system: str, record: dict[str, Any], at: float) -> None:
@@ -136,7 +138,7 @@ class Feed:
 
     # -- serving ---------------------------------------------------------------------------------------
     def _listen(self) -> None:
-        server = _FeedServer(("127.0.0.1", self._port), _FeedHandler)  # SO_REUSEADDR: the same port again
+        server = _FeedServer((self.host, self._port), _FeedHandler)  # SO_REUSEADDR: the same port again
         server.feed = self
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="feed", daemon=True)
@@ -151,11 +153,13 @@ class Feed:
         if thread is not None:
             thread.join(5)
 
-    def answer(self, path: str) -> tuple[int, bytes] | None:
-        """The status and body for a request to ``path``; None: hang until recovery, then drop it."""
+    def answer(self, path: str, caller: str = "") -> tuple[int, bytes] | None:
+        """The status and body for a request to ``path`` from ``caller`` (an address); None: hang until
+        recovery, then drop it."""
         system = path.strip("/")
         with self._arrived:
             self.requests[system] += 1
+            self.callers.append(caller)
             self._arrived.notify_all()
         self._held.wait(120)
         with self._lock:
@@ -179,7 +183,7 @@ class _FeedHandler(BaseHTTPRequestHandler):
     server: _FeedServer
 
     def do_GET(self) -> None:
-        reply = self.server.feed.answer(urlsplit(self.path).path)
+        reply = self.server.feed.answer(urlsplit(self.path).path, self.client_address[0])
         if reply is None:
             self.close_connection = True
             return
@@ -353,12 +357,15 @@ class ThrowawayPostgres:
     """A PostgreSQL cluster of this scenario only: its own folder, port and socket; ``destroy()`` stops it
     and removes everything. As root it runs as user postgres (the server refuses to run as root)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listen: str = "127.0.0.1", clients: str | None = None) -> None:
+        """``listen``: the addresses it listens on (comma-separated; the URL uses the first); ``clients``: a
+        network (CIDR) whose clients it trusts besides loopback (another network namespace)."""
+        self.listen, self.clients = listen, clients
         self.bin = _postgres_bin()
         self.root = Path(self._mkdtemp())
         self.data, self.sockets, self.log = self.root / "data", self.root / "sockets", self.root / "server.log"
         self.port = free_port()
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.url = f"postgresql+psycopg://postgres@{listen.split(',')[0]}:{self.port}/postgres"
         self._initialised = False
 
     def _mkdtemp(self) -> str:
@@ -384,9 +391,12 @@ class ThrowawayPostgres:
             if os.geteuid() == 0:
                 owner = pwd.getpwnam("postgres")
                 os.chown(self.sockets, owner.pw_uid, owner.pw_gid)
+            if self.clients is not None:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.clients} trust\n")
             self._initialised = True
         options = (
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.sockets} -c listen_addresses={self.listen} "
             "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
         )
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options)

@@ -1,0 +1,199 @@
+"""Poll workers on other machines: each ``trackcheck worker`` in a network namespace of its own.
+
+A machine here is a network namespace (``ip netns``) joined to the host by a veth pair: its processes see
+only their own interface and a route to the host. The state database (a throw-away PostgreSQL cluster) and
+the source (the feed) listen on an address of the host's that the namespaces reach over their veth, so
+nothing a worker does can take a shortcut through 127.0.0.1. What is checked is what a deployment on
+several machines relies on: workers on both machines take poll jobs and every run ends with one ``passed``
+poll per stage; when one machine is cut off from the network in the middle of a poll, the other takes its
+job over within seconds, and when the cut-off machine comes back, what it was writing is refused.
+
+Needs root (``ip netns``), as the machine this project runs on gives.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import Feed, ThrowawayPostgres
+from tests.faults.workload import EVENTS, PLAN
+from trackcheck.engine import Engine, store_plan
+from trackcheck.engine.core import RunRequest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+CONFIG = """
+[scheduler]
+backend = "procrastinate"
+workers = 4
+heartbeat = "500ms"
+stalled_after = "2s"
+"""
+PLANS = 4
+
+
+def sh(*command: str) -> None:
+    subprocess.run(command, check=True, capture_output=True, timeout=30)
+
+
+class Machine:
+    """A network namespace linked to the host: ``address`` is its side, ``link`` the host's interface."""
+
+    def __init__(self, name: str, link: str, address: str) -> None:
+        self.name, self.link, self.address = name, link, address
+        self.log: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start_worker(self, db: str, folder: Path) -> None:
+        config = folder / "trackcheck.toml"
+        config.write_text(CONFIG)
+        self.log = folder / f"worker-{self.name}.log"
+        command = [sys.executable, "-m", "trackcheck", "-v", "worker", "--db", db, "--config", str(config)]
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                ["ip", "netns", "exec", self.name, *command],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log is not None else ""
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            assert self.process is not None and self.process.poll() is None, f"worker exited:\n{self.text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{needle!r} not in {self.name}'s log:\n{self.text()[-3000:]}"
+            time.sleep(0.1)
+
+    def cut(self, off: bool) -> None:
+        """Unplug (or plug back) the machine's cable: its connections stay open and hear nothing."""
+        sh("ip", "link", "set", self.link, "down" if off else "up")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+@contextmanager
+def machines(count: int) -> Iterator[tuple[str, list[Machine]]]:
+    """``count`` machines and the host address they all reach (on the host's loopback, routed over each veth)."""
+    tag = f"{random.randrange(16**5):05x}"
+    net = f"10.{random.randrange(100, 250)}"
+    service = f"{net}.0.1"
+    made: list[Machine] = []
+    sh("ip", "addr", "add", f"{service}/32", "dev", "lo")
+    try:
+        for i in range(count):
+            machine = Machine(f"tc{tag}{i}", f"tch{tag}{i}", f"{net}.{i + 1}.2")
+            sh("ip", "netns", "add", machine.name)
+            made.append(machine)
+            sh("ip", "link", "add", machine.link, "type", "veth", "peer", "name", f"tcn{tag}{i}")
+            sh("ip", "link", "set", f"tcn{tag}{i}", "netns", machine.name)
+            sh("ip", "addr", "add", f"{net}.{i + 1}.1/24", "dev", machine.link)
+            sh("ip", "link", "set", machine.link, "up")
+            inside = ("ip", "netns", "exec", machine.name, "ip")
+            sh(*inside, "addr", "add", f"{machine.address}/24", "dev", f"tcn{tag}{i}")
+            sh(*inside, "link", "set", f"tcn{tag}{i}", "up")
+            sh(*inside, "link", "set", "lo", "up")
+            sh(*inside, "route", "add", "default", "via", f"{net}.{i + 1}.1")
+        yield service, made
+    finally:
+        for machine in made:
+            machine.stop()
+            subprocess.run(["ip", "netns", "del", machine.name], check=False, capture_output=True)
+            subprocess.run(["ip", "link", "del", machine.link], check=False, capture_output=True)
+        subprocess.run(["ip", "addr", "del", f"{service}/32", "dev", "lo"], check=False, capture_output=True)
+
+
+def deliver(feed: Feed, test_ids: list[str]) -> None:
+    for test_id in test_ids:
+        for system in ("collector", "warehouse"):
+            for event in EVENTS:
+                feed.deliver(system, {**event, "test_id": test_id}, time.monotonic())
+
+
+def wait_passed(engine: Engine, runs: list[str], timeout: float, logs: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(engine.result(run_id).status == "passed" for run_id in runs):
+        assert time.monotonic() < deadline, f"runs still waiting:\n{logs[-4000:]}"
+        time.sleep(0.2)
+
+
+def one_passed_poll_per_stage(engine: Engine, runs: list[str]) -> None:
+    for run_id in runs:
+        polls = [(p.stage_idx, p.outcome) for p in engine.store.polls(run_id)]
+        assert polls.count((0, "passed")) == 1 and polls.count((1, "passed")) == 1, f"run {run_id}: {polls}"
+
+
+@pytest.mark.timeout(240)
+def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(workdir: Path) -> None:
+    with machines(2) as (service, (one, two)):
+        cluster = ThrowawayPostgres(listen=f"{service},127.0.0.1", clients=f"{service.rsplit('.', 2)[0]}.0.0/16")
+        feed = Feed(host=service).start()
+        engine: Engine | None = None
+        try:
+            cluster.start()
+            db = cluster.url
+            engine = Engine(db).start()
+            plan_ids = [
+                store_plan(engine, PLAN.replace("NAME", f"p{i}").replace("URL", feed.url).replace("TIMEOUT", "120s"),
+                           f"p{i}.yaml", None)[0]
+                for i in range(PLANS)
+            ]  # fmt: skip
+            for machine in (one, two):
+                machine.start_worker(db, workdir)
+                machine.wait_for("running poll jobs", 30)
+
+            test_ids = [f"m-{i}" for i in range(40)]
+            deliver(feed, test_ids)
+            runs = [
+                run_id
+                for i, plan_id in enumerate(plan_ids)
+                for run_id in engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in test_ids[i::PLANS]])
+            ]
+            wait_passed(engine, runs, 60, one.text() + two.text())
+            one_passed_poll_per_stage(engine, runs)
+            assert "Starting job" in one.text() and "Starting job" in two.text(), "both machines polled"
+
+            # machine one is cut off in the middle of a poll: machine two takes the job over
+            feed.hold()
+            held_ids = [f"cut-{i}" for i in range(8)]
+            deliver(feed, held_ids)
+            held = [
+                run_id
+                for i, plan_id in enumerate(plan_ids)
+                for run_id in engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in held_ids[i::PLANS]])
+            ]
+            assert feed.wait_for_request(timeout=30), "no machine polled"
+            [cut] = [m for m in (one, two) if m.address == feed.callers[-1]]
+            other = two if cut is one else one
+            cut.cut(off=True)
+            feed.release()  # its answer is lost on the unplugged cable
+            began = time.monotonic()
+            wait_passed(engine, held, 45, other.text())
+            took = time.monotonic() - began
+            cut.cut(off=False)
+            time.sleep(4)  # the cut-off machine goes on with what it was doing, then writes: refused if stale
+            one_passed_poll_per_stage(engine, held)
+            assert took < 15, f"the other machine finished the cut-off machine's polls after {took:.1f} s"
+            assert "of a silent worker" in other.text()
+        finally:
+            if engine is not None:
+                engine.shutdown()
+            for machine in (one, two):
+                machine.stop()
+            feed.close()
+            cluster.destroy()
