@@ -68,7 +68,8 @@ integration: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
 
-## Benchmarks (issue 4) on the local PostgreSQL: `bench` writes benchmarks/RESULTS.md (~10 min);
+## Benchmarks (issue 4) on the local PostgreSQL: `bench` writes benchmarks/RESULTS.md (~15 min) and
+## benchmarks/SCALEOUT.md (B8, ~4 min: poll workers of the procrastinate backend);
 ## `bench-quick` (<1 min, CI) runs the same code at small sizes, prints its report and fails only if a figure is missing.
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -78,9 +79,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.b8_scaleout
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
+	$(BIN)/python -m benchmarks.b8_scaleout --quick
 
 ## The soak (issue 9): an hour of 10,000 runs an hour through a real `trackcheck worker` with retention on,
 ## the state database's size every minute; writes benchmarks/SOAK.md (MINUTES=5 for a short look).

@@ -137,7 +137,7 @@ def poll(group_key: str, fresh_only: bool = False) -> PollSummary | None:
     workers, ``Poller.poll``)."""
     if _poller is not None and _poller.engine is _engine:
         return _poller.poll(group_key, fresh_only)
-    if _epoch_cell is None:  # a pool process of a poller that does not fence (none so far)
+    if _epoch_cell is None:  # a pool process of a poller of its own runs only (``resume=False``): unfenced
         return bound().poll_group(group_key, fresh_only=fresh_only)
     epoch = _epoch_cell.value
     if epoch <= 0:  # the parent no longer leads: another poller does, under a newer epoch

@@ -78,7 +78,7 @@ class Poller:
         self.engine.start()
         if self.config.backend == "procrastinate":
             self.dispatcher = Dispatcher(self.engine.store.url).open()
-        if self.config.executor == "processpool":
+        if self.config.executor == "processpool" and self.resume:
             self._epoch_cell = multiprocessing.get_context("spawn").Value("q", 0, lock=False)
         self.scheduler = build_scheduler(
             self.config, self.engine.store.engine, self.engine.setup, self.process_init, self._epoch_cell
