@@ -9,10 +9,12 @@ poll; a backend that cannot work says so and exits.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from tests.faults.harness import Feed, free_port, scratch_database
+from tests.faults.harness import Feed, free_port, scratch_database, sized
 from tests.faults.workload import EVENTS, write_plan
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
@@ -148,9 +150,11 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
             assert feed.wait_for_request(timeout=30), "no worker polled"
             time.sleep(0.3)  # its other requests, if any, reach the feed too
             with state.connect() as connection:
-                doing = connection.execute(text("SELECT id FROM procrastinate_jobs WHERE status = 'doing'")).all()
-            assert len(doing) == 1, f"one job holds the poll: {doing}"
-            started = f"Starting job trackcheck.poll[{doing[0][0]}]"
+                doing = connection.execute(
+                    text("SELECT id FROM procrastinate_jobs WHERE status = 'doing' ORDER BY id")
+                ).all()
+            assert doing, "no job holds the poll"
+            started = f"Starting job trackcheck.poll[{doing[0][0]}]"  # the oldest: the held runs' first poll
             [victim] = [w for w in workers if started in w.text()]
             killed_at = time.monotonic()
             victim.kill()
@@ -212,3 +216,69 @@ def test_health_says_so_when_no_worker_polls(workdir: Path) -> None:
                 worker.kill()
         finally:
             service.stop()
+
+
+KILL_RUNS = sized(200, 1_000)
+
+
+@pytest.mark.timeout(sized(240, 600))
+def test_kill_9_of_a_worker_and_of_the_planner_loses_nothing_and_repeats_nothing(
+    workdir: Path, feed: Feed, report: Callable[[str], None]
+) -> None:
+    """Three workers poll KILL_RUNS runs whose events arrive over a few seconds; a worker is killed in the
+    middle of a tick, then the worker that plans; each is replaced. Every run must pass, with exactly one
+    ``passed`` poll per stage (no stage transition twice), and another worker must plan within 15 s."""
+    rng = random.Random(14)
+    plans = write_plan(workdir / "plans", feed, timeout=180)
+    with scratch_database("postgresql", workdir) as db:
+        engine = Engine(db).start()
+        workers: list[Worker] = []
+        try:
+            text_ = next(plans.glob("*.yaml")).read_text()
+            plan_ids = [store_plan(engine, text_.replace("name: faults", f"name: k{i}"), f"k{i}.yaml", None)[0]
+                        for i in range(5)]  # fmt: skip
+            workers = [Worker(name, db, workdir) for name in ("a", "b", "c")]
+            for worker in workers:
+                worker.wait_for("running poll jobs", 30)
+            test_ids = [f"kill-{i}" for i in range(KILL_RUNS)]
+            now = time.monotonic()
+            for test_id in test_ids:  # the events arrive over the next few seconds, stage after stage
+                for system, after in (("collector", rng.uniform(0, 4)), ("warehouse", rng.uniform(4, 8))):
+                    for event in EVENTS:
+                        feed.deliver(system, {**event, "test_id": test_id}, now + after)
+            runs = [
+                run_id
+                for i, plan_id in enumerate(plan_ids)
+                for run_id in engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in test_ids[i::5]])
+            ]
+
+            assert feed.wait_for_request(timeout=30)
+            time.sleep(rng.uniform(0, 0.05))  # mid-tick: between a read and its write
+            victim = rng.choice([w for w in workers if "now runs the polling scheduler" not in w.text()])
+            victim.kill()
+            workers.append(Worker("d", db, workdir))
+
+            time.sleep(1.0)
+            [planner] = [
+                w for w in workers if w.process.poll() is None and "now runs the polling scheduler" in w.text()
+            ]
+            planner.kill()
+            killed_at = time.monotonic()
+            workers.append(Worker("e", db, workdir))
+            deadline = time.monotonic() + 15
+            while not any("now runs the polling scheduler" in w.text() for w in workers if w.process.poll() is None):
+                assert time.monotonic() < deadline, "no worker took the planner's place within 15 s"
+                time.sleep(0.1)
+            takeover = time.monotonic() - killed_at
+
+            wait_passed(engine, runs, sized(150, 400), "\n".join(w.text()[-2000:] for w in workers))
+            one_passed_poll_per_stage(engine, runs)
+            report(
+                f"  procrastinate: {len(runs):,} runs, kill -9 of a worker mid-tick and of the planner: 0 lost, "
+                f"0 passed twice, planner replaced after {takeover:.1f} s, {sum(feed.requests.values()):,} source "
+                "requests"
+            )
+        finally:
+            for worker in workers:
+                worker.kill()
+            engine.shutdown()

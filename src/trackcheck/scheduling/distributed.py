@@ -31,7 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from trackcheck.errors import ConfigError
-from trackcheck.store.database import normalize_url
+from trackcheck.store.database import normalize_url, with_dead_peer_options
 from trackcheck.store.ticks import Claim
 
 if TYPE_CHECKING:
@@ -59,7 +59,13 @@ def conninfo(state_url: str) -> str:
             f"(this one is {url.get_backend_name()})",
             field="scheduler.backend",
         )
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    # procrastinate's sessions too: a worker cut off mid-fetch must not hold its job rows for hours
+    url = with_dead_peer_options(url)
+    from psycopg.conninfo import make_conninfo
+
+    parts = {"host": url.host, "port": url.port, "user": url.username, "password": url.password, "dbname": url.database}
+    extra = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
+    return make_conninfo("", **{key: value for key, value in {**parts, **extra}.items() if value is not None})
 
 
 def _procrastinate() -> Any:

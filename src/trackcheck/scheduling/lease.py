@@ -6,7 +6,8 @@ moment its holder dies (even by ``kill -9``), and another worker takes over with
 
 - SQLite: an exclusive ``flock`` on ``<database file>.lock``;
 - PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) on a connection kept for it, whose
-  session the server ends within seconds when the holder stops answering (``PG_DEAD_PEER``);
+  session the server ends within seconds when the holder stops answering
+  (``store.database.PG_DEAD_PEER_OPTIONS``);
 - MariaDB/MySQL: a named lock (``GET_LOCK``) on a connection kept for it;
 - an in-memory SQLite database lives in one process: that process leads.
 """
@@ -30,15 +31,6 @@ log = logging.getLogger("trackcheck.leader")
 LOCK_NAME = "trackcheck.scheduler"
 #: the advisory lock key of PostgreSQL: a fixed 63-bit number derived from LOCK_NAME
 PG_LOCK_KEY = 0x7472_6163_6B63_6865
-#: the lease's session tells the server to give up on a holder that stopped answering within ~10 s (keepalive
-#: probes on an idle socket, a timeout on unacknowledged data): a holder cut off from the network (a machine
-#: lost, a cable pulled) sends no FIN, and with the system's defaults the server kept its lock for hours
-PG_DEAD_PEER = (
-    "SET tcp_keepalives_idle = 3",
-    "SET tcp_keepalives_interval = 1",
-    "SET tcp_keepalives_count = 3",
-    "SET tcp_user_timeout = 8000",
-)
 
 
 class Lease(Protocol):
@@ -90,16 +82,12 @@ class FileLease:
 class ConnectionLease:
     """A lock owned by one database session; if the session dies, the server releases the lock."""
 
-    def __init__(
-        self, engine: Engine, acquire: str, check: str, unlock: str, setup: tuple[str, ...] = (), **params: object
-    ) -> None:
-        """``setup``: statements run on the lock's session before it asks for the lock."""
+    def __init__(self, engine: Engine, acquire: str, check: str, unlock: str, **params: object) -> None:
         self.engine = engine
         self._sql = tuple(
             text(sql).bindparams(**{k: v for k, v in params.items() if f":{k}" in sql})
             for sql in (acquire, check, unlock)
         )
-        self._setup = tuple(text(sql) for sql in setup)
         self._connection: Connection | None = None
 
     def try_acquire(self) -> bool:
@@ -109,8 +97,6 @@ class ConnectionLease:
             log.warning("cannot reach the state database to take the scheduler lease: %s", type(exc).__name__)
             return False
         try:
-            for statement in self._setup:
-                connection.execute(statement)
             got = connection.execute(self._sql[0]).scalar()
             connection.commit()
         except SQLAlchemyError:
@@ -163,7 +149,6 @@ def lease_for(engine: Engine) -> Lease:
             f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
             f"AND objid = {PG_LOCK_KEY & 0xFFFFFFFF} AND granted",
             f"SELECT pg_advisory_unlock({PG_LOCK_KEY})",
-            setup=PG_DEAD_PEER,
         )
     if backend in ("mysql", "mariadb"):
         # named locks are server-wide: the database name keeps two deployments on one server apart

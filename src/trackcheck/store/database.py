@@ -51,6 +51,23 @@ def sqlite_file(url: URL) -> str | None:
     return url.database
 
 
+#: server settings of every trackcheck session on a PostgreSQL state database: the server ends a session whose
+#: client stopped answering within about 10 s (keepalive probes on an idle socket, a timeout on unacknowledged
+#: data). A client cut off from the network (a machine lost, a cable pulled) sends no FIN; with the system's
+#: defaults the server kept its sessions for hours, and with them the poller's lease and the row locks of a
+#: write in progress, which stopped every other process from taking over (tests/faults/test_machines.py).
+PG_DEAD_PEER_OPTIONS = (
+    "-c tcp_keepalives_idle=3 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 -c tcp_user_timeout=8000"
+)
+
+
+def with_dead_peer_options(url: URL) -> URL:
+    """``url`` (PostgreSQL) with ``PG_DEAD_PEER_OPTIONS`` added to the libpq ``options`` it may already carry."""
+    given = url.query.get("options")
+    options = " ".join(filter(None, [given if isinstance(given, str) else " ".join(given or ()), PG_DEAD_PEER_OPTIONS]))
+    return url.update_query_dict({"options": options})
+
+
 def create_state_engine(url: str) -> Engine:
     """A SQLAlchemy engine for the state database, tuned per dialect; StoreError if the URL is unusable."""
     try:
@@ -65,6 +82,8 @@ def create_state_engine(url: str) -> Engine:
             kwargs["poolclass"] = StaticPool
         else:
             Path(file).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = with_dead_peer_options(parsed)
     try:
         engine = create_engine(parsed, **kwargs)
     except (ImportError, SQLAlchemyError) as exc:
