@@ -26,6 +26,7 @@ from tests.faults.harness import Feed, free_port, scratch_database, sized
 from tests.faults.workload import EVENTS, write_plan
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
+from trackcheck.service.app import create_app
 from trackcheck.service.config import ServiceConfig
 from trackcheck.service.runtime import Service
 
@@ -195,15 +196,17 @@ def test_the_procrastinate_backend_on_sqlite_is_refused_with_the_reason(workdir:
     assert "must be PostgreSQL" in done.stderr and "scheduler.backend" in done.stderr
 
 
-def test_health_says_so_when_no_worker_polls(workdir: Path) -> None:
+def test_health_and_dashboard_say_so_when_no_worker_polls(workdir: Path) -> None:
     """A service on the procrastinate backend plans, but only workers poll: without one it is not healthy,
-    and says why; once a worker sends heartbeats, it is."""
+    and its health and the dashboard's runs page say why; once a worker sends heartbeats, it is."""
     with scratch_database("postgresql", workdir) as db:
         config = ServiceConfig(db=db, scheduler={"backend": "procrastinate"})
         service = Service(config).start(load_plans=False)
+        page = create_app(service=service).test_client()
         try:
             facts = service.health()
             assert facts["ok"] is False and facts["workers"] == "no trackcheck worker is running: nothing polls"
+            assert "no poll worker is running: nothing polls" in page.get("/").get_data(as_text=True)
             worker = Worker("a", db, workdir)
             try:
                 worker.wait_for("running poll jobs", 30)
@@ -212,6 +215,8 @@ def test_health_says_so_when_no_worker_polls(workdir: Path) -> None:
                     assert time.monotonic() < deadline, facts
                     time.sleep(0.2)
                 assert facts["ok"] is True
+                shown = page.get("/").get_data(as_text=True)
+                assert "1 poll worker," in shown and "0 polls waiting" in shown
             finally:
                 worker.kill()
         finally:

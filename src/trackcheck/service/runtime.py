@@ -52,10 +52,12 @@ class Service:
         self.leadership = Leadership(lease_for(self.engine.store.engine), self._lead, self._follow)
         self.leadership.start()
         if self.config.scheduler.backend == "procrastinate":
-            metrics_for(self.engine).watch_queue(self._queue)
+            metrics_for(self.engine).watch_queue(self.queue)
         return self
 
-    def _queue(self) -> QueueFacts:
+    def queue(self) -> QueueFacts:
+        """Backend ``procrastinate``: the poll workers alive and the jobs waiting (SQLAlchemyError if the
+        state database cannot say)."""
         return queue_facts(self.engine.store.engine, self.config.scheduler.stalled_after)
 
     def stop(self) -> None:
@@ -100,7 +102,7 @@ class Service:
                 facts["scheduler"] = "no poller is running" if late else "ok"
         if self.config.scheduler.backend == "procrastinate" and facts["database"] == "ok":
             try:
-                workers = self._queue().workers
+                workers = self.queue().workers
             except SQLAlchemyError as exc:
                 facts["workers"] = f"unknown: {describe_db_error(exc)}"
             else:

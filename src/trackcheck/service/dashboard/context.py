@@ -9,17 +9,20 @@ from datetime import datetime
 from typing import Any
 
 from flask import abort, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from trackcheck.compare.latency import measure
 from trackcheck.compare.values import as_instant
 from trackcheck.engine.result import EVIDENCE
 from trackcheck.errors import RunNotFound, StoreError, TrackcheckError
 from trackcheck.plan.model import Plan
+from trackcheck.scheduling.distributed import QueueFacts
 from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.charts import Arrival, arrival_chart, latency_chart
 from trackcheck.service.dashboard.formatting import format_cell, params_text
 from trackcheck.service.validation import MAX_OFFSET
 from trackcheck.states import RunStatus
+from trackcheck.store.database import describe_db_error
 from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Snapshot
 from trackcheck.store.repository import aware, utcnow
 
@@ -84,7 +87,20 @@ def runs_context() -> dict[str, Any]:
         "refresh_ms": LIVE_MS if running else IDLE_MS,
         "running": running,
         "now": utcnow(),
+        "queue": _queue(),
     }
+
+
+def _queue() -> QueueFacts | str | None:
+    """Backend ``procrastinate``: the poll workers and their queue, or why they cannot be shown; None with
+    APScheduler (this deployment's poller polls itself)."""
+    service = current_service()
+    if service.config.scheduler.backend != "procrastinate":
+        return None
+    try:
+        return service.queue()
+    except SQLAlchemyError as exc:
+        return f"poll workers unknown: {describe_db_error(exc)}"
 
 
 # -- one run -------------------------------------------------------------------------------------------------
