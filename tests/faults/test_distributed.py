@@ -8,21 +8,18 @@ poll; a backend that cannot work says so and exits.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from tests.faults.harness import Feed, free_port, scratch_database, sized
+from tests.faults.workers import WorkerProcess, deliver_all, one_passed_poll_per_stage, wait_passed
 from tests.faults.workload import EVENTS, write_plan
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
@@ -39,70 +36,17 @@ stalled_after = "2s"
 """
 
 
-class Worker:
-    """One ``trackcheck -v worker`` process on the procrastinate backend, its log in ``folder``."""
-
-    def __init__(self, name: str, db: str, folder: Path) -> None:
-        config = folder / "trackcheck.toml"
-        config.write_text(CONFIG)
-        self.log = folder / f"worker-{name}.log"
-        self.metrics_port = free_port()
-        with self.log.open("wb") as out:
-            command = [sys.executable, "-m", "trackcheck", "-v", "worker", "--db", db, "--config", str(config)]
-            self.process = subprocess.Popen(
-                [*command, "--metrics-port", str(self.metrics_port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text():
-            assert self.process.poll() is None, f"the worker exited:\n{self.text()[-3000:]}"
-            assert time.monotonic() < deadline, f"{needle!r} not in the worker's log:\n{self.text()[-3000:]}"
-            time.sleep(0.1)
-
-    def metrics(self) -> dict[str, float]:
-        """This worker's /metrics: every sample without labels, and ``name{source_type=http}`` ones by name."""
-        answer = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
-        assert answer.status_code == 200
-        samples: dict[str, float] = {}
-        for family in text_string_to_metric_families(answer.text):
-            for sample in family.samples:
-                if not sample.labels or sample.labels == {"source_type": "http"}:
-                    samples[sample.name] = sample.value
-        return samples
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+def procrastinate_worker(name: str, db: str, folder: Path) -> WorkerProcess:
+    """A worker on the procrastinate backend (CONFIG), serving its metrics on a port of its own."""
+    config = folder / "trackcheck.toml"
+    config.write_text(CONFIG)
+    return WorkerProcess(name, db, folder, config=config, metrics_port=free_port())
 
 
 def submit(engine: Engine, plan_id: int, feed: Feed, test_ids: list[str]) -> list[str]:
     """Runs whose events are all in both systems already: each passes at its first poll of each stage."""
-    for test_id in test_ids:
-        for system in ("collector", "warehouse"):
-            for event in EVENTS:
-                feed.deliver(system, {**event, "test_id": test_id}, time.monotonic())
+    deliver_all(feed, test_ids)
     return engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in test_ids])
-
-
-def wait_passed(engine: Engine, runs: list[str], timeout: float, logs: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(engine.result(run_id).status == "passed" for run_id in runs):
-        assert time.monotonic() < deadline, f"runs still waiting:\n{logs[-4000:]}"
-        time.sleep(0.2)
-
-
-def one_passed_poll_per_stage(engine: Engine, runs: list[str]) -> None:
-    for run_id in runs:
-        polls = [(p.stage_idx, p.outcome) for p in engine.store.polls(run_id)]
-        assert polls.count((0, "passed")) == 1 and polls.count((1, "passed")) == 1, f"run {run_id}: {polls}"
 
 
 @pytest.mark.timeout(180)
@@ -111,10 +55,10 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
     with scratch_database("postgresql", workdir) as db:
         engine = Engine(db).start()
         state = create_engine(db)
-        workers: list[Worker] = []
+        workers: list[WorkerProcess] = []
         try:
             plan_id = store_plan(engine, next(plans.glob("*.yaml")).read_text(), "faults.yaml", None)[0]
-            workers = [Worker(name, db, workdir) for name in ("a", "b")]
+            workers = [procrastinate_worker(name, db, workdir) for name in ("a", "b")]
             for worker in workers:
                 worker.wait_for("running poll jobs", 30)
 
@@ -138,10 +82,7 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
                 assert time.monotonic() < deadline, "no worker polled the late runs"
                 time.sleep(0.05)
             time.sleep(1.5)
-            for test_id in late_ids:
-                for system in ("collector", "warehouse"):
-                    for event in EVENTS:
-                        feed.deliver(system, {**event, "test_id": test_id}, time.monotonic())
+            deliver_all(feed, late_ids)
             wait_passed(engine, late, 15, "\n".join(w.text() for w in workers))
             one_passed_poll_per_stage(engine, late)
 
@@ -207,7 +148,7 @@ def test_health_and_dashboard_say_so_when_no_worker_polls(workdir: Path) -> None
             facts = service.health()
             assert facts["ok"] is False and facts["workers"] == "no trackcheck worker is running: nothing polls"
             assert "no poll worker is running: nothing polls" in page.get("/").get_data(as_text=True)
-            worker = Worker("a", db, workdir)
+            worker = procrastinate_worker("a", db, workdir)
             try:
                 worker.wait_for("running poll jobs", 30)
                 deadline = time.monotonic() + 10
@@ -237,12 +178,12 @@ def test_kill_9_of_a_worker_and_of_the_planner_loses_nothing_and_repeats_nothing
     plans = write_plan(workdir / "plans", feed, timeout=180)
     with scratch_database("postgresql", workdir) as db:
         engine = Engine(db).start()
-        workers: list[Worker] = []
+        workers: list[WorkerProcess] = []
         try:
             text_ = next(plans.glob("*.yaml")).read_text()
             plan_ids = [store_plan(engine, text_.replace("name: faults", f"name: k{i}"), f"k{i}.yaml", None)[0]
                         for i in range(5)]  # fmt: skip
-            workers = [Worker(name, db, workdir) for name in ("a", "b", "c")]
+            workers = [procrastinate_worker(name, db, workdir) for name in ("a", "b", "c")]
             for worker in workers:
                 worker.wait_for("running poll jobs", 30)
             test_ids = [f"kill-{i}" for i in range(KILL_RUNS)]
@@ -261,17 +202,15 @@ def test_kill_9_of_a_worker_and_of_the_planner_loses_nothing_and_repeats_nothing
             time.sleep(rng.uniform(0, 0.05))  # mid-tick: between a read and its write
             victim = rng.choice([w for w in workers if "now runs the polling scheduler" not in w.text()])
             victim.kill()
-            workers.append(Worker("d", db, workdir))
+            workers.append(procrastinate_worker("d", db, workdir))
 
             time.sleep(1.0)
-            [planner] = [
-                w for w in workers if w.process.poll() is None and "now runs the polling scheduler" in w.text()
-            ]
+            [planner] = [w for w in workers if w.alive and "now runs the polling scheduler" in w.text()]
             planner.kill()
             killed_at = time.monotonic()
-            workers.append(Worker("e", db, workdir))
+            workers.append(procrastinate_worker("e", db, workdir))
             deadline = time.monotonic() + 15
-            while not any("now runs the polling scheduler" in w.text() for w in workers if w.process.poll() is None):
+            while not any("now runs the polling scheduler" in w.text() for w in workers if w.alive):
                 assert time.monotonic() < deadline, "no worker took the planner's place within 15 s"
                 time.sleep(0.1)
             takeover = time.monotonic() - killed_at

@@ -17,51 +17,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests.faults.harness import Feed, scratch_database
-from tests.faults.workload import EVENTS, write_plan
+from tests.faults.workers import WorkerProcess, deliver_all, one_passed_poll_per_stage, wait_passed
+from tests.faults.workload import write_plan
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
 from trackcheck.scheduling.lease import PG_LOCK_KEY
 
 RUNS = 10
-
-
-class Worker:
-    """One ``trackcheck -v worker`` process, its log in ``folder``."""
-
-    def __init__(self, name: str, db: str, folder: Path) -> None:
-        self.log = folder / f"worker-{name}.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "trackcheck", "-v", "worker", "--db", db],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text():
-            assert self.process.poll() is None, f"the worker exited:\n{self.text()[-3000:]}"
-            assert time.monotonic() < deadline, f"{needle!r} not in the worker's log:\n{self.text()[-3000:]}"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGCONT)
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 @pytest.mark.timeout(120)
@@ -70,22 +38,19 @@ def test_a_poller_woken_after_another_took_over_writes_nothing(workdir: Path, fe
     with scratch_database("postgresql", workdir) as db:
         engine = Engine(db).start()
         state = create_engine(db)
-        workers: list[Worker] = []
+        workers: list[WorkerProcess] = []
         try:
             plan_id = store_plan(engine, next(plans.glob("*.yaml")).read_text(), "faults.yaml", None)[0]
-            first = Worker("first", db, workdir)
+            first = WorkerProcess("first", db, workdir)
             workers.append(first)
             first.wait_for("polling runs in", 30)
-            standby = Worker("standby", db, workdir)
+            standby = WorkerProcess("standby", db, workdir)
             workers.append(standby)
             standby.wait_for("another process polls", 30)
 
             feed.hold()
             test_ids = [f"frozen-{i}" for i in range(RUNS)]
-            for test_id in test_ids:
-                for system in ("collector", "warehouse"):
-                    for event in EVENTS:
-                        feed.deliver(system, {**event, "test_id": test_id}, time.monotonic())
+            deliver_all(feed, test_ids)
             runs = engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in test_ids])
             assert feed.wait_for_request(timeout=30), "the first worker never polled"
             os.killpg(first.process.pid, signal.SIGSTOP)  # frozen in the middle of its read
@@ -103,24 +68,18 @@ def test_a_poller_woken_after_another_took_over_writes_nothing(workdir: Path, fe
             feed.release()  # its answer waits in its socket; the standby's requests are answered too
 
             standby.wait_for("polling runs in", 30)
-            deadline = time.monotonic() + 60
-            while not all(engine.result(run_id).status == "passed" for run_id in runs):
-                assert time.monotonic() < deadline, f"runs did not pass under the standby:\n{standby.text()[-3000:]}"
-                time.sleep(0.2)
+            wait_passed(engine, runs, 60, standby.text())
 
             os.killpg(first.process.pid, signal.SIGCONT)  # it goes on with the tick it began
             first.wait_for("poll run=", 30)  # it compared what it read: its write comes next
             with contextlib.suppress(AssertionError):
                 first.wait_for("its remaining writes refused", 5)
 
-            for run_id in runs:
-                polls = [(p.stage_idx, p.outcome) for p in engine.store.polls(run_id)]
-                assert polls.count((0, "passed")) == 1, f"run {run_id}: {polls}"
-                assert polls.count((1, "passed")) == 1, f"run {run_id}: {polls}"
-                assert engine.result(run_id).status == "passed"
+            one_passed_poll_per_stage(engine, runs)
+            assert all(engine.result(run_id).status == "passed" for run_id in runs)
             assert "its remaining writes refused" in first.text()
         finally:
             for worker in workers:
-                worker.stop()
+                worker.kill()
             state.dispose()
             engine.shutdown()

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import Feed, ThrowawayPostgres
-from tests.faults.workload import EVENTS, PLAN
+from tests.faults.workers import WorkerProcess, deliver_all, one_passed_poll_per_stage, wait_passed
+from tests.faults.workload import PLAN
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
 
@@ -53,40 +52,21 @@ class Machine:
 
     def __init__(self, name: str, link: str, address: str) -> None:
         self.name, self.link, self.address = name, link, address
-        self.log: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.worker: WorkerProcess | None = None
 
-    def start_worker(self, db: str, folder: Path) -> None:
+    def start_worker(self, db: str, folder: Path) -> WorkerProcess:
         config = folder / "trackcheck.toml"
         config.write_text(CONFIG)
-        self.log = folder / f"worker-{self.name}.log"
-        command = [sys.executable, "-m", "trackcheck", "-v", "worker", "--db", db, "--config", str(config)]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                ["ip", "netns", "exec", self.name, *command],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log is not None else ""
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text():
-            assert self.process is not None and self.process.poll() is None, f"worker exited:\n{self.text()[-3000:]}"
-            assert time.monotonic() < deadline, f"{needle!r} not in {self.name}'s log:\n{self.text()[-3000:]}"
-            time.sleep(0.1)
+        self.worker = WorkerProcess(self.name, db, folder, config=config, prefix=("ip", "netns", "exec", self.name))
+        return self.worker
 
     def cut(self, off: bool) -> None:
         """Unplug (or plug back) the machine's cable: its connections stay open and hear nothing."""
         sh("ip", "link", "set", self.link, "down" if off else "up")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.worker is not None:
+            self.worker.kill()
 
 
 @contextmanager
@@ -120,26 +100,6 @@ def machines(count: int) -> Iterator[tuple[str, list[Machine]]]:
         subprocess.run(["ip", "addr", "del", f"{service}/32", "dev", "lo"], check=False, capture_output=True)
 
 
-def deliver(feed: Feed, test_ids: list[str]) -> None:
-    for test_id in test_ids:
-        for system in ("collector", "warehouse"):
-            for event in EVENTS:
-                feed.deliver(system, {**event, "test_id": test_id}, time.monotonic())
-
-
-def wait_passed(engine: Engine, runs: list[str], timeout: float, logs: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(engine.result(run_id).status == "passed" for run_id in runs):
-        assert time.monotonic() < deadline, f"runs still waiting:\n{logs[-4000:]}"
-        time.sleep(0.2)
-
-
-def one_passed_poll_per_stage(engine: Engine, runs: list[str]) -> None:
-    for run_id in runs:
-        polls = [(p.stage_idx, p.outcome) for p in engine.store.polls(run_id)]
-        assert polls.count((0, "passed")) == 1 and polls.count((1, "passed")) == 1, f"run {run_id}: {polls}"
-
-
 @pytest.mark.timeout(240)
 def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(workdir: Path) -> None:
     with machines(2) as (service, (one, two)):
@@ -155,26 +115,25 @@ def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(w
                            f"p{i}.yaml", None)[0]
                 for i in range(PLANS)
             ]  # fmt: skip
-            for machine in (one, two):  # one first: it takes the lease and plans
-                machine.start_worker(db, workdir)
-                machine.wait_for("running poll jobs", 30)
-            one.wait_for("now runs the polling scheduler", 30)
+            first, second = (machine.start_worker(db, workdir) for machine in (one, two))  # one first: it plans
+            first.wait_for("now runs the polling scheduler", 30)
+            second.wait_for("running poll jobs", 30)
 
             test_ids = [f"m-{i}" for i in range(40)]
-            deliver(feed, test_ids)
+            deliver_all(feed, test_ids)
             runs = [
                 run_id
                 for i, plan_id in enumerate(plan_ids)
                 for run_id in engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in test_ids[i::PLANS]])
             ]
-            wait_passed(engine, runs, 60, one.text() + two.text())
+            wait_passed(engine, runs, 60, first.text() + second.text())
             one_passed_poll_per_stage(engine, runs)
-            assert "Starting job" in one.text() and "Starting job" in two.text(), "both machines polled"
+            assert "Starting job" in first.text() and "Starting job" in second.text(), "both machines polled"
 
             # machine one is cut off in the middle of a poll: machine two takes the job over
             feed.hold()
             held_ids = [f"cut-{i}" for i in range(8)]
-            deliver(feed, held_ids)
+            deliver_all(feed, held_ids)
             held = [
                 run_id
                 for i, plan_id in enumerate(plan_ids)
@@ -185,16 +144,16 @@ def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(w
             one.cut(off=True)  # the planner (it started first and took the lease), perhaps polling too
             feed.release()  # an answer to it is lost on the unplugged cable
             began = time.monotonic()
-            wait_passed(engine, held, 45, two.text())
+            wait_passed(engine, held, 45, second.text())
             took = time.monotonic() - began
             one.cut(off=False)
             time.sleep(4)  # machine one goes on with what it was doing, then writes: refused if stale
             one_passed_poll_per_stage(engine, held)
             # the runs' second stage needed a planner: the server ended the silent one's lease session
-            assert "now runs the polling scheduler" in two.text()
+            assert "now runs the polling scheduler" in second.text()
             assert took < 25, f"machine two finished the runs {took:.1f} s after machine one was cut off"
             if polling == one.address:
-                assert "of a silent worker" in two.text()
+                assert "of a silent worker" in second.text()
         finally:
             if engine is not None:
                 engine.shutdown()

@@ -185,9 +185,10 @@ def run_worker(engine: Engine, config: SchedulerConfig, dispatcher: Dispatcher, 
     in a thread of its own, under the claim its job carries; ``dispatcher`` defers their follow-ups."""
     library = _procrastinate()
     dsn = conninfo(engine.store.url)
-    # procrastinate's own connections: one listens, the others fetch and finish jobs and send heartbeats,
-    # each for a moment; the polls use the engine's pool (every worker counts against max_connections)
-    app = library.App(connector=library.PsycopgConnector(conninfo=dsn, min_size=1, max_size=4))
+    # procrastinate's own connections: one listens, the others fetch and finish jobs and send heartbeats.
+    # Fewer than ``workers`` + 2 starved it: with polls held by a slow source, a pool of 4 for 4 polls at a
+    # time stalled the worker (and the planner beside it) for the pool's 30 s timeout (test_distributed).
+    app = library.App(connector=library.PsycopgConnector(conninfo=dsn, min_size=1, max_size=config.workers + 2))
 
     @app.task(name=TASK, queue=QUEUE, pass_context=True)
     def poll(context: Any, group: str, fresh_only: bool, epoch: int) -> None:
