@@ -115,8 +115,9 @@ def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(w
                            f"p{i}.yaml", None)[0]
                 for i in range(PLANS)
             ]  # fmt: skip
-            first, second = (machine.start_worker(db, workdir) for machine in (one, two))  # one first: it plans
+            first = one.start_worker(db, workdir)  # one first: it takes the lease and plans
             first.wait_for("now runs the polling scheduler", 30)
+            second = two.start_worker(db, workdir)
             second.wait_for("running poll jobs", 30)
 
             test_ids = [f"m-{i}" for i in range(40)]
