@@ -80,7 +80,6 @@ class Feed:
         self._thread: threading.Thread | None = None
         self._port = free_port()
         self.requests: Counter[str] = Counter()  # per system: every request, answered or not
-        self.callers: list[str] = []  # the client address of every request, in order
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Feed:
@@ -153,13 +152,11 @@ class Feed:
         if thread is not None:
             thread.join(5)
 
-    def answer(self, path: str, caller: str = "") -> tuple[int, bytes] | None:
-        """The status and body for a request to ``path`` from ``caller`` (an address); None: hang until
-        recovery, then drop it."""
+    def answer(self, path: str) -> tuple[int, bytes] | None:
+        """The status and body for a request to ``path``; None: hang until recovery, then drop it."""
         system = path.strip("/")
         with self._arrived:
             self.requests[system] += 1
-            self.callers.append(caller)
             self._arrived.notify_all()
         self._held.wait(120)
         with self._lock:
@@ -183,7 +180,7 @@ class _FeedHandler(BaseHTTPRequestHandler):
     server: _FeedServer
 
     def do_GET(self) -> None:
-        reply = self.server.feed.answer(urlsplit(self.path).path, self.client_address[0])
+        reply = self.server.feed.answer(urlsplit(self.path).path)
         if reply is None:
             self.close_connection = True
             return

@@ -105,7 +105,6 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
             wait_passed(engine, held, 30, survivor.text())
             took_over = time.monotonic() - killed_at
             assert took_over < 15, f"the killed worker's job was polled again after {took_over:.1f} s"
-            assert "of a silent worker" in survivor.text()
             one_passed_poll_per_stage(engine, held)
         finally:
             for worker in workers:

@@ -141,7 +141,6 @@ def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(w
                 for run_id in engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in held_ids[i::PLANS]])
             ]
             assert feed.wait_for_request(timeout=30), "no machine polled"
-            polling = feed.callers[-1]
             one.cut(off=True)  # the planner (it started first and took the lease), perhaps polling too
             feed.release()  # an answer to it is lost on the unplugged cable
             began = time.monotonic()
@@ -153,8 +152,6 @@ def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(w
             # the runs' second stage needed a planner: the server ended the silent one's lease session
             assert "now runs the polling scheduler" in second.text()
             assert took < 25, f"machine two finished the runs {took:.1f} s after machine one was cut off"
-            if polling == one.address:
-                assert "of a silent worker" in second.text()
         finally:
             if engine is not None:
                 engine.shutdown()
