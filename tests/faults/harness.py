@@ -80,6 +80,8 @@ class Feed:
         self._thread: threading.Thread | None = None
         self._port = free_port()
         self.requests: Counter[str] = Counter()  # per system: every request, answered or not
+        #: every request by its X-Trackcheck-Poll header (group, epoch, tick, attempt, chunk), answered or not
+        self.polls: Counter[str] = Counter()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Feed:
@@ -152,11 +154,14 @@ class Feed:
         if thread is not None:
             thread.join(5)
 
-    def answer(self, path: str) -> tuple[int, bytes] | None:
-        """The status and body for a request to ``path``; None: hang until recovery, then drop it."""
+    def answer(self, path: str, poll: str | None = None) -> tuple[int, bytes] | None:
+        """The status and body for a request to ``path`` (``poll``: its X-Trackcheck-Poll header); None: hang
+        until recovery, then drop it."""
         system = path.strip("/")
         with self._arrived:
             self.requests[system] += 1
+            if poll is not None:
+                self.polls[poll] += 1
             self._arrived.notify_all()
         self._held.wait(120)
         with self._lock:
@@ -180,7 +185,7 @@ class _FeedHandler(BaseHTTPRequestHandler):
     server: _FeedServer
 
     def do_GET(self) -> None:
-        reply = self.server.feed.answer(urlsplit(self.path).path)
+        reply = self.server.feed.answer(urlsplit(self.path).path, self.headers.get("X-Trackcheck-Poll"))
         if reply is None:
             self.close_connection = True
             return

@@ -19,7 +19,13 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.faults.harness import Feed, free_port, scratch_database, sized
-from tests.faults.workers import WorkerProcess, deliver_all, one_passed_poll_per_stage, wait_passed
+from tests.faults.workers import (
+    WorkerProcess,
+    deliver_all,
+    one_passed_poll_per_stage,
+    reads_per_tick,
+    wait_passed,
+)
 from tests.faults.workload import EVENTS, write_plan
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
@@ -27,10 +33,12 @@ from trackcheck.service.app import create_app
 from trackcheck.service.config import ServiceConfig
 from trackcheck.service.runtime import Service
 
-CONFIG = """
+#: polls each worker runs at a time
+WORKERS = 4
+CONFIG = f"""
 [scheduler]
 backend = "procrastinate"
-workers = 4
+workers = {WORKERS}
 heartbeat = "500ms"
 stalled_after = "2s"
 """
@@ -85,6 +93,8 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
             deliver_all(feed, late_ids)
             wait_passed(engine, late, 15, "\n".join(w.text() for w in workers))
             one_passed_poll_per_stage(engine, late)
+            reads, reread = reads_per_tick(feed)  # nothing killed yet: each (group, tick, chunk) read once
+            assert reads >= 2 and reread == 0, (reads, reread)
 
             # a poll held in its source read, its worker killed: the job goes back to the queue
             feed.hold()
@@ -216,10 +226,14 @@ def test_kill_9_of_a_worker_and_of_the_planner_loses_nothing_and_repeats_nothing
 
             wait_passed(engine, runs, sized(150, 400), "\n".join(w.text()[-2000:] for w in workers))
             one_passed_poll_per_stage(engine, runs)
+            # counted at the source: no read of a tick twice; a tick read again only under a later attempt, and
+            # only for the jobs the two killed workers held (WORKERS polls at a time each)
+            reads, reread = reads_per_tick(feed)
+            assert reread <= 2 * WORKERS, f"{reread} ticks read again after the kills"
             report(
                 f"  procrastinate: {len(runs):,} runs, kill -9 of a worker mid-tick and of the planner: 0 lost, "
-                f"0 passed twice, planner replaced after {takeover:.1f} s, {sum(feed.requests.values()):,} source "
-                "requests"
+                f"0 passed twice, planner replaced after {takeover:.1f} s; at the source {reads:,} reads, none "
+                f"twice, {reread} tick(s) read again under the next attempt"
             )
         finally:
             for worker in workers:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -102,3 +103,17 @@ def one_passed_poll_per_stage(engine: Engine, runs: Sequence[str]) -> None:
     for run_id in runs:
         polls = [(p.stage_idx, p.outcome) for p in engine.store.polls(run_id)]
         assert polls.count((0, "passed")) == 1 and polls.count((1, "passed")) == 1, f"run {run_id}: {polls}"
+
+
+def reads_per_tick(feed: Feed) -> tuple[int, int]:
+    """The feed's reads by their ``X-Trackcheck-Poll`` header: none made twice (the same group, epoch, tick,
+    attempt and chunk), every one named. Returns how many reads there were and how many (group, tick,
+    chunk) were read again under a later attempt: a job retried because its worker died mid-read."""
+    assert sum(feed.polls.values()) == sum(feed.requests.values()), "a read without X-Trackcheck-Poll"
+    twice = {poll: count for poll, count in feed.polls.items() if count > 1}
+    assert not twice, f"read more than once: {twice}"
+    attempts: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for poll in feed.polls:
+        fields = dict(part.split("=", 1) for part in poll.split("; "))
+        attempts[(fields["group"], fields["tick"], fields["chunk"])].add(fields["attempt"])
+    return sum(feed.polls.values()), sum(1 for tried in attempts.values() if len(tried) > 1)

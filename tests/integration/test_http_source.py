@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.http_server import HttpTestServer
+from tests.settings import FAST_SETUP
+from trackcheck.engine import Engine, store_plan
+from trackcheck.engine.core import RunRequest
 from trackcheck.errors import PlanError, SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
 from trackcheck.plan.model import SourceSpec, StageSpec
 from trackcheck.sources import build_source
 from trackcheck.sources.base import FetchRequest
-from trackcheck.sources.http import HttpSource
+from trackcheck.sources.http import POLL_HEADER, HttpSource
+from trackcheck.store.ticks import Claim
 
 pytestmark = pytest.mark.integration
 
@@ -293,3 +298,35 @@ def test_every_error_is_a_source_error(http_server: HttpTestServer) -> None:
     http_server.reply("/api/events", {"items": 5})
     with make_source(http_server.url) as source, pytest.raises(SourceError, match="not a list of objects"):
         fetch(source, make_stage(request={"path": "/api/events"}, records="items"))
+
+
+def test_a_poll_under_the_lease_names_its_tick_in_a_header(http_server: HttpTestServer, tmp_path: Path) -> None:
+    """Each read of a poller with the lease says which group, tick, attempt and chunk it belongs to (what the
+    API's owner sees in its access log, and what the fault scenarios count); a poll outside the lease
+    (``trackcheck run``) sends nothing of the sort."""
+    http_server.reply("/api/events", [])
+    plan = f"""
+name: named
+key: event_id
+params: {{test_id: {{required: true}}}}
+defaults: {{interval: 1m, timeout: 30m, batch_size: 2}}
+sources: {{bi: {{type: http, url: "{http_server.url}"}}}}
+expect: [{{event_id: e1}}]
+stages:
+  - name: bi
+    source: bi
+    request: {{path: /api/events}}
+    where: {{test_id: "{{test_id}}"}}
+    compare: {{with: expect}}
+"""
+    with Engine(f"sqlite:///{tmp_path / 'state.db'}", setup=FAST_SETUP) as engine:
+        plan_id = store_plan(engine, plan, "named.yaml", None)[0]
+        engine.submit_many(plan_id, [RunRequest({"test_id": f"t{i}"}) for i in range(3)])
+        [group] = engine.store.active_groups()
+        engine.poll_group(group.group_key)
+        assert [r.headers.get(POLL_HEADER.lower()) for r in http_server.requests] == [None, None]
+
+        epoch = engine.store.take_epoch()
+        engine.poll_group(group.group_key, claim=Claim(group.group_key, epoch, tick=7, attempt=1))
+        sent = [r.headers.get(POLL_HEADER.lower()) for r in http_server.requests[2:]]
+        assert sent == [f"group={group.group_key}; epoch={epoch}; tick=7; attempt=1; chunk={chunk}" for chunk in (0, 1)]

@@ -13,6 +13,7 @@ the groups runs join through ``group_listeners`` and each poll's ``PollSummary``
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -433,13 +434,17 @@ class Engine:
             size = plan.defaults.batch_size if plan is not None else UNLOADABLE_CHUNK
             after = 0
             with _ChunkWriter(functools.partial(self._apply, claim=claim)) as writer:
-                while chunk := self.store.waiting(group, fresh_only=fresh_only, after=after, limit=size):
+                for number in itertools.count():
+                    chunk = self.store.waiting(group, fresh_only=fresh_only, after=after, limit=size)
+                    if not chunk:
+                        break
                     after = chunk[-1].stage_id
                     write = TickWrite()
                     if plan is None:
                         self._unloadable(chunk, problem, write)
                     else:
-                        backoff = self._poll_chunk(plan, head[0].plan_id, stage, chunk, write)
+                        poll = claim.describe(number) if claim is not None else None
+                        backoff = self._poll_chunk(plan, head[0].plan_id, stage, chunk, write, poll=poll)
                         if backoff is not None:
                             retry_in = backoff if retry_in is None else min(retry_in, backoff)
                     writer.write(write, chunk, last=len(chunk) < size)
@@ -502,9 +507,12 @@ class Engine:
         for waiting in chunk:
             _end_in_error(waiting, reason, now, None, write)
 
-    def _fetch(self, plan: Plan, plan_id: int, stage: StageSpec, chunk: Sequence[Waiting]) -> Fetched:
+    def _fetch(
+        self, plan: Plan, plan_id: int, stage: StageSpec, chunk: Sequence[Waiting], poll: str | None = None
+    ) -> Fetched:
         """One source query for the runs of ``chunk`` (the union of their ``where`` values), timed and
-        reported to the query listeners; a failure is kept with its kind, never raised."""
+        reported to the query listeners; a failure is kept with its kind, never raised. ``poll`` names the
+        read (``FetchRequest.poll``)."""
         wheres = [w.where or {} for w in chunk]
         params = chunk[0].params
         since = min(w.created_at for w in chunk)
@@ -526,6 +534,7 @@ class Engine:
                 params=params,
                 since=since,
                 captured=captured,
+                poll=poll,
             )
             result = source.fetch(request)
             result.notes[:0] = notes
@@ -560,6 +569,8 @@ class Engine:
         chunk: Sequence[Waiting],
         write: TickWrite,
         fetched: Fetched | None = None,
+        *,
+        poll: str | None = None,
     ) -> float | None:
         """Poll up to batch_size runs with one source query; returns the back-off delay if the source failed.
 
@@ -570,12 +581,12 @@ class Engine:
         """
         if stage.emit is not None:
             return self._emit(plan, plan_id, stage, chunk, write)
-        fetched = fetched or self._fetch(plan, plan_id, stage, chunk)
+        fetched = fetched or self._fetch(plan, plan_id, stage, chunk, poll)
         wheres = [w.where or {} for w in chunk]
         distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
         if fetched.failure is not None and fetched.kind is ErrorKind.PERMANENT and distinct:
             halves = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
-            reads = [self._fetch(plan, plan_id, stage, half) for half in halves]
+            reads = [self._fetch(plan, plan_id, stage, half, poll) for half in halves]
             # both halves failing alike (an unknown table...) is the query's fault: stop there; failing with
             # different messages (each naming its own bad value) means bad runs in both: split both again
             alike = len({r.failure for r in reads}) == 1

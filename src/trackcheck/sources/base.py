@@ -76,6 +76,10 @@ class FetchRequest:
     #: a listening source's input: what the poller captured on the stage's channel since ``since``, oldest
     #: first (the source only decodes and filters it); None for every other source
     captured: Sequence[Message] | None = None
+    #: which poll reads (``store.ticks.Claim.describe``) when a poller with the lease reads: an HTTP source
+    #: sends it as the ``X-Trackcheck-Poll`` header, so the API's owner can tell one tick's reads from another's
+    #: (and a test can count reads per tick at the source); None outside the lease (``trackcheck run``)
+    poll: str | None = None
 
 
 @dataclass(frozen=True)

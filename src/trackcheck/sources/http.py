@@ -16,6 +16,10 @@ only to the same scheme, host and port (httpx calls the request hook for every r
 chain). Under a ``Source.network`` rule that forbids private addresses, the host is resolved and checked
 again before each request and the address actually connected to is checked before the answer is read:
 a DNS answer that changed since the plan loaded is caught.
+
+A poller with the lease names each read in an ``X-Trackcheck-Poll`` header (``group=...; epoch=...;
+tick=...; attempt=...; chunk=...``): the API's owner sees which reads belong to one tick, and that a retried
+tick (its worker killed mid-read) reads again under the next attempt.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ if TYPE_CHECKING:
 PERMANENT_STATUSES = frozenset({400, 401, 403, 405, 410, 422})
 #: how much of an unexpected response body a message quotes
 EXCERPT_CHARS = 200
+#: names the poll a request belongs to (``FetchRequest.poll``): group, lease epoch, tick, attempt and chunk
+POLL_HEADER = "X-Trackcheck-Poll"
 #: header values shorter than this are not masked unless the header's name says it holds a credential
 #: (masking "2" of ``X-Api-Version: 2`` would garble every message, and such a value protects nothing)
 MIN_SECRET_CHARS = 4
@@ -185,7 +191,7 @@ class HttpSource(Source):
         params = render(spec.params, request.params) if spec else {}
         body = render(spec.json_body, request.params) if spec else None
         headers = {str(k): str(v) for k, v in render(spec.headers, request.params).items()} if spec else {}
-        response, target = self._send(stage, method, path, params, body, headers)
+        response, target = self._send(stage, method, path, params, body, headers, poll=request.poll)
         document: Any = None
         if response.status_code != 204:
             try:
@@ -206,15 +212,26 @@ class HttpSource(Source):
         return f"{target}: HTTP {response.status_code}"
 
     def _send(
-        self, stage: StageSpec, method: str, path: str, params: Any, body: Any, headers: dict[str, str]
+        self,
+        stage: StageSpec,
+        method: str,
+        path: str,
+        params: Any,
+        body: Any,
+        headers: dict[str, str],
+        *,
+        poll: str | None = None,
     ) -> tuple[httpx.Response, str]:
         """Send one request on the source's origin only; the successful answer and how messages name it.
+        ``poll`` goes in the ``X-Trackcheck-Poll`` header.
 
         A non-2xx status is a SourceQueryError; a refused connection a SourceConnectError; no answer in
         ``timeout`` a SourceTimeoutError."""
         self.open()
         assert self._client is not None
         self._remember([*_header_secrets(headers), *_param_secrets(params)])
+        if poll is not None:  # not a secret: it names a tick of trackcheck's, nothing of the source's
+            headers = {POLL_HEADER: poll, **headers}
         target = f"{method} {path or '/'}"
         try:
             built = self._client.build_request(

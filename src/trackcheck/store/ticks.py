@@ -154,6 +154,12 @@ class Claim:
     def token(self) -> tuple[int, int, int]:
         return (self.epoch, self.tick, self.attempt)
 
+    def describe(self, chunk: int) -> str:
+        """The read of ``chunk`` (0, 1, ... for the group's runs ``batch_size`` at a time) under this claim, in
+        one ASCII line: no two reads of a poll, nor two polls, share it; a retried job reads again under
+        a higher attempt."""
+        return f"group={self.group}; epoch={self.epoch}; tick={self.tick}; attempt={self.attempt}; chunk={chunk}"
+
 
 @dataclass(slots=True)
 class NewRun:
