@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -526,7 +524,7 @@ def _serve_metrics(engine: Engine, scheduler: SchedulerConfig, where: tuple[str,
 
     metrics = metrics_for(engine)
     if scheduler.backend == "procrastinate":
-        metrics.watch_queue(partial(queue_facts, engine.store.engine, scheduler.stalled_after))
+        metrics.watch_queue(partial(queue_facts, engine.store, scheduler.stalled_after))
     host, port = where
     try:
         start_http_server(port, addr=host, registry=metrics.registry)
@@ -556,7 +554,7 @@ def _distributed_worker(
     err.print(f"running poll jobs from {mask_url_passwords(url)}; Ctrl-C to stop", highlight=False)
     try:
         assert poller.dispatcher is not None  # backend procrastinate
-        run_worker(engine, scheduler, poller.dispatcher, name=f"{socket.gethostname()}:{os.getpid()}")
+        run_worker(engine, scheduler, poller.dispatcher)
     finally:
         leadership.stop()
         poller.shutdown(wait=False)

@@ -9,10 +9,12 @@ poll; a backend that cannot work says so and exits.
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from tests.faults.workers import (
 from tests.faults.workload import EVENTS, write_plan
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
+from trackcheck.scheduling.distributed import queue_facts
 from trackcheck.service.app import create_app
 from trackcheck.service.config import ServiceConfig
 from trackcheck.service.runtime import Service
@@ -73,7 +76,19 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
             runs = submit(engine, plan_id, feed, [f"many-{i}" for i in range(40)])
             wait_passed(engine, runs, 60, "\n".join(w.text() for w in workers))
             one_passed_poll_per_stage(engine, runs)
-            # each worker says what it polled (its throughput), and what it sees of the others and the queue
+            # each worker reports what it polled to the state database (the API's dashboard and /metrics show
+            # it): the run stages they read add up to the polls recorded; both are listed
+            recorded = sum(len(engine.store.polls(run_id)) for run_id in runs)
+            deadline = time.monotonic() + 10
+            reports = queue_facts(engine.store, timedelta(seconds=10)).reports
+            while sum(r.runs for r in reports) < recorded:
+                assert time.monotonic() < deadline, (recorded, reports)
+                time.sleep(0.2)
+                reports = queue_facts(engine.store, timedelta(seconds=10)).reports
+            assert sum(r.runs for r in reports) == recorded and sum(r.polls for r in reports) >= 2
+            assert all(r.failed == 0 for r in reports), reports
+            assert {r.name for r in reports} == {f"{socket.gethostname()}:{w.process.pid}" for w in workers}
+            # each worker's own metrics: what its polls asked the sources, what it sees of the others and the queue
             seen = [w.metrics() for w in workers]
             assert all(m["trackcheck_poll_workers"] == 2 for m in seen), seen
             assert (
@@ -116,6 +131,12 @@ def test_workers_poll_every_run_and_a_killed_workers_job_goes_to_another(workdir
             took_over = time.monotonic() - killed_at
             assert took_over < 15, f"the killed worker's job was polled again after {took_over:.1f} s"
             one_passed_poll_per_stage(engine, held)
+
+            # SIGTERM: the survivor stops cleanly and takes its report off the dashboard; the killed worker's
+            # stays (hidden once silent) until the janitor deletes it an hour later
+            assert survivor.stop() == 0, survivor.text()[-3000:]
+            names = {r.name for r in engine.store.poll_workers(timedelta(hours=1))}
+            assert names == {f"{socket.gethostname()}:{victim.process.pid}"}, names
         finally:
             for worker in workers:
                 worker.kill()
@@ -167,8 +188,21 @@ def test_health_and_dashboard_say_so_when_no_worker_polls(workdir: Path) -> None
                 assert facts["ok"] is True
                 shown = page.get("/").get_data(as_text=True)
                 assert "1 poll worker," in shown and "0 polls waiting" in shown
+                # its row, once it reported (at its first heartbeat), in the dashboard and the API's /metrics
+                name = f"{socket.gethostname()}:{worker.process.pid}"
+                while f'data-worker="{name}"' not in (shown := page.get("/").get_data(as_text=True)):
+                    assert time.monotonic() < deadline + 10, shown
+                    time.sleep(0.2)
+                assert "What each poll worker polled" in shown
+                scraped = page.get("/metrics").get_data(as_text=True)
+                assert f'trackcheck_worker_polls_total{{worker="{name}"}} 0.0' in scraped, scraped
             finally:
                 worker.kill()
+            # a worker killed (it could not delete its row) is no longer listed once silent for stalled_after
+            deadline = time.monotonic() + 15
+            while f'data-worker="{name}"' in page.get("/").get_data(as_text=True):
+                assert time.monotonic() < deadline, "the killed worker is still listed"
+                time.sleep(0.2)
         finally:
             service.stop()
 

@@ -75,6 +75,11 @@ class WorkerProcess:
                     samples[sample.name] = sample.value
         return samples
 
+    def stop(self) -> int:
+        """SIGTERM, as a service manager stops it: its exit code once it finished its polls."""
+        self.process.terminate()
+        return self.process.wait(30)
+
     def kill(self) -> None:
         """kill -9 of its session (continued first: a stopped process gets its SIGKILL all the same)."""
         if self.alive:

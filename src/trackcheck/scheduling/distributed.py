@@ -22,16 +22,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine as SqlEngine
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
-from trackcheck.errors import ConfigError
+from trackcheck.errors import ConfigError, StoreError
 from trackcheck.store.database import normalize_url, with_dead_peer_options
+from trackcheck.store.models import PollWorker
 from trackcheck.store.ticks import Claim
 
 if TYPE_CHECKING:
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 
     from trackcheck.engine.core import Engine, PollSummary
     from trackcheck.scheduling.config import SchedulerConfig
+    from trackcheck.store.repository import Store
 
 log = logging.getLogger("trackcheck.scheduler")
 TASK = "trackcheck.poll"
@@ -132,18 +138,19 @@ class Dispatcher:
 
 @dataclass(frozen=True)
 class QueueFacts:
-    """What the queue looks like now: workers whose heartbeat is recent, poll jobs due and not taken, and
-    how long the oldest of them has been due (0 when none is)."""
+    """What the queue looks like now: workers whose heartbeat is recent, poll jobs due and not taken, how
+    long the oldest of them has been due (0 when none is), and what each worker reported it polled."""
 
     workers: int
     due: int
     oldest_due_s: float
+    reports: tuple[PollWorker, ...] = ()
 
 
-def queue_facts(state: SqlEngine, stalled_after: timedelta) -> QueueFacts:
-    """Read from procrastinate's tables in the state database (metrics, health); before any worker or
-    planner installed them: no worker, nothing due."""
-    with state.connect() as connection:
+def queue_facts(store: Store, stalled_after: timedelta) -> QueueFacts:
+    """Read from procrastinate's tables in the state database, and the workers' reports (metrics, health,
+    dashboard); before any worker or planner installed them: no worker, nothing due."""
+    with store.engine.connect() as connection:
         if connection.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None:
             return QueueFacts(0, 0, 0.0)
         workers = connection.execute(
@@ -158,7 +165,7 @@ def queue_facts(state: SqlEngine, stalled_after: timedelta) -> QueueFacts:
             ),
             {"queue": QUEUE},
         ).one()
-    return QueueFacts(int(workers), int(due), max(0.0, float(oldest)))
+    return QueueFacts(int(workers), int(due), max(0.0, float(oldest)), tuple(store.poll_workers(stalled_after)))
 
 
 def install_schema(dsn: str) -> None:
@@ -180,10 +187,45 @@ def install_schema(dsn: str) -> None:
             connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK_KEY,))
 
 
+class Tally:
+    """What this worker polled, reported at each heartbeat as its row of ``tc_poll_workers``: the API
+    processes show each worker's throughput (dashboard, ``/metrics``) from there, without reaching it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started_at = datetime.now(UTC)
+        self._lock = threading.Lock()
+        self._polls = self._runs = self._failed = 0
+        self._finished: deque[float] = deque()  # when the polls of the last minute finished (monotonic)
+
+    def done(self, runs: int, *, failed: bool = False) -> None:
+        with self._lock:
+            self._polls += 1
+            self._runs += runs
+            self._failed += failed
+            self._finished.append(time.monotonic())
+
+    def report(self) -> PollWorker:
+        with self._lock:
+            while self._finished and self._finished[0] < time.monotonic() - 60:
+                self._finished.popleft()
+            return PollWorker(
+                name=self.name,
+                started_at=self.started_at,
+                seen_at=datetime.now(UTC),
+                polls=self._polls,
+                runs=self._runs,
+                failed=self._failed,
+                last_minute=len(self._finished),
+            )
+
+
 def run_worker(engine: Engine, config: SchedulerConfig, dispatcher: Dispatcher, *, name: str | None = None) -> None:
     """Execute poll jobs until SIGINT or SIGTERM (``trackcheck worker``): ``config.workers`` at a time, each
-    in a thread of its own, under the claim its job carries; ``dispatcher`` defers their follow-ups."""
+    in a thread of its own, under the claim its job carries; ``dispatcher`` defers their follow-ups.
+    ``name`` (default ``host:pid``) names it in procrastinate's logs and on the dashboard."""
     library = _procrastinate()
+    tally = Tally(name or f"{socket.gethostname()}:{os.getpid()}")
     dsn = conninfo(engine.store.url)
     # procrastinate's own connections: one listens, the others fetch and finish jobs and send heartbeats.
     # Fewer than ``workers`` + 2 starved it: with polls held by a slow source, a pool of 4 for 4 polls at a
@@ -193,16 +235,21 @@ def run_worker(engine: Engine, config: SchedulerConfig, dispatcher: Dispatcher, 
     @app.task(name=TASK, queue=QUEUE, pass_context=True)
     def poll(context: Any, group: str, fresh_only: bool, epoch: int) -> None:
         job = context.job
-        summary = engine.poll_group(group, fresh_only, Claim(group, epoch, job.id, job.attempts))
+        try:
+            summary = engine.poll_group(group, fresh_only, Claim(group, epoch, job.id, job.attempts))
+        except Exception:
+            tally.done(0, failed=True)
+            raise
+        tally.done(summary.polled)
         dispatcher.follow_up(summary, epoch)
 
     async def work() -> None:
         async with app.open_async():
-            janitor = asyncio.create_task(_janitor(app, config))
+            janitor = asyncio.create_task(_janitor(app, config, engine.store, tally))
             try:
                 await app.run_worker_async(
                     queues=[QUEUE],
-                    name=name,
+                    name=tally.name,
                     concurrency=config.workers,
                     update_heartbeat_interval=config.heartbeat.total_seconds(),
                     stalled_worker_timeout=config.stalled_after.total_seconds(),
@@ -212,18 +259,25 @@ def run_worker(engine: Engine, config: SchedulerConfig, dispatcher: Dispatcher, 
                 janitor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await janitor
+                with contextlib.suppress(StoreError):  # else it goes an hour after its last report
+                    engine.store.forget_worker(tally.name)
 
     asyncio.run(work())
 
 
-async def _janitor(app: procrastinate.App, config: SchedulerConfig) -> None:
-    """Put back in the queue the jobs of workers silent for ``stalled_after`` (a retried job runs under a
-    higher attempt, which fences the silent one off); delete finished jobs older than an hour."""
+async def _janitor(app: procrastinate.App, config: SchedulerConfig, store: Store, tally: Tally) -> None:
+    """Report what this worker polled; put back in the queue the jobs of workers silent for
+    ``stalled_after`` (a retried job runs under a higher attempt, which fences the silent one off); delete
+    finished jobs, and the reports of workers gone, older than an hour."""
     manager = app.job_manager
     last_cleanup = 0.0
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(config.heartbeat.total_seconds())
+        try:
+            await asyncio.to_thread(store.report_worker, tally.report())
+        except StoreError:  # the state database away for a moment: the next heartbeat reports again
+            log.warning("could not report this worker's polls to the state database", exc_info=True)
         try:
             stalled = await manager.get_stalled_jobs(
                 queue=QUEUE, seconds_since_heartbeat=config.stalled_after.total_seconds()
@@ -232,6 +286,7 @@ async def _janitor(app: procrastinate.App, config: SchedulerConfig) -> None:
                 await _put_back(app, job)
             if loop.time() - last_cleanup > 60:
                 await manager.delete_old_jobs(nb_hours=KEEP_FINISHED_HOURS, queue=QUEUE, include_failed=True)
+                await asyncio.to_thread(store.forget_silent_workers, timedelta(hours=KEEP_FINISHED_HOURS))
                 last_cleanup = loop.time()
         except Exception:  # the state database away for a moment: the next round tries again
             log.exception("could not look for stalled poll jobs")

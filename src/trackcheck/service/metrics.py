@@ -164,7 +164,9 @@ def _warnings_in(evidence: Any) -> int:
 class QueueCollector(Collector):
     """Backend ``procrastinate``: the poll workers and the queue, read from the state database at each scrape
     (``trackcheck_poll_workers``, ``trackcheck_poll_jobs_due``, ``trackcheck_poll_oldest_due_seconds``: how late
-    the most overdue tick is, the first sign that the workers do not keep up)."""
+    the most overdue tick is, the first sign that the workers do not keep up), and what each worker reported
+    it polled, labelled ``worker`` (``trackcheck_worker_polls_total``, ``_runs_total``, ``_failed_total``:
+    ``rate()`` of them is its throughput; ``trackcheck_worker_polls_last_minute``)."""
 
     def __init__(self, facts: Callable[[], QueueFacts]) -> None:
         self.facts = facts
@@ -195,6 +197,23 @@ class QueueCollector(Collector):
             if facts is not None:
                 family.add_metric([], getattr(facts, value))
             yield family
+        for name, text, value in (
+            ("trackcheck_worker_polls", "Polls a trackcheck worker finished since it started", "polls"),
+            ("trackcheck_worker_runs", "Run stages the polls of a trackcheck worker read", "runs"),
+            ("trackcheck_worker_failed", "Polls of a trackcheck worker that raised an error", "failed"),
+        ):
+            counter = CounterMetricFamily(name, text, labels=["worker"])
+            for report in facts.reports if facts is not None else ():
+                counter.add_metric([report.name], getattr(report, value))
+            yield counter
+        recent = GaugeMetricFamily(
+            "trackcheck_worker_polls_last_minute",
+            "Polls a trackcheck worker finished in the last minute",
+            labels=["worker"],
+        )
+        for report in facts.reports if facts is not None else ():
+            recent.add_metric([report.name], report.last_minute)
+        yield recent
 
 
 class Metrics:

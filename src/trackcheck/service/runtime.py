@@ -58,7 +58,7 @@ class Service:
     def queue(self) -> QueueFacts:
         """Backend ``procrastinate``: the poll workers alive and the jobs waiting (SQLAlchemyError if the
         state database cannot say)."""
-        return queue_facts(self.engine.store.engine, self.config.scheduler.stalled_after)
+        return queue_facts(self.engine.store, self.config.scheduler.stalled_after)
 
     def stop(self) -> None:
         if self.leadership is not None:

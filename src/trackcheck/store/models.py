@@ -252,3 +252,19 @@ class GroupTick(Base):
     tick: Mapped[int] = mapped_column(BigInteger)
     attempt: Mapped[int] = mapped_column(Integer)
     claimed_at: Mapped[datetime]
+
+
+class PollWorker(Base):
+    """A poll worker of the procrastinate backend, as it last said (at each heartbeat): the polls it finished
+    since it started, the run stages they read, the polls that failed, and the polls finished in the last
+    minute (its throughput now). The API processes show it without reaching the worker."""
+
+    __tablename__ = "tc_poll_workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime]
+    polls: Mapped[int] = mapped_column(BigInteger)
+    runs: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    last_minute: Mapped[int] = mapped_column(Integer)

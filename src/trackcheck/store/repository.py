@@ -48,6 +48,7 @@ from trackcheck.store.models import (
     PlanVersion,
     Poll,
     PollerEpoch,
+    PollWorker,
     Run,
     RunStage,
     Schedule,
@@ -533,6 +534,32 @@ class Store:
             return {snap.run_id: snap for snap in found}
 
     # -- fencing (ticks.Claim) -----------------------------------------------------------------------------
+    def report_worker(self, report: PollWorker) -> None:
+        """Write what a poll worker says of itself (``report.name``'s row, created on its first report)."""
+        values = {column.name: getattr(report, column.name) for column in PollWorker.__table__.columns}
+        with self.session(write=True) as s:
+            table = cast(Table, PollWorker.__table__)
+            written = s.execute(update(table).where(table.c.name == report.name).values(**values))
+            if cast(Any, written).rowcount == 0:
+                s.execute(insert(table).values(**values))
+
+    def poll_workers(self, seen_within: timedelta) -> list[PollWorker]:
+        """The poll workers that reported within ``seen_within``, by name."""
+        with self.session() as s:
+            since = utcnow() - seen_within
+            return list(s.scalars(select(PollWorker).where(PollWorker.seen_at > since).order_by(PollWorker.name)))
+
+    def forget_worker(self, name: str) -> None:
+        """A worker that stops deletes its row: the dashboard lists the workers that poll."""
+        with self.session(write=True) as s:
+            s.execute(delete(PollWorker).where(PollWorker.name == name))
+
+    def forget_silent_workers(self, unseen_for: timedelta) -> int:
+        """Delete the rows of the workers silent for ``unseen_for`` (killed: they could not delete theirs)."""
+        with self.session(write=True) as s:
+            gone = s.execute(delete(PollWorker).where(PollWorker.seen_at < utcnow() - unseen_for))
+            return int(cast(Any, gone).rowcount)
+
     def take_epoch(self) -> int:
         """The next epoch of the poller's lease, for a process that just took it. The row is locked until
         the transaction ends, so a former leader's write in progress (which reads it ``FOR SHARE``) ends
