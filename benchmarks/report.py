@@ -52,9 +52,19 @@ def render(
         *([_b3_batch(b3_batch)] if b3_batch is not None else []),
         *([render_b6(b6)] if b6 is not None else []),
         *([_b7(b7)] if b7 is not None else []),
+        B8_POINTER,
         _machine(machine),
     ]
     return "\n\n".join(part.rstrip() for part in parts) + "\n"
+
+
+#: B8 needs workers in processes of their own and a scratch PostgreSQL database per worker count: it is its own
+#: program, run by ``make bench`` right after this report, with its own report
+B8_POINTER = """## B8: scale-out (issue 14)
+
+Poll throughput with 1, 2, 4 and 8 `trackcheck worker` processes against a source that answers in 500 ms:
+measured by `python -m benchmarks.b8_scaleout`, which `make bench` runs right after this report, in
+[SCALEOUT.md](SCALEOUT.md)."""
 
 
 def render_b7_only(plan: str, machine: dict[str, Any], b7: B7Result) -> str:

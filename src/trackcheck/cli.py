@@ -152,7 +152,8 @@ def validate(plans: tuple[str, ...], config_file: str | None) -> None:
         for path in plans:
             plan = load_plan(path, connections=connections, limits=setup.limits)
             chain = " → ".join(stage.name for stage in plan.stages)
-            click.echo(f"{path}: plan {plan.name!r} is valid ({len(plan.stages)} stages: {chain})")
+            count = f"{len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}"
+            click.echo(f"{path}: plan {plan.name!r} is valid ({count}: {chain})")
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -178,6 +178,14 @@ def test_validate_a_good_plan_exits_0_naming_its_stages(quick: dict[str, tuple[W
     assert f"{ws.plan}: plan 'orders-cli' is valid (2 stages: inbox → warehouse)" in result.stdout
 
 
+def test_validate_counts_one_stage_in_the_singular(ws: Workspace) -> None:
+    plan = ws.write_plan("inbox-only.yaml", PLAN[: PLAN.index("  - name: warehouse")])
+
+    result = in_process(ws, "validate", str(plan))
+    assert result.code == 0, result.output
+    assert f"{plan}: plan 'orders-cli' is valid (1 stage: inbox)" in result.stdout
+
+
 def test_a_consistent_run_exits_0_with_progress_lines_and_a_clean_junit_report(
     quick: dict[str, tuple[Workspace, Outcome]],
 ) -> None:
