@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,8 +110,7 @@ class Container:
         self.mounted.mkdir(parents=True, exist_ok=True)
         for name, content in (secrets or {}).items():
             (self.mounted / name).write_text(content, encoding="utf-8")
-        outside = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCHECK_")}
-        outside["TRACKCHECK_MIN_INTERVAL"] = os.environ.get("TRACKCHECK_MIN_INTERVAL", "")
+        outside = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCHECK_")}  # PYTHONPATH, HOME...
         inside = {k: v for k, v in image.env.items() if k != "PATH"}  # PATH: the image's virtualenv
         self.env = {**outside, **inside, **{k: self.mount(v) for k, v in (env or {}).items()}}
         self.argv = as_local([self.mount(part) for part in [*image.entrypoint, *(command or image.cmd)]])
@@ -151,7 +150,7 @@ class Container:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.argv} still runs after {timeout} s:\n{self.text()[-3000:]}") from None
 
-    def health(self, url: str, until: Any, timeout: float = 60) -> httpx.Response:
+    def health(self, url: str, until: Callable[[httpx.Response], bool], timeout: float = 60) -> httpx.Response:
         """GET ``url`` until ``until(response)`` holds; AssertionError with the log if the process exits first."""
         deadline = time.monotonic() + timeout
         last: object = None
