@@ -478,7 +478,7 @@ def worker(
     this one waits on standby. Backend ``procrastinate``: runs poll jobs from the state database's queue,
     as many workers on as many machines as you like; one of them (or of ``serve``) plans them.
     """
-    from trackcheck.scheduling.lease import lease_for
+    from trackcheck.scheduling.lease import Leadership, lease_for
     from trackcheck.service.config import load_config, state_database_url
 
     with _errors():
@@ -499,18 +499,22 @@ def worker(
             _serve_metrics(engine, scheduler, metrics)
         poller = Poller(engine, scheduler, retention=config.retention_policy()).start()
         lease = lease_for(engine.store.engine)
+        # the lease stays watched while the scheduler blocks this thread: lost, the scheduler pauses (its
+        # polls would be refused anyway) until this process takes the lease again
+        leadership = Leadership(lease, poller.lead, poller.follow)
         try:
             if not lease.try_acquire():
                 err.print("another process polls this state database; waiting to take over", highlight=False)
                 while not lease.try_acquire():
                     time.sleep(1)
             err.print(f"polling runs in {mask_url_passwords(url)}; Ctrl-C to stop", highlight=False)
+            leadership.watch()
             poller.run_forever()
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
             poller.shutdown(wait=False)
-            lease.release()
+            leadership.stop()
 
 
 def _serve_metrics(engine: Engine, scheduler: SchedulerConfig, where: tuple[str, int]) -> None:

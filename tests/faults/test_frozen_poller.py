@@ -78,6 +78,9 @@ def test_a_poller_woken_after_another_took_over_writes_nothing(workdir: Path, fe
             one_passed_poll_per_stage(engine, runs)
             assert all(engine.result(run_id).status == "passed" for run_id in runs)
             assert "its remaining writes refused" in first.text()
+            # and it notices that it lost the lease: its scheduler pauses until it can take the lease again
+            first.wait_for("lost the scheduler lease", 15)
+            assert first.alive
         finally:
             for worker in workers:
                 worker.kill()

@@ -181,6 +181,13 @@ class Leadership:
         self._step()  # lead at once when nobody else does: the first poll should not wait a second
         self._thread.start()
 
+    def watch(self) -> None:
+        """Check a lease the caller took and leads under (``trackcheck worker``, whose scheduler blocks its
+        main thread): ``on_lose`` when it is lost (a former leader woken from SIGSTOP, a session the server
+        ended), ``on_lead`` when it is taken again."""
+        self.leading = True
+        self._thread.start()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
