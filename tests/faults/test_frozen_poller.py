@@ -8,8 +8,8 @@ process is woken, its source answer is waiting in its socket and it goes on with
 one of its writes must be refused (fencing, ``store.ticks.Claim``), so that no run gets a second ``passed``
 poll or a second transition. Before fencing, the woken poller wrote a second ``passed`` poll for each run.
 
-PostgreSQL only: on SQLite the lease is a ``flock`` that a stopped process keeps (nobody can take over),
-and MariaDB's named lock behaves as PostgreSQL's advisory lock here.
+On SQLite the lease is a ``flock`` that a stopped process keeps (nobody can take over). On MariaDB the
+server ends a silent leader's lease session by itself (the last scenario).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from tests.faults.workers import WorkerProcess, deliver_all, one_passed_poll_per
 from tests.faults.workload import write_plan
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
-from trackcheck.scheduling.lease import PG_LOCK_KEY
+from trackcheck.scheduling.lease import MARIADB_SILENT_HOLDER_S, PG_LOCK_KEY
 
 RUNS = 10
 
@@ -85,4 +87,45 @@ def test_a_poller_woken_after_another_took_over_writes_nothing(workdir: Path, fe
             for worker in workers:
                 worker.kill()
             state.dispose()
+            engine.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_on_mariadb_a_silent_leader_loses_the_lease_without_help(
+    workdir: Path, feed: Feed, report: Callable[[str], None]
+) -> None:
+    """MariaDB has no keepalive setting a client can ask for: a leader that stops talking (frozen here; a
+    machine cut off is the same to the server) would keep its named lock for wait_timeout's 8 hours. Its
+    lease session asks the server to end it after MARIADB_SILENT_HOLDER_S of silence: the standby takes over
+    on its own, and the woken leader sees that it lost the lease."""
+    plans = write_plan(workdir / "plans", feed, timeout=120)
+    with scratch_database("mariadb", workdir) as db:
+        engine = Engine(db).start()
+        workers: list[WorkerProcess] = []
+        try:
+            plan_id = store_plan(engine, next(plans.glob("*.yaml")).read_text(), "faults.yaml", None)[0]
+            first = WorkerProcess("first", db, workdir)
+            workers.append(first)
+            first.wait_for("polling runs in", 30)
+            standby = WorkerProcess("standby", db, workdir)
+            workers.append(standby)
+            standby.wait_for("another process polls", 30)
+
+            os.killpg(first.process.pid, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            test_ids = [f"silent-{i}" for i in range(RUNS)]
+            deliver_all(feed, test_ids)
+            runs = engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in test_ids])
+            standby.wait_for("polling runs in", MARIADB_SILENT_HOLDER_S + 15)
+            took_over = time.monotonic() - stopped_at
+            wait_passed(engine, runs, 60, standby.text())
+            one_passed_poll_per_stage(engine, runs)
+
+            os.killpg(first.process.pid, signal.SIGCONT)
+            first.wait_for("lost the scheduler lease", 15)
+            assert first.alive
+            report(f"  mariadb: a frozen leader's lease taken over after {took_over:.1f} s")
+        finally:
+            for worker in workers:
+                worker.kill()
             engine.shutdown()

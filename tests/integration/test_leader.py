@@ -5,11 +5,20 @@ from __future__ import annotations
 import threading
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import QueuePool
 
-from trackcheck.scheduling.lease import ConnectionLease, FileLease, Leadership, SoleLease, lease_for
+from trackcheck.scheduling.lease import (
+    MARIADB_SILENT_HOLDER_S,
+    ConnectionLease,
+    FileLease,
+    Leadership,
+    SoleLease,
+    lease_for,
+)
 from trackcheck.store.database import create_state_engine
 
 
@@ -39,6 +48,31 @@ def test_database_lease_is_exclusive_and_dies_with_its_session(backend: str, req
         second.release()
         assert not second.still_held()
     finally:
+        one.dispose()
+        two.dispose()
+
+
+def test_mariadb_ends_a_silent_holders_session_and_a_standbys_pooled_session_is_left_as_it_was(
+    mariadb_url: str,
+) -> None:
+    """The holder's session asks the server to end it after MARIADB_SILENT_HOLDER_S of silence (it checks its
+    lock every second, so only a frozen or cut-off holder is ever silent that long); a standby's session,
+    which did not get the lock, goes back to the pool with the server's own timeout, so the store's pooled
+    sessions are not cut every few seconds."""
+    one, two = create_state_engine(mariadb_url), create_state_engine(mariadb_url)
+    first, second = lease_for(one), lease_for(two)
+    try:
+        assert first.try_acquire()
+        assert isinstance(first, ConnectionLease) and first._connection is not None
+        held = first._connection.execute(text("SELECT @@SESSION.wait_timeout")).scalar()
+        assert held == MARIADB_SILENT_HOLDER_S
+        assert not second.try_acquire()
+        assert cast(QueuePool, two.pool).checkedin() == 1
+        with two.connect() as pooled:  # the pool's one idle session: the standby's
+            session, server = pooled.execute(text("SELECT @@SESSION.wait_timeout, @@GLOBAL.wait_timeout")).one()
+        assert session == server != MARIADB_SILENT_HOLDER_S
+    finally:
+        first.release()
         one.dispose()
         two.dispose()
 

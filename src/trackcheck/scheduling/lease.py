@@ -31,6 +31,9 @@ log = logging.getLogger("trackcheck.leader")
 LOCK_NAME = "trackcheck.scheduler"
 #: the advisory lock key of PostgreSQL: a fixed 63-bit number derived from LOCK_NAME
 PG_LOCK_KEY = 0x7472_6163_6B63_6865
+#: seconds of silence after which MariaDB/MySQL ends the lease holder's session (its lock goes with it);
+#: PostgreSQL's sessions have keepalives instead (``store.database.PG_DEAD_PEER_OPTIONS``)
+MARIADB_SILENT_HOLDER_S = 10
 
 
 class Lease(Protocol):
@@ -82,12 +85,24 @@ class FileLease:
 class ConnectionLease:
     """A lock owned by one database session; if the session dies, the server releases the lock."""
 
-    def __init__(self, engine: Engine, acquire: str, check: str, unlock: str, **params: object) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        acquire: str,
+        check: str,
+        unlock: str,
+        *,
+        session: tuple[str, str] | None = None,
+        **params: object,
+    ) -> None:
         self.engine = engine
         self._sql = tuple(
             text(sql).bindparams(**{k: v for k, v in params.items() if f":{k}" in sql})
             for sql in (acquire, check, unlock)
         )
+        #: a setting of the holder's session (``lease_for``: MariaDB's silent holders), and what undoes it when
+        #: the lock was not had and the session goes back to the pool
+        self._session = (text(session[0]), text(session[1])) if session is not None else None
         self._connection: Connection | None = None
 
     def try_acquire(self) -> bool:
@@ -97,9 +112,14 @@ class ConnectionLease:
             log.warning("cannot reach the state database to take the scheduler lease: %s", type(exc).__name__)
             return False
         try:
+            if self._session is not None:
+                connection.execute(self._session[0])
             got = connection.execute(self._sql[0]).scalar()
+            if not got and self._session is not None:
+                connection.execute(self._session[1])
             connection.commit()
         except SQLAlchemyError:
+            connection.invalidate()  # in an unknown state: never back to the pool
             connection.close()
             return False
         if not got:
@@ -151,12 +171,19 @@ def lease_for(engine: Engine) -> Lease:
             f"SELECT pg_advisory_unlock({PG_LOCK_KEY})",
         )
     if backend in ("mysql", "mariadb"):
-        # named locks are server-wide: the database name keeps two deployments on one server apart
+        # named locks are server-wide: the database name keeps two deployments on one server apart. A holder
+        # checks its lock every second; one that stops talking (frozen, or its machine cut off: no FIN is sent)
+        # has its session ended by the server after MARIADB_SILENT_HOLDER_S, and the lock with it, where the
+        # defaults (wait_timeout 8 h, the system's TCP keepalive 2 h) would leave the deployment without a poller
         return ConnectionLease(
             engine,
             "SELECT GET_LOCK(:name, 0)",
             "SELECT IS_USED_LOCK(:name) = CONNECTION_ID()",
             "SELECT RELEASE_LOCK(:name)",
+            session=(
+                f"SET SESSION wait_timeout = {MARIADB_SILENT_HOLDER_S}",
+                "SET SESSION wait_timeout = @@GLOBAL.wait_timeout",
+            ),
             name=f"{LOCK_NAME}:{engine.url.database}"[:64],
         )
     return SoleLease()
