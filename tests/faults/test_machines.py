@@ -26,7 +26,13 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import Feed, ThrowawayPostgres
-from tests.faults.workers import WorkerProcess, deliver_all, one_passed_poll_per_stage, wait_passed
+from tests.faults.workers import (
+    WorkerProcess,
+    deliver_all,
+    one_passed_poll_per_stage,
+    reads_per_tick,
+    wait_passed,
+)
 from tests.faults.workload import PLAN
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
@@ -130,6 +136,8 @@ def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(w
             wait_passed(engine, runs, 60, first.text() + second.text())
             one_passed_poll_per_stage(engine, runs)
             assert "Starting job" in first.text() and "Starting job" in second.text(), "both machines polled"
+            reads, reread = reads_per_tick(feed)  # counted at the source: each tick's chunk read once
+            assert reads >= 2 * PLANS and reread == 0, (reads, reread)
 
             # machine one is cut off in the middle of a poll: machine two takes the job over
             feed.hold()
@@ -149,6 +157,7 @@ def test_workers_on_two_machines_share_the_polls_and_one_cut_off_loses_nothing(w
             one.cut(off=False)
             time.sleep(4)  # machine one goes on with what it was doing, then writes: refused if stale
             one_passed_poll_per_stage(engine, held)
+            reads_per_tick(feed)  # nothing read twice under one claim, across both machines
             # the runs' second stage needed a planner: the server ended the silent one's lease session
             assert "now runs the polling scheduler" in second.text()
             assert took < 25, f"machine two finished the runs {took:.1f} s after machine one was cut off"
