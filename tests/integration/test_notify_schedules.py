@@ -18,7 +18,7 @@ from trackcheck.foreground import wait_for
 from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.service import schedules
 from trackcheck.service.notify import SIGNATURE_HEADER, Notifier
-from trackcheck.store.repository import utcnow
+from trackcheck.store.repository import aware, utcnow
 from trackcheck.testing import MemorySource
 
 PLAN = """
@@ -131,3 +131,79 @@ def test_bad_schedules_are_refused_and_nothing_is_stored(
     with pytest.raises(ParamError, match="test_id"):
         schedules.add_schedule(poller, "hooked", "10 2 * * *", {})
     assert engine.store.schedules() == []
+
+
+def test_a_schedule_carries_expect_interval_and_timeout_into_the_runs_it_fires(
+    engine: Engine, poller: Poller, server: HttpTestServer
+) -> None:
+    store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
+    expect = [{"event_id": "e9", "event": "purchase"}]
+    schedule = schedules.add_schedule(
+        poller, "hooked", "10 2 * * *", {"test_id": "n1"}, expect=expect, interval="2s", timeout="5m"
+    )
+    schedules.fire(schedule.id)
+    stored = engine.store.schedule(schedule.id)
+    assert stored is not None and stored.last_run_id is not None and stored.last_error is None
+    run = engine.store.run(stored.last_run_id)
+    assert run.expect == expect
+    assert run.overrides == {"interval": 2.0, "timeout": 300.0}
+
+
+def test_a_schedule_is_edited_and_paused_and_its_job_follows(
+    engine: Engine, poller: Poller, server: HttpTestServer
+) -> None:
+    store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
+    schedule = schedules.add_schedule(poller, "hooked", "10 2 * * *", {"test_id": "a"})
+
+    edited = schedules.replace_schedule(poller, schedule.id, "hooked", "30 4 * * 1", {"test_id": "b"}, timeout="1h")
+    assert edited is not None
+    stored = engine.store.schedule(schedule.id)
+    assert stored is not None and (stored.cron, stored.params, stored.overrides) == (
+        "30 4 * * 1",
+        {"test_id": "b"},
+        {"timeout": 3600.0},
+    )
+    assert aware(stored.created_at) == schedule.created_at
+    assert "04:30:00" in str(schedules.next_run_time(poller, schedule.id))
+
+    assert schedules.pause_schedule(poller, schedule.id, True) is not None
+    assert schedules.next_run_time(poller, schedule.id) is None  # its job stays, without a next run
+    schedules.fire(schedule.id)  # a firing that was already due does nothing either
+    stored = engine.store.schedule(schedule.id)
+    assert stored is not None and stored.paused and stored.last_run_id is None
+    assert schedules.pause_schedule(poller, schedule.id, False) is not None
+    assert "04:30:00" in str(schedules.next_run_time(poller, schedule.id))
+
+    assert schedules.replace_schedule(poller, "no-such-id", "hooked", "30 4 * * 1", {"test_id": "b"}) is None
+    assert schedules.pause_schedule(poller, "no-such-id", True) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "needle"),
+    [
+        ({"cron": "61 * * * *"}, PlanError, "cron"),
+        ({"params": {"test_id": "x", "region": "eu"}}, ParamError, "region"),
+        ({"expect": [{"event": "view"}]}, ParamError, "event_id"),
+        ({"interval": "soon"}, PlanError, "interval"),
+        ({"timeout": "0s"}, PlanError, "timeout"),
+    ],
+)
+def test_an_edit_that_could_only_fail_when_fired_is_refused_and_changes_nothing(
+    engine: Engine,
+    poller: Poller,
+    server: HttpTestServer,
+    change: dict[str, object],
+    error: type[Exception],
+    needle: str,
+) -> None:
+    store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
+    schedule = schedules.add_schedule(poller, "hooked", "10 2 * * *", {"test_id": "a"}, interval="1s")
+    edit: dict[str, object] = {"cron": "10 2 * * *", "params": {"test_id": "z"}, **change}
+    with pytest.raises(error, match=needle):
+        schedules.replace_schedule(poller, schedule.id, "hooked", **edit)  # type: ignore[arg-type]
+    stored = engine.store.schedule(schedule.id)
+    assert stored is not None and (stored.cron, stored.params, stored.overrides) == (
+        "10 2 * * *",
+        {"test_id": "a"},
+        {"interval": 1.0},
+    )

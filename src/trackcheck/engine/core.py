@@ -288,6 +288,13 @@ class Engine:
         """
         return self._start(plan_id, [RunRequest(params, expect, overrides)], indexed=False)[0]
 
+    def check(self, plan_id: int, request: RunRequest) -> None:
+        """ParamError if ``submit`` would refuse ``request`` (its parameters, its expected events); nothing is
+        stored. A schedule's request is checked when the schedule is saved, not first when it fires."""
+        plan = self.plan(plan_id)
+        resolve_params(plan, request.params)
+        check_expect(plan, list(request.expect) if request.expect is not None else list(plan.expect))
+
     def submit_many(self, plan_id: int, runs: Sequence[RunRequest]) -> list[str]:
         """Validate many runs of one plan version and start them all; their ids, in order.
 

@@ -1,7 +1,9 @@
 """Recurring runs of a plan on a cron expression (e.g. reconcile yesterday's counts at 02:10 every day).
 
-A schedule is a row of ``tc_schedules`` (plan, cron, parameters as JSON) and an APScheduler cron job
-``schedule:<id>`` in the persistent job store whose only argument is the id: no user data is pickled. Any
+A schedule is a row of ``tc_schedules`` (plan, cron, and the run request each firing submits: parameters,
+expected events, interval and timeout, as JSON) and an APScheduler cron job ``schedule:<id>`` in the
+persistent job store whose only argument is the id: no user data is pickled. A paused schedule's job stays,
+paused (no next run time). Any
 worker can add one (its scheduler is paused but writes to the shared store); the leader fires it.
 """
 
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.jobstores.base import JobLookupError
 from sqlalchemy.exc import SQLAlchemyError
 
+from trackcheck.engine.core import RunRequest
 from trackcheck.errors import PlanError, StoreError, TrackcheckError
-from trackcheck.loader import resolve_params
+from trackcheck.foreground import overrides_from
 from trackcheck.plan.cron import check_cron
 from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL
@@ -60,29 +63,113 @@ def parse_cron(expression: str) -> CronTrigger:
         raise PlanError(f"not a cron expression ({exc}); e.g. '10 2 * * *' for 02:10 UTC daily", field="cron") from None
 
 
-def add_schedule(poller: Poller, plan_name: str, cron: str, params: dict[str, Any]) -> Schedule:
-    """Validate and store a schedule and its job; PlanError/ParamError on bad input, nothing stored then."""
+def _checked(
+    poller: Poller,
+    plan_name: str,
+    cron: str,
+    params: dict[str, Any],
+    expect: list[dict[str, Any]] | None,
+    interval: str | float | None,
+    timeout: str | float | None,
+) -> tuple[CronTrigger, dict[str, float] | None]:
+    """The trigger and the runs' overrides once everything a firing would need is valid: PlanError naming
+    ``cron``, the plan, ``interval`` or ``timeout``, ParamError naming a parameter or ``expect``. A schedule
+    that could only fail when it fires is refused when it is saved."""
     engine = poller.engine
     trigger = parse_cron(cron)
     version = engine.store.latest_plan(plan_name)
     if version is None:
         raise PlanError("no such plan", plan=plan_name)
-    resolve_params(engine.plan(version.id), params)
-    schedule = Schedule(id=uuid.uuid4().hex, plan_name=plan_name, cron=cron, params=dict(params), created_at=utcnow())
-    engine.store.add_schedule(schedule)
-    assert poller.scheduler is not None
+    engine.check(version.id, RunRequest(params, expect))
+    overrides = overrides_from(interval, timeout, limits=engine.setup.limits)
+    return trigger, overrides or None
+
+
+def add_schedule(
+    poller: Poller,
+    plan_name: str,
+    cron: str,
+    params: dict[str, Any],
+    *,
+    expect: list[dict[str, Any]] | None = None,
+    interval: str | float | None = None,
+    timeout: str | float | None = None,
+    paused: bool = False,
+) -> Schedule:
+    """Validate and store a schedule and its job: each firing submits a run of the plan's latest version with
+    ``params``, ``expect`` (None: the plan's), ``interval`` and ``timeout`` (None: the plan's), as a run
+    request would. PlanError/ParamError on bad input, nothing stored then."""
+    trigger, overrides = _checked(poller, plan_name, cron, params, expect, interval, timeout)
+    schedule = Schedule(
+        id=uuid.uuid4().hex,
+        plan_name=plan_name,
+        cron=cron,
+        params=dict(params),
+        expect=expect,
+        overrides=overrides,
+        paused=paused,
+        created_at=utcnow(),
+    )
+    poller.engine.store.add_schedule(schedule)
     try:
-        with _job_store():
-            poller.scheduler.add_job(
-                FIRE, trigger, args=[schedule.id], id=f"schedule:{schedule.id}", replace_existing=True, executor=CONTROL
-            )
+        _put_job(poller, schedule, trigger)
     except Exception:
-        engine.store.delete_schedule(schedule.id)
+        poller.engine.store.delete_schedule(schedule.id)
         raise
     return schedule
 
 
+def replace_schedule(
+    poller: Poller,
+    schedule_id: str,
+    plan_name: str,
+    cron: str,
+    params: dict[str, Any],
+    *,
+    expect: list[dict[str, Any]] | None = None,
+    interval: str | float | None = None,
+    timeout: str | float | None = None,
+    paused: bool = False,
+) -> Schedule | None:
+    """Edit a schedule: all of it, validated as ``add_schedule`` does (nothing changes on bad input); its job
+    follows the new cron and pause. None when there is no such schedule."""
+    trigger, overrides = _checked(poller, plan_name, cron, params, expect, interval, timeout)
+    store = poller.engine.store
+    schedule = store.schedule(schedule_id)
+    if schedule is None:
+        return None
+    schedule.plan_name, schedule.cron, schedule.params = plan_name, cron, dict(params)
+    schedule.expect, schedule.overrides, schedule.paused = expect, overrides, paused
+    if not store.replace_schedule(schedule):
+        return None
+    _put_job(poller, schedule, trigger)
+    return schedule
+
+
+def pause_schedule(poller: Poller, schedule_id: str, paused: bool) -> Schedule | None:
+    """Stop firing a schedule (``paused``) or start again, without touching the rest; None if there is none."""
+    schedule = poller.engine.store.schedule(schedule_id)
+    if schedule is None:
+        return None
+    schedule.paused = paused
+    if not poller.engine.store.replace_schedule(schedule):
+        return None
+    _put_job(poller, schedule, parse_cron(schedule.cron))
+    return schedule
+
+
+def _put_job(poller: Poller, schedule: Schedule, trigger: CronTrigger) -> None:
+    """The schedule's job in the shared job store, with its trigger, paused (no next run time) or not."""
+    assert poller.scheduler is not None
+    job_id = f"schedule:{schedule.id}"
+    with _job_store():
+        poller.scheduler.add_job(FIRE, trigger, args=[schedule.id], id=job_id, replace_existing=True, executor=CONTROL)
+        if schedule.paused:
+            poller.scheduler.pause_job(job_id)
+
+
 def next_run_time(poller: Poller, schedule_id: str) -> str | None:
+    """When the schedule fires next (ISO 8601); None when it is paused or has no job."""
     with _job_store():
         job = poller.scheduler.get_job(f"schedule:{schedule_id}") if poller.scheduler is not None else None
     when = getattr(job, "next_run_time", None)
@@ -100,13 +187,13 @@ def fire(schedule_id: str) -> None:
     """Job entry point: start a run of the schedule's plan (its latest version) with its parameters."""
     engine = jobs.bound()
     schedule = engine.store.schedule(schedule_id)
-    if schedule is None:
+    if schedule is None or schedule.paused:
         return
     version = engine.store.latest_plan(schedule.plan_name)
     try:
         if version is None:
             raise PlanError("the plan of this schedule was deleted", plan=schedule.plan_name)
-        run_id = engine.submit(version.id, dict(schedule.params))
+        run_id = engine.submit(version.id, dict(schedule.params), schedule.expect, schedule.overrides)
     except TrackcheckError as exc:
         log.error("schedule %s could not start a run: %s", schedule_id, exc)
         engine.store.schedule_fired(schedule_id, None, str(exc))

@@ -158,6 +158,12 @@ class Schedule(Base):
     created_at: Mapped[datetime]
     last_run_id: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: the runs' expected events (None: the plan's), as a run request gives them
+    expect: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    #: the runs' ``interval``/``timeout`` in seconds (``foreground.overrides_from``; None: the plan's)
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: kept with its job, but not fired
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Connection(Base):

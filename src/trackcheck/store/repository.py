@@ -401,6 +401,20 @@ class Store:
             s.add(schedule)
         return schedule
 
+    def replace_schedule(self, schedule: Schedule) -> bool:
+        """Write ``schedule`` over its row (all but its id, creation and last firing); False if there is none."""
+        values = {
+            "plan_name": schedule.plan_name,
+            "cron": schedule.cron,
+            "params": schedule.params,
+            "expect": schedule.expect,
+            "overrides": schedule.overrides,
+            "paused": schedule.paused,
+        }
+        with self.session(write=True) as s:
+            written = s.execute(update(Schedule).where(Schedule.id == schedule.id).values(**values))
+            return bool(cast(Any, written).rowcount)
+
     def schedules(self) -> list[Schedule]:
         with self.session() as s:
             return list(s.scalars(select(Schedule).order_by(Schedule.created_at, Schedule.id)))
