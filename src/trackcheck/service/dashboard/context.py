@@ -23,6 +23,7 @@ from trackcheck.service.dashboard.formatting import format_cell, params_text
 from trackcheck.service.validation import MAX_OFFSET
 from trackcheck.states import RunStatus
 from trackcheck.store.database import describe_db_error
+from trackcheck.store.history import ParamQuery
 from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Snapshot
 from trackcheck.store.repository import aware, utcnow
 
@@ -53,7 +54,8 @@ class RunRow:
         return (end - start).total_seconds() if start else None
 
 
-def _filters() -> tuple[str, str, int]:
+def _filters() -> tuple[str, str, int, ParamQuery | None]:
+    """The runs list's filters from the query string; a ``param`` search that cannot be read is a 400."""
     plan = request.args.get("plan", "").strip()
     status = request.args.get("status", "").strip()
     if status not in RUN_STATUSES:
@@ -62,14 +64,19 @@ def _filters() -> tuple[str, str, int]:
         page = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page = 1
-    return plan, status, page
+    param = request.args.get("param", "")
+    try:
+        query = ParamQuery.parse(param) if param.strip() else None
+    except ValueError as exc:
+        abort(400, f"Search by parameter (param): {exc}.")
+    return plan, status, page, query
 
 
 def runs_context() -> dict[str, Any]:
-    plan, status, page = _filters()
+    plan, status, page, query = _filters()
     store = current_service().engine.store
     runs, total = store.list_runs(
-        plan=plan or None, status=status or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        plan=plan or None, status=status or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, param=query
     )
     stages = store.stages_of([r.id for r in runs])
     rows = [RunRow(run, stages.get(run.id, []), params_text(run.params)) for run in runs]
@@ -84,6 +91,7 @@ def runs_context() -> dict[str, Any]:
         "last": (page - 1) * PAGE_SIZE + len(rows),
         "plan": plan,
         "status": status,
+        "param": request.args.get("param", "").strip() if query else "",
         "refresh_ms": LIVE_MS if running else IDLE_MS,
         "running": running,
         "now": utcnow(),
