@@ -138,6 +138,18 @@ def test_failing_since_is_the_first_run_that_did_not_pass_after_the_last_passed_
     assert "checkout" not in failing_streaks(store)
 
 
+def test_a_plan_that_never_passed_fails_since_its_first_run(store: Store) -> None:
+    runs = Runs(store)
+    first = runs.add("checkout", "error")
+    runs.add("checkout", "cancelled")
+    latest = runs.add("checkout", "failed")
+
+    streak = failing_streaks(store)["checkout"]
+
+    assert (streak.first.id, streak.count, [run.id for run in streak.latest]) == (first, 2, [latest, first])
+    assert failing_streaks(store, ["signup"]) == {}
+
+
 def test_a_long_streak_lists_its_newest_runs_and_still_knows_its_first(store: Store) -> None:
     runs = Runs(store)
     runs.add("checkout", "passed")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, exists, func, literal_column, or_, select, text
+from sqlalchemy import Text, and_, exists, func, literal_column, or_, select, text
 from sqlalchemy import cast as sql_cast
 
 from trackcheck.states import RunStatus
@@ -195,14 +195,20 @@ def failing_streaks(store: Store, plans: list[str] | None = None, show: int = 10
     """Each plan's current streak, by plan name (``plans``: only those; None: every plan): the runs that
     did not pass (failed or error) since its last passed run, or since its first run if none passed.
     Running and cancelled runs neither break nor extend a streak; a plan whose latest ended verdict is
-    ``passed`` has none. One query: per plan, the ``show`` newest runs of the streak, its first run and
-    its length, by window functions over the streak's runs only."""
-    passed = select(Run.plan_name, func.max(Run.created_at).label("at")).where(Run.status == RunStatus.PASSED)
+    ``passed`` has none.
+
+    Two queries: when each plan last passed (one row per plan), then per plan the ``show`` newest runs of
+    its streak, its first run and its length, by window functions over the streak's runs only. Joined in
+    one statement instead, PostgreSQL without fresh statistics (a bulk of runs just written) chose to
+    aggregate the passed runs again for each failed one: 2 s instead of 10 ms over 50,000 runs.
+    """
+    passed = select(Run.plan_name, func.max(Run.created_at)).where(Run.status == RunStatus.PASSED)
     if plans is not None:
         passed = passed.where(Run.plan_name.in_(plans))
-    last_passed = passed.group_by(Run.plan_name).subquery("last_passed")
-    streak = (
-        select(
+    with store.session() as s:
+        last_passed: dict[str, datetime] = {plan: at for plan, at in s.execute(passed.group_by(Run.plan_name))}
+        since = [and_(Run.plan_name == plan, Run.created_at > at) for plan, at in last_passed.items()]
+        streak = select(
             Run.id,
             Run.plan_name,
             Run.status,
@@ -213,26 +219,18 @@ def failing_streaks(store: Store, plans: list[str] | None = None, show: int = 10
             .label("newest"),
             func.row_number().over(partition_by=Run.plan_name, order_by=(Run.created_at, Run.id)).label("oldest"),
             func.count().over(partition_by=Run.plan_name).label("total"),
-        )
-        .outerjoin(last_passed, last_passed.c.plan_name == Run.plan_name)
-        .where(
-            Run.status.in_(NOT_PASSED),
-            or_(last_passed.c.at.is_(None), Run.created_at > last_passed.c.at),
-        )
-    )
-    if plans is not None:
-        streak = streak.where(Run.plan_name.in_(plans))
-    ranked = streak.subquery("streak")
-    query = select(ranked).where(or_(ranked.c.newest <= show, ranked.c.oldest == 1)).order_by(ranked.c.newest)
-    with store.session() as s:
+        ).where(Run.status.in_(NOT_PASSED), or_(Run.plan_name.not_in(list(last_passed)), *since))
+        if plans is not None:
+            streak = streak.where(Run.plan_name.in_(plans))
+        ranked = streak.subquery("streak")
+        query = select(ranked).where(or_(ranked.c.newest <= show, ranked.c.oldest == 1)).order_by(ranked.c.newest)
         rows = list(s.execute(query))
-    found: dict[str, Streak] = {}
+    latest: dict[str, list[RunSummary]] = {}
+    first: dict[str, tuple[RunSummary, int]] = {}
     for row in rows:
         run = _summary(row)
-        current = found.get(row.plan_name) or Streak(row.plan_name, run, row.total, [])
-        if row.oldest == 1:
-            current = Streak(row.plan_name, run, row.total, current.latest)
         if row.newest <= show:
-            current.latest.append(run)
-        found[row.plan_name] = current
-    return found
+            latest.setdefault(row.plan_name, []).append(run)
+        if row.oldest == 1:
+            first[row.plan_name] = (run, row.total)
+    return {plan: Streak(plan, run, total, latest.get(plan, [])) for plan, (run, total) in first.items()}

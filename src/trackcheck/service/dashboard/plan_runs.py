@@ -44,7 +44,7 @@ def streaks(store: Store, plans: list[str] | None = None) -> dict[str, Streak]:
 
 
 def plan_runs_context(store: Store, name: str) -> dict[str, Any]:
-    """The grid, the streak and the trends of plan ``name``: three queries whatever its number of runs."""
+    """The grid, the streak and the trends of plan ``name``: four queries whatever its number of runs."""
     history = plan_grid(store, name, TREND_RUNS)
     shown = history.runs[-GRID_RUNS:]
     grid = Grid(runs=shown, stages=history.stages, cells=history.cells)
