@@ -174,6 +174,10 @@ def test_a_long_streak_lists_its_newest_runs_and_still_knows_its_first(store: St
         ("%", []),  # no wildcard: LIKE is never used
         ("test_id=%", []),
         ("tëst-ü", ["d"]),
+        ("test_id=tëst-ü", ["d"]),
+        ("🦆", ["f"]),  # beyond the BMP: MariaDB compares it as utf8mb4, no collation error
+        ("label=🦆", ["f"]),
+        ("region=🦆", []),
         ("x'); DROP TABLE tc_runs; --", ["e"]),
         ("nobody=t-42", []),
     ],
@@ -186,6 +190,7 @@ def test_runs_are_found_by_a_parameter_value(store: Store, query: str, found: li
         "c": runs.add("signup", "passed", {"test_id": "t-44", "region": "t-42"}),
         "d": runs.add("signup", "passed", {"test_id": "tëst-ü", "batch": "7"}),
         "e": runs.add("signup", "passed", {"test_id": "x'); DROP TABLE tc_runs; --"}),
+        "f": runs.add("signup", "passed", {"label": "🦆"}),
     }
     names = {run_id: name for name, run_id in named.items()}
 
@@ -193,7 +198,7 @@ def test_runs_are_found_by_a_parameter_value(store: Store, query: str, found: li
 
     assert sorted(names[run.id] for run in runs_found) == found
     assert total == len(found)
-    assert store.list_runs(limit=50)[1] == 5  # the table is intact
+    assert store.list_runs(limit=50)[1] == 6  # the table is intact
 
 
 def test_a_parameter_search_combines_with_the_filters_and_pages(store: Store) -> None:

@@ -98,6 +98,7 @@ def masked_plan_text(version: PlanVersion) -> str:
 
 @bp.get("/plans")
 def plans() -> ResponseReturnValue:
+    """The plans, each with since when it fails (and for which parameters) if its latest verdict did not pass."""
     engine = current_service().engine
     items = []
     for version in engine.store.latest_plans():
@@ -106,7 +107,7 @@ def plans() -> ResponseReturnValue:
         except TrackcheckError:
             plan = None
         items.append((version, plan))
-    streaks = plan_runs.streaks(engine.store)
+    streaks = plan_runs.streaks(engine.store, [version.name for version, _ in items])
     failing = {name: plan_runs.failing_runs(streak) for name, streak in streaks.items()}
     return render_template("dashboard/plans.html", items=items, streaks=streaks, failing=failing)
 
