@@ -272,6 +272,13 @@ class Trend:
         return self.height - self.bottom
 
 
+def _quarters_ceiling(value: float) -> float:
+    """The smallest 1, 2, 4 or 8 times a power of ten at least ``value``: its quarters (a trend's four grid
+    lines) are round numbers too."""
+    exponent = math.floor(math.log10(value))
+    return next(float(step * 10**exponent) for step in (1, 2, 4, 8, 10) if step * 10**exponent >= value)
+
+
 #: line styles of a trend chart (``.trend__line--N`` in dashboard.css); more series reuse them in turn
 TREND_STYLES = 6
 
@@ -288,7 +295,7 @@ def trend_chart(
     """Lay out a line per entry of ``lines`` (a value per run of ``run_ids``, oldest first, None where the
     run has none) on a shared y axis from 0 to ``top`` (default: a round ceiling of the largest value)."""
     values = [v for series in lines.values() for v in series if v is not None]
-    high = top if top is not None else _nice_ceiling(max([*values, 0.0]) or 1.0)
+    high = top if top is not None else _quarters_ceiling(max([*values, 0.0]) or 1.0)
     chart = Trend(title=title, summary=summary, series=[], ticks=[], runs=len(run_ids))
     x0, x1 = chart.left, chart.width - chart.right
     y0, y1 = chart.top, chart.bottom_y
