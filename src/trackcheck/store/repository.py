@@ -42,6 +42,7 @@ from trackcheck.errors import RunNotFound, StoreError, Superseded
 from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.states import RUN_ENDED, RunStatus, StageStatus
 from trackcheck.store.database import create_state_engine, describe_db_error, is_data_error, migrate
+from trackcheck.store.history import ParamQuery
 from trackcheck.store.models import (
     GroupTick,
     LoginSession,
@@ -347,14 +348,22 @@ class Store:
             return {snap.stage_idx: snap for snap in s.scalars(select(Snapshot).where(Snapshot.run_id == run_id))}
 
     def list_runs(
-        self, plan: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        plan: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        param: ParamQuery | None = None,
     ) -> tuple[list[Run], int]:
-        """Runs newest first, filtered, with the total count for pagination."""
+        """Runs newest first, filtered (``param``: the runs with that parameter value), with the total count
+        for pagination."""
         query = select(Run)
         if plan:
             query = query.where(Run.plan_name == plan)
         if status:
             query = query.where(Run.status == status)
+        if param is not None:
+            query = query.where(param.condition(self.open().dialect))
         with self.session() as s:
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
             runs = s.scalars(query.order_by(Run.created_at.desc(), Run.id).limit(limit).offset(offset))

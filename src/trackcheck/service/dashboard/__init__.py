@@ -12,7 +12,8 @@ token, so every gunicorn worker agrees on it and rotating the token logs everyon
 
 One blueprint, ``bp`` (``blueprint.py``, with the headers and error pages), gets its routes from ``login``
 (the token login and the cross-site check), ``pages``, ``forms`` (the start-a-run form) and ``connections``;
-``context`` builds what the run pages show, ``charts`` the latency chart, ``formatting`` the Jinja filters.
+``context`` builds what the run pages show, ``plan_runs`` what the plan page shows of the plan's runs (the
+grid, failing since, the trends), ``charts`` lays out the charts, ``formatting`` has the Jinja filters.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ the arrival latency per stage, and the arrival of each event per stage."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trackcheck.compare.latency import percentile, span
@@ -111,8 +112,8 @@ class Arrival:
     ticks: list[tuple[float, str]] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
     bounds: list[Marker] = field(default_factory=list)
-    width: int = 720
-    height: int = 190
+    width: int = 960
+    height: int = 280
     left: int = 56
     right: int = 24
     top: int = 40
@@ -224,4 +225,100 @@ def arrival_chart(
     for marker in chart.markers:
         flip = marker.x > x0 + (x1 - x0) * 0.7
         marker.anchor, marker.label_x = ("end", marker.x - 4) if flip else ("start", marker.x + 4)
+    return chart
+
+
+# -- trends over a plan's runs -----------------------------------------------------------------------------
+@dataclass
+class Point:
+    """One value of a trend: where it is drawn, and what it says (its tooltip and accessible text)."""
+
+    x: float
+    y: float
+    label: str
+    run_id: str
+
+
+@dataclass
+class Series:
+    """One line of a trend chart (a stage's durations, or the pass rate): its points, split into segments
+    where a run has no value (the line is not drawn across a gap)."""
+
+    name: str
+    points: list[Point]
+    segments: list[str]
+    #: which of the chart's line styles draws it (colour and dash, so lines differ without colour too)
+    style: int = 0
+
+
+@dataclass
+class Trend:
+    """A line chart over a plan's last runs, oldest left: ``series`` laid out, the y axis's ``ticks``."""
+
+    title: str
+    summary: str
+    series: list[Series]
+    ticks: list[tuple[float, str]]
+    runs: int
+    width: int = 960
+    height: int = 220
+    left: int = 64
+    right: int = 16
+    top: int = 12
+    bottom: int = 28
+
+    @property
+    def bottom_y(self) -> int:
+        return self.height - self.bottom
+
+
+def _quarters_ceiling(value: float) -> float:
+    """The smallest 1, 2, 4 or 8 times a power of ten at least ``value``: its quarters (a trend's four grid
+    lines) are round numbers too."""
+    exponent = math.floor(math.log10(value))
+    return next(float(step * 10**exponent) for step in (1, 2, 4, 8, 10) if step * 10**exponent >= value)
+
+
+#: line styles of a trend chart (``.trend__line--N`` in dashboard.css); more series reuse them in turn
+TREND_STYLES = 6
+
+
+def trend_chart(
+    title: str,
+    run_ids: list[str],
+    lines: dict[str, list[float | None]],
+    *,
+    top: float | None = None,
+    label: Callable[[float], str] = span,
+    summary: str = "",
+) -> Trend:
+    """Lay out a line per entry of ``lines`` (a value per run of ``run_ids``, oldest first, None where the
+    run has none) on a shared y axis from 0 to ``top`` (default: a round ceiling of the largest value)."""
+    values = [v for series in lines.values() for v in series if v is not None]
+    high = top if top is not None else _quarters_ceiling(max([*values, 0.0]) or 1.0)
+    chart = Trend(title=title, summary=summary, series=[], ticks=[], runs=len(run_ids))
+    x0, x1 = chart.left, chart.width - chart.right
+    y0, y1 = chart.top, chart.bottom_y
+    step = (x1 - x0) / max(1, len(run_ids) - 1)
+
+    def y(value: float) -> float:
+        return y1 - (y1 - y0) * value / high
+
+    chart.ticks = [(y(high * i / 4), label(high * i / 4)) for i in range(5)]
+    for style, (name, series) in enumerate(lines.items()):
+        points: list[Point] = []
+        segments: list[str] = []
+        current: list[str] = []
+        for index, (run_id, value) in enumerate(zip(run_ids, series, strict=True)):
+            if value is None:
+                if current:
+                    segments.append(" ".join(current))
+                current = []
+                continue
+            point = Point(x0 + step * index if len(run_ids) > 1 else (x0 + x1) / 2, y(value), label(value), run_id)
+            points.append(point)
+            current.append(f"{point.x:.1f},{point.y:.1f}")
+        if current:
+            segments.append(" ".join(current))
+        chart.series.append(Series(name, points, segments, style % TREND_STYLES))
     return chart

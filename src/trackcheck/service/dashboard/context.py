@@ -3,8 +3,9 @@ stages, polls, evidence and snapshots. A page and its htmx fragment render the s
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -12,10 +13,10 @@ from flask import abort, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from trackcheck.compare.latency import measure
-from trackcheck.compare.values import as_instant
+from trackcheck.compare.values import as_instant, display_key
 from trackcheck.engine.result import EVIDENCE
 from trackcheck.errors import RunNotFound, StoreError, TrackcheckError
-from trackcheck.plan.model import Plan
+from trackcheck.plan.model import Plan, StageSpec
 from trackcheck.scheduling.distributed import QueueFacts
 from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.charts import Arrival, arrival_chart, latency_chart
@@ -23,6 +24,7 @@ from trackcheck.service.dashboard.formatting import format_cell, params_text
 from trackcheck.service.validation import MAX_OFFSET
 from trackcheck.states import RunStatus
 from trackcheck.store.database import describe_db_error
+from trackcheck.store.history import ParamQuery
 from trackcheck.store.models import PlanVersion, Poll, Run, RunStage, Snapshot
 from trackcheck.store.repository import aware, utcnow
 
@@ -53,7 +55,8 @@ class RunRow:
         return (end - start).total_seconds() if start else None
 
 
-def _filters() -> tuple[str, str, int]:
+def _filters() -> tuple[str, str, int, ParamQuery | None]:
+    """The runs list's filters from the query string; a ``param`` search that cannot be read is a 400."""
     plan = request.args.get("plan", "").strip()
     status = request.args.get("status", "").strip()
     if status not in RUN_STATUSES:
@@ -62,14 +65,19 @@ def _filters() -> tuple[str, str, int]:
         page = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page = 1
-    return plan, status, page
+    param = request.args.get("param", "")
+    try:
+        query = ParamQuery.parse(param) if param.strip() else None
+    except ValueError as exc:
+        abort(400, f"Search by parameter (param): {exc}.")
+    return plan, status, page, query
 
 
 def runs_context() -> dict[str, Any]:
-    plan, status, page = _filters()
+    plan, status, page, query = _filters()
     store = current_service().engine.store
     runs, total = store.list_runs(
-        plan=plan or None, status=status or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        plan=plan or None, status=status or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, param=query
     )
     stages = store.stages_of([r.id for r in runs])
     rows = [RunRow(run, stages.get(run.id, []), params_text(run.params)) for run in runs]
@@ -84,6 +92,7 @@ def runs_context() -> dict[str, Any]:
         "last": (page - 1) * PAGE_SIZE + len(rows),
         "plan": plan,
         "status": status,
+        "param": request.args.get("param", "").strip() if query else "",
         "refresh_ms": LIVE_MS if running else IDLE_MS,
         "running": running,
         "now": utcnow(),
@@ -114,11 +123,21 @@ class Records:
     total: int
     truncated: bool
     more_columns: int
+    #: per cell of ``rows``, the value the reference had where this one differs (a mismatch), else MATCHED
+    expected: list[list[Any]] = field(default_factory=list)
 
 
-def _records(snapshot: Any, found: int | None) -> Records | None:
+#: a records-table cell whose field is not among the stage's mismatches
+MATCHED = object()
+
+
+def _records(
+    snapshot: Any, found: int | None, mismatches: list[Any] | None = None, key: list[str] | None = None
+) -> Records | None:
     """The snapshot's table; none when nothing was read yet. A stage whose polls have found nothing so far
-    has no snapshot (the engine stores none until something is found): its table is empty, not unread."""
+    has no snapshot (the engine stores none until something is found): its table is empty, not unread.
+    With the stage's ``mismatches`` and its plan's ``key`` fields, each cell of a mismatched field of a
+    mismatched record knows the value expected there: the page marks that cell, not only the row."""
     if snapshot is None:
         return Records([], [], 0, 0, False, 0) if found == 0 else None
     records = [r for r in (snapshot.records or [])[:SHOW_ROWS] if isinstance(r, dict)]
@@ -134,7 +153,28 @@ def _records(snapshot: Any, found: int | None) -> Records | None:
         total=snapshot.total,
         truncated=bool(snapshot.truncated),
         more_columns=len(columns) - len(shown_columns),
+        expected=_expected_cells(records, shown_columns, mismatches or [], key),
     )
+
+
+def _expected_cells(
+    records: list[dict[str, Any]], columns: list[str], mismatches: list[Any], key: list[str] | None
+) -> list[list[Any]]:
+    """For each shown cell, the expected value of its mismatch (MATCHED if none): mismatches name their
+    record by its key as users read it (``display_key``), matched here as JSON text."""
+    cells = [[MATCHED] * len(columns) for _ in records]
+    if not mismatches or not key:
+        return cells
+    text = json.JSONEncoder(sort_keys=True, default=str).encode
+    rows = {text(display_key(record, key)): index for index, record in reversed(list(enumerate(records)))}
+    places = {column: index for index, column in enumerate(columns)}
+    for mismatch in mismatches:
+        if not isinstance(mismatch, dict):
+            continue
+        row, column = rows.get(text(mismatch.get("key"))), places.get(str(mismatch.get("field")))
+        if row is not None and column is not None:
+            cells[row][column] = mismatch.get("expected")
+    return cells
 
 
 @dataclass
@@ -171,6 +211,7 @@ def run_context(run_id: str) -> dict[str, Any]:
         version = engine.store.plan_version(run.plan_id)
     except StoreError:
         version = None
+    plan = _plan(run)
     views = []
     for stage in stages:
         evidence = stage.evidence or {}
@@ -184,7 +225,12 @@ def run_context(run_id: str) -> dict[str, Any]:
                     if len(evidence.get(name) or []) > SHOW_ROWS
                 }
                 | dict(evidence.get("truncated") or {}),
-                records=_records(snapshots.get(stage.idx), stage.found),
+                records=_records(
+                    snapshots.get(stage.idx),
+                    stage.found,
+                    list(evidence.get("mismatches") or [])[:SHOW_ROWS],
+                    _key(plan, stage),
+                ),
             )
         )
     names = {stage.idx: stage.name for stage in stages}
@@ -201,31 +247,47 @@ def run_context(run_id: str) -> dict[str, Any]:
         "poll_offset": {p.id: _offset(start, p) for p in polls[-SHOW_POLLS:]},
         "stage_names": names,
         "chart": latency_chart(run, stages),
-        "arrivals": _arrivals(run, stages, snapshots),
+        "arrivals": _arrivals(run, stages, snapshots, plan),
         "running": run.status == "running",
         "refresh_ms": LIVE_MS,
         "now": utcnow(),
         "show_rows": SHOW_ROWS,
+        "matched": MATCHED,
     }
 
 
-def _arrivals(run: Run, stages: list[RunStage], snapshots: dict[int, Snapshot]) -> list[Arrival]:
+def _plan(run: Run) -> Plan | None:
+    """The run's plan version, or None if it no longer loads: its runs can still be shown."""
+    try:
+        return current_service().engine.plan(run.plan_id)
+    except TrackcheckError:
+        return None
+
+
+def _spec(plan: Plan | None, stage: RunStage) -> StageSpec | None:
+    """The plan's declaration of ``stage``, if the plan still has it at its place under its name."""
+    if plan is None or stage.idx >= len(plan.stages) or plan.stages[stage.idx].name != stage.name:
+        return None
+    return plan.stages[stage.idx]
+
+
+def _key(plan: Plan | None, stage: RunStage) -> list[str] | None:
+    spec = _spec(plan, stage)
+    return plan.key_for(spec) if plan is not None and spec is not None else None
+
+
+def _arrivals(run: Run, stages: list[RunStage], snapshots: dict[int, Snapshot], plan: Plan | None) -> list[Arrival]:
     """The per-event arrival chart of each stage that keeps first-seen times and found something: lateness
     when the stage has a ``time_field`` (read from the run's plan version), else time since the stage
     started."""
-    plan: Plan | None
-    try:
-        plan = current_service().engine.plan(run.plan_id)
-    except TrackcheckError:  # a plan that no longer loads: its runs' first-seen times can still be shown
-        plan = None
     charts = []
     for stage in stages:
         snapshot = snapshots.get(stage.idx)
         first_seen = snapshot.first_seen if snapshot is not None else None
         if snapshot is None or not first_seen:
             continue
-        spec = plan.stages[stage.idx] if plan is not None and stage.idx < len(plan.stages) else None
-        if plan is not None and spec is not None and spec.name == stage.name and spec.time_field:
+        spec = _spec(plan, stage)
+        if plan is not None and spec is not None and spec.time_field:
             records = [r for r in snapshot.records or [] if isinstance(r, dict)]
             lateness = measure(records, plan.key_for(spec), spec.time_field, first_seen)
             bounds = {}

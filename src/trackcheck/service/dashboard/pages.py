@@ -12,6 +12,7 @@ from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.plan.model import Plan
 from trackcheck.service.api import mask_plan_text
 from trackcheck.service.app import current_service
+from trackcheck.service.dashboard import plan_runs
 from trackcheck.service.dashboard.blueprint import bp
 from trackcheck.service.dashboard.context import RUN_STATUSES, run_context, runs_context
 from trackcheck.service.dashboard.formatting import params_text
@@ -97,6 +98,7 @@ def masked_plan_text(version: PlanVersion) -> str:
 
 @bp.get("/plans")
 def plans() -> ResponseReturnValue:
+    """The plans, each with since when it fails (and for which parameters) if its latest verdict did not pass."""
     engine = current_service().engine
     items = []
     for version in engine.store.latest_plans():
@@ -105,12 +107,16 @@ def plans() -> ResponseReturnValue:
         except TrackcheckError:
             plan = None
         items.append((version, plan))
-    return render_template("dashboard/plans.html", items=items)
+    streaks = plan_runs.streaks(engine.store, [version.name for version, _ in items])
+    failing = {name: plan_runs.failing_runs(streak) for name, streak in streaks.items()}
+    return render_template("dashboard/plans.html", items=items, streaks=streaks, failing=failing)
 
 
 @bp.get("/plans/<name>")
 def plan_page(name: str) -> ResponseReturnValue:
-    """The latest version's YAML (masked), what it declares, and its history; ``?version=N`` shows an older one."""
+    """The plan's latest runs by stage, whether it is failing and since when, its pass rate and stage
+    durations over its last runs; the latest version's YAML (masked), what it declares, and its history;
+    ``?version=N`` shows an older one."""
     engine = current_service().engine
     history = engine.store.plan_history(name)
     if not history:
@@ -131,6 +137,7 @@ def plan_page(name: str) -> ResponseReturnValue:
         plan=plan,
         problem=problem,
         text=masked_plan_text(shown),
+        **plan_runs.plan_runs_context(engine.store, name),
     )
 
 
