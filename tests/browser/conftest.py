@@ -37,6 +37,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 expect.set_options(timeout=15_000)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+#: the screenshots the docs show
+DOCS_IMG = Path(__file__).parents[2] / "docs" / "img"
 CHROMIUM_INSTALL = "apt-get update && apt-get install -y chromium"
 #: the password of the ``vault`` plan's database URL: no page may ever contain it
 PASSWORD = "S3cret-Pa55word"
@@ -140,6 +142,17 @@ class Dashboard:
         while self.engine.store.run(run_id).status != status:
             assert time.monotonic() < deadline, f"run {run_id} is {self.engine.store.run(run_id).status}, not {status}"
             time.sleep(0.1)
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Into tests/browser/artifacts/; with ``TRACKCHECK_DOCS_SCREENSHOTS=1`` also into docs/img, whose copy
+    docs/service.md shows (opt-in: a test run leaves the repository as it was)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("TRACKCHECK_DOCS_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, DOCS_IMG / name)
 
 
 def unique(prefix: str = "t") -> str:

@@ -3,21 +3,17 @@ plan page and the plans list, and the runs search by parameter value, in a real 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ARTIFACTS, Dashboard, unique
+from tests.browser.conftest import Dashboard, screenshot, unique
 
 pytestmark = pytest.mark.browser
 
 PASSED_BG = "rgb(218, 251, 225)"  # --passed-bg
 FAILED_BG = "rgb(255, 235, 233)"  # --failed-bg
-DOCS_IMG = Path(__file__).parents[2] / "docs" / "img"
 
 
 def ended_runs(dashboard: Dashboard, outcomes: str) -> list[str]:
@@ -52,17 +48,6 @@ def failed_run(dashboard: Dashboard) -> tuple[str, str]:
     dashboard.write_warehouse(test_id, e2={"amount": 26})
     dashboard.wait_for_status(run_id, "failed")
     return run_id, test_id
-
-
-def screenshot(page: Page, name: str) -> None:
-    """Into tests/browser/artifacts/; with ``TRACKCHECK_DOCS_SCREENSHOTS=1`` also into docs/img, whose copy
-    docs/service.md shows (opt-in: a test run leaves the repository as it was)."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / name
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("TRACKCHECK_DOCS_SCREENSHOTS") == "1":
-        shutil.copyfile(shot, DOCS_IMG / name)
 
 
 def test_the_grid_shows_each_run_s_stages_by_status_and_links_to_the_run(dashboard: Dashboard, page: Page) -> None:

@@ -234,6 +234,22 @@ def test_the_dashboard_shows_each_role_only_what_it_may_use(client: FlaskClient)
     assert runner.post(f"/runs/{run_id}/cancel").status_code == 303
     assert call(client, ADMIN, "get", f"/api/runs/{run_id}").json["status"] == "cancelled"
 
+    # schedules: a runner sees them, but creating, editing, pausing and deleting one needs an admin
+    schedule_id = call(client, ADMIN, "post", "/api/schedules", json=SCHEDULE).json["id"]
+    listed = runner.get("/schedules").get_data(as_text=True)
+    assert f'data-schedule="{schedule_id}"' in listed and "New schedule" not in listed and ">Pause<" not in listed
+    assert "needs role admin" in runner.get("/schedules/new?plan=mem").get_data(as_text=True)
+    before = call(client, ADMIN, "get", f"/api/schedules/{schedule_id}").json
+    for path in ("/schedules/new", f"/schedules/{schedule_id}/edit", f"/schedules/{schedule_id}/pause",
+                 f"/schedules/{schedule_id}/delete"):  # fmt: skip
+        refused = runner.post(path, data={"plan": "mem", "cron": "1 1 * * *", "param:test_id": "x", "paused": "1"})
+        assert refused.status_code == 403 and "needs role admin" in refused.get_data(as_text=True), path
+    assert call(client, ADMIN, "get", "/api/schedules").json["schedules"] == [before]
+    admin = client.application.test_client()
+    login(admin, ADMIN)
+    assert admin.post(f"/schedules/{schedule_id}/pause", data={"paused": "1"}).status_code == 303
+    assert call(client, ADMIN, "get", f"/api/schedules/{schedule_id}").json["next_run_time"] is None
+
 
 def test_without_a_token_everyone_is_admin_and_every_page_says_so(
     make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture

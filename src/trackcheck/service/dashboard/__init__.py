@@ -11,14 +11,22 @@ and sets a signed HttpOnly SameSite=Strict session cookie. The cookie is signed 
 token, so every gunicorn worker agrees on it and rotating the token logs everyone out.
 
 One blueprint, ``bp`` (``blueprint.py``, with the headers and error pages), gets its routes from ``login``
-(the token login and the cross-site check), ``pages``, ``forms`` (the start-a-run form) and ``connections``;
+(the token login and the cross-site check), ``pages``, ``forms`` (the start-a-run form), ``schedules`` (the
+schedules and their editor) and ``connections``;
 ``context`` builds what the run pages show, ``plan_runs`` what the plan page shows of the plan's runs (the
 grid, failing since, the trends), ``charts`` lays out the charts, ``formatting`` has the Jinja filters.
 """
 
 from __future__ import annotations
 
-from trackcheck.service.dashboard import connections, formatting, forms, login, pages  # noqa: F401 - each fills in bp
+from trackcheck.service.dashboard import (  # noqa: F401 - each fills in bp
+    connections,
+    formatting,
+    forms,
+    login,
+    pages,
+    schedules,
+)
 from trackcheck.service.dashboard.blueprint import bp
 from trackcheck.service.dashboard.login import session_authenticated
 from trackcheck.service.dashboard.pages import masked_plan_text

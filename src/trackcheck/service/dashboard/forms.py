@@ -1,5 +1,6 @@
 """The start-a-run form: pick a plan, fill in its parameters (one field each), start the run. The form is
-validated like the API validates JSON, and errors are shown inline, next to the field they concern."""
+validated like the API validates JSON, and errors are shown inline, next to the field they concern.
+``read_run_input`` and ``show_refusal`` serve the schedule editor (``schedules``) too."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class FormState:
     general: str | None = None
 
 
-def _plan_of(name: str, state: FormState) -> tuple[PlanVersion, Plan] | None:
+def plan_of(name: str, state: FormState) -> tuple[PlanVersion, Plan] | None:
     """The latest version of plan ``name`` and the plan itself; None (with the reason on ``state``) if there
     is none or it does not load any more (e.g. a ``${ENV}`` it needs is not set)."""
     engine = current_service().engine
@@ -52,7 +53,7 @@ def new_run() -> ResponseReturnValue:
     """Pick a plan, fill in its parameters (one field each), start the run and land on its page."""
     source = request.form if request.method == "POST" else request.args
     state = FormState(plan_name=source.get("plan", "").strip())
-    chosen = _plan_of(state.plan_name, state)
+    chosen = plan_of(state.plan_name, state)
     if chosen is not None:
         state.plan = chosen[1]
     if request.method == "POST" and chosen is not None:
@@ -67,8 +68,20 @@ def new_run() -> ResponseReturnValue:
     return render_template("dashboard/run_new.html", state=state, plans=plans), status
 
 
-def _submit(version: PlanVersion, plan: Plan, state: FormState) -> str | None:
-    """Validate the form like the API validates JSON and submit; errors land on ``state`` by field."""
+@dataclass
+class RunInput:
+    """A run request as a form gave it: parameters and expected events parsed, ``interval`` and ``timeout``
+    as typed (empty: the plan's)."""
+
+    params: dict[str, Any]
+    expect: list[dict[str, Any]] | None
+    interval: str
+    timeout: str
+
+
+def read_run_input(plan: Plan, state: FormState) -> RunInput | None:
+    """The parameters, expected events, interval and timeout typed in a form (the start-a-run form, the
+    schedule editor), checked as the API checks JSON; None with the errors on ``state`` by field."""
     params: dict[str, Any] = {}
     for name in plan.params:
         raw = state.values.get(f"param:{name}", "").strip()
@@ -77,14 +90,12 @@ def _submit(version: PlanVersion, plan: Plan, state: FormState) -> str | None:
             state.errors[f"param:{name}"] = f"This value {problem}."
         elif raw != "":
             params[name] = raw
-    overrides: dict[str, float] = {}
-    for name in ("interval", "timeout"):
-        raw = state.values.get(name, "").strip()
+    durations = {name: state.values.get(name, "").strip() for name in ("interval", "timeout")}
+    limits = current_service().engine.setup.limits
+    for name, raw in durations.items():
         if raw:
-            limits = current_service().engine.setup.limits
             try:  # the same rules as the API and `trackcheck run --interval/--timeout`
-                given = overrides_from(interval=raw, limits=limits) if name == "interval" else None
-                overrides |= given if given is not None else overrides_from(timeout=raw, limits=limits)
+                overrides_from(**{name: raw}, limits=limits)
             except PlanError as exc:
                 state.errors[name] = exc.message
     expect: list[dict[str, Any]] | None = None
@@ -105,15 +116,35 @@ def _submit(version: PlanVersion, plan: Plan, state: FormState) -> str | None:
                 state.errors["expect"] = "write a JSON array of event objects"
     if state.errors:
         return None
+    return RunInput(params, expect, durations["interval"], durations["timeout"])
+
+
+def show_refusal(exc: TrackcheckError, plan: Plan, state: FormState) -> None:
+    """A ParamError or PlanError of a submit or a save, on the field it names (masked); else on top."""
+    target = exc.context.get("parameter") or exc.context.get("field")
+    field_name = f"param:{target}" if target in plan.params else target if target in FIELDS else None
+    if field_name is not None:
+        state.errors[field_name] = mask_url_passwords(exc.message)
+    else:
+        state.general = mask_url_passwords(str(exc))
+
+
+#: the form fields besides the parameters that an error can name
+FIELDS = ("expect", "interval", "timeout", "cron")
+
+
+def _submit(version: PlanVersion, plan: Plan, state: FormState) -> str | None:
+    """Validate the form like the API validates JSON and submit; errors land on ``state`` by field."""
+    given = read_run_input(plan, state)
+    if given is None:
+        return None
+    limits = current_service().engine.setup.limits
+    overrides = overrides_from(given.interval or None, given.timeout or None, limits=limits)
+    engine = current_service().engine
     try:
-        return current_service().engine.submit(version.id, params, expect=expect, overrides=overrides or None)
-    except ParamError as exc:
-        target = exc.context.get("parameter")
-        field_name = f"param:{target}" if target in plan.params else "expect" if target == "expect" else None
-        if field_name is not None:
-            state.errors[field_name] = mask_url_passwords(exc.message)
-        else:
-            state.general = mask_url_passwords(str(exc))
+        return engine.submit(version.id, given.params, expect=given.expect, overrides=overrides or None)
+    except (ParamError, PlanError) as exc:
+        show_refusal(exc, plan, state)
     except TrackcheckError as exc:
         state.general = mask_url_passwords(str(exc))
     return None

@@ -1,4 +1,4 @@
-"""The pages: the runs list, one run (with cancel and rerun), the plans, one plan, the schedules. The runs
+"""The pages: the runs list, one run (with cancel and rerun), the plans, one plan. The runs
 list and a running run also have fragment endpoints that htmx re-fetches; a fragment with nothing running
 any more comes back without its polling trigger, which stops the polling."""
 
@@ -15,8 +15,6 @@ from trackcheck.service.app import current_service
 from trackcheck.service.dashboard import plan_runs
 from trackcheck.service.dashboard.blueprint import bp
 from trackcheck.service.dashboard.context import RUN_STATUSES, run_context, runs_context
-from trackcheck.service.dashboard.formatting import params_text
-from trackcheck.service.schedules import next_run_time
 from trackcheck.sources import build_source
 from trackcheck.sources.base import MASK
 from trackcheck.store.models import PlanVersion
@@ -141,16 +139,3 @@ def plan_page(name: str) -> ResponseReturnValue:
     )
 
 
-@bp.get("/schedules")
-def schedules() -> ResponseReturnValue:
-    service = current_service()
-    rows = [
-        {
-            "schedule": schedule,
-            "params": params_text(schedule.params),
-            "next": next_run_time(service.poller, schedule.id),
-            "error": mask_url_passwords(schedule.last_error or ""),
-        }
-        for schedule in service.engine.store.schedules()
-    ]
-    return render_template("dashboard/schedules.html", rows=rows)
