@@ -137,5 +137,3 @@ def plan_page(name: str) -> ResponseReturnValue:
         text=masked_plan_text(shown),
         **plan_runs.plan_runs_context(engine.store, name),
     )
-
-
