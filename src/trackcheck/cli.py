@@ -672,8 +672,9 @@ def serve(
             plans=plans,
             workers=workers,
             log_format=_log_format_flag(),
-        ).check()
-        _log_as(config.log_format)
+        )
+        _log_as(config.log_format)  # a refusal of the configuration is a line of the chosen format too
+        config.check()
         _say(
             f"trackcheck serving on http://{config.host}:{config.port}/ (state: {mask_url_passwords(config.db)}, "
             f"{config.workers} worker(s))"
