@@ -138,6 +138,7 @@ def _logging(verbose: int, quiet: bool = False, log_format: LogFormat | None = N
 
 
 def _json_logs() -> bool:
+    """Whether this command logs JSON lines (``_logging``), so its console lines must be log records too."""
     context = click.get_current_context(silent=True)
     return context is not None and context.meta.get(LOG_FORMAT_KEY) == "json"
 

@@ -6,10 +6,12 @@ formatter on the stderr handler turns all of them into JSON without touching a c
 its ``ProcessorFormatter`` on that same handler anyway, plus its own loggers wherever context is bound.
 
 What a line is about travels in a ContextVar rather than in each call: the engine sets ``plan``, ``stage``,
-``group`` and ``runs`` while it polls a group (and ``run_id`` when the chunk is one run), and ``run_id`` while
-it decides one run's poll; the JSON formatter adds them to every line logged meanwhile, by any logger, in that
-thread (or in work handed on with ``contextvars.copy_context``). Only names, ids and counts go there, never a
-parameter value: those may be secret.
+``group`` and ``runs`` while it polls a group (and ``run_id`` when the chunk is one run, or while it sends one
+run's events); the JSON formatter adds them to every line logged meanwhile, by any logger, in that thread (or
+in work handed on with ``contextvars.copy_context``). The lines about one run of a chunk (its poll line, a
+failure to compare it) name it with ``extra={"run_id": ...}`` instead: a chunk is up to ``batch_size`` runs,
+and a context per run cost microseconds each on every tick, whether anything is logged or not. Only names, ids
+and counts go there, never a parameter value: those may be secret.
 """
 
 from __future__ import annotations
@@ -47,11 +49,6 @@ def log_context(**fields: str | int | None) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
-
-
-def current_context() -> Mapping[str, str | int]:
-    """The context fields lines logged here and now carry."""
-    return _context.get()
 
 
 class JsonLines(JsonFormatter):

@@ -8,11 +8,16 @@ import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.settings import FAST_SETUP
 
+from trackcheck.engine import Engine, store_plan
+from trackcheck.engine.core import RunRequest
 from trackcheck.logs import JsonLines, log_context
+from trackcheck.testing import MemorySource
 
 
 @pytest.fixture
@@ -100,3 +105,52 @@ def test_extras_other_than_the_context_fields_are_left_out(lines: tuple[logging.
 def test_log_context_refuses_a_field_that_is_not_a_context_field() -> None:
     with pytest.raises(ValueError, match="not log context fields: password"), log_context(password="x"):
         pass
+
+
+GROUP_PLAN = """
+name: chunked
+key: event_id
+params:
+  test_id: {required: true}
+defaults: {interval: 58s, timeout: 30m, batch_size: 10}
+sources:
+  log: {type: memory, table: log}
+expect:
+  - {event_id: e1, event: view}
+stages:
+  - name: arrive
+    source: log
+    where: {test_id: "{test_id}"}
+    compare: {with: expect, fields: [event]}
+"""
+
+
+def test_each_poll_line_of_a_group_names_its_run_and_the_chunk_it_was_read_in(
+    tmp_path: Path, lines: tuple[logging.Logger, io.StringIO]
+) -> None:
+    _, stream = lines
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLines())
+    poll_log = logging.getLogger("trackcheck.poll")
+    poll_log.addHandler(handler)
+    level = poll_log.level
+    poll_log.setLevel(logging.INFO)
+    MemorySource.reset()
+    try:
+        with Engine(f"sqlite:///{tmp_path / 'state.db'}", setup=FAST_SETUP) as engine:
+            plan_id = store_plan(engine, GROUP_PLAN, "chunked.yaml", None)[0]
+            tests = [f"t{i:02d}" for i in range(25)]
+            MemorySource.tables["log"].extend({"event_id": "e1", "event": "view", "test_id": t} for t in tests)
+            runs = engine.submit_many(plan_id, [RunRequest({"test_id": t}) for t in tests])
+            [group] = engine.store.active_groups()
+            engine.poll_group(group.group_key)
+    finally:
+        poll_log.removeHandler(handler)
+        poll_log.setLevel(level)
+        MemorySource.reset()
+
+    polls = parsed(stream)
+    assert [line["run_id"] for line in polls] == runs
+    assert all("outcome=passed" in line["message"] and line["run_id"] in line["message"] for line in polls)
+    assert {(line["plan"], line["stage"], line["group"]) for line in polls} == {("chunked", "arrive", group.group_key)}
+    assert [line["runs"] for line in polls] == [10] * 20 + [5] * 5  # the chunk each was read in

@@ -607,13 +607,11 @@ class Engine:
             references = self._references(plan, stage, [w for w, _ in polled]) if records is not None else {}
             max_errors = 0
             for w, found in polled:
-                with log_context(run_id=w.run_id):
-                    if records is None:  # the source could not be read: every run of the chunk keeps its error
-                        outcome = Outcome(None, fetched.failure, fetched.kind, found, fetched.milliseconds)
-                    else:
-                        reference = references.get(w.run_id)
-                        outcome = self._compare(plan, stage, w, found, reference, fetched, records, now)
-                    decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
+                if records is None:  # the source could not be read: every run of the chunk keeps its error
+                    outcome = Outcome(None, fetched.failure, fetched.kind, found, fetched.milliseconds)
+                else:
+                    outcome = self._compare(plan, stage, w, found, references.get(w.run_id), fetched, records, now)
+                decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
                 max_errors = max(max_errors, decision.errors_in_row)
             if quiet:
                 write.quiet.append(QuietPolls(now, fetched.milliseconds, tuple(quiet)))
@@ -657,7 +655,7 @@ class Engine:
                 first_seen, arrived = merge_first_seen(w.first_seen, texts, now, plan.defaults.snapshot_limit)
                 comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
         except Exception as exc:  # e.g. a schema file removed since the plan loaded
-            log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
+            log.exception("cannot compare stage %s of plan %s", stage.name, plan.name, extra={"run_id": w.run_id})
             error = f"cannot compare: {type(exc).__name__}: {exc}"
             return Outcome(None, error, ErrorKind.PERMANENT, found, fetched.milliseconds)
         if records.unparsed and comparison.reason:
@@ -756,6 +754,7 @@ class Engine:
             row.expected,
             outcome.milliseconds,
             f" error={error}" if error else "",
+            extra={"run_id": w.run_id},  # the line is about this run (``trackcheck.logs``), not the whole group
         )
         if decision.status == StageStatus.PASSED and w.idx + 1 < len(plan.stages):
             next_stage = self._activation(plan, plan_id, w.idx + 1, w.run_id, w.params, w.overrides, now)
@@ -778,13 +777,13 @@ class Engine:
         back-off delay if a send failed."""
         max_errors = 0
         for w in chunk:
-            with log_context(run_id=w.run_id):
-                now = utcnow()
-                began = time.monotonic()
-                events = stamped(w.expect, stage.emit, w.params, w.run_id) if stage.emit else []
-                comparison: Comparison | None = None
-                error: str | None = None
-                kind = ErrorKind.TRANSIENT
+            now = utcnow()
+            began = time.monotonic()
+            events = stamped(w.expect, stage.emit, w.params, w.run_id) if stage.emit else []
+            comparison: Comparison | None = None
+            error: str | None = None
+            kind = ErrorKind.TRANSIENT
+            with log_context(run_id=w.run_id):  # a send per run: what its source logs is about this run
                 try:
                     deaf = self.capture.ensure(plan_id, w.params, w.idx + 1) if self.capture.running else None
                     if deaf is not None:  # what it sends would be lost: sent once the bus can be listened to
@@ -798,9 +797,9 @@ class Engine:
                 except Exception as exc:  # a bug must not stall the run
                     log.exception("unexpected error sending the events of run %s", w.run_id)
                     error, kind = f"unexpected {type(exc).__name__} sending the events: {exc}", ErrorKind.PERMANENT
-                milliseconds = (time.monotonic() - began) * 1000
-                outcome = Outcome(comparison, error, kind, events, milliseconds)
-                decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
+            milliseconds = (time.monotonic() - began) * 1000
+            outcome = Outcome(comparison, error, kind, events, milliseconds)
+            decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
             max_errors = max(max_errors, decision.errors_in_row)
         return None if max_errors == 0 else _backoff(plan, stage, max_errors)
 

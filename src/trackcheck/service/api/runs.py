@@ -86,7 +86,7 @@ def submit_batch() -> Any:
     requests = [_batch_run(index, item) for index, item in enumerate(items)]
     version = latest_plan(name)
     ids = current_service().engine.submit_many(version.id, requests)
-    log.info("%d runs of plan %s (version %d) accepted", len(ids), name, version.version)
+    log.info("%d runs of plan %s (version %d) accepted", len(ids), name, version.version, extra={"plan": name})
     response = jsonify({"ids": ids, "status": "processing"})
     response.status_code = 202
     return response
