@@ -183,6 +183,7 @@ def _log_as(log_format: LogFormat) -> None:
     "--log-format",
     type=click.Choice(LOG_FORMATS),
     envvar="TRACKCHECK_LOG_FORMAT",
+    show_envvar=True,
     help="Log lines (and console lines) on stderr as text (the default), or as JSON lines with the run id, plan "
     "and stage they are about (or log_format in trackcheck.toml, for serve and worker).",
 )

@@ -53,7 +53,7 @@ def log_context(**fields: str | int | None) -> Iterator[None]:
 
 class JsonLines(JsonFormatter):
     """One JSON object per line: ``timestamp`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, the context
-    fields that are set, and ``exception`` (the whole traceback as one string) when there is one.
+    fields that are set (not None), and ``exception`` (the whole traceback as one string) when there is one.
 
     Context set with ``log_context`` is read when the record is formatted, which for the stream handler is
     in the thread that logged it; ``extra={"run_id": ...}`` on a call gives the same fields explicitly."""
@@ -67,4 +67,4 @@ class JsonLines(JsonFormatter):
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         fields = {**_context.get(), **log_data}
-        return {key: fields[key] for key in JSON_FIELDS if key in fields}
+        return {key: fields[key] for key in JSON_FIELDS if fields.get(key) is not None}

@@ -235,7 +235,7 @@ def test_an_unknown_log_format_exits_2_naming_the_option(
     done = run_trackcheck(*args, "validate", "plan.yaml", cwd=tmp_path, env=env)
 
     assert done.returncode == 2, done.stderr
-    assert "Invalid value for '--log-format': 'xml' is not one of 'text', 'json'" in done.stderr
+    assert "Invalid value for '--log-format' (env var: 'TRACKCHECK_LOG_FORMAT'): 'xml' is not one of" in done.stderr
 
 
 def test_an_unknown_log_format_in_trackcheck_toml_exits_2_naming_the_key(tmp_path: Path) -> None:
