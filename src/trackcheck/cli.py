@@ -42,7 +42,7 @@ from trackcheck.errors import ConfigError, TrackcheckError
 from trackcheck.foreground import overrides_from, start_run, wait_for
 from trackcheck.junit import write_junit, write_junit_error
 from trackcheck.loader import load_plan
-from trackcheck.logs import LOG_FORMATS, TEXT_FORMAT, JsonLines, LogFormat, log_context
+from trackcheck.logs import LOG_FORMATS, LogFormat, log_context, log_to_stderr
 from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.store.database import DEFAULT_URL, normalize_url
@@ -125,16 +125,8 @@ def _logging(verbose: int, quiet: bool = False, log_format: LogFormat | None = N
     level = (
         logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    logging.captureWarnings(log_format == "json")  # a library's warning is a log line too, not raw text
+    log_to_stderr(level, log_format)
     console.setLevel(logging.INFO)  # what the text format prints whatever the level
-    logging.getLogger("apscheduler").setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
-    # the HTTP client logs each request's whole URL (user:password@, ?api_key=...) at INFO and the response
-    # headers (Set-Cookie) at DEBUG; trackcheck's own poll lines say what was read, with credentials masked
-    for client in ("httpx", "httpcore"):
-        logging.getLogger(client).setLevel(logging.WARNING)
 
 
 def _json_logs() -> bool:

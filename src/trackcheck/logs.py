@@ -16,6 +16,8 @@ and counts go there, never a parameter value: those may be secret.
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,6 +37,20 @@ CONTEXT_FIELDS: Final = ("run_id", "plan", "stage", "group", "runs")
 JSON_FIELDS: Final = ("timestamp", "level", "logger", "message", *CONTEXT_FIELDS, "exception", "stack_info")
 
 _context: ContextVar[Mapping[str, str | int]] = ContextVar("trackcheck_log_context", default=MappingProxyType({}))
+
+
+def log_to_stderr(level: int, log_format: LogFormat) -> None:
+    """Every logger's lines to stderr from ``level`` on (the root logger's handler replaced), as text or JSON;
+    at DEBUG (-vv) only, APScheduler's own chatter too."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(log_format == "json")  # a library's warning is a log line too, not raw text
+    logging.getLogger("apscheduler").setLevel(logging.WARNING if level > logging.DEBUG else logging.NOTSET)
+    # the HTTP client logs each request's whole URL (user:password@, ?api_key=...) at INFO and the response
+    # headers (Set-Cookie) at DEBUG; trackcheck's own poll lines say what was read, with credentials masked
+    for client in ("httpx", "httpcore"):
+        logging.getLogger(client).setLevel(logging.WARNING)
 
 
 @contextmanager
