@@ -9,6 +9,7 @@ written).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -26,6 +27,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -38,6 +40,7 @@ from trackcheck.errors import ConfigError, TrackcheckError
 from trackcheck.foreground import overrides_from, start_run, wait_for
 from trackcheck.junit import write_junit, write_junit_error
 from trackcheck.loader import load_plan
+from trackcheck.logs import LOG_FORMATS, LogFormat, log_context, log_to_stderr
 from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.store.database import DEFAULT_URL, normalize_url
@@ -55,6 +58,10 @@ COLOURS = {
     "cancelled": "dim",
 }
 err = Console(stderr=True, soft_wrap=True)  # soft wrap: CI logs keep one line per message
+#: the console lines of a command, as log records when lines are JSON (see ``_logging``)
+console = logging.getLogger("trackcheck.console")
+#: where ``_logging`` keeps the chosen log format, in click's context meta (shared by a command and its group)
+LOG_FORMAT_KEY = "trackcheck.log_format"
 VISIBLE_IN_PS = (
     "a password on the command line is visible in ps: put it in TRACKCHECK_DB, or in a file named by "
     "--db-password-file / TRACKCHECK_DB_PASSWORD_FILE"
@@ -74,7 +81,9 @@ def _errors(report: Callable[[BaseException, int], None] | None = None) -> Itera
     try:
         yield
     except TrackcheckError as exc:
-        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True, highlight=False)
+        line = f"{type(exc).__name__}: {exc}"
+        rich = f"[bold red]error:[/] {escape(line)}"
+        _say(line, rich=rich, level=logging.ERROR, plan=exc.context.get("plan"), stage=exc.context.get("stage"))
         if report is not None:
             report(exc, exc.exit_code)
         sys.exit(exc.exit_code)
@@ -101,28 +110,76 @@ def _state_url(db: str, password_file: str | None) -> str:
     return state_database_url(db, password_file)
 
 
-def _logging(verbose: int, quiet: bool = False) -> None:
+def _logging(verbose: int, quiet: bool = False, log_format: LogFormat | None = None) -> None:
     """Log to stderr: warnings (errors only with ``quiet``), one line per poll at -v (one per chunk for the runs that
-    again found nothing), debug at -vv."""
+    again found nothing), debug at -vv; as text, or as JSON lines with ``log_format`` json (None: as chosen before).
+
+    The console lines of a command (a run's progress and summary, the error it stopped on) follow the format:
+    printed as they are in text, log records of ``trackcheck.console`` in JSON, so that stderr is one format."""
+    context = click.get_current_context()
+    if log_format is None:
+        log_format = context.meta.get(LOG_FORMAT_KEY, "text")
+    context.meta[LOG_FORMAT_KEY] = log_format
     level = (
         logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     )
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
-    # the HTTP client logs each request's whole URL (user:password@, ?api_key=...) at INFO and the response
-    # headers (Set-Cookie) at DEBUG; trackcheck's own poll lines say what was read, with credentials masked
-    for client in ("httpx", "httpcore"):
-        logging.getLogger(client).setLevel(logging.WARNING)
+    log_to_stderr(level, log_format)
+    console.setLevel(logging.INFO)  # what the text format prints whatever the level
+
+
+def _json_logs() -> bool:
+    """Whether this command logs JSON lines (``_logging``), so its console lines must be log records too."""
+    context = click.get_current_context(silent=True)
+    return context is not None and context.meta.get(LOG_FORMAT_KEY) == "json"
+
+
+def _say(
+    text: str,
+    *,
+    rich: str | None = None,
+    style: str | None = None,
+    level: int = logging.INFO,
+    run_id: str | None = None,
+    plan: str | None = None,
+    stage: str | None = None,
+) -> None:
+    """One console line on stderr: in text, ``rich`` (rich markup) if given, else ``text`` as it is, in ``style``;
+    in JSON, ``text`` as a log record at ``level`` carrying the run, plan and stage it is about."""
+    if _json_logs():
+        with log_context(run_id=run_id, plan=plan, stage=stage):
+            console.log(level, text.strip())  # the indents of the text layout say nothing in JSON
+    elif rich is not None:
+        err.print(rich, style=style, markup=True, highlight=False)
+    else:
+        err.print(text, style=style, markup=False, highlight=False)
+
+
+def _log_format_flag() -> LogFormat | None:
+    """``--log-format`` (or TRACKCHECK_LOG_FORMAT) if given: it wins over log_format in trackcheck.toml."""
+    value: LogFormat | None = click.get_current_context().find_root().params.get("log_format")
+    return value
+
+
+def _log_as(log_format: LogFormat) -> None:
+    """Log in the service configuration's ``log_format`` from here on, at the verbosity already chosen."""
+    if log_format != click.get_current_context().meta.get(LOG_FORMAT_KEY):
+        _logging(click.get_current_context().find_root().params.get("verbose") or 0, log_format=log_format)
 
 
 @click.group()
 @click.version_option(package_name="trackcheck")
 @click.option("-v", "--verbose", count=True, help="-v: one log line per poll; -vv: debug.")
-def main(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    envvar="TRACKCHECK_LOG_FORMAT",
+    show_envvar=True,
+    help="Log lines (and console lines) on stderr as text (the default), or as JSON lines with the run id, plan "
+    "and stage they are about (or log_format in trackcheck.toml, for serve and worker).",
+)
+def main(verbose: int, log_format: LogFormat | None) -> None:
     """Prove that tracking events arrive, complete and unchanged, in every system of a pipeline."""
-    _logging(verbose)
+    _logging(verbose, log_format=log_format or "text")
 
 
 config_option = click.option(
@@ -274,7 +331,7 @@ def run(
             finally:
                 poller.shutdown(wait=False)
     except KeyboardInterrupt:  # before the run was submitted: nothing was verified
-        err.print("interrupted before the run started", highlight=False)
+        _say("interrupted before the run started", level=logging.WARNING)
         reports.error(KeyboardInterrupt("interrupted before the run started"), EXIT["cancelled"])
         sys.exit(EXIT["cancelled"])
     _summary(result, quiet=quiet)
@@ -351,7 +408,7 @@ class _Reports:
 def _watch(engine: Engine, run_id: str, *, heartbeat: float = 0, quiet: bool = False) -> RunResult:
     if quiet:
         return wait_for(engine, run_id, every=0.5)
-    if not err.is_terminal:
+    if not err.is_terminal or _json_logs():  # JSON lines: no live table between them
         seen: dict[str, tuple[str, int | None]] = {}
         beat = time.monotonic()
 
@@ -361,7 +418,7 @@ def _watch(engine: Engine, run_id: str, *, heartbeat: float = 0, quiet: bool = F
                 state = (stage.status, stage.found)
                 if stage.status != "pending" and seen.get(stage.name) != state:
                     seen[stage.name] = state
-                    err.print(_progress_line(stage), markup=False, highlight=False)
+                    _say(_progress_line(stage), run_id=run_id, plan=result.plan, stage=stage.name)
             if heartbeat and time.monotonic() - beat >= heartbeat and not result.finished:
                 beat = time.monotonic()
                 deadlines = {row.name: row.deadline for row in engine.store.run_stages(run_id)}
@@ -369,7 +426,7 @@ def _watch(engine: Engine, run_id: str, *, heartbeat: float = 0, quiet: bool = F
                 for stage in result.stages:
                     if stage.status == "waiting":
                         line = ci.heartbeat_line(stage, now, aware(deadlines.get(stage.name)))
-                        err.print(line, markup=False, highlight=False)
+                        _say(line, run_id=run_id, plan=result.plan, stage=stage.name)
 
         return wait_for(engine, run_id, progress, every=min(0.5, heartbeat or 0.5))
     with Live(console=err, refresh_per_second=4, transient=False) as live:
@@ -413,27 +470,32 @@ def _summary(result: RunResult, *, quiet: bool = False) -> None:
     """The result line, then the reason and evidence of each failed stage and the warnings; with ``quiet``
     only the result line and the reasons of failed and errored stages."""
     colour = COLOURS.get(result.status, "white")
-    err.print(f"[bold {colour}]{result.status.upper()}[/] {result.plan} run {result.run_id}", highlight=False)
+    say = functools.partial(_say, run_id=result.run_id, plan=result.plan)
+    headline = f"{result.plan} run {result.run_id}"
+    say(
+        f"{result.status.upper()} {headline}",
+        rich=f"[bold {colour}]{result.status.upper()}[/] {escape(headline)}",
+    )
     for stage in result.stages:
         if stage.status in ("failed", "error"):
-            err.print(f"  {stage.name}: {stage.reason}", markup=False, highlight=False)
+            say(f"  {stage.name}: {stage.reason}", stage=stage.name)
         if quiet:
             continue
         if stage.status in ("failed", "error"):
             for m in stage.mismatches[:10]:
-                err.print(
+                say(
                     f"    mismatch {m['key']}.{m['field']}: expected {m['expected']!r}, got {m['actual']!r}",
-                    highlight=False,
+                    stage=stage.name,
                 )
             for name in ("missing", "unexpected", "duplicates"):
                 keys = getattr(stage, name)
                 if keys:
-                    err.print(f"    {name}: {', '.join(map(str, keys[:20]))}", highlight=False)
+                    say(f"    {name}: {', '.join(map(str, keys[:20]))}", stage=stage.name)
         # checks of severity: warn, which let the stage pass: shown whatever the stage's status
         for warning in stage.warnings[:10]:
-            err.print(f"  {stage.name}: warning: {warning}", style="yellow", markup=False, highlight=False)
+            say(f"  {stage.name}: warning: {warning}", style="yellow", level=logging.WARNING, stage=stage.name)
         if len(stage.warnings) > 10:
-            err.print(f"  {stage.name}: {len(stage.warnings) - 10} more warnings", markup=False, highlight=False)
+            say(f"  {stage.name}: {len(stage.warnings) - 10} more warnings", stage=stage.name)
 
 
 @main.command()
@@ -485,7 +547,8 @@ def worker(
         if db is not None:
             _refuse_password_in_argv(db)
         # the same state database as ``serve`` with the same trackcheck.toml: flags, then TRACKCHECK_*, then the file
-        config = load_config(config_file, db=db, db_password_file=db_password_file)
+        config = load_config(config_file, db=db, db_password_file=db_password_file, log_format=_log_format_flag())
+        _log_as(config.log_format)
         url = state_database_url(config.db, config.db_password_file)
         setup = config.plan_setup()  # the service's connections, secret key and rules for uploaded plans
         chosen = config.scheduler.model_copy(update={"workers": workers} if workers else {})
@@ -504,10 +567,10 @@ def worker(
         leadership = Leadership(lease, poller.lead, poller.follow)
         try:
             if not lease.try_acquire():
-                err.print("another process polls this state database; waiting to take over", highlight=False)
+                _say("another process polls this state database; waiting to take over")
                 while not lease.try_acquire():
                     time.sleep(1)
-            err.print(f"polling runs in {mask_url_passwords(url)}; Ctrl-C to stop", highlight=False)
+            _say(f"polling runs in {mask_url_passwords(url)}; Ctrl-C to stop")
             leadership.watch()
             poller.run_forever()
         except (KeyboardInterrupt, SystemExit):
@@ -556,7 +619,7 @@ def _distributed_worker(
     poller.start(paused=True)
     leadership = Leadership(lease_for(engine.store.engine), poller.lead, poller.follow)
     leadership.start()
-    err.print(f"running poll jobs from {mask_url_passwords(url)}; Ctrl-C to stop", highlight=False)
+    _say(f"running poll jobs from {mask_url_passwords(url)}; Ctrl-C to stop")
     try:
         assert poller.dispatcher is not None  # backend procrastinate
         run_worker(engine, scheduler, poller.dispatcher)
@@ -598,11 +661,19 @@ def serve(
     with _errors():
         _refuse_password_in_argv(db)
         config = load_config(
-            config_file, host=host, port=port, db=db, db_password_file=db_password_file, plans=plans, workers=workers
-        ).check()
-        err.print(
+            config_file,
+            host=host,
+            port=port,
+            db=db,
+            db_password_file=db_password_file,
+            plans=plans,
+            workers=workers,
+            log_format=_log_format_flag(),
+        )
+        _log_as(config.log_format)  # a refusal of the configuration is a line of the chosen format too
+        config.check()
+        _say(
             f"trackcheck serving on http://{config.host}:{config.port}/ (state: {mask_url_passwords(config.db)}, "
-            f"{config.workers} worker(s))",
-            highlight=False,
+            f"{config.workers} worker(s))"
         )
         run_server(config)

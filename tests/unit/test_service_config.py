@@ -40,6 +40,15 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert config.scheduler.coalesce is False
 
 
+def test_log_format_from_the_file_the_environment_or_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "trackcheck.toml"
+    path.write_text('log_format = "json"')
+    assert ServiceConfig().log_format == "text"
+    assert load_config(path, {}).log_format == "json"
+    assert load_config(path, {"TRACKCHECK_LOG_FORMAT": "text"}).log_format == "text"
+    assert load_config(path, {"TRACKCHECK_LOG_FORMAT": "text"}, log_format="json").log_format == "json"
+
+
 def test_every_scheduler_component_comes_from_the_environment() -> None:
     env = {
         "TRACKCHECK_SCHEDULER": "background",
@@ -64,6 +73,8 @@ def test_every_scheduler_component_comes_from_the_environment() -> None:
         ("[scheduler]\nbackend = 'procrastinate'\nexecutor = 'processpool'", {}, "scheduler.executor.*threadpool"),
         ("", {"TRACKCHECK_BACKEND": "procrastinate", "TRACKCHECK_HEARTBEAT": "5s"}, "stalled_after.*15s"),
         ("[scheduler]\nheartbeat = '1s'\nstalled_after = '2s'", {}, "scheduler.stalled_after.*three heartbeats"),
+        ("log_format = 'yaml'", {}, "log_format: Input should be 'text' or 'json'"),
+        ("", {"TRACKCHECK_LOG_FORMAT": "logfmt"}, "log_format"),
     ],
 )
 def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

@@ -12,6 +12,7 @@ the groups runs join through ``group_listeners`` and each poll's ``PollSummary``
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
 import logging
@@ -48,6 +49,7 @@ from trackcheck.errors import (
     TrackcheckError,
 )
 from trackcheck.loader import check_expect, load_plan_text, resolve_params
+from trackcheck.logs import log_context
 from trackcheck.plan.limits import DEFAULT_LIMITS, PlanLimits
 from trackcheck.plan.masking import mask_plan_text, mask_url_passwords
 from trackcheck.plan.model import EXPECT, Plan, StageSpec
@@ -415,7 +417,7 @@ class Engine:
         is read, and each chunk is written only if it is still the group's newest claim and its epoch the
         lease's; once it is not, the poll stops and says so (``PollSummary.superseded``). Without it (the
         CLI's foreground run, tests), nothing is fenced."""
-        with self._group_locks[group]:
+        with self._group_locks[group], log_context(group=group):
             if claim is not None and not self.store.claim(claim):
                 log.info("poll of group %s not started: a newer claim on it or a newer leader exists", group)
                 return PollSummary(group=group, superseded=True)
@@ -433,14 +435,16 @@ class Engine:
         head = self.store.waiting(group, fresh_only=fresh_only, limit=1)
         if head:
             plan: Plan | None = None
+            names: dict[str, str] = {}  # what the lines of this poll are about
             try:  # a group is one stage of one plan version
                 plan = self.plan(head[0].plan_id)
                 stage = plan.stages[head[0].idx]
+                names = {"plan": plan.name, "stage": stage.name}
             except TrackcheckError as exc:  # e.g. a connection it names was deleted: end its runs, say why
                 problem = str(exc)
             size = plan.defaults.batch_size if plan is not None else UNLOADABLE_CHUNK
             after = 0
-            with _ChunkWriter(functools.partial(self._apply, claim=claim)) as writer:
+            with log_context(**names), _ChunkWriter(functools.partial(self._apply, claim=claim)) as writer:
                 for number in itertools.count():
                     chunk = self.store.waiting(group, fresh_only=fresh_only, after=after, limit=size)
                     if not chunk:
@@ -586,61 +590,63 @@ class Engine:
         runs whose values fail end as ``error``; when both halves fail with the same message (the query
         itself is wrong), all of them do.
         """
-        if stage.emit is not None:
-            return self._emit(plan, plan_id, stage, chunk, write)
-        fetched = fetched or self._fetch(plan, plan_id, stage, chunk, poll)
-        wheres = [w.where or {} for w in chunk]
-        distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
-        if fetched.failure is not None and fetched.kind is ErrorKind.PERMANENT and distinct:
-            halves = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
-            reads = [self._fetch(plan, plan_id, stage, half, poll) for half in halves]
-            # both halves failing alike (an unknown table...) is the query's fault: stop there; failing with
-            # different messages (each naming its own bad value) means bad runs in both: split both again
-            alike = len({r.failure for r in reads}) == 1
-            if not (alike and all(r.failure is not None and r.kind is ErrorKind.PERMANENT for r in reads)):
-                delays = [
-                    self._poll_chunk(plan, plan_id, stage, half, write, read)
-                    for half, read in zip(halves, reads, strict=True)
-                ]
-                return min((d for d in delays if d is not None), default=None)
-        now = utcnow()
-        records = fetched.result
-        per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
-        # a run whose stage was quiet, that again found nothing (and no note to add), before its deadline: its
-        # comparison and decision would be the last ones again, so only the poll itself is recorded
-        hushed = records is not None and _said_nothing_else(records)
-        quiet: list[tuple[int, str]] = []
-        polled: list[tuple[Waiting, list[dict[str, Any]]]] = []
-        for w, found in zip(chunk, per_run, strict=True):
-            if hushed and w.quiet and not found and (w.deadline is None or now < w.deadline):
-                quiet.append((w.stage_id, w.run_id))
-            else:
-                polled.append((w, found))
-        references = self._references(plan, stage, [w for w, _ in polled]) if records is not None else {}
-        max_errors = 0
-        for w, found in polled:
-            if records is None:  # the source could not be read: every run of the chunk keeps its error
-                outcome = Outcome(None, fetched.failure, fetched.kind, found, fetched.milliseconds)
-            else:
-                outcome = self._compare(plan, stage, w, found, references.get(w.run_id), fetched, records, now)
-            decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
-            max_errors = max(max_errors, decision.errors_in_row)
-        if quiet:
-            write.quiet.append(QuietPolls(now, fetched.milliseconds, tuple(quiet)))
-            if log.isEnabledFor(logging.INFO):
-                named = " ".join(run_id for _, run_id in quiet[:QUIET_RUNS_NAMED])
-                more = f" and {len(quiet) - QUIET_RUNS_NAMED} more" if len(quiet) > QUIET_RUNS_NAMED else ""
-                log.info(
-                    "poll plan=%s stage=%s outcome=waiting found=0: %d run(s) found nothing again "
-                    "(run=%s%s), duration_ms=%.0f",
-                    plan.name,
-                    stage.name,
-                    len(quiet),
-                    named,
-                    more,
-                    fetched.milliseconds,
-                )
-        return None if fetched.failure is None else _backoff(plan, stage, max_errors)
+        alone = chunk[0].run_id if len(chunk) == 1 else None  # a group of one run: its lines name it
+        with log_context(runs=len(chunk), run_id=alone):
+            if stage.emit is not None:
+                return self._emit(plan, plan_id, stage, chunk, write)
+            fetched = fetched or self._fetch(plan, plan_id, stage, chunk, poll)
+            wheres = [w.where or {} for w in chunk]
+            distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
+            if fetched.failure is not None and fetched.kind is ErrorKind.PERMANENT and distinct:
+                halves = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
+                reads = [self._fetch(plan, plan_id, stage, half, poll) for half in halves]
+                # both halves failing alike (an unknown table...) is the query's fault: stop there; failing with
+                # different messages (each naming its own bad value) means bad runs in both: split both again
+                alike = len({r.failure for r in reads}) == 1
+                if not (alike and all(r.failure is not None and r.kind is ErrorKind.PERMANENT for r in reads)):
+                    delays = [
+                        self._poll_chunk(plan, plan_id, stage, half, write, read, poll=poll)
+                        for half, read in zip(halves, reads, strict=True)
+                    ]
+                    return min((d for d in delays if d is not None), default=None)
+            now = utcnow()
+            records = fetched.result
+            per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
+            # a run whose stage was quiet, that again found nothing (and no note to add), before its deadline: its
+            # comparison and decision would be the last ones again, so only the poll itself is recorded
+            hushed = records is not None and _said_nothing_else(records)
+            quiet: list[tuple[int, str]] = []
+            polled: list[tuple[Waiting, list[dict[str, Any]]]] = []
+            for w, found in zip(chunk, per_run, strict=True):
+                if hushed and w.quiet and not found and (w.deadline is None or now < w.deadline):
+                    quiet.append((w.stage_id, w.run_id))
+                else:
+                    polled.append((w, found))
+            references = self._references(plan, stage, [w for w, _ in polled]) if records is not None else {}
+            max_errors = 0
+            for w, found in polled:
+                if records is None:  # the source could not be read: every run of the chunk keeps its error
+                    outcome = Outcome(None, fetched.failure, fetched.kind, found, fetched.milliseconds)
+                else:
+                    outcome = self._compare(plan, stage, w, found, references.get(w.run_id), fetched, records, now)
+                decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
+                max_errors = max(max_errors, decision.errors_in_row)
+            if quiet:
+                write.quiet.append(QuietPolls(now, fetched.milliseconds, tuple(quiet)))
+                if log.isEnabledFor(logging.INFO):
+                    named = " ".join(run_id for _, run_id in quiet[:QUIET_RUNS_NAMED])
+                    more = f" and {len(quiet) - QUIET_RUNS_NAMED} more" if len(quiet) > QUIET_RUNS_NAMED else ""
+                    log.info(
+                        "poll plan=%s stage=%s outcome=waiting found=0: %d run(s) found nothing again "
+                        "(run=%s%s), duration_ms=%.0f",
+                        plan.name,
+                        stage.name,
+                        len(quiet),
+                        named,
+                        more,
+                        fetched.milliseconds,
+                    )
+            return None if fetched.failure is None else _backoff(plan, stage, max_errors)
 
     def _compare(
         self,
@@ -667,7 +673,7 @@ class Engine:
                 first_seen, arrived = merge_first_seen(w.first_seen, texts, now, plan.defaults.snapshot_limit)
                 comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
         except Exception as exc:  # e.g. a schema file removed since the plan loaded
-            log.exception("cannot compare stage %s of plan %s", stage.name, plan.name)
+            log.exception("cannot compare stage %s of plan %s", stage.name, plan.name, extra={"run_id": w.run_id})
             error = f"cannot compare: {type(exc).__name__}: {exc}"
             return Outcome(None, error, ErrorKind.PERMANENT, found, fetched.milliseconds)
         if records.unparsed and comparison.reason:
@@ -766,6 +772,7 @@ class Engine:
             row.expected,
             outcome.milliseconds,
             f" error={error}" if error else "",
+            extra={"run_id": w.run_id},  # the line is about this run (``trackcheck.logs``), not the whole group
         )
         if decision.status == StageStatus.PASSED and w.idx + 1 < len(plan.stages):
             next_stage = self._activation(plan, plan_id, w.idx + 1, w.run_id, w.params, w.overrides, now)
@@ -794,19 +801,20 @@ class Engine:
             comparison: Comparison | None = None
             error: str | None = None
             kind = ErrorKind.TRANSIENT
-            try:
-                deaf = self.capture.ensure(plan_id, w.params, w.idx + 1) if self.capture.running else None
-                if deaf is not None:  # what it sends would be lost: sent once the bus can be listened to
-                    raise SourceConnectError(deaf, plan=plan.name, stage=stage.name)
-                answer = send(self.source(plan_id, stage.source), stage, events, w.params, w.run_id)
-                comparison = Comparison("passed", len(events), len(events), reason=answer)
-            except SourceError as exc:
-                error, kind = str(exc), exc.kind
-            except TrackcheckError as exc:
-                error, kind = str(exc), ErrorKind.PERMANENT
-            except Exception as exc:  # a bug must not stall the run
-                log.exception("unexpected error sending the events of run %s", w.run_id)
-                error, kind = f"unexpected {type(exc).__name__} sending the events: {exc}", ErrorKind.PERMANENT
+            with log_context(run_id=w.run_id):  # a send per run: what its source logs is about this run
+                try:
+                    deaf = self.capture.ensure(plan_id, w.params, w.idx + 1) if self.capture.running else None
+                    if deaf is not None:  # what it sends would be lost: sent once the bus can be listened to
+                        raise SourceConnectError(deaf, plan=plan.name, stage=stage.name)
+                    answer = send(self.source(plan_id, stage.source), stage, events, w.params, w.run_id)
+                    comparison = Comparison("passed", len(events), len(events), reason=answer)
+                except SourceError as exc:
+                    error, kind = str(exc), exc.kind
+                except TrackcheckError as exc:
+                    error, kind = str(exc), ErrorKind.PERMANENT
+                except Exception as exc:  # a bug must not stall the run
+                    log.exception("unexpected error sending the events of run %s", w.run_id)
+                    error, kind = f"unexpected {type(exc).__name__} sending the events: {exc}", ErrorKind.PERMANENT
             milliseconds = (time.monotonic() - began) * 1000
             outcome = Outcome(comparison, error, kind, events, milliseconds)
             decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
@@ -858,7 +866,8 @@ class _ChunkWriter:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="tc-chunk-writer")
-        self._pending = self._pool.submit(self._apply, write, chunk)
+        # the write's lines are about the same group as the poll's
+        self._pending = self._pool.submit(contextvars.copy_context().run, self._apply, write, chunk)
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None

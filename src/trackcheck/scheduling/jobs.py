@@ -280,7 +280,12 @@ class JobPlanner:
             except TrackcheckError as exc:
                 # the plan version no longer loads (a connection it names was removed...): one poll now ends
                 # its runs with the reason; the other groups are scheduled as usual
-                log.warning("group %s: its plan does not load, its runs end: %s", group.group_key, exc)
+                log.warning(
+                    "group %s: its plan does not load, its runs end: %s",
+                    group.group_key,
+                    exc,
+                    extra={"group": group.group_key},
+                )
                 self._once(group.group_key, "now", now)
                 continue
             main = f"poll:{group.group_key}"
@@ -340,7 +345,12 @@ class JobPlanner:
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.exception is not None:
-            log.error("poll job %s failed: %s", event.job_id, event.exception)
+            log.error(
+                "poll job %s failed: %s",
+                event.job_id,
+                event.exception,
+                extra={"group": _group_of(event.job_id) or None},
+            )
             return
         if isinstance(event.retval, PollSummary):
             self._summaries.put(event.retval)

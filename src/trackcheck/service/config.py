@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from trackcheck.errors import ConfigError
+from trackcheck.logs import LogFormat
 from trackcheck.plan.durations import parse_duration
 from trackcheck.plan.limits import DEFAULT_LIMITS
 from trackcheck.plan.model import Duration
@@ -50,6 +51,7 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     "TRUSTED_PROXIES": (None, "trusted_proxies"),
     "LOGIN_RATE_LIMIT": (None, "login_rate_limit"),
     "MIN_INTERVAL": (None, "min_interval"),
+    "LOG_FORMAT": (None, "log_format"),
     "SCHEDULER": ("scheduler", "scheduler"),
     "JOBSTORE": ("scheduler", "jobstore"),
     "EXECUTOR": ("scheduler", "executor"),
@@ -152,6 +154,9 @@ class ServiceConfig(BaseModel):
     )
     login_rate_limit: str = Field(
         default="10 per minute", description="failed logins and 401s allowed per client address (Flask-Limiter)"
+    )
+    log_format: LogFormat = Field(
+        default="text", description="stderr as text lines, or as JSON lines carrying the run, plan and stage"
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)

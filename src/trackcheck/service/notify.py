@@ -103,17 +103,20 @@ class Notifier:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {mask_url_passwords(str(exc))}"
         now = utcnow()
+        about = {"run_id": run.id, "plan": plan.name}  # what the lines are about (``trackcheck.logs``)
         if error is None:
             state |= {"state": "delivered", "attempts": attempts, "delivered_at": now.isoformat(), "error": None}
             self.engine.store.record_notification(run.id, state, None)
-            log.info("notified webhook of run %s (attempt %d)", run.id, attempts)
+            log.info("notified webhook of run %s (attempt %d)", run.id, attempts, extra=about)
             return
         if attempts > plan.notify.retries:
             state |= {"state": "failed", "attempts": attempts, "error": error}
             self.engine.store.record_notification(run.id, state, None)
-            log.error("giving up notifying run %s after %d attempts: %s", run.id, attempts, error)
+            log.error("giving up notifying run %s after %d attempts: %s", run.id, attempts, error, extra=about)
             return
         delay: timedelta = plan.notify.backoff * 2 ** (attempts - 1)
         state |= {"state": "retrying", "attempts": attempts, "error": error, "next_attempt": (now + delay).isoformat()}
         self.engine.store.record_notification(run.id, state, now + delay)
-        log.warning("webhook for run %s failed (attempt %d), retrying in %s: %s", run.id, attempts, delay, error)
+        log.warning(
+            "webhook for run %s failed (attempt %d), retrying in %s: %s", run.id, attempts, delay, error, extra=about
+        )

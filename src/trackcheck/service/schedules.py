@@ -198,5 +198,6 @@ def fire(schedule_id: str) -> None:
         log.error("schedule %s could not start a run: %s", schedule_id, exc)
         engine.store.schedule_fired(schedule_id, None, str(exc))
         return
-    log.info("schedule %s started run %s of plan %s", schedule_id, run_id, schedule.plan_name)
+    about = {"run_id": run_id, "plan": schedule.plan_name}
+    log.info("schedule %s started run %s of plan %s", schedule_id, run_id, schedule.plan_name, extra=about)
     engine.store.schedule_fired(schedule_id, run_id, None)

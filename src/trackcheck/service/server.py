@@ -57,6 +57,8 @@ class TrackcheckServer(BaseApplication):
             "worker_exit": _worker_exit,
             "proc_name": "trackcheck",
         }
+        if self.service_config.log_format == "json":
+            settings.update(json_logging(logging.getLogger().getEffectiveLevel()))
         for key, value in settings.items():
             self.cfg.set(key, value)
 
@@ -64,6 +66,38 @@ class TrackcheckServer(BaseApplication):
         from trackcheck.service.app import create_app
 
         return create_app(self.service_config, load_plans=False)
+
+
+#: an access line: client, method and path (no query string: it is not trackcheck's to vouch for), status,
+#: bytes, milliseconds
+ACCESS_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
+
+def json_logging(level: int) -> dict[str, Any]:
+    """gunicorn settings for ``log_format = "json"``: its error log (start, workers booting and dying) and an
+    access log through trackcheck's JSON formatter onto stderr, with everything else at ``level`` (the root
+    logger's), so that stderr holds JSON lines only. Access lines, INFO, appear from -v on; in text the
+    service keeps gunicorn's own error lines and no access log."""
+    return {
+        "access_log_format": ACCESS_FORMAT,
+        "logconfig_dict": {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "trackcheck.logs.JsonLines"}},
+            "handlers": {
+                "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            },
+            "root": {"level": logging.getLevelName(level), "handlers": ["stderr"]},
+            "loggers": {
+                "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+                "gunicorn.access": {
+                    "level": logging.getLevelName(max(level, logging.INFO)),
+                    "handlers": [],
+                    "propagate": True,
+                },
+            },
+        },
+    }
 
 
 def serve(config: ServiceConfig) -> None:

@@ -48,6 +48,11 @@ def _run_summary(run: Run, stages: list[RunStage]) -> dict[str, Any]:
     }
 
 
+def _about(run_id: str, plan: str) -> dict[str, str]:
+    """The fields that make a log line about a run (``trackcheck.logs``): its id and its plan's name."""
+    return {"run_id": run_id, "plan": plan}
+
+
 def _accepted(run_id: str) -> Any:
     response = jsonify({"id": run_id, "status": "processing"})
     response.status_code = 202
@@ -64,7 +69,7 @@ def submit_run() -> Any:
     overrides = _overrides(body)
     version = latest_plan(name)
     run_id = current_service().engine.submit(version.id, params, expect, overrides)
-    log.info("run %s of plan %s (version %d) accepted", run_id, name, version.version)
+    log.info("run %s of plan %s (version %d) accepted", run_id, name, version.version, extra=_about(run_id, name))
     return _accepted(run_id)
 
 
@@ -81,7 +86,7 @@ def submit_batch() -> Any:
     requests = [_batch_run(index, item) for index, item in enumerate(items)]
     version = latest_plan(name)
     ids = current_service().engine.submit_many(version.id, requests)
-    log.info("%d runs of plan %s (version %d) accepted", len(ids), name, version.version)
+    log.info("%d runs of plan %s (version %d) accepted", len(ids), name, version.version, extra={"plan": name})
     response = jsonify({"ids": ids, "status": "processing"})
     response.status_code = 202
     return response
@@ -194,7 +199,7 @@ def cancel_run(run_id: str) -> Any:
     engine = current_service().engine
     if not engine.cancel(run_id):
         fail(409, "conflict", f"run {run_id} has already ended ({engine.store.run(run_id).status})")
-    log.info("run %s cancelled through the API", run_id)
+    log.info("run %s cancelled through the API", run_id, extra={"run_id": run_id})
     return jsonify(run_document(engine.store.run(run_id), engine.store.run_stages(run_id)))
 
 
@@ -206,5 +211,5 @@ def rerun(run_id: str) -> Any:
     if engine.store.latest_plan(run.plan_name) is None:
         fail(409, "conflict", f"plan {run.plan_name!r} was deleted; PUT it again to run it")
     new_id = engine.submit(run.plan_id, dict(run.params), list(run.expect), dict(run.overrides or {}))
-    log.info("run %s accepted as a rerun of %s", new_id, run_id)
+    log.info("run %s accepted as a rerun of %s", new_id, run_id, extra=_about(new_id, run.plan_name))
     return _accepted(new_id)

@@ -5,6 +5,7 @@ validated like the API validates JSON, and errors are shown inline, next to the 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from trackcheck.service.app import current_service
 from trackcheck.service.dashboard.blueprint import bp
 from trackcheck.service.validation import InputError, parse_json, text_problem
 from trackcheck.store.models import PlanVersion
+
+log = logging.getLogger("trackcheck.dashboard")
 
 
 @dataclass
@@ -60,6 +63,8 @@ def new_run() -> ResponseReturnValue:
         state.values = {k: v for k, v in request.form.items() if k != "plan"}
         run_id = _submit(chosen[0], chosen[1], state)
         if run_id is not None:
+            about = {"run_id": run_id, "plan": chosen[1].name}
+            log.info("run %s of plan %s started from the dashboard", run_id, chosen[1].name, extra=about)
             return redirect(url_for("dashboard.run_page", run_id=run_id), code=303)
     elif request.method == "POST" and not state.plan_name:
         state.errors["plan"] = "Choose a plan."

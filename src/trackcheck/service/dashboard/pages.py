@@ -4,6 +4,8 @@ any more comes back without its polling trigger, which stops the polling."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
@@ -18,6 +20,8 @@ from trackcheck.service.dashboard.context import RUN_STATUSES, run_context, runs
 from trackcheck.sources import build_source
 from trackcheck.sources.base import MASK
 from trackcheck.store.models import PlanVersion
+
+log = logging.getLogger("trackcheck.dashboard")
 
 
 # -- runs ---------------------------------------------------------------------------------------------------
@@ -48,9 +52,11 @@ def run_fragment(run_id: str) -> ResponseReturnValue:
 @bp.post("/runs/<run_id>/cancel")
 def cancel_run(run_id: str) -> ResponseReturnValue:
     try:
-        current_service().engine.cancel(run_id)
+        cancelled = current_service().engine.cancel(run_id)
     except RunNotFound:
         abort(404, f"There is no run {run_id!r}.")
+    if cancelled:
+        log.info("run %s cancelled from the dashboard", run_id, extra={"run_id": run_id})
     return redirect(url_for("dashboard.run_page", run_id=run_id), code=303)
 
 
@@ -70,6 +76,8 @@ def rerun(run_id: str) -> ResponseReturnValue:
     except TrackcheckError as exc:
         message = mask_url_passwords(str(exc))
         return render_template("dashboard/error.html", title="Could not start the run again", message=message), 422
+    about = {"run_id": new_id, "plan": run.plan_name}
+    log.info("run %s started from the dashboard as a rerun of %s", new_id, run_id, extra=about)
     return redirect(url_for("dashboard.run_page", run_id=new_id), code=303)
 
 
