@@ -116,7 +116,7 @@ def test_swagger_ui_is_served_from_this_host_without_a_token(make_app: Callable[
     assert "script-src 'self';" in csp and "unsafe-inline" not in csp
     assert "<script>" not in html and "style=" not in html and "<style" not in html
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert len(assets) == 3 and all(a.startswith("/api/docs/") for a in assets), assets
+    assert len(assets) == 4 and all(a.startswith("/api/docs/") for a in assets), assets
     for asset in assets:
         answer = client.get(asset)
         assert answer.status_code == 200 and len(answer.data) > 100, asset

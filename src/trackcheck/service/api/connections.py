@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from flask import Response, jsonify
+from flask_openapi3 import Tag
 
 from trackcheck.errors import ConfigError, PlanError
 from trackcheck.plan.safe_yaml import parse_yaml
@@ -25,6 +26,8 @@ from trackcheck.service.api.models import (
     NewConnection,
 )
 from trackcheck.service.app import current_service
+
+TAGS = [Tag(name="connections", description="The systems plans may name (admin only; secrets write-only)")]
 
 
 def _document(name: str) -> dict[str, Any]:
@@ -51,7 +54,12 @@ def _save(name: str, body: ConnectionRequest) -> bool:
         fail(409, code, exc.message)
 
 
-@bp.get("/connections", summary="Every connection, secrets masked (admin)", responses=answers({200: ConnectionList}))
+@bp.get(
+    "/connections",
+    tags=TAGS,
+    summary="Every connection, secrets masked (admin)",
+    responses=answers({200: ConnectionList}),
+)
 def list_connections() -> Any:
     shown = current_service().engine.connections.describe()
     return jsonify({"connections": [c.to_dict() for c in shown]})
@@ -59,6 +67,7 @@ def list_connections() -> Any:
 
 @bp.post(
     "/connections",
+    tags=TAGS,
     summary="Define a connection (admin); secrets are stored encrypted and never shown again",
     responses=answers({201: Connection}, 409, 413, 415),
 )
@@ -75,7 +84,10 @@ def create_connection(body: NewConnection) -> Any:
 
 
 @bp.get(
-    "/connections/<name>", summary="A connection, secrets masked (admin)", responses=answers({200: Connection}, 404)
+    "/connections/<name>",
+    tags=TAGS,
+    summary="A connection, secrets masked (admin)",
+    responses=answers({200: Connection}, 404),
 )
 def get_connection(path: ConnectionPath) -> Any:
     return jsonify(_document(path.name))
@@ -83,6 +95,7 @@ def get_connection(path: ConnectionPath) -> Any:
 
 @bp.put(
     "/connections/<name>",
+    tags=TAGS,
     summary="Create or replace a connection (admin); '***' keeps the stored secret at that place",
     responses=answers({201: Connection, 200: Connection}, 409, 413, 415),
 )
@@ -99,6 +112,7 @@ def put_connection(path: ConnectionPath, body: ConnectionRequest) -> Any:
 
 @bp.delete(
     "/connections/<name>",
+    tags=TAGS,
     summary="Delete a connection (admin); 409 while a plan uses it, unless ?force=true",
     responses=answers({204: None}, 404, 409),
 )

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import flask_openapi3_swagger
 from flask import Blueprint, Response, current_app, jsonify, send_from_directory, url_for
-from flask_openapi3 import Info, OpenAPI, Server
+from flask_openapi3 import Info, OpenAPI, Server, Tag
 
 from trackcheck.service.api.blueprint import JSON, bp
 from trackcheck.service.api.models import Error
@@ -37,6 +37,7 @@ PAGE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <title>trackcheck API</title>
+<link rel="icon" href="{icon}">
 <link rel="stylesheet" href="{css}">
 </head>
 <body data-spec="{spec}">
@@ -96,6 +97,7 @@ def document() -> dict[str, Any]:
 
 @bp.get(
     "/openapi.json",
+    tags=[Tag(name="documentation", description="This document; Swagger UI shows it at /api/docs")],
     summary="This document (no token needed)",
     responses={200: {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}},
 )
@@ -106,6 +108,7 @@ def openapi() -> Any:
 @docs.get("/api/docs")
 def swagger_ui() -> Response:
     page = PAGE.format(
+        icon=url_for("api_docs.static", filename="images/swagger.svg"),
         css=url_for("api_docs.static", filename="css/swagger-ui.css"),
         bundle=url_for("api_docs.static", filename="js/swagger-ui-bundle.js"),
         init=url_for("api_docs.init_script"),

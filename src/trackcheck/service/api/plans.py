@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from flask import Request, Response, jsonify
+from flask_openapi3 import Tag
 
 from trackcheck.engine.core import store_plan
 from trackcheck.errors import ConfigError, PlanError
@@ -20,6 +21,8 @@ from trackcheck.service.app import current_service
 from trackcheck.store.models import PlanVersion
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"})
+
+TAGS = [Tag(name="plans", description="Plans and their versions (YAML)")]
 
 
 def _plan_outline(text: str) -> dict[str, Any]:
@@ -55,13 +58,14 @@ def latest_plan(name: str) -> PlanVersion:
     return version
 
 
-@bp.get("/plans", summary="The latest version of every plan", responses=answers({200: PlanList}))
+@bp.get("/plans", tags=TAGS, summary="The latest version of every plan", responses=answers({200: PlanList}))
 def list_plans() -> Any:
     return jsonify({"plans": [_plan_summary(v) for v in current_service().engine.store.latest_plans()]})
 
 
 @bp.get(
     "/plans/<name>",
+    tags=TAGS,
     summary="A plan's YAML (latest or ?version=N) and its version list",
     responses=answers({200: Plan}, 404),
 )
@@ -105,6 +109,7 @@ def _yaml_body(request: Request) -> str:
 
 @bp.put(
     "/plans/<name>",
+    tags=TAGS,
     summary="Store a plan version (validated; the YAML's name must equal the URL's)",
     responses=answers({201: PlanSaved, 200: PlanSaved}, 409, 413, 415),
 )
@@ -139,7 +144,9 @@ def put_plan(path: PlanPath, raw: PlanYaml) -> Any:
     return response
 
 
-@bp.delete("/plans/<name>", summary="Delete a plan (runs keep their version)", responses=answers({204: None}, 404))
+@bp.delete(
+    "/plans/<name>", tags=TAGS, summary="Delete a plan (runs keep their version)", responses=answers({204: None}, 404)
+)
 def delete_plan(path: PlanPath) -> Any:
     """Retire the plan: no new runs or reruns; runs keep the version they started with."""
     name = path.name

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import jsonify
+from flask_openapi3 import Tag
 
 from trackcheck.engine.core import RunRequest as EngineRun
 from trackcheck.engine.result import build_result
@@ -33,6 +34,8 @@ from trackcheck.service.api.models import (
 from trackcheck.service.api.plans import latest_plan
 from trackcheck.service.app import current_service
 from trackcheck.store.models import Run, RunStage
+
+TAGS = [Tag(name="runs", description="Start runs (one or a batch), follow them, cancel and rerun them")]
 
 
 def run_document(run: Run, stages: list[RunStage]) -> dict[str, Any]:
@@ -60,6 +63,7 @@ def _accepted(run_id: str) -> Any:
 
 @bp.post(
     "/runs",
+    tags=TAGS,
     summary="Start a run of a plan's latest version; answers at once, polling happens in the background",
     responses=answers({202: RunAccepted}, 404, 413, 415, 502),
 )
@@ -75,6 +79,7 @@ def submit_run(body: RunRequest) -> Any:
 
 @bp.post(
     "/runs/batch",
+    tags=TAGS,
     summary=f"Start up to {MAX_BATCH} runs of a plan's latest version at once, all or nothing",
     responses=answers({202: BatchAccepted}, 404, 413, 415, 502),
 )
@@ -111,7 +116,7 @@ def _overrides(run: BatchRun) -> dict[str, float]:
     return overrides_from(run.interval, run.timeout, limits=current_service().engine.setup.limits)
 
 
-@bp.get("/runs", summary="Runs, newest first", responses=answers({200: RunList}))
+@bp.get("/runs", tags=TAGS, summary="Runs, newest first", responses=answers({200: RunList}))
 def list_runs(query: RunsQuery) -> Any:
     store = current_service().engine.store
     runs, total = store.list_runs(query.plan or None, query.status, query.limit, query.offset)
@@ -120,13 +125,18 @@ def list_runs(query: RunsQuery) -> Any:
     return jsonify({"runs": summaries, "total": total, "limit": query.limit, "offset": query.offset})
 
 
-@bp.get("/runs/<run_id>", summary="A run's result", responses=answers({200: RunResult}, 404))
+@bp.get("/runs/<run_id>", tags=TAGS, summary="A run's result", responses=answers({200: RunResult}, 404))
 def get_run(path: RunPath) -> Any:
     store = current_service().engine.store
     return jsonify(run_document(store.run(path.run_id), store.run_stages(path.run_id)))
 
 
-@bp.get("/runs/<run_id>/polls", summary="Every poll of a run, oldest first", responses=answers({200: PollList}, 404))
+@bp.get(
+    "/runs/<run_id>/polls",
+    tags=TAGS,
+    summary="Every poll of a run, oldest first",
+    responses=answers({200: PollList}, 404),
+)
 def run_polls(path: RunPath) -> Any:
     """Every poll of the run, oldest first, with the stage it polled."""
     run_id = path.run_id
@@ -150,6 +160,7 @@ def run_polls(path: RunPath) -> Any:
 
 @bp.get(
     "/runs/<run_id>/records/<stage>",
+    tags=TAGS,
     summary="What a stage read for the run (its snapshot; empty before the first poll)",
     responses=answers({200: Records}, 404),
 )
@@ -178,6 +189,7 @@ def run_records(path: StagePath) -> Any:
 
 @bp.post(
     "/runs/<run_id>/cancel",
+    tags=TAGS,
     summary="Cancel a running run (what was verified is kept)",
     responses=answers({200: RunResult}, 404, 409),
 )
@@ -192,6 +204,7 @@ def cancel_run(path: RunPath) -> Any:
 
 @bp.post(
     "/runs/<run_id>/rerun",
+    tags=TAGS,
     summary="A new run of the same plan version with the same params, expect and overrides",
     responses=answers({202: RunAccepted}, 404, 409, 502),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, jsonify
+from flask_openapi3 import Tag
 
 from trackcheck.service.api.blueprint import PREFIX, answers, bp, iso, log
 from trackcheck.service.api.errors import fail
@@ -14,6 +15,8 @@ from trackcheck.service.api.plans import latest_plan
 from trackcheck.service.app import current_service
 from trackcheck.service.schedules import add_schedule, delete_schedule, next_run_time
 from trackcheck.store.models import Schedule
+
+TAGS = [Tag(name="schedules", description="Cron-triggered runs of a plan")]
 
 
 def _schedule_document(schedule: Schedule) -> dict[str, Any]:
@@ -29,13 +32,14 @@ def _schedule_document(schedule: Schedule) -> dict[str, Any]:
     }
 
 
-@bp.get("/schedules", summary="Every schedule", responses=answers({200: ScheduleList}))
+@bp.get("/schedules", tags=TAGS, summary="Every schedule", responses=answers({200: ScheduleList}))
 def list_schedules() -> Any:
     return jsonify({"schedules": [_schedule_document(s) for s in current_service().engine.store.schedules()]})
 
 
 @bp.post(
     "/schedules",
+    tags=TAGS,
     summary="Run a plan on a cron expression (UTC)",
     responses=answers({201: ScheduleDocument}, 404, 413, 415),
 )
@@ -50,7 +54,7 @@ def create_schedule(body: ScheduleRequest) -> Any:
     return response
 
 
-@bp.get("/schedules/<schedule_id>", summary="A schedule", responses=answers({200: ScheduleDocument}, 404))
+@bp.get("/schedules/<schedule_id>", tags=TAGS, summary="A schedule", responses=answers({200: ScheduleDocument}, 404))
 def get_schedule(path: SchedulePath) -> Any:
     schedule_id = path.schedule_id
     schedule = current_service().engine.store.schedule(schedule_id)
@@ -59,7 +63,7 @@ def get_schedule(path: SchedulePath) -> Any:
     return jsonify(_schedule_document(schedule))
 
 
-@bp.delete("/schedules/<schedule_id>", summary="Delete a schedule", responses=answers({204: None}, 404))
+@bp.delete("/schedules/<schedule_id>", tags=TAGS, summary="Delete a schedule", responses=answers({204: None}, 404))
 def remove_schedule(path: SchedulePath) -> Any:
     schedule_id = path.schedule_id
     if not delete_schedule(current_service().poller, schedule_id):
