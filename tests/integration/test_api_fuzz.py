@@ -47,15 +47,20 @@ stages:
     where: {test_id: "{test_id}"}
     compare: {with: expect, fields: [event]}
 """
-#: the checks that say "the answer is documented and no server error"; schemathesis's other checks judge
-#: API design choices (e.g. that a schema-valid but unknown plan is accepted), not robustness
+#: the checks that say "the answer is documented and no server error", and, since the document and the
+#: validation come from the same models, "whatever the document forbids is refused" (an unknown key, a
+#: number out of range, a wrong type: 4xx). Not ``positive_data_acceptance``: a schema-valid request may
+#: still name a plan that does not exist (404), which is the API's answer, not a fault
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
     "content_type_conformance",
     "response_schema_conformance",
     "response_headers_conformance",
+    "negative_data_rejection",
 )
+#: the answers that refuse a request (``negative_data_rejection``, the last of ``CHECKS``)
+REFUSALS = (400, 401, 403, 404, 405, 406, 413, 415, 422)
 
 
 def _free_port() -> int:
@@ -125,6 +130,8 @@ def _config(served: dict[str, Any]) -> str:
     """schemathesis.toml: bounded, derandomized, only the checks of ``CHECKS``, the known names mixed in."""
     quoted = ", ".join(json.dumps(value) for value in served["known"])
     enabled = "".join(f"\n[checks.{name}]\nenabled = true\n" for name in CHECKS)
+    # a body the document forbids may also be refused for its size (413) before anything reads it
+    enabled += f"expected-statuses = {json.dumps([str(code) for code in REFUSALS])}\n"
     return f"""
 request-timeout = 30
 workers = 2

@@ -114,7 +114,7 @@ BAD_RUNS: list[tuple[Any, int, list[str]]] = [
     ({"plan": "mem", "params": {"test_id": "x", "limit": True}}, 400, ["parameter 'limit'", "integer"]),
     ({"plan": "mem", "params": ["x"]}, 400, ["'params'", "object"]),
     ({"plan": "mem", "params": {"test_id": "x"}, "expect": {"event_id": "e1"}}, 400, ["'expect'", "list"]),
-    ({"plan": "mem", "params": {"test_id": "x"}, "expect": ["e1"]}, 400, ["expect[0] is not an object"]),
+    ({"plan": "mem", "params": {"test_id": "x"}, "expect": ["e1"]}, 400, ["'expect[0]'", "JSON object"]),
     ({"plan": "mem", "params": {"test_id": "x"}, "expect": [{"event": "view"}]}, 400, ["expect[0]", "'event_id'"]),
     ({"plan": "mem", "params": {"test_id": "x"}, "expect": []}, 400, ["expect", "gives any events"]),
     ('{"plan": "mem", "params": {"test_id": NaN}}', 400, ["not valid JSON", "NaN"]),
@@ -185,12 +185,14 @@ def test_runs_are_listed_newest_first_filtered_and_paged(client: FlaskClient) ->
     assert [r["id"] for r in client.get("/api/runs?status=cancelled").json["runs"]] == [second]
     assert client.get("/api/runs?plan=other").json["total"] == 0
     assert client.get("/api/runs").json["limit"] == 50
+    assert client.get("/api/runs?plan=&status=").json["total"] == 3  # empty form fields filter nothing
     for query, mention in [
         ("limit=0", "'limit'"),
-        ("limit=501", "between 1 and 500"),
+        ("limit=501", "less than or equal to 500"),
         ("limit=ten", "integer"),
         ("offset=-1", "'offset'"),
         ("status=done", "'done'"),
+        ("colour=red", "unknown query parameter 'colour'"),
     ]:
         assert_error(client.get(f"/api/runs?{query}"), 400, mention)
 

@@ -12,7 +12,7 @@ from tests.security.test_roles import RUNNER, TOKENS, VIEWER, bearer
 from tests.service.conftest import rows, wait_finished
 from trackcheck.engine.core import RunRequest
 from trackcheck.errors import ParamError
-from trackcheck.service.api.runs import MAX_BATCH
+from trackcheck.service.api.models import MAX_BATCH
 from trackcheck.service.app import EXTENSION
 from trackcheck.testing import MemorySource
 
@@ -70,7 +70,7 @@ def test_one_invalid_run_stores_none_and_the_error_names_it(client: FlaskClient)
         ({"params": {"test_id": "b"}, "timeout": "400d"}, "invalid_plan", "runs[1].timeout"),
         ({"params": {"test_id": "b"}, "plan": "mem"}, "bad_request", "runs[1]: unknown key 'plan'"),
         ({"params": ["b"]}, "invalid_params", "runs[1]: 'params' must be a JSON object"),
-        ("b", "invalid_params", "runs[1] must be an object"),
+        ("b", "invalid_params", "'runs[1]' must be a JSON object"),
     ]
     for bad, error, detail in cases:
         body = {"plan": "mem", "runs": [{"params": {"test_id": "a"}}, bad, {"params": {"test_id": "c"}}]}

@@ -1,4 +1,5 @@
-"""The OpenAPI document is true to the app: same paths and methods, and real answers match its schemas."""
+"""The OpenAPI document generated from the API's models is true to the app: same paths and methods, and
+real answers match its schemas; Swagger UI at /api/docs is served from this host, without a token."""
 
 from __future__ import annotations
 
@@ -12,33 +13,44 @@ from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 
 from tests.service.conftest import MEM_PLAN, rows, wait_finished
-from trackcheck.service.openapi import document
 from trackcheck.testing import MemorySource
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
+def document(app: Flask) -> dict[str, Any]:
+    """The document as a client reads it."""
+    answer = app.test_client().get("/api/openapi.json")
+    assert answer.status_code == 200, answer.data[:300]
+    doc: dict[str, Any] = answer.json
+    return doc
+
+
 def routes(app: Flask) -> dict[str, set[str]]:
-    """The app's /api routes as OpenAPI paths (``<run_id>`` → ``{run_id}``) with their methods."""
+    """The app's JSON API routes as OpenAPI paths (``<run_id>`` → ``{run_id}``) with their methods: every
+    /api route but Swagger UI's page and assets."""
     found: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
-        if rule.rule.startswith("/api/"):
+        if rule.rule.startswith("/api/") and not rule.endpoint.startswith("api_docs."):
             path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
             found.setdefault(path, set()).update(m.lower() for m in (rule.methods or set()) - IGNORED_METHODS)
     return found
 
 
-def documented() -> dict[str, set[str]]:
+def documented(doc: dict[str, Any]) -> dict[str, set[str]]:
     methods = {"get", "put", "post", "delete", "patch"}
-    return {path: set(item) & methods for path, item in document()["paths"].items()}
+    return {path: set(item) & methods for path, item in doc["paths"].items()}
 
 
 def test_documented_paths_and_methods_are_the_app_routes(app: Flask) -> None:
-    assert documented() == routes(app)
+    doc = document(app)
+    assert doc["openapi"] == "3.1.0"
+    assert documented(doc) == routes(app)
+    assert len(routes(app)) >= 13
 
 
 def test_path_parameters_are_declared(app: Flask) -> None:
-    for path, item in document()["paths"].items():
+    for path, item in document(app)["paths"].items():
         names = set(re.findall(r"{([^}]+)}", path))
         for method, operation in item.items():
             if method == "parameters":
@@ -47,8 +59,8 @@ def test_path_parameters_are_declared(app: Flask) -> None:
             assert names <= declared, (path, method)
 
 
-def test_every_reference_resolves() -> None:
-    doc = document()
+def test_every_reference_resolves(app: Flask) -> None:
+    doc = document(app)
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -70,16 +82,53 @@ def test_the_document_is_served_without_a_token(make_app: Callable[..., Flask]) 
     client = make_app(api_token="secret-token-value").test_client()
     answer = client.get("/api/openapi.json")
     assert answer.status_code == 200 and answer.json["openapi"].startswith("3.1")
-    assert answer.json == document()
+    assert answer.json["paths"]["/api/openapi.json"]["get"]["security"] == []
+    assert answer.json["paths"]["/api/runs"]["get"]["security"] == [{"bearer": []}]
     assert "secret-token-value" not in answer.get_data(as_text=True)
+    assert client.get("/api/runs").status_code == 401
+
+
+def test_request_bodies_and_errors_are_documented_from_the_models(app: Flask) -> None:
+    """Unknown keys are refused (additionalProperties: false), and every operation documents the one error
+    shape for 400 and for the token's answers."""
+    doc = document(app)
+    schemas = doc["components"]["schemas"]
+    for name in ("RunRequest", "BatchRunRequest", "ScheduleRequest", "NewConnection", "ConnectionRequest"):
+        assert schemas[name]["additionalProperties"] is False, name
+    assert set(schemas["Error"]["required"]) == {"error", "detail"}
+    submit = doc["paths"]["/api/runs"]["post"]
+    assert submit["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RunRequest"}
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            for status in ("400", "401", "403"):
+                content = operation["responses"][status]["content"]["application/json"]
+                assert content["schema"] == {"$ref": "#/components/schemas/Error"}, (path, method, status)
+    plan = doc["paths"]["/api/plans/{name}"]["put"]["requestBody"]["content"]
+    assert set(plan) == {"application/yaml", "text/plain"}
+
+
+def test_swagger_ui_is_served_from_this_host_without_a_token(make_app: Callable[..., Flask]) -> None:
+    client = make_app(api_token="secret-token-value").test_client()
+    page = client.get("/api/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in html and "style=" not in html and "<style" not in html
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert len(assets) == 4 and all(a.startswith("/api/docs/") for a in assets), assets
+    for asset in assets:
+        answer = client.get(asset)
+        assert answer.status_code == 200 and len(answer.data) > 100, asset
+    assert 'data-spec="/api/openapi.json"' in html
 
 
 class Checker:
     """Validates each answer against the schema the document gives for its path, method and status."""
 
-    def __init__(self, client: FlaskClient) -> None:
+    def __init__(self, client: FlaskClient, doc: dict[str, Any]) -> None:
         self.client = client
-        self.doc = document()
+        self.doc = doc
         self.seen: set[tuple[str, str, int]] = set()
 
     def __call__(self, method: str, template: str, url: str, status: int, **kwargs: Any) -> Any:
@@ -107,7 +156,8 @@ def test_real_answers_match_the_documented_schemas(make_app: Callable[..., Flask
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = headers.get("Authorization", "")
-    check = Checker(client)
+    doc = document(app)
+    check = Checker(client, doc)
     MemorySource.tables["log"].extend(rows("o1"))
     MemorySource.tables["wh"].extend(rows("o1"))
 
@@ -175,5 +225,5 @@ def test_real_answers_match_the_documented_schemas(make_app: Callable[..., Flask
         check("get", "/api/runs", "/api/runs", 401)
     check("get", "/api/openapi.json", "/api/openapi.json", 200)
 
-    operations = {(m, p) for p, methods in documented().items() for m in methods}
+    operations = {(m, p) for p, methods in documented(doc).items() for m in methods}
     assert operations <= {(m, p) for m, p, _ in check.seen}, "every documented operation was exercised"

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, current_app, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
+from flask_openapi3 import OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from trackcheck.service.config import ServiceConfig
@@ -42,7 +43,7 @@ def create_app(
     if service is None:
         service = Service((config or ServiceConfig()).check()).start(load_plans=load_plans)
     config = service.config
-    app = Flask(__name__)
+    app = OpenAPI(__name__, **api.docs.app_options())
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = service
@@ -53,7 +54,8 @@ def create_app(
         n = config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     api.auth.init_rate_limit(app, config)
-    app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_api(api.bp, url_prefix="/api")
+    app.register_blueprint(api.docs.docs)
     app.register_blueprint(ops.bp)
     app.register_blueprint(dashboard.bp)
     return app

@@ -1,4 +1,5 @@
-"""The JSON API under ``/api``: runs, plans, schedules and connections (documented in ``openapi.py``).
+"""The JSON API under ``/api``: runs, plans, schedules and connections, typed by ``models`` and described
+by the OpenAPI document generated from them (``/api/openapi.json``, browsable at ``/api/docs``: ``docs``).
 
 Conventions, so that clients can rely on them:
 
@@ -11,37 +12,46 @@ Conventions, so that clients can rely on them:
   service is misconfigured. Invalid input is rejected before anything is stored.
 - JSON bodies must be sent as ``application/json``: a cross-site page cannot send that without a CORS
   preflight (which this API never grants), so a token-less deployment on 127.0.0.1 is not open to CSRF.
-- With tokens configured (``api_token``, ``[[tokens]]``), every route except ``/api/openapi.json`` needs
+- With tokens configured (``api_token``, ``[[tokens]]``), every route except ``/api/openapi.json`` and
+  ``/api/docs`` needs
   ``Authorization: Bearer <token>``, and the token's role decides what it may do (``auth.required_role``).
 - Plans and run requests that arrive here are data (``trackcheck.plan.trust``): no ``${ENV}`` expansion,
   systems read only through the operator's connections.
 - Nothing returned holds a credential: plan text has URL passwords and literal secrets masked, error
   details are TrackcheckError messages (masked where raised) masked once more.
 
-One blueprint, ``bp`` (``blueprint.py``), gets its routes from the resource modules ``runs``, ``plans``,
-``schedules`` and ``connections``; ``auth`` guards it, ``errors`` maps every exception to the error shape,
-``parsing`` reads request bodies (``trackcheck.plan.masking`` hides secrets in plan text).
+One blueprint, ``bp`` (``blueprint.py``, a flask-openapi3 ``APIBlueprint``), gets its routes from the
+resource modules ``runs``, ``plans``, ``schedules`` and ``connections``, each view declaring its request
+and answer models; ``auth`` guards it, ``bodies`` holds a JSON body to the service's limits before its
+model reads it, ``errors`` maps every exception and refused model to the error shape
+(``trackcheck.plan.masking`` hides secrets in plan text).
 """
 
 from __future__ import annotations
 
 from trackcheck.plan.masking import mask_plan_text
-from trackcheck.service.api import auth, connections, errors, plans, runs, schedules  # noqa: F401 - each fills in bp
+from trackcheck.service.api import (  # noqa: F401 - each fills in bp
+    auth,
+    bodies,
+    connections,
+    docs,
+    errors,
+    plans,
+    runs,
+    schedules,
+)
 from trackcheck.service.api.auth import OPEN_ENDPOINTS, check_token
 from trackcheck.service.api.blueprint import PREFIX, bp
 from trackcheck.service.api.errors import ApiError, is_api_request
+from trackcheck.service.api.models import DEFAULT_LIMIT, MAX_LIMIT
 from trackcheck.service.api.plans import YAML_TYPES
-from trackcheck.service.api.runs import DEFAULT_LIMIT, MAX_LIMIT, RUN_KEYS, RUN_STATUSES, run_document
-from trackcheck.service.api.schedules import SCHEDULE_KEYS
+from trackcheck.service.api.runs import run_document
 
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "OPEN_ENDPOINTS",
     "PREFIX",
-    "RUN_KEYS",
-    "RUN_STATUSES",
-    "SCHEDULE_KEYS",
     "YAML_TYPES",
     "ApiError",
     "bp",

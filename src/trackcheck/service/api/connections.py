@@ -10,16 +10,24 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
+from flask_openapi3 import Tag
 
 from trackcheck.errors import ConfigError, PlanError
 from trackcheck.plan.safe_yaml import parse_yaml
-from trackcheck.service.api.blueprint import PREFIX, bp, log
+from trackcheck.service.api.blueprint import PREFIX, answers, bp, log
 from trackcheck.service.api.errors import fail
-from trackcheck.service.api.parsing import json_body, string_field
+from trackcheck.service.api.models import (
+    Connection,
+    ConnectionList,
+    ConnectionPath,
+    ConnectionRequest,
+    ForceQuery,
+    NewConnection,
+)
 from trackcheck.service.app import current_service
 
-CONNECTION_KEYS = ("name", "type", "options")
+TAGS = [Tag(name="connections", description="The systems plans may name (admin only; secrets write-only)")]
 
 
 def _document(name: str) -> dict[str, Any]:
@@ -29,17 +37,14 @@ def _document(name: str) -> dict[str, Any]:
     return info.to_dict()
 
 
-def _spec(body: dict[str, Any]) -> dict[str, Any]:
-    kind = string_field(body, "type")
-    options = body.get("options") or {}
-    if not isinstance(options, dict):
-        fail(400, "invalid_connection", "'options' must be a JSON object of the type's options (url, root...)")
+def _spec(body: ConnectionRequest) -> dict[str, Any]:
+    options = body.options or {}
     if "type" in options:
         fail(400, "invalid_connection", "options.type: give the type once, as 'type' beside 'options'")
-    return {"type": kind, **options}
+    return {"type": body.type, **options}
 
 
-def _save(name: str, body: dict[str, Any]) -> bool:
+def _save(name: str, body: ConnectionRequest) -> bool:
     try:
         return current_service().engine.connections.save(name, _spec(body))
     except PlanError as exc:
@@ -49,16 +54,25 @@ def _save(name: str, body: dict[str, Any]) -> bool:
         fail(409, code, exc.message)
 
 
-@bp.get("/connections")
+@bp.get(
+    "/connections",
+    tags=TAGS,
+    summary="Every connection, secrets masked (admin)",
+    responses=answers({200: ConnectionList}),
+)
 def list_connections() -> Any:
     shown = current_service().engine.connections.describe()
     return jsonify({"connections": [c.to_dict() for c in shown]})
 
 
-@bp.post("/connections")
-def create_connection() -> Any:
-    body = json_body(CONNECTION_KEYS)
-    name = string_field(body, "name")
+@bp.post(
+    "/connections",
+    tags=TAGS,
+    summary="Define a connection (admin); secrets are stored encrypted and never shown again",
+    responses=answers({201: Connection}, 409, 413, 415),
+)
+def create_connection(body: NewConnection) -> Any:
+    name = body.name
     if current_service().engine.connections.info(name) is not None:
         fail(409, "conflict", f"connection {name!r} exists: PUT {PREFIX}/connections/{name} replaces it")
     _save(name, body)
@@ -69,16 +83,26 @@ def create_connection() -> Any:
     return response
 
 
-@bp.get("/connections/<name>")
-def get_connection(name: str) -> Any:
-    return jsonify(_document(name))
+@bp.get(
+    "/connections/<name>",
+    tags=TAGS,
+    summary="A connection, secrets masked (admin)",
+    responses=answers({200: Connection}, 404),
+)
+def get_connection(path: ConnectionPath) -> Any:
+    return jsonify(_document(path.name))
 
 
-@bp.put("/connections/<name>")
-def put_connection(name: str) -> Any:
-    body = json_body(CONNECTION_KEYS)
-    if body.get("name", name) != name:
-        fail(400, "invalid_connection", f"the body names {body['name']!r} but the URL says {name!r}")
+@bp.put(
+    "/connections/<name>",
+    tags=TAGS,
+    summary="Create or replace a connection (admin); '***' keeps the stored secret at that place",
+    responses=answers({201: Connection, 200: Connection}, 409, 413, 415),
+)
+def put_connection(path: ConnectionPath, body: ConnectionRequest) -> Any:
+    name = path.name
+    if body.name not in (None, name):
+        fail(400, "invalid_connection", f"the body names {body.name!r} but the URL says {name!r}")
     created = _save(name, body)
     log.info("connection %s %s through the API", name, "created" if created else "replaced")
     response = jsonify(_document(name))
@@ -86,12 +110,18 @@ def put_connection(name: str) -> Any:
     return response
 
 
-@bp.delete("/connections/<name>")
-def delete_connection(name: str) -> Any:
+@bp.delete(
+    "/connections/<name>",
+    tags=TAGS,
+    summary="Delete a connection (admin); 409 while a plan uses it, unless ?force=true",
+    responses=answers({204: None}, 404, 409),
+)
+def delete_connection(path: ConnectionPath, query: ForceQuery) -> Any:
     """Remove a connection; 409 while a plan's latest version uses it, unless ``?force=true``."""
+    name = path.name
     _document(name)
     users = plans_using(name)
-    if users and request.args.get("force") != "true":
+    if users and not query.force:
         fail(409, "conflict", f"plans {', '.join(users)} use connection {name!r}: change them or add ?force=true")
     try:
         current_service().engine.connections.delete(name)

@@ -1,11 +1,14 @@
 """The one error shape, ``{"error", "detail"}``, and the one place that maps exceptions to status codes:
-Flask's own HTTP errors, the ``ApiError`` a view raises, and the ``TrackcheckError`` tree."""
+Flask's own HTTP errors, the ``ApiError`` a view raises, a request its model refused (pydantic's
+``ValidationError``, as flask-openapi3 reports it: ``validation_failed``), and the ``TrackcheckError`` tree."""
 
 from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from flask import request
+from flask import Response, request
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
@@ -21,6 +24,7 @@ from trackcheck.errors import (
 from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.service.api.auth import caller_of, forbidden, is_api_request, refusal, too_many, unauthorized
 from trackcheck.service.api.blueprint import bp, log
+from trackcheck.service.api.models import Query
 from trackcheck.service.app import current_service, error_response
 from trackcheck.store.database import describe_db_error
 
@@ -75,7 +79,8 @@ def _app_http_error(exc: HTTPException) -> Any:
 def _view_error(exc: Exception) -> Any:
     """Every exception of an API view becomes the error shape; an unexpected one is logged, not shown."""
     if isinstance(exc, HTTPException):
-        return _http_error(exc)
+        # an answer made before the view ran (``validation_failed``) is already in the error shape
+        return exc.response if exc.response is not None else _http_error(exc)
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.error, _masked(exc.detail))
     if isinstance(exc, TrackcheckError):
@@ -112,3 +117,79 @@ def _trackcheck_status(exc: TrackcheckError) -> tuple[int, str]:
 
 def _masked(detail: Any) -> Any:
     return mask_url_passwords(detail) if isinstance(detail, str) else detail
+
+
+# -- requests their models refused ---------------------------------------------------------------------------
+#: pydantic's words for a JSON type that was not sent, as a client reads them
+_EXPECTED = {
+    "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "list_type": "must be a list",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "missing": "is required",
+}
+
+
+def validation_failed(exc: ValidationError) -> Response:
+    """flask-openapi3's ``validation_error_callback``: the first problem of a request its model refused,
+    as a 400 whose detail names the key (``runs[3].params``) or query parameter; the code says what kind
+    of input was wrong (``invalid_params`` for a run's parameters and events, ``invalid_plan`` for its
+    interval and timeout, ``bad_request`` for the rest)."""
+    problem = exc.errors(include_url=False)[0]
+    if exc.title in {model.__name__ for model in Query.__subclasses__()}:
+        code, detail = "bad_request", _query_detail(problem)
+    else:
+        code, detail = _body_code(problem), _body_detail(problem)
+    response, status = error_response(400, code, mask_url_passwords(detail))
+    response.status_code = status
+    return response
+
+
+def _place(loc: tuple[int | str, ...]) -> str:
+    """``("runs", 3, "params")`` as ``runs[3].params``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text
+
+
+def _body_code(problem: ErrorDetails) -> str:
+    loc = problem["loc"]
+    if problem["type"] == "extra_forbidden":
+        return "bad_request"
+    if {"interval", "timeout"} & set(loc):
+        return "invalid_plan"
+    if {"params", "expect"} & set(loc) or (len(loc) == 2 and loc[0] == "runs"):
+        return "invalid_params"
+    return "bad_request"
+
+
+def _body_detail(problem: ErrorDetails) -> str:
+    loc, kind = problem["loc"], problem["type"]
+    context = problem.get("ctx") or {}
+    if kind == "env_reference":  # ``where`` is the place inside the value: ``test_id``, ``[0].event_id``
+        where = str(context["where"])
+        return f"{_place(loc)}{where if where.startswith('[') or not where else '.' + where}: {problem['msg']}"
+    if kind == "extra_forbidden":
+        parent = _place(loc[:-1])
+        return f"{parent}: unknown key {loc[-1]!r}" if parent else f"unknown key {loc[-1]!r} in the body"
+    message = _EXPECTED.get(kind) or _lower_first(problem["msg"])
+    if len(loc) > 1 and isinstance(loc[-1], str):
+        return f"{_place(loc[:-1])}: {loc[-1]!r} {message}"
+    return f"{_place(loc)!r} {message}" if loc else message
+
+
+def _query_detail(problem: ErrorDetails) -> str:
+    name = _place(problem["loc"])
+    if problem["type"] == "extra_forbidden":
+        return f"unknown query parameter {name!r}"
+    given = str(problem["input"])
+    shown = given if len(given) <= 40 else f"{given[:40]}..."
+    return f"query parameter {name!r}: {_lower_first(problem['msg'])}, got {shown!r}"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]

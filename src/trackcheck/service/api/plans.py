@@ -6,20 +6,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flask import Response, jsonify, request
+from flask import Request, Response, jsonify
+from flask_openapi3 import Tag
 
 from trackcheck.engine.core import store_plan
 from trackcheck.errors import ConfigError, PlanError
 from trackcheck.loader import load_plan_text
 from trackcheck.plan.masking import mask_plan_text
 from trackcheck.plan.safe_yaml import parse_yaml
-from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
+from trackcheck.service.api.blueprint import PREFIX, answers, bp, iso, log
 from trackcheck.service.api.errors import fail
-from trackcheck.service.api.parsing import int_arg
+from trackcheck.service.api.models import Plan, PlanList, PlanPath, PlanQuery, PlanSaved, PlanYaml
 from trackcheck.service.app import current_service
 from trackcheck.store.models import PlanVersion
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"})
+
+TAGS = [Tag(name="plans", description="Plans and their versions (YAML)")]
 
 
 def _plan_outline(text: str) -> dict[str, Any]:
@@ -55,18 +58,24 @@ def latest_plan(name: str) -> PlanVersion:
     return version
 
 
-@bp.get("/plans")
+@bp.get("/plans", tags=TAGS, summary="The latest version of every plan", responses=answers({200: PlanList}))
 def list_plans() -> Any:
     return jsonify({"plans": [_plan_summary(v) for v in current_service().engine.store.latest_plans()]})
 
 
-@bp.get("/plans/<name>")
-def get_plan(name: str) -> Any:
+@bp.get(
+    "/plans/<name>",
+    tags=TAGS,
+    summary="A plan's YAML (latest or ?version=N) and its version list",
+    responses=answers({200: Plan}, 404),
+)
+def get_plan(path: PlanPath, query: PlanQuery) -> Any:
     """The latest version (or ``?version=N``) with its YAML, secrets masked, and every version's number."""
+    name = path.name
     store = current_service().engine.store
     latest = latest_plan(name)
     history = store.plan_history(name)
-    wanted = int_arg("version", latest.version, 1)
+    wanted = query.version or latest.version
     version = next((v for v in history if v.version == wanted), None)
     if version is None:
         fail(404, "not_found", f"plan {name!r} has no version {wanted} (latest: {latest.version})")
@@ -85,7 +94,7 @@ def _plans_base_dir() -> str | None:
     return str(folder.resolve()) if folder is not None else None
 
 
-def _yaml_body() -> str:
+def _yaml_body(request: Request) -> str:
     if request.mimetype not in YAML_TYPES:
         fail(415, "unsupported_media_type", "send the plan YAML with 'Content-Type: application/yaml'")
     raw = request.get_data(cache=True)
@@ -98,10 +107,16 @@ def _yaml_body() -> str:
     return text
 
 
-@bp.put("/plans/<name>")
-def put_plan(name: str) -> Any:
+@bp.put(
+    "/plans/<name>",
+    tags=TAGS,
+    summary="Store a plan version (validated; the YAML's name must equal the URL's)",
+    responses=answers({201: PlanSaved, 200: PlanSaved}, 409, 413, 415),
+)
+def put_plan(path: PlanPath, raw: PlanYaml) -> Any:
     """Validate and store a plan version: 201 when it is new, 200 when the text is unchanged."""
-    text, base_dir = _yaml_body(), _plans_base_dir()
+    name = path.name
+    text, base_dir = _yaml_body(raw), _plans_base_dir()
     engine = current_service().engine
     # a plan sent over the API is data: loaded under the rules for uploads (no ${ENV}, connections only)
     plan = load_plan_text(
@@ -129,9 +144,12 @@ def put_plan(name: str) -> Any:
     return response
 
 
-@bp.delete("/plans/<name>")
-def delete_plan(name: str) -> Any:
+@bp.delete(
+    "/plans/<name>", tags=TAGS, summary="Delete a plan (runs keep their version)", responses=answers({204: None}, 404)
+)
+def delete_plan(path: PlanPath) -> Any:
     """Retire the plan: no new runs or reruns; runs keep the version they started with."""
+    name = path.name
     if not current_service().engine.store.delete_plan(name):
         fail(404, "not_found", f"no plan named {name!r}")
     log.info("plan %s deleted through the API", name)

@@ -7,29 +7,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import jsonify, request
+from flask import jsonify
+from flask_openapi3 import Tag
 
-from trackcheck.engine.core import RunRequest
+from trackcheck.engine.core import RunRequest as EngineRun
 from trackcheck.engine.result import build_result
 from trackcheck.errors import PlanError
 from trackcheck.foreground import overrides_from
-from trackcheck.service.api.blueprint import PREFIX, bp, iso, log
-from trackcheck.service.api.errors import ApiError, fail
-from trackcheck.service.api.parsing import expect_field, int_arg, json_body, object_field, string_field
+from trackcheck.service.api.blueprint import PREFIX, answers, bp, iso, log
+from trackcheck.service.api.errors import fail
+from trackcheck.service.api.models import (
+    MAX_BATCH,
+    BatchAccepted,
+    BatchRun,
+    BatchRunRequest,
+    PollList,
+    Records,
+    RunAccepted,
+    RunList,
+    RunPath,
+    RunRequest,
+    RunResult,
+    RunsQuery,
+    StagePath,
+)
 from trackcheck.service.api.plans import latest_plan
 from trackcheck.service.app import current_service
-from trackcheck.states import RunStatus
 from trackcheck.store.models import Run, RunStage
 
-RUN_STATUSES = tuple(RunStatus)
-DEFAULT_LIMIT, MAX_LIMIT = 50, 500
-RUN_KEYS = ("plan", "params", "expect", "interval", "timeout")
-BATCH_KEYS = ("plan", "runs")
-BATCH_RUN_KEYS = ("params", "expect", "interval", "timeout")
-#: runs per ``POST /api/runs/batch``: one transaction of a few seconds at most, and within max_body_bytes
-MAX_BATCH = 10_000
-#: a duration is a number and a unit: anything longer is not one (and is not echoed back whole)
-MAX_DURATION_TEXT = 40
+TAGS = [Tag(name="runs", description="Start runs (one or a batch), follow them, cancel and rerun them")]
 
 
 def run_document(run: Run, stages: list[RunStage]) -> dict[str, Any]:
@@ -60,47 +66,45 @@ def _accepted(run_id: str) -> Any:
     return response
 
 
-@bp.post("/runs")
-def submit_run() -> Any:
-    """Validate and store a run; the poller does the rest in the background."""
-    body = json_body(RUN_KEYS)
-    name = string_field(body, "plan")
-    params, expect = object_field(body, "params"), expect_field(body)
+@bp.post(
+    "/runs",
+    tags=TAGS,
+    summary="Start a run of a plan's latest version; answers at once, polling happens in the background",
+    responses=answers({202: RunAccepted}, 404, 413, 415, 502),
+)
+def submit_run(body: RunRequest) -> Any:
+    """Validate and store a run; the poller does the rest in the background (poll GET /api/runs/{run_id}
+    until its status is not running)."""
     overrides = _overrides(body)
-    version = latest_plan(name)
-    run_id = current_service().engine.submit(version.id, params, expect, overrides)
-    log.info("run %s of plan %s (version %d) accepted", run_id, name, version.version, extra=_about(run_id, name))
+    version = latest_plan(body.plan)
+    run_id = current_service().engine.submit(version.id, body.params or {}, body.expect, overrides)
+    log.info(
+        "run %s of plan %s (version %d) accepted", run_id, body.plan, version.version, extra=_about(run_id, body.plan)
+    )
     return _accepted(run_id)
 
 
-@bp.post("/runs/batch")
-def submit_batch() -> Any:
-    """Validate and store many runs of one plan at once, all or nothing; an error names the run's index."""
-    body = json_body(BATCH_KEYS)
-    name = string_field(body, "plan")
-    items = body.get("runs")
-    if not isinstance(items, list) or not items:
-        fail(400, "bad_request", f"'runs' is required and must be a list of 1 to {MAX_BATCH} run objects")
-    if len(items) > MAX_BATCH:
-        fail(400, "bad_request", f"'runs' holds {len(items)} runs; at most {MAX_BATCH} are accepted per request")
-    requests = [_batch_run(index, item) for index, item in enumerate(items)]
-    version = latest_plan(name)
+@bp.post(
+    "/runs/batch",
+    tags=TAGS,
+    summary=f"Start up to {MAX_BATCH} runs of a plan's latest version at once, all or nothing",
+    responses=answers({202: BatchAccepted}, 404, 413, 415, 502),
+)
+def submit_batch(body: BatchRunRequest) -> Any:
+    """One transaction, answered at once; an error names the run (runs[3].params.test_id) and stores none.
+    The body must fit max_body_bytes (1 MiB by default: about 10,000 runs of ~100 bytes each)."""
+    requests = []
+    for index, item in enumerate(body.runs):
+        with _naming(index):
+            requests.append(EngineRun(item.params or {}, item.expect, _overrides(item)))
+    version = latest_plan(body.plan)
     ids = current_service().engine.submit_many(version.id, requests)
-    log.info("%d runs of plan %s (version %d) accepted", len(ids), name, version.version, extra={"plan": name})
+    log.info(
+        "%d runs of plan %s (version %d) accepted", len(ids), body.plan, version.version, extra={"plan": body.plan}
+    )
     response = jsonify({"ids": ids, "status": "processing"})
     response.status_code = 202
     return response
-
-
-def _batch_run(index: int, item: Any) -> RunRequest:
-    """``runs[index]`` checked as ``POST /api/runs`` checks a body."""
-    if not isinstance(item, dict):
-        fail(400, "invalid_params", f"runs[{index}] must be an object with the keys {', '.join(BATCH_RUN_KEYS)}")
-    with _naming(index):
-        unknown = sorted(set(item) - set(BATCH_RUN_KEYS))
-        if unknown:
-            fail(400, "bad_request", f"unknown key {unknown[0]!r} (allowed: {', '.join(BATCH_RUN_KEYS)})")
-        return RunRequest(object_field(item, "params"), expect_field(item), _overrides(item))
 
 
 @contextmanager
@@ -109,50 +113,42 @@ def _naming(index: int) -> Iterator[None]:
     place = f"runs[{index}]"
     try:
         yield
-    except ApiError as exc:
-        detail = str(exc.detail)
-        joined = f"{place}.{detail}" if detail.startswith(("params", "expect")) else f"{place}: {detail}"
-        raise ApiError(exc.status, exc.error, joined) from None
     except PlanError as exc:
         field = exc.context.get("field")
         raise PlanError(f"{place}.{field}: {exc.message}" if field else f"{place}: {exc}") from None
 
 
-def _overrides(body: dict[str, Any]) -> dict[str, float]:
+def _overrides(run: BatchRun) -> dict[str, float]:
     """``interval``/``timeout`` like ``trackcheck run --interval/--timeout``: every stage of this run polls
     that often and times out then, within the deployment's limits (``min_interval``, 30 days); anything
     else is a PlanError (400) naming the key."""
-    limits = current_service().engine.setup.limits
-    for key in ("interval", "timeout"):
-        value = body.get(key)
-        if isinstance(value, str) and len(value) > MAX_DURATION_TEXT:
-            fail(400, "invalid_plan", f"field {key!r}: not a duration (e.g. 500ms, 58s, 5m, 2h, 1d)")
-    return overrides_from(body.get("interval"), body.get("timeout"), limits=limits)
+    return overrides_from(run.interval, run.timeout, limits=current_service().engine.setup.limits)
 
 
-@bp.get("/runs")
-def list_runs() -> Any:
-    status = request.args.get("status") or None
-    if status is not None and status not in RUN_STATUSES:
-        fail(400, "bad_request", f"unknown status {status!r} (one of: {', '.join(RUN_STATUSES)})")
-    limit = int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_arg("offset", 0, 0)
+@bp.get("/runs", tags=TAGS, summary="Runs, newest first", responses=answers({200: RunList}))
+def list_runs(query: RunsQuery) -> Any:
     store = current_service().engine.store
-    runs, total = store.list_runs(request.args.get("plan") or None, status, limit, offset)
+    runs, total = store.list_runs(query.plan or None, query.status, query.limit, query.offset)
     stages = store.stages_of([run.id for run in runs])
     summaries = [_run_summary(run, stages[run.id]) for run in runs]
-    return jsonify({"runs": summaries, "total": total, "limit": limit, "offset": offset})
+    return jsonify({"runs": summaries, "total": total, "limit": query.limit, "offset": query.offset})
 
 
-@bp.get("/runs/<run_id>")
-def get_run(run_id: str) -> Any:
+@bp.get("/runs/<run_id>", tags=TAGS, summary="A run's result", responses=answers({200: RunResult}, 404))
+def get_run(path: RunPath) -> Any:
     store = current_service().engine.store
-    return jsonify(run_document(store.run(run_id), store.run_stages(run_id)))
+    return jsonify(run_document(store.run(path.run_id), store.run_stages(path.run_id)))
 
 
-@bp.get("/runs/<run_id>/polls")
-def run_polls(run_id: str) -> Any:
+@bp.get(
+    "/runs/<run_id>/polls",
+    tags=TAGS,
+    summary="Every poll of a run, oldest first",
+    responses=answers({200: PollList}, 404),
+)
+def run_polls(path: RunPath) -> Any:
     """Every poll of the run, oldest first, with the stage it polled."""
+    run_id = path.run_id
     store = current_service().engine.store
     store.run(run_id)  # 404 for an unknown run, not an empty list
     names = {stage.idx: stage.name for stage in store.run_stages(run_id)}
@@ -171,9 +167,15 @@ def run_polls(run_id: str) -> Any:
     return jsonify({"run_id": run_id, "polls": polls})
 
 
-@bp.get("/runs/<run_id>/records/<stage>")
-def run_records(run_id: str, stage: str) -> Any:
+@bp.get(
+    "/runs/<run_id>/records/<stage>",
+    tags=TAGS,
+    summary="What a stage read for the run (its snapshot; empty before the first poll)",
+    responses=answers({200: Records}, 404),
+)
+def run_records(path: StagePath) -> Any:
     """What the stage last read for this run (capped at the plan's snapshot_limit: see ``truncated``)."""
+    run_id, stage = path.run_id, path.stage
     store = current_service().engine.store
     store.run(run_id)
     stages = store.run_stages(run_id)
@@ -194,8 +196,14 @@ def run_records(run_id: str, stage: str) -> Any:
     )
 
 
-@bp.post("/runs/<run_id>/cancel")
-def cancel_run(run_id: str) -> Any:
+@bp.post(
+    "/runs/<run_id>/cancel",
+    tags=TAGS,
+    summary="Cancel a running run (what was verified is kept)",
+    responses=answers({200: RunResult}, 404, 409),
+)
+def cancel_run(path: RunPath) -> Any:
+    run_id = path.run_id
     engine = current_service().engine
     if not engine.cancel(run_id):
         fail(409, "conflict", f"run {run_id} has already ended ({engine.store.run(run_id).status})")
@@ -203,13 +211,18 @@ def cancel_run(run_id: str) -> Any:
     return jsonify(run_document(engine.store.run(run_id), engine.store.run_stages(run_id)))
 
 
-@bp.post("/runs/<run_id>/rerun")
-def rerun(run_id: str) -> Any:
+@bp.post(
+    "/runs/<run_id>/rerun",
+    tags=TAGS,
+    summary="A new run of the same plan version with the same params, expect and overrides",
+    responses=answers({202: RunAccepted}, 404, 409, 502),
+)
+def rerun(path: RunPath) -> Any:
     """A new run of the same plan *version* with the same parameters, events and overrides."""
     engine = current_service().engine
-    run = engine.store.run(run_id)
+    run = engine.store.run(path.run_id)
     if engine.store.latest_plan(run.plan_name) is None:
         fail(409, "conflict", f"plan {run.plan_name!r} was deleted; PUT it again to run it")
     new_id = engine.submit(run.plan_id, dict(run.params), list(run.expect), dict(run.overrides or {}))
-    log.info("run %s accepted as a rerun of %s", new_id, run_id, extra=_about(new_id, run.plan_name))
+    log.info("run %s accepted as a rerun of %s", new_id, path.run_id, extra=_about(new_id, run.plan_name))
     return _accepted(new_id)
