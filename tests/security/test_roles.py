@@ -110,6 +110,8 @@ def test_a_runner_starts_cancels_and_reruns_but_changes_no_plan_schedule_or_conn
         ("put", "/api/plans/fresh", YAML),
         ("delete", "/api/plans/mem", {}),
         ("post", "/api/schedules", {"json": SCHEDULE}),
+        ("put", f"/api/schedules/{schedule_id}", {"json": SCHEDULE | {"cron": "1 1 * * *"}}),
+        ("patch", f"/api/schedules/{schedule_id}", {"json": {"paused": True}}),
         ("delete", f"/api/schedules/{schedule_id}", {}),
     ]:
         assert_forbidden(call(client, RUNNER, method, path, **kwargs), "admin", "ci", "runner")

@@ -316,6 +316,41 @@ def test_schedules_are_created_listed_and_deleted(client: FlaskClient) -> None:
     assert client.get("/api/schedules").json["schedules"] == []
 
 
+def test_a_schedule_carries_a_run_request_and_is_replaced_and_paused(client: FlaskClient) -> None:
+    body = {"plan": "mem", "cron": "10 2 * * *", "params": {"test_id": "n"}, "interval": "2s", "timeout": 300}
+    created = client.post("/api/schedules", json={**body, "expect": [{"event_id": "e1", "event": "view"}]})
+    assert created.status_code == 201, created.json
+    schedule = created.json
+    assert (schedule["interval"], schedule["timeout"], schedule["paused"]) == ("2s", "5m", False)
+    assert schedule["expect"] == [{"event_id": "e1", "event": "view"}]
+
+    replaced = client.put(f"/api/schedules/{schedule['id']}", json={**body, "cron": "30 4 * * 1", "timeout": "1h"})
+    assert replaced.status_code == 200, replaced.json
+    assert {k: replaced.json[k] for k in ("id", "cron", "expect", "interval", "timeout", "created_at")} == {
+        "id": schedule["id"],
+        "cron": "30 4 * * 1",
+        "expect": None,  # a replacement is whole: no expect, the plan's events again
+        "interval": "2s",
+        "timeout": "1h",
+        "created_at": schedule["created_at"],
+    }
+    assert "T04:30:00" in replaced.json["next_run_time"]
+
+    paused = client.patch(f"/api/schedules/{schedule['id']}", json={"paused": True})
+    assert paused.status_code == 200 and paused.json["paused"] is True and paused.json["next_run_time"] is None
+    resumed = client.patch(f"/api/schedules/{schedule['id']}", json={"paused": False})
+    assert resumed.json["paused"] is False and "T04:30:00" in resumed.json["next_run_time"]
+
+    assert_error(client.patch(f"/api/schedules/{schedule['id']}", json={"paused": "yes"}), 400, "'paused'")
+    patch = {"paused": True, "cron": "1 1 * * *"}  # only the pause is patched
+    assert_error(client.patch(f"/api/schedules/{schedule['id']}", json=patch), 400, "'cron'")
+    assert_error(client.put("/api/schedules/nope", json=body), 404, "'nope'")
+    assert_error(client.patch("/api/schedules/nope", json={"paused": True}), 404, "'nope'")
+    # a bad replacement changes nothing
+    assert_error(client.put(f"/api/schedules/{schedule['id']}", json={**body, "interval": "soon"}), 400, "interval")
+    assert client.get(f"/api/schedules/{schedule['id']}").json == resumed.json
+
+
 @pytest.mark.parametrize(
     ("body", "status", "mentions"),
     [
@@ -325,6 +360,8 @@ def test_schedules_are_created_listed_and_deleted(client: FlaskClient) -> None:
         ({"plan": "nope", "cron": "10 2 * * *", "params": {"test_id": "n"}}, 404, ["'nope'"]),
         ({"plan": "mem", "cron": "10 2 * * *"}, 400, ["parameter 'test_id'"]),
         ({"plan": "mem", "cron": "10 2 * * *", "params": {"test_id": "n"}, "tz": "CET"}, 400, ["'tz'"]),
+        ({"plan": "mem", "cron": "10 2 * * *", "params": {"test_id": "n"}, "timeout": "0s"}, 400, ["timeout"]),
+        ({"plan": "mem", "cron": "10 2 * * *", "params": {"test_id": "n"}, "expect": [{"x": 1}]}, 400, ["expect"]),
     ],
 )
 def test_invalid_schedules_say_what_is_wrong_and_store_nothing(

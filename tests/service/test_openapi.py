@@ -196,6 +196,11 @@ def test_real_answers_match_the_documented_schemas(make_app: Callable[..., Flask
     check("post", "/api/schedules", "/api/schedules", 400, json=schedule | {"cron": "soon"})
     check("get", "/api/schedules", "/api/schedules", 200)
     check("get", "/api/schedules/{schedule_id}", f"/api/schedules/{schedule_id}", 200)
+    path = f"/api/schedules/{schedule_id}"
+    check("put", "/api/schedules/{schedule_id}", path, 200, json=schedule | {"timeout": "1h", "paused": True})
+    check("put", "/api/schedules/{schedule_id}", path, 400, json=schedule | {"interval": "soon"})
+    check("patch", "/api/schedules/{schedule_id}", path, 200, json={"paused": False})
+    check("patch", "/api/schedules/{schedule_id}", "/api/schedules/nope", 404, json={"paused": False})
     check("delete", "/api/schedules/{schedule_id}", f"/api/schedules/{schedule_id}", 204)
     check("delete", "/api/schedules/{schedule_id}", f"/api/schedules/{schedule_id}", 404)
     check("delete", "/api/plans/{name}", "/api/plans/mem", 204)

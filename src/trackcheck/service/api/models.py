@@ -13,7 +13,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from flask_openapi3 import RawModel
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from trackcheck.plan.templates import env_references
@@ -126,10 +135,17 @@ class BatchRunRequest(Request):
     runs: list[BatchRun] = Field(min_length=1, max_length=MAX_BATCH, description="the runs, in order")
 
 
-class ScheduleRequest(Request):
+class ScheduleRequest(BatchRun):
+    """A schedule: when, and the run request each firing submits (parameters, expected events, interval,
+    timeout, as ``POST /api/runs`` takes them), checked now rather than when it fires."""
+
     plan: Name
     cron: Name = Field(description="five-field crontab expression in UTC, e.g. '10 2 * * *'")
-    params: Params | None = None
+    paused: StrictBool = Field(False, description="kept, but not fired")
+
+
+class SchedulePause(Request):
+    paused: StrictBool = Field(description="true: stop firing it; false: fire it again")
 
 
 class ConnectionRequest(Request):
@@ -323,6 +339,10 @@ class Schedule(BaseModel):
     plan: str
     cron: str
     params: dict[str, Any]
+    expect: list[dict[str, Any]] | None = Field(description="the runs' expected events; null: the plan's")
+    interval: str | None = Field(description="the runs' poll interval; null: the plan's")
+    timeout: str | None = Field(description="the runs' stage timeout; null: the plan's")
+    paused: bool
     created_at: Timestamp
     next_run_time: Timestamp | None
     last_run_id: str | None

@@ -1,19 +1,28 @@
-"""Schedules: cron-triggered runs of a plan, listed with their next and last run."""
+"""Schedules: cron-triggered runs of a plan, each with the run request it submits, listed with their next and
+last run; created, replaced (``PUT``), paused or resumed (``PATCH {"paused"}``) and deleted by admins."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Response, jsonify
 from flask_openapi3 import Tag
 
+from trackcheck.plan.durations import format_duration
 from trackcheck.service.api.blueprint import PREFIX, answers, bp, iso, log
 from trackcheck.service.api.errors import fail
 from trackcheck.service.api.models import Schedule as ScheduleDocument
-from trackcheck.service.api.models import ScheduleList, SchedulePath, ScheduleRequest
+from trackcheck.service.api.models import ScheduleList, SchedulePath, SchedulePause, ScheduleRequest
 from trackcheck.service.api.plans import latest_plan
 from trackcheck.service.app import current_service
-from trackcheck.service.schedules import add_schedule, delete_schedule, next_run_time
+from trackcheck.service.schedules import (
+    add_schedule,
+    delete_schedule,
+    next_run_time,
+    pause_schedule,
+    replace_schedule,
+)
 from trackcheck.store.models import Schedule
 
 TAGS = [Tag(name="schedules", description="Cron-triggered runs of a plan")]
@@ -25,11 +34,24 @@ def _schedule_document(schedule: Schedule) -> dict[str, Any]:
         "plan": schedule.plan_name,
         "cron": schedule.cron,
         "params": schedule.params,
+        "expect": schedule.expect,
+        "interval": _duration(schedule.overrides, "interval"),
+        "timeout": _duration(schedule.overrides, "timeout"),
+        "paused": bool(schedule.paused),
         "created_at": iso(schedule.created_at),
         "next_run_time": next_run_time(current_service().poller, schedule.id),
         "last_run_id": schedule.last_run_id,
         "last_error": schedule.last_error,
     }
+
+
+def _duration(overrides: dict[str, Any] | None, name: str) -> str | None:
+    seconds = (overrides or {}).get(name)
+    return format_duration(timedelta(seconds=seconds)) if seconds is not None else None
+
+
+def _options(body: ScheduleRequest) -> dict[str, Any]:
+    return {"expect": body.expect, "interval": body.interval, "timeout": body.timeout, "paused": body.paused}
 
 
 @bp.get("/schedules", tags=TAGS, summary="Every schedule", responses=answers({200: ScheduleList}))
@@ -44,9 +66,11 @@ def list_schedules() -> Any:
     responses=answers({201: ScheduleDocument}, 404, 413, 415),
 )
 def create_schedule(body: ScheduleRequest) -> Any:
+    """Everything a firing needs is checked now: the cron expression, the plan, the parameters, the expected
+    events, the interval and timeout against the deployment's limits."""
     name, cron, params = body.plan, body.cron, body.params or {}
     latest_plan(name)
-    schedule = add_schedule(current_service().poller, name, cron, params)
+    schedule = add_schedule(current_service().poller, name, cron, params, **_options(body))
     log.info("schedule %s (%s) of plan %s created through the API", schedule.id, cron, name)
     response = jsonify(_schedule_document(schedule))
     response.status_code = 201
@@ -60,6 +84,36 @@ def get_schedule(path: SchedulePath) -> Any:
     schedule = current_service().engine.store.schedule(schedule_id)
     if schedule is None:
         fail(404, "not_found", f"no schedule {schedule_id!r}")
+    return jsonify(_schedule_document(schedule))
+
+
+@bp.put(
+    "/schedules/<schedule_id>",
+    tags=TAGS,
+    summary="Replace a schedule (all of it), checked as a new one",
+    responses=answers({200: ScheduleDocument}, 404, 413, 415),
+)
+def put_schedule(path: SchedulePath, body: ScheduleRequest) -> Any:
+    latest_plan(body.plan)
+    poller = current_service().poller
+    schedule = replace_schedule(poller, path.schedule_id, body.plan, body.cron, body.params or {}, **_options(body))
+    if schedule is None:
+        fail(404, "not_found", f"no schedule {path.schedule_id!r}")
+    log.info("schedule %s (%s) of plan %s replaced through the API", schedule.id, body.cron, body.plan)
+    return jsonify(_schedule_document(schedule))
+
+
+@bp.patch(
+    "/schedules/<schedule_id>",
+    tags=TAGS,
+    summary="Pause or resume a schedule",
+    responses=answers({200: ScheduleDocument}, 404, 413, 415),
+)
+def patch_schedule(path: SchedulePath, body: SchedulePause) -> Any:
+    schedule = pause_schedule(current_service().poller, path.schedule_id, body.paused)
+    if schedule is None:
+        fail(404, "not_found", f"no schedule {path.schedule_id!r}")
+    log.info("schedule %s %s through the API", schedule.id, "paused" if body.paused else "resumed")
     return jsonify(_schedule_document(schedule))
 
 
