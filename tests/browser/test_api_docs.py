@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import TOKEN, Dashboard, serve, unique
+from tests.browser.conftest import TOKEN, Dashboard, screenshot, serve, unique
 from tests.settings import MIN_INTERVAL
 from trackcheck.service.app import create_app
 from trackcheck.service.config import ServiceConfig
@@ -44,6 +44,7 @@ def test_api_docs_list_every_operation_and_try_it_out_lists_the_runs(
     assert answer is not None and "script-src 'self';" in answer.headers["content-security-policy"]
     expect(page.locator(".opblock")).to_have_count(operations)
     expect(page.locator(".opblock-summary-path", has_text=re.compile(r"^/api/runs/batch$"))).to_have_count(1)
+    screenshot(page, "api-docs.png")
 
     path = page.locator(".opblock-summary-path", has_text=re.compile(r"^/api/runs$"))
     runs = page.locator(".opblock-get", has=path)

@@ -34,6 +34,18 @@ from trackcheck.scheduling.lease import MARIADB_SILENT_HOLDER_S, PG_LOCK_KEY
 RUNS = 10
 
 
+def leader_and_standby(db: str, folder: Path, started: list[WorkerProcess]) -> tuple[WorkerProcess, WorkerProcess]:
+    """Two ``trackcheck worker`` processes (APScheduler) on ``db``: the first polls, the second waits on
+    standby; both are added to ``started`` as soon as they run, for the scenario to kill at its end."""
+    first = WorkerProcess("first", db, folder)
+    started.append(first)
+    first.wait_for("polling runs in", 30)
+    standby = WorkerProcess("standby", db, folder)
+    started.append(standby)
+    standby.wait_for("another process polls", 30)
+    return first, standby
+
+
 @pytest.mark.timeout(120)
 def test_a_poller_woken_after_another_took_over_writes_nothing(workdir: Path, feed: Feed) -> None:
     plans = write_plan(workdir / "plans", feed, timeout=120)
@@ -43,12 +55,7 @@ def test_a_poller_woken_after_another_took_over_writes_nothing(workdir: Path, fe
         workers: list[WorkerProcess] = []
         try:
             plan_id = store_plan(engine, next(plans.glob("*.yaml")).read_text(), "faults.yaml", None)[0]
-            first = WorkerProcess("first", db, workdir)
-            workers.append(first)
-            first.wait_for("polling runs in", 30)
-            standby = WorkerProcess("standby", db, workdir)
-            workers.append(standby)
-            standby.wait_for("another process polls", 30)
+            first, standby = leader_and_standby(db, workdir, workers)
 
             feed.hold()
             test_ids = [f"frozen-{i}" for i in range(RUNS)]
@@ -104,12 +111,7 @@ def test_on_mariadb_a_silent_leader_loses_the_lease_without_help(
         workers: list[WorkerProcess] = []
         try:
             plan_id = store_plan(engine, next(plans.glob("*.yaml")).read_text(), "faults.yaml", None)[0]
-            first = WorkerProcess("first", db, workdir)
-            workers.append(first)
-            first.wait_for("polling runs in", 30)
-            standby = WorkerProcess("standby", db, workdir)
-            workers.append(standby)
-            standby.wait_for("another process polls", 30)
+            first, standby = leader_and_standby(db, workdir, workers)
 
             os.killpg(first.process.pid, signal.SIGSTOP)
             stopped_at = time.monotonic()
