@@ -17,7 +17,7 @@ from tests.settings import MIN_INTERVAL
 from trackcheck.service.app import create_app
 from trackcheck.service.config import ServiceConfig
 from trackcheck.service.runtime import Service
-from trackcheck.service.schedules import add_schedule
+from trackcheck.service.schedules import ScheduleSpec, add_schedule
 
 pytestmark = pytest.mark.browser
 
@@ -171,7 +171,7 @@ def test_start_a_run_form_shows_errors_inline_then_lands_on_the_run(dashboard: D
 def test_no_page_shows_a_source_password(dashboard: Dashboard, page: Page) -> None:
     run_id = dashboard.submit("vault", test_id=unique())
     dashboard.wait_for_status(run_id, "error")
-    add_schedule(dashboard.poller, "vault", "10 2 * * *", {"test_id": "nightly"})
+    add_schedule(dashboard.poller, ScheduleSpec("vault", "10 2 * * *", {"test_id": "nightly"}))
     page.goto(f"{dashboard.url}/plans/vault")
     expect(page.locator("pre.yaml")).to_contain_text("postgresql://tracker:***@127.0.0.1:1/events")
     page.goto(f"{dashboard.url}/runs/{run_id}")

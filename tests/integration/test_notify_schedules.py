@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from trackcheck.foreground import wait_for
 from trackcheck.scheduling import Poller, SchedulerConfig
 from trackcheck.service import schedules
 from trackcheck.service.notify import SIGNATURE_HEADER, Notifier
+from trackcheck.service.schedules import ScheduleSpec
 from trackcheck.store.repository import aware, utcnow
 from trackcheck.testing import MemorySource
 
@@ -106,7 +109,7 @@ def test_a_schedule_fires_runs_of_the_latest_plan_with_its_parameters(
     engine: Engine, poller: Poller, server: HttpTestServer
 ) -> None:
     store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
-    schedule = schedules.add_schedule(poller, "hooked", "10 2 * * *", {"test_id": "nightly"})
+    schedule = schedules.add_schedule(poller, ScheduleSpec("hooked", "10 2 * * *", {"test_id": "nightly"}))
     assert schedules.next_run_time(poller, schedule.id) is not None
     job = poller.scheduler.get_job(f"schedule:{schedule.id}") if poller.scheduler else None
     assert job is not None and job.args == (schedule.id,), "only the id goes into the pickled job store"
@@ -125,11 +128,11 @@ def test_bad_schedules_are_refused_and_nothing_is_stored(
 ) -> None:
     store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
     with pytest.raises(PlanError, match="cron"):
-        schedules.add_schedule(poller, "hooked", "every day", {"test_id": "x"})
+        schedules.add_schedule(poller, ScheduleSpec("hooked", "every day", {"test_id": "x"}))
     with pytest.raises(PlanError, match="nope"):
-        schedules.add_schedule(poller, "nope", "10 2 * * *", {"test_id": "x"})
+        schedules.add_schedule(poller, ScheduleSpec("nope", "10 2 * * *", {"test_id": "x"}))
     with pytest.raises(ParamError, match="test_id"):
-        schedules.add_schedule(poller, "hooked", "10 2 * * *", {})
+        schedules.add_schedule(poller, ScheduleSpec("hooked", "10 2 * * *", {}))
     assert engine.store.schedules() == []
 
 
@@ -138,9 +141,8 @@ def test_a_schedule_carries_expect_interval_and_timeout_into_the_runs_it_fires(
 ) -> None:
     store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
     expect = [{"event_id": "e9", "event": "purchase"}]
-    schedule = schedules.add_schedule(
-        poller, "hooked", "10 2 * * *", {"test_id": "n1"}, expect=expect, interval="2s", timeout="5m"
-    )
+    spec = ScheduleSpec("hooked", "10 2 * * *", {"test_id": "n1"}, expect=expect, interval="2s", timeout="5m")
+    schedule = schedules.add_schedule(poller, spec)
     schedules.fire(schedule.id)
     stored = engine.store.schedule(schedule.id)
     assert stored is not None and stored.last_run_id is not None and stored.last_error is None
@@ -153,9 +155,10 @@ def test_a_schedule_is_edited_and_paused_and_its_job_follows(
     engine: Engine, poller: Poller, server: HttpTestServer
 ) -> None:
     store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
-    schedule = schedules.add_schedule(poller, "hooked", "10 2 * * *", {"test_id": "a"})
+    schedule = schedules.add_schedule(poller, ScheduleSpec("hooked", "10 2 * * *", {"test_id": "a"}))
 
-    edited = schedules.replace_schedule(poller, schedule.id, "hooked", "30 4 * * 1", {"test_id": "b"}, timeout="1h")
+    edit = ScheduleSpec("hooked", "30 4 * * 1", {"test_id": "b"}, timeout="1h")
+    edited = schedules.replace_schedule(poller, schedule.id, edit)
     assert edited is not None
     stored = engine.store.schedule(schedule.id)
     assert stored is not None and (stored.cron, stored.params, stored.overrides) == (
@@ -174,7 +177,7 @@ def test_a_schedule_is_edited_and_paused_and_its_job_follows(
     assert schedules.pause_schedule(poller, schedule.id, False) is not None
     assert "04:30:00" in str(schedules.next_run_time(poller, schedule.id))
 
-    assert schedules.replace_schedule(poller, "no-such-id", "hooked", "30 4 * * 1", {"test_id": "b"}) is None
+    assert schedules.replace_schedule(poller, "no-such-id", edit) is None
     assert schedules.pause_schedule(poller, "no-such-id", True) is None
 
 
@@ -192,15 +195,15 @@ def test_an_edit_that_could_only_fail_when_fired_is_refused_and_changes_nothing(
     engine: Engine,
     poller: Poller,
     server: HttpTestServer,
-    change: dict[str, object],
+    change: dict[str, Any],
     error: type[Exception],
     needle: str,
 ) -> None:
     store_plan(engine, PLAN.replace("WEBHOOK", f"{server.url}/hook"), "hooked.yaml", None)
-    schedule = schedules.add_schedule(poller, "hooked", "10 2 * * *", {"test_id": "a"}, interval="1s")
-    edit: dict[str, object] = {"cron": "10 2 * * *", "params": {"test_id": "z"}, **change}
+    schedule = schedules.add_schedule(poller, ScheduleSpec("hooked", "10 2 * * *", {"test_id": "a"}, interval="1s"))
+    edit = replace(ScheduleSpec("hooked", "10 2 * * *", {"test_id": "z"}), **change)
     with pytest.raises(error, match=needle):
-        schedules.replace_schedule(poller, schedule.id, "hooked", **edit)  # type: ignore[arg-type]
+        schedules.replace_schedule(poller, schedule.id, edit)
     stored = engine.store.schedule(schedule.id)
     assert stored is not None and (stored.cron, stored.params, stored.overrides) == (
         "10 2 * * *",

@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.base import JobLookupError
@@ -63,51 +64,48 @@ def parse_cron(expression: str) -> CronTrigger:
         raise PlanError(f"not a cron expression ({exc}); e.g. '10 2 * * *' for 02:10 UTC daily", field="cron") from None
 
 
-def _checked(
-    poller: Poller,
-    plan_name: str,
-    cron: str,
-    params: dict[str, Any],
-    expect: list[dict[str, Any]] | None,
-    interval: str | float | None,
-    timeout: str | float | None,
-) -> tuple[CronTrigger, dict[str, float] | None]:
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A schedule as a client writes it (API body, dashboard form): the plan, when (five-field cron, UTC), and
+    the run request each firing submits: ``params``, ``expect`` (None: the plan's), ``interval`` and
+    ``timeout`` (a duration or seconds; None: the plan's)."""
+
+    plan: str
+    cron: str
+    params: dict[str, Any] = field(default_factory=dict)
+    expect: list[dict[str, Any]] | None = None
+    interval: str | float | None = None
+    timeout: str | float | None = None
+    paused: bool = False
+
+
+def _checked(poller: Poller, spec: ScheduleSpec) -> tuple[CronTrigger, dict[str, float] | None]:
     """The trigger and the runs' overrides once everything a firing would need is valid: PlanError naming
     ``cron``, the plan, ``interval`` or ``timeout``, ParamError naming a parameter or ``expect``. A schedule
     that could only fail when it fires is refused when it is saved."""
     engine = poller.engine
-    trigger = parse_cron(cron)
-    version = engine.store.latest_plan(plan_name)
+    trigger = parse_cron(spec.cron)
+    version = engine.store.latest_plan(spec.plan)
     if version is None:
-        raise PlanError("no such plan", plan=plan_name)
-    engine.check(version.id, RunRequest(params, expect))
-    overrides = overrides_from(interval, timeout, limits=engine.setup.limits)
+        raise PlanError("no such plan", plan=spec.plan)
+    engine.check(version.id, RunRequest(spec.params, spec.expect))
+    overrides = overrides_from(spec.interval, spec.timeout, limits=engine.setup.limits)
     return trigger, overrides or None
 
 
-def add_schedule(
-    poller: Poller,
-    plan_name: str,
-    cron: str,
-    params: dict[str, Any],
-    *,
-    expect: list[dict[str, Any]] | None = None,
-    interval: str | float | None = None,
-    timeout: str | float | None = None,
-    paused: bool = False,
-) -> Schedule:
-    """Validate and store a schedule and its job: each firing submits a run of the plan's latest version with
-    ``params``, ``expect`` (None: the plan's), ``interval`` and ``timeout`` (None: the plan's), as a run
-    request would. PlanError/ParamError on bad input, nothing stored then."""
-    trigger, overrides = _checked(poller, plan_name, cron, params, expect, interval, timeout)
+def add_schedule(poller: Poller, spec: ScheduleSpec) -> Schedule:
+    """Validate and store a schedule and its job: each firing submits a run of the plan's latest version, as
+    a run request with ``spec``'s parameters and options would. PlanError/ParamError on bad input, nothing
+    stored then."""
+    trigger, overrides = _checked(poller, spec)
     schedule = Schedule(
         id=uuid.uuid4().hex,
-        plan_name=plan_name,
-        cron=cron,
-        params=dict(params),
-        expect=expect,
+        plan_name=spec.plan,
+        cron=spec.cron,
+        params=dict(spec.params),
+        expect=spec.expect,
         overrides=overrides,
-        paused=paused,
+        paused=spec.paused,
         created_at=utcnow(),
     )
     poller.engine.store.add_schedule(schedule)
@@ -119,27 +117,16 @@ def add_schedule(
     return schedule
 
 
-def replace_schedule(
-    poller: Poller,
-    schedule_id: str,
-    plan_name: str,
-    cron: str,
-    params: dict[str, Any],
-    *,
-    expect: list[dict[str, Any]] | None = None,
-    interval: str | float | None = None,
-    timeout: str | float | None = None,
-    paused: bool = False,
-) -> Schedule | None:
+def replace_schedule(poller: Poller, schedule_id: str, spec: ScheduleSpec) -> Schedule | None:
     """Edit a schedule: all of it, validated as ``add_schedule`` does (nothing changes on bad input); its job
     follows the new cron and pause. None when there is no such schedule."""
-    trigger, overrides = _checked(poller, plan_name, cron, params, expect, interval, timeout)
+    trigger, overrides = _checked(poller, spec)
     store = poller.engine.store
     schedule = store.schedule(schedule_id)
     if schedule is None:
         return None
-    schedule.plan_name, schedule.cron, schedule.params = plan_name, cron, dict(params)
-    schedule.expect, schedule.overrides, schedule.paused = expect, overrides, paused
+    schedule.plan_name, schedule.cron, schedule.params = spec.plan, spec.cron, dict(spec.params)
+    schedule.expect, schedule.overrides, schedule.paused = spec.expect, overrides, spec.paused
     if not store.replace_schedule(schedule):
         return None
     _put_job(poller, schedule, trigger)

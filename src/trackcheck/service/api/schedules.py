@@ -17,6 +17,7 @@ from trackcheck.service.api.models import ScheduleList, SchedulePath, SchedulePa
 from trackcheck.service.api.plans import latest_plan
 from trackcheck.service.app import current_service
 from trackcheck.service.schedules import (
+    ScheduleSpec,
     add_schedule,
     delete_schedule,
     next_run_time,
@@ -50,8 +51,8 @@ def _duration(overrides: dict[str, Any] | None, name: str) -> str | None:
     return format_duration(timedelta(seconds=seconds)) if seconds is not None else None
 
 
-def _options(body: ScheduleRequest) -> dict[str, Any]:
-    return {"expect": body.expect, "interval": body.interval, "timeout": body.timeout, "paused": body.paused}
+def _spec(body: ScheduleRequest) -> ScheduleSpec:
+    return ScheduleSpec(body.plan, body.cron, body.params or {}, body.expect, body.interval, body.timeout, body.paused)
 
 
 @bp.get("/schedules", tags=TAGS, summary="Every schedule", responses=answers({200: ScheduleList}))
@@ -68,10 +69,9 @@ def list_schedules() -> Any:
 def create_schedule(body: ScheduleRequest) -> Any:
     """Everything a firing needs is checked now: the cron expression, the plan, the parameters, the expected
     events, the interval and timeout against the deployment's limits."""
-    name, cron, params = body.plan, body.cron, body.params or {}
-    latest_plan(name)
-    schedule = add_schedule(current_service().poller, name, cron, params, **_options(body))
-    log.info("schedule %s (%s) of plan %s created through the API", schedule.id, cron, name)
+    latest_plan(body.plan)
+    schedule = add_schedule(current_service().poller, _spec(body))
+    log.info("schedule %s (%s) of plan %s created through the API", schedule.id, body.cron, body.plan)
     response = jsonify(_schedule_document(schedule))
     response.status_code = 201
     response.headers["Location"] = f"{PREFIX}/schedules/{schedule.id}"
@@ -95,8 +95,7 @@ def get_schedule(path: SchedulePath) -> Any:
 )
 def put_schedule(path: SchedulePath, body: ScheduleRequest) -> Any:
     latest_plan(body.plan)
-    poller = current_service().poller
-    schedule = replace_schedule(poller, path.schedule_id, body.plan, body.cron, body.params or {}, **_options(body))
+    schedule = replace_schedule(current_service().poller, path.schedule_id, _spec(body))
     if schedule is None:
         fail(404, "not_found", f"no schedule {path.schedule_id!r}")
     log.info("schedule %s (%s) of plan %s replaced through the API", schedule.id, body.cron, body.plan)

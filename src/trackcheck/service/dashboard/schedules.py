@@ -24,6 +24,7 @@ from trackcheck.service.dashboard.blueprint import bp
 from trackcheck.service.dashboard.formatting import params_text
 from trackcheck.service.dashboard.forms import FormState, plan_of, read_run_input, show_refusal
 from trackcheck.service.schedules import (
+    ScheduleSpec,
     add_schedule,
     delete_schedule,
     next_run_time,
@@ -108,16 +109,14 @@ def _save(schedule: Schedule | None, plan: Plan, state: FormState) -> bool:
     if given is None or state.errors:
         return False
     poller = current_service().poller
-    options: dict[str, Any] = {
-        "expect": given.expect,
-        "interval": given.interval or None,
-        "timeout": given.timeout or None,
-        "paused": state.values.get("paused") == "1",
-    }
+    interval, timeout = given.interval or None, given.timeout or None
+    spec = ScheduleSpec(
+        plan.name, cron, given.params, given.expect, interval, timeout, state.values.get("paused") == "1"
+    )
     try:
         if schedule is None:
-            add_schedule(poller, plan.name, cron, given.params, **options)
-        elif replace_schedule(poller, schedule.id, plan.name, cron, given.params, **options) is None:
+            add_schedule(poller, spec)
+        elif replace_schedule(poller, schedule.id, spec) is None:
             state.general = "This schedule was deleted meanwhile."
             return False
     except (ParamError, PlanError) as exc:
