@@ -9,7 +9,7 @@ here, with the error next to its field. Changing a schedule needs the admin role
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import abort, redirect, render_template, request, url_for
@@ -42,7 +42,7 @@ def schedules() -> ResponseReturnValue:
             "schedule": schedule,
             "params": params_text(schedule.params),
             "options": _options_text(schedule),
-            "next": next_run_time(service.poller, schedule.id),
+            "next": _moment(next_run_time(service.poller, schedule.id)),
             "error": mask_url_passwords(schedule.last_error or ""),
         }
         for schedule in service.engine.store.schedules()
@@ -126,6 +126,10 @@ def _save(schedule: Schedule | None, plan: Plan, state: FormState) -> bool:
         state.general = mask_url_passwords(str(exc))
         return False
     return True
+
+
+def _moment(iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso) if iso is not None else None
 
 
 def _values_of(schedule: Schedule) -> dict[str, str]:
