@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.base import JobLookupError
@@ -23,6 +24,7 @@ from trackcheck.engine.core import RunRequest
 from trackcheck.errors import PlanError, StoreError, TrackcheckError
 from trackcheck.foreground import overrides_from
 from trackcheck.plan.cron import check_cron
+from trackcheck.plan.durations import format_duration
 from trackcheck.scheduling import jobs
 from trackcheck.scheduling.config import CONTROL
 from trackcheck.scheduling.triggers import cron_trigger
@@ -155,12 +157,17 @@ def _put_job(poller: Poller, schedule: Schedule, trigger: CronTrigger) -> None:
             poller.scheduler.pause_job(job_id)
 
 
-def next_run_time(poller: Poller, schedule_id: str) -> str | None:
-    """When the schedule fires next (ISO 8601); None when it is paused or has no job."""
+def next_run_time(poller: Poller, schedule_id: str) -> datetime | None:
+    """When the schedule fires next; None when it is paused or has no job."""
     with _job_store():
         job = poller.scheduler.get_job(f"schedule:{schedule_id}") if poller.scheduler is not None else None
-    when = getattr(job, "next_run_time", None)
-    return when.isoformat() if when is not None else None
+    when: datetime | None = getattr(job, "next_run_time", None)
+    return when
+
+
+def durations(schedule: Schedule) -> dict[str, str]:
+    """The runs' ``interval`` and ``timeout`` that the schedule sets, as a client writes them (``2s``, ``5m``)."""
+    return {name: format_duration(timedelta(seconds=s)) for name, s in (schedule.overrides or {}).items()}
 
 
 def delete_schedule(poller: Poller, schedule_id: str) -> bool:

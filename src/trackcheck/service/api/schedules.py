@@ -3,13 +3,11 @@ last run; created, replaced (``PUT``), paused or resumed (``PATCH {"paused"}``) 
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from flask import Response, jsonify
 from flask_openapi3 import Tag
 
-from trackcheck.plan.durations import format_duration
 from trackcheck.service.api.blueprint import PREFIX, answers, bp, iso, log
 from trackcheck.service.api.errors import fail
 from trackcheck.service.api.models import Schedule as ScheduleDocument
@@ -20,6 +18,7 @@ from trackcheck.service.schedules import (
     ScheduleSpec,
     add_schedule,
     delete_schedule,
+    durations,
     next_run_time,
     pause_schedule,
     replace_schedule,
@@ -36,19 +35,14 @@ def _schedule_document(schedule: Schedule) -> dict[str, Any]:
         "cron": schedule.cron,
         "params": schedule.params,
         "expect": schedule.expect,
-        "interval": _duration(schedule.overrides, "interval"),
-        "timeout": _duration(schedule.overrides, "timeout"),
+        "interval": durations(schedule).get("interval"),
+        "timeout": durations(schedule).get("timeout"),
         "paused": bool(schedule.paused),
         "created_at": iso(schedule.created_at),
-        "next_run_time": next_run_time(current_service().poller, schedule.id),
+        "next_run_time": iso(next_run_time(current_service().poller, schedule.id)),
         "last_run_id": schedule.last_run_id,
         "last_error": schedule.last_error,
     }
-
-
-def _duration(overrides: dict[str, Any] | None, name: str) -> str | None:
-    seconds = (overrides or {}).get(name)
-    return format_duration(timedelta(seconds=seconds)) if seconds is not None else None
 
 
 def _spec(body: ScheduleRequest) -> ScheduleSpec:

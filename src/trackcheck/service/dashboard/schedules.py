@@ -9,14 +9,12 @@ here, with the error next to its field. Changing a schedule needs the admin role
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
 from typing import Any
 
 from flask import abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from trackcheck.errors import ParamError, PlanError, TrackcheckError
-from trackcheck.plan.durations import format_duration
 from trackcheck.plan.masking import mask_url_passwords
 from trackcheck.plan.model import Plan
 from trackcheck.service.app import current_service
@@ -27,6 +25,7 @@ from trackcheck.service.schedules import (
     ScheduleSpec,
     add_schedule,
     delete_schedule,
+    durations,
     next_run_time,
     pause_schedule,
     replace_schedule,
@@ -42,7 +41,7 @@ def schedules() -> ResponseReturnValue:
             "schedule": schedule,
             "params": params_text(schedule.params),
             "options": _options_text(schedule),
-            "next": _moment(next_run_time(service.poller, schedule.id)),
+            "next": next_run_time(service.poller, schedule.id),
             "error": mask_url_passwords(schedule.last_error or ""),
         }
         for schedule in service.engine.store.schedules()
@@ -128,16 +127,11 @@ def _save(schedule: Schedule | None, plan: Plan, state: FormState) -> bool:
     return True
 
 
-def _moment(iso: str | None) -> datetime | None:
-    return datetime.fromisoformat(iso) if iso is not None else None
-
-
 def _values_of(schedule: Schedule) -> dict[str, str]:
     """The form's fields as the schedule has them, to edit."""
     values = {f"param:{name}": _typed(value) for name, value in schedule.params.items()}
     values["cron"] = schedule.cron
-    for name, seconds in (schedule.overrides or {}).items():
-        values[name] = format_duration(timedelta(seconds=seconds))
+    values |= durations(schedule)
     if schedule.expect is not None:
         values["expect"] = json.dumps(schedule.expect, indent=1, ensure_ascii=False)
     if schedule.paused:
@@ -154,7 +148,7 @@ def _typed(value: Any) -> str:
 
 def _options_text(schedule: Schedule) -> str:
     """What the schedule's runs differ in from the plan's defaults, in a few words."""
-    parts = [f"{name} {format_duration(timedelta(seconds=s))}" for name, s in (schedule.overrides or {}).items()]
+    parts = [f"{name} {text}" for name, text in durations(schedule).items()]
     if schedule.expect is not None:
         parts.append(f"{len(schedule.expect)} expected event{'s' if len(schedule.expect) != 1 else ''}")
     return ", ".join(parts)
