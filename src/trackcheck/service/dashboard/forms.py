@@ -75,13 +75,12 @@ def new_run() -> ResponseReturnValue:
 
 @dataclass
 class RunInput:
-    """A run request as a form gave it: parameters and expected events parsed, ``interval`` and ``timeout``
-    as typed (empty: the plan's)."""
+    """A run request as a form gave it, parsed: parameters, expected events (None: the plan's), and the
+    ``interval``/``timeout`` given, in seconds (``overrides_from``; absent: the plan's)."""
 
     params: dict[str, Any]
     expect: list[dict[str, Any]] | None
-    interval: str
-    timeout: str
+    overrides: dict[str, float]
 
 
 def read_run_input(plan: Plan, state: FormState) -> RunInput | None:
@@ -95,12 +94,13 @@ def read_run_input(plan: Plan, state: FormState) -> RunInput | None:
             state.errors[f"param:{name}"] = f"This value {problem}."
         elif raw != "":
             params[name] = raw
-    durations = {name: state.values.get(name, "").strip() for name in ("interval", "timeout")}
+    overrides: dict[str, float] = {}
     limits = current_service().engine.setup.limits
-    for name, raw in durations.items():
+    for name in ("interval", "timeout"):
+        raw = state.values.get(name, "").strip()
         if raw:
-            try:  # the same rules as the API and `trackcheck run --interval/--timeout`
-                overrides_from(**{name: raw}, limits=limits)
+            try:  # the same rules as the API and `trackcheck run --interval/--timeout`; each error on its field
+                overrides |= overrides_from(**{name: raw}, limits=limits)
             except PlanError as exc:
                 state.errors[name] = exc.message
     expect: list[dict[str, Any]] | None = None
@@ -121,7 +121,7 @@ def read_run_input(plan: Plan, state: FormState) -> RunInput | None:
                 state.errors["expect"] = "write a JSON array of event objects"
     if state.errors:
         return None
-    return RunInput(params, expect, durations["interval"], durations["timeout"])
+    return RunInput(params, expect, overrides)
 
 
 def show_refusal(exc: TrackcheckError, plan: Plan, state: FormState) -> None:
@@ -143,11 +143,9 @@ def _submit(version: PlanVersion, plan: Plan, state: FormState) -> str | None:
     given = read_run_input(plan, state)
     if given is None:
         return None
-    limits = current_service().engine.setup.limits
-    overrides = overrides_from(given.interval or None, given.timeout or None, limits=limits)
     engine = current_service().engine
     try:
-        return engine.submit(version.id, given.params, expect=given.expect, overrides=overrides or None)
+        return engine.submit(version.id, given.params, expect=given.expect, overrides=given.overrides or None)
     except (ParamError, PlanError) as exc:
         show_refusal(exc, plan, state)
     except TrackcheckError as exc:

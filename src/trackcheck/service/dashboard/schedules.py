@@ -108,7 +108,7 @@ def _save(schedule: Schedule | None, plan: Plan, state: FormState) -> bool:
     if given is None or state.errors:
         return False
     poller = current_service().poller
-    interval, timeout = given.interval or None, given.timeout or None
+    interval, timeout = given.overrides.get("interval"), given.overrides.get("timeout")
     spec = ScheduleSpec(
         plan.name, cron, given.params, given.expect, interval, timeout, state.values.get("paused") == "1"
     )
