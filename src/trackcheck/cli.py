@@ -575,9 +575,9 @@ def worker(
             poller.run_forever()
         except (KeyboardInterrupt, SystemExit):
             pass
-        finally:
-            poller.shutdown(wait=False)
+        finally:  # as _distributed_worker: give up the lease (``on_lose`` stops the polling), then shut down
             leadership.stop()
+            poller.shutdown(wait=False)
 
 
 def _serve_metrics(engine: Engine, scheduler: SchedulerConfig, where: tuple[str, int]) -> None:

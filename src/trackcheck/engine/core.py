@@ -592,61 +592,74 @@ class Engine:
         """
         alone = chunk[0].run_id if len(chunk) == 1 else None  # a group of one run: its lines name it
         with log_context(runs=len(chunk), run_id=alone):
-            if stage.emit is not None:
-                return self._emit(plan, plan_id, stage, chunk, write)
-            fetched = fetched or self._fetch(plan, plan_id, stage, chunk, poll)
-            wheres = [w.where or {} for w in chunk]
-            distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
-            if fetched.failure is not None and fetched.kind is ErrorKind.PERMANENT and distinct:
-                halves = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
-                reads = [self._fetch(plan, plan_id, stage, half, poll) for half in halves]
-                # both halves failing alike (an unknown table...) is the query's fault: stop there; failing with
-                # different messages (each naming its own bad value) means bad runs in both: split both again
-                alike = len({r.failure for r in reads}) == 1
-                if not (alike and all(r.failure is not None and r.kind is ErrorKind.PERMANENT for r in reads)):
-                    delays = [
-                        self._poll_chunk(plan, plan_id, stage, half, write, read, poll=poll)
-                        for half, read in zip(halves, reads, strict=True)
-                    ]
-                    return min((d for d in delays if d is not None), default=None)
-            now = utcnow()
-            records = fetched.result
-            per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
-            # a run whose stage was quiet, that again found nothing (and no note to add), before its deadline: its
-            # comparison and decision would be the last ones again, so only the poll itself is recorded
-            hushed = records is not None and _said_nothing_else(records)
-            quiet: list[tuple[int, str]] = []
-            polled: list[tuple[Waiting, list[dict[str, Any]]]] = []
-            for w, found in zip(chunk, per_run, strict=True):
-                if hushed and w.quiet and not found and (w.deadline is None or now < w.deadline):
-                    quiet.append((w.stage_id, w.run_id))
-                else:
-                    polled.append((w, found))
-            references = self._references(plan, stage, [w for w, _ in polled]) if records is not None else {}
-            max_errors = 0
-            for w, found in polled:
-                if records is None:  # the source could not be read: every run of the chunk keeps its error
-                    outcome = Outcome(None, fetched.failure, fetched.kind, found, fetched.milliseconds)
-                else:
-                    outcome = self._compare(plan, stage, w, found, references.get(w.run_id), fetched, records, now)
-                decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
-                max_errors = max(max_errors, decision.errors_in_row)
-            if quiet:
-                write.quiet.append(QuietPolls(now, fetched.milliseconds, tuple(quiet)))
-                if log.isEnabledFor(logging.INFO):
-                    named = " ".join(run_id for _, run_id in quiet[:QUIET_RUNS_NAMED])
-                    more = f" and {len(quiet) - QUIET_RUNS_NAMED} more" if len(quiet) > QUIET_RUNS_NAMED else ""
-                    log.info(
-                        "poll plan=%s stage=%s outcome=waiting found=0: %d run(s) found nothing again "
-                        "(run=%s%s), duration_ms=%.0f",
-                        plan.name,
-                        stage.name,
-                        len(quiet),
-                        named,
-                        more,
-                        fetched.milliseconds,
-                    )
-            return None if fetched.failure is None else _backoff(plan, stage, max_errors)
+            return self._read_and_judge(plan, plan_id, stage, chunk, write, fetched, poll)
+
+    def _read_and_judge(
+        self,
+        plan: Plan,
+        plan_id: int,
+        stage: StageSpec,
+        chunk: Sequence[Waiting],
+        write: TickWrite,
+        fetched: Fetched | None,
+        poll: str | None,
+    ) -> float | None:
+        """``_poll_chunk``'s work, inside its log context."""
+        if stage.emit is not None:
+            return self._emit(plan, plan_id, stage, chunk, write)
+        fetched = fetched or self._fetch(plan, plan_id, stage, chunk, poll)
+        wheres = [w.where or {} for w in chunk]
+        distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
+        if fetched.failure is not None and fetched.kind is ErrorKind.PERMANENT and distinct:
+            halves = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
+            reads = [self._fetch(plan, plan_id, stage, half, poll) for half in halves]
+            # both halves failing alike (an unknown table...) is the query's fault: stop there; failing with
+            # different messages (each naming its own bad value) means bad runs in both: split both again
+            alike = len({r.failure for r in reads}) == 1
+            if not (alike and all(r.failure is not None and r.kind is ErrorKind.PERMANENT for r in reads)):
+                delays = [
+                    self._poll_chunk(plan, plan_id, stage, half, write, read, poll=poll)
+                    for half, read in zip(halves, reads, strict=True)
+                ]
+                return min((d for d in delays if d is not None), default=None)
+        now = utcnow()
+        records = fetched.result
+        per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
+        # a run whose stage was quiet, that again found nothing (and no note to add), before its deadline: its
+        # comparison and decision would be the last ones again, so only the poll itself is recorded
+        hushed = records is not None and _said_nothing_else(records)
+        quiet: list[tuple[int, str]] = []
+        polled: list[tuple[Waiting, list[dict[str, Any]]]] = []
+        for w, found in zip(chunk, per_run, strict=True):
+            if hushed and w.quiet and not found and (w.deadline is None or now < w.deadline):
+                quiet.append((w.stage_id, w.run_id))
+            else:
+                polled.append((w, found))
+        references = self._references(plan, stage, [w for w, _ in polled]) if records is not None else {}
+        max_errors = 0
+        for w, found in polled:
+            if records is None:  # the source could not be read: every run of the chunk keeps its error
+                outcome = Outcome(None, fetched.failure, fetched.kind, found, fetched.milliseconds)
+            else:
+                outcome = self._compare(plan, stage, w, found, references.get(w.run_id), fetched, records, now)
+            decision = self._conclude(plan, plan_id, stage, w, outcome, now, write)
+            max_errors = max(max_errors, decision.errors_in_row)
+        if quiet:
+            write.quiet.append(QuietPolls(now, fetched.milliseconds, tuple(quiet)))
+            if log.isEnabledFor(logging.INFO):
+                named = " ".join(run_id for _, run_id in quiet[:QUIET_RUNS_NAMED])
+                more = f" and {len(quiet) - QUIET_RUNS_NAMED} more" if len(quiet) > QUIET_RUNS_NAMED else ""
+                log.info(
+                    "poll plan=%s stage=%s outcome=waiting found=0: %d run(s) found nothing again "
+                    "(run=%s%s), duration_ms=%.0f",
+                    plan.name,
+                    stage.name,
+                    len(quiet),
+                    named,
+                    more,
+                    fetched.milliseconds,
+                )
+        return None if fetched.failure is None else _backoff(plan, stage, max_errors)
 
     def _compare(
         self,
