@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from tests.ports import free_port
+
 MODES = ("quick", "full")
 MODE = os.environ.get("TRACKCHECK_FAULTS", "quick").strip().lower() or "quick"
 FULL = MODE == "full"
@@ -50,13 +51,6 @@ T = TypeVar("T")
 def sized(quick: T, full: T) -> T:
     """The quick size under ``make test``, the full one under ``TRACKCHECK_FAULTS=full``."""
     return full if FULL else quick
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- the source ------------------------------------------------------------------------------------------

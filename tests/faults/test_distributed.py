@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.faults.harness import Feed, free_port, scratch_database, sized
+from tests.faults.harness import Feed, scratch_database, sized
 from tests.faults.workers import (
     WorkerProcess,
     deliver_all,
@@ -29,6 +29,7 @@ from tests.faults.workers import (
     wait_passed,
 )
 from tests.faults.workload import EVENTS, write_plan
+from tests.ports import free_port
 from trackcheck.engine import Engine, store_plan
 from trackcheck.engine.core import RunRequest
 from trackcheck.scheduling.distributed import queue_facts

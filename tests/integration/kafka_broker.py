@@ -38,6 +38,8 @@ from types import TracebackType
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.ports import free_port
+
 #: how long the broker may take to answer its first metadata request
 START_TIMEOUT = 20.0
 
@@ -59,12 +61,6 @@ def _interruptible() -> None:
     """In the broker's process before it starts: SIGINT back to its default, since a shell running the tests
     in the background starts them with SIGINT ignored, and children inherit that."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def noida_command() -> str:

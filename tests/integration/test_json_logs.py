@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.integration.http_server import HttpTestServer
-from tests.integration.test_serve import free_port
+from tests.ports import free_port
 
 PASSWORD = "Quokka-pw-5521"
 SCHEMA = {"type": "object", "required": ["order_no", "status"]}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.integration.http_server import HttpTestServer
+from tests.ports import free_port
 
 PLAN = """
 name: served
@@ -48,13 +48,6 @@ stages:
     where: {test_id: "{test_id}"}
     compare: {with: first, fields: [event]}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Served:

@@ -22,7 +22,8 @@ import yaml
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, Producer
 
 import trackcheck
-from tests.integration.kafka_broker import KafkaBroker, free_port
+from tests.integration.kafka_broker import KafkaBroker
+from tests.ports import free_port
 from tests.settings import MIN_INTERVAL
 from trackcheck import PlanError
 from trackcheck.errors import ErrorKind, SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError

@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import trackcheck
+from tests.ports import free_port
 from tests.settings import MIN_INTERVAL
 from trackcheck.compare import evaluate_stage
 from trackcheck.errors import ErrorKind, PlanError, SourceConnectError, SourceQueryError, SourceTimeoutError
@@ -52,12 +53,6 @@ def machine_broker() -> None:
         socket.create_connection(("127.0.0.1", 1883), timeout=2).close()
     except OSError as exc:
         pytest.fail(f"Mosquitto is not reachable at 127.0.0.1:1883 ({exc}); start it with: {START_MOSQUITTO}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_mosquitto(folder: Path, settings: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:

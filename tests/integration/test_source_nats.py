@@ -30,6 +30,7 @@ from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 import trackcheck
+from tests.ports import free_port
 from tests.settings import MIN_INTERVAL
 from trackcheck.errors import ErrorKind, SourceConnectError, SourceError, SourceQueryError
 from trackcheck.plan.model import StageSpec
@@ -587,10 +588,6 @@ def test_check_stage_names_what_a_nats_stage_lacks() -> None:
 
 
 # -- errors ----------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_an_unreachable_server_is_a_transient_error_without_the_password(tmp_path: Path, test_id: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
+from tests.ports import free_port
 from tests.service.conftest import MEM_PLAN
 from tests.settings import FAST_SETUP, MIN_INTERVAL
 from trackcheck.cli import main
@@ -176,11 +176,6 @@ def test_the_password_is_set_on_the_url_whatever_it_holds(password_file: Path) -
 
 
 # -- trackcheck serve: the process list shows no password --------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def get(url: str) -> tuple[int, Any]:

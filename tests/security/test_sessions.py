@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
+from tests.ports import free_port
 from tests.service import conftest as service
 
 #: the real service apps of tests/service (SQLite state in tmp_path, the mem plan, the poller running)
@@ -316,11 +316,6 @@ def test_a_bad_rate_limit_is_refused_when_the_configuration_loads(tmp_path: Path
 
 
 # -- several worker processes ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 class Served:
