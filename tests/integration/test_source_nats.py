@@ -686,6 +686,60 @@ def test_refused_credentials_are_a_permanent_error_without_them(
     assert secret is None or secret not in str(raised.value)
 
 
+@pytest.fixture
+def resetting_server() -> Iterator[str]:
+    """A server that speaks NATS's handshake and refuses every credential the worst way a real one can: when the
+    client has already sent more than CONNECT (nats-py's PING), the close discards the ``-ERR`` and the client
+    sees only a reset (``SO_LINGER`` 0); only a client that waits for the answer to CONNECT reads the ``-ERR``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def refuse(conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b'INFO {"server_id":"fake","version":"2.10.0","auth_required":true,"max_payload":1048576}\r\n')
+            conn.settimeout(2)
+            received = b""
+            while b"\r\n" not in received:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                received += chunk
+            conn.settimeout(0.3)
+            with contextlib.suppress(TimeoutError):
+                received += conn.recv(4096)  # a client that did not wait sends its PING meanwhile
+            if received.endswith(b"PING\r\n"):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                return
+            conn.sendall(b"-ERR 'Authorization Violation'\r\n")
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=refuse, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_credentials_refused_with_a_reset_are_still_named_and_permanent(resetting_server: str) -> None:
+    """The reset overtaking the server's -ERR happened on a loaded CI machine: the refusal must not read as a
+    network error that later polls retry forever."""
+    with make_source(f"nats://app:wrong-pw@{resetting_server}") as source, pytest.raises(SourceConnectError) as raised:
+        fetch(source, make_stage(subject="events"))
+
+    assert raised.value.kind is ErrorKind.PERMANENT
+    assert "refused the credentials (authorization violation)" in str(raised.value)
+    assert "wrong-pw" not in str(raised.value)
+
+
 def test_a_permissions_violation_is_a_permanent_error(guarded_server: str) -> None:
     with (
         make_source(f"nats://{guarded_server}", user="viewer", password="v1ewer-pw", read_timeout=0.5) as source,

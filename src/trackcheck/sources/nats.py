@@ -79,7 +79,7 @@ CACHE_WINDOWS = 64
 CACHE_BYTES = 64 * 1024 * 1024
 #: an ephemeral consumer left behind (trackcheck stopped mid-fetch) is removed by the server after this long
 CONSUMER_IDLE_SECONDS = 30.0
-#: connections tried when the server resets one during the handshake (as it does refusing credentials)
+#: connections tried when the server resets one during the handshake (as it may when refusing credentials)
 HANDSHAKE_ATTEMPTS = 5
 #: JetStream's error code for "no message found" (the get-message API past the last match)
 NO_MESSAGE_FOUND = 10037
@@ -453,6 +453,7 @@ class NatsSource(Source):
                     await client.close()
             options = self.options
             attempt = 1
+            probing = False
             while True:
                 client = Client()
                 self._last_error = None
@@ -467,6 +468,7 @@ class NatsSource(Source):
                     user=options.user,
                     password=options.password,
                     token=options.token,
+                    verbose=probing,
                 )
                 try:
                     await asyncio.wait_for(connect, self._connect_budget())
@@ -474,15 +476,26 @@ class NatsSource(Source):
                     with contextlib.suppress(Exception):
                         await client.close()
                     cause = self._last_error or exc
-                    if "authorization violation" in str(cause).lower():
+                    if any("authorization violation" in str(said).lower() for said in (cause, exc)):
                         message = f"{self._where()} refused the credentials (authorization violation)"
                         raise self.error(SourceConnectError, message, stage, cause, permanent=True) from exc
                     if isinstance(cause, ConnectionResetError) and attempt < HANDSHAKE_ATTEMPTS:
-                        # a server refusing credentials closes at once, and the reset may overtake its -ERR
+                        # A server refusing credentials answers -ERR and closes at once; nats-py has sent its PING
+                        # by then, unread, so the server's close may be a reset that discards the -ERR. The next
+                        # attempt is verbose: the client waits for the answer to CONNECT before it sends anything
+                        # else, so a refusal arrives as -ERR.
                         attempt += 1
+                        probing = True
                         continue
                     message = f"could not connect to {self._where()}"
                     raise self.error(SourceConnectError, message, stage, cause) from exc
+                if probing:
+                    # the credentials were accepted: connect again without verbose, which would make the server
+                    # acknowledge every message of the connection
+                    with contextlib.suppress(Exception):
+                        await client.close()
+                    probing = False
+                    continue
                 self._client = client
                 return client
 
