@@ -265,27 +265,35 @@ class SqlSource(Source):
     # -- reading ---------------------------------------------------------------------------------------
     def fetch(self, request: FetchRequest) -> FetchResult:
         stage = request.stage
+        statement = build_statement(self.engine.dialect, request, self)
+        with self.session(stage) as connection:
+            records = [dict(row) for row in connection.execute(statement).mappings()]
+        return FetchResult(apply_select(records, stage.select))
+
+    @contextmanager
+    def session(self, stage: StageSpec | None = None) -> Iterator[Connection]:
+        """A connection of the pool for the statements of one read, bounded by the query timeout; what fails
+        is a SourceError naming this source (and ``stage``), the kind the engine retries or gives up on.
+        Also what ``recon`` runs its checksum queries in."""
         engine = self.engine
-        statement = build_statement(engine.dialect, request, self)
-        target = engine.url.render_as_string(hide_password=True)
         try:
             connection = engine.connect()
         except PoolTimeoutError as exc:
             raise self.error(SourceTimeoutError, "no free connection in the pool", stage, exc) from exc
         except SQLAlchemyError as exc:
             orig = _driver_error(exc)
+            target = engine.url.render_as_string(hide_password=True)
             permanent = _permanent(orig)
             raise self.error(
                 SourceConnectError, f"cannot connect to {target}", stage, orig, permanent=permanent
             ) from orig
         try:
             with connection, self._deadline(connection):
-                records = [dict(row) for row in connection.execute(statement).mappings()]
+                yield connection
         except DBAPIError as exc:
             raise self._query_error(exc, stage) from _driver_error(exc)
         except SQLAlchemyError as exc:
             raise self.error(SourceQueryError, "the query failed", stage, exc) from exc
-        return FetchResult(apply_select(records, stage.select))
 
     def _deadline(self, connection: Connection) -> Any:
         """SQLite has no statement timeout: a progress handler interrupts the query at the deadline."""
@@ -294,7 +302,7 @@ class SqlSource(Source):
             return nullcontext()
         return _interrupt_after(raw, self.options.query_timeout.total_seconds())
 
-    def _query_error(self, exc: DBAPIError, stage: StageSpec) -> SourceError:
+    def _query_error(self, exc: DBAPIError, stage: StageSpec | None) -> SourceError:
         orig = _driver_error(exc)
         code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
         number = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None

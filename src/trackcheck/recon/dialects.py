@@ -1,0 +1,330 @@
+"""The SQL each engine computes checksums with: the text form of a value, MD5, two 32-bit numbers from it.
+
+A row's checksum is the MD5 of its fields' text forms (``columns.Form``), each written ``=value`` (or ``~``
+for NULL, so that NULL and the empty text differ) and joined by the unit separator U+001F. A segment's
+checksum is its row count and the sums of two 32-bit numbers read from the MD5 (its hex digits 1-8 and 9-16):
+sums of 32-bit numbers fit every engine's 64-bit integers up to two billion rows, where one 64-bit number per
+row would overflow SQLite's ``sum`` (it raises) and need ``numeric`` elsewhere. The same text gives the same MD5
+everywhere, so equal segments have equal checksums whatever engine holds them.
+
+PostgreSQL, MariaDB/MySQL and DuckDB compute all of it in SQL. SQLite has no MD5 and no fixed-point numbers:
+trackcheck registers Python functions on its connection (``tc_text``, ``tc_md5``, ``tc_hex32``), which
+``python_text`` implements the way the other engines render (the cross-engine tests hold them to it).
+ClickHouse is not among them yet: ``dialect_for`` refuses it with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, ClassVar
+
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from trackcheck.recon.columns import Column, Form, kind_of
+
+#: joins the fields of a row before it is hashed: U+001F, the unit separator, which no tracking field holds
+SEPARATOR = 31
+#: the text of a timestamp with all six fractional digits; ``Form.digits`` keeps the first 19 + 1 + digits
+TIME_TEXT = 26
+_DESCRIBED = re.compile(r"^(?P<base>[A-Z_ ]+?)\s*(\((?P<a>\d+)(,\s*(?P<b>\d+))?\))?$")
+
+
+def time_length(digits: int) -> int:
+    """Characters of a timestamp text kept at ``digits`` fractional digits: ``YYYY-MM-DD HH:MM:SS[.f...]``."""
+    return 19 if digits == 0 else 20 + digits
+
+
+class Dialect:
+    """One engine's spelling of the checksum SQL. Expressions are SQL text built from quoted identifiers and
+    integers trackcheck computed; values a user gave are never part of them."""
+
+    name: ClassVar[str]
+    #: the engine's integer division of non-negative integers
+    divide: ClassVar[str] = "/"
+
+    def prepare(self, connection: Connection) -> None:
+        """Session settings (or functions) the checksum SQL needs, set on each connection before it runs."""
+
+    def columns(self, connection: Connection, dataset: str, table: str) -> dict[str, Column]:
+        """The columns of ``table`` (schema-qualified or not), by name, from SQLAlchemy's reflection."""
+        schema, _, name = table.rpartition(".")
+        reflected = inspect(connection).get_columns(name, schema=schema or None)
+        return {c["name"]: kind_of(c["name"], c["type"]) for c in reflected}
+
+    def text_of(self, expr: str, column: Column, form: Form) -> str:
+        """SQL rendering ``expr`` (a ``column``) in ``form``; NULL stays NULL."""
+        raise NotImplementedError
+
+    def joined(self, parts: list[str]) -> str:
+        """The text of a row: each part as ``=value`` or ``~`` (NULL), joined by the separator."""
+        raise NotImplementedError
+
+    def md5(self, expr: str) -> str:
+        return f"md5({expr})"
+
+    def hex32(self, expr: str, start: int) -> str:
+        """The 32-bit number that the 8 hex digits of ``expr`` from ``start`` (1-based) spell."""
+        raise NotImplementedError
+
+    def hash64(self, expr: str) -> str:
+        """A 64-bit number from the first 16 hex digits of ``expr`` (signed or not: sums are compared modulo
+        2**64, where both are the same)."""
+        raise NotImplementedError
+
+    def sum64(self, expr: str) -> str:
+        """The sum of ``hash64`` values over a group, exact or modulo 2**64."""
+        return f"sum({expr})"
+
+
+class Postgres(Dialect):
+    name = "postgresql"
+
+    def text_of(self, expr: str, column: Column, form: Form) -> str:
+        if form.name == "integer":
+            return f"(CASE WHEN {expr} THEN '1' ELSE '0' END)" if column.kind == "boolean" else f"({expr})::text"
+        if form.name == "fixed":
+            return f"round(({expr})::numeric, {form.digits})::text"
+        if form.name == "time":
+            utc = f"(({expr}) AT TIME ZONE 'UTC')" if column.kind == "timestamptz" else f"({expr})::timestamp"
+            return f"left(to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US'), {time_length(form.digits)})"
+        if form.name == "date":
+            return f"to_char({expr}, 'YYYY-MM-DD')"
+        return f"({expr})::text"
+
+    def joined(self, parts: list[str]) -> str:
+        return "concat_ws(chr(31), " + ", ".join(f"coalesce('=' || {p}, '~')" for p in parts) + ")"
+
+    def hex32(self, expr: str, start: int) -> str:
+        return f"('x' || substr({expr}, {start}, 8))::bit(32)::bigint"
+
+    def hash64(self, expr: str) -> str:
+        return f"('x' || substr({expr}, 1, 16))::bit(64)::bigint"
+
+
+class MariaDB(Dialect):
+    """MariaDB and MySQL. ``TIMESTAMP`` columns are shown in the session's zone: ``prepare`` sets UTC."""
+
+    name = "mysql"
+    divide = "DIV"
+
+    def prepare(self, connection: Connection) -> None:
+        connection.exec_driver_sql("SET time_zone = '+00:00'")
+
+    def text_of(self, expr: str, column: Column, form: Form) -> str:
+        if form.name == "integer":
+            return f"CAST({expr} AS CHAR)"
+        if form.name == "fixed":
+            return f"CAST(CAST({expr} AS DECIMAL(65, {form.digits})) AS CHAR)"
+        if form.name == "time":
+            return f"LEFT(DATE_FORMAT({expr}, '%Y-%m-%d %H:%i:%s.%f'), {time_length(form.digits)})"
+        if form.name == "date":
+            return f"DATE_FORMAT({expr}, '%Y-%m-%d')"
+        return f"CONVERT({expr} USING utf8mb4)"
+
+    def joined(self, parts: list[str]) -> str:
+        parts = [f"COALESCE(CONCAT('=', {p}), '~')" for p in parts]
+        return f"CONCAT_WS(CHAR({SEPARATOR} USING utf8mb4), {', '.join(parts)})"
+
+    def md5(self, expr: str) -> str:
+        return f"MD5({expr})"
+
+    def hex32(self, expr: str, start: int) -> str:
+        return f"CAST(CONV(SUBSTRING({expr}, {start}, 8), 16, 10) AS UNSIGNED)"
+
+    def hash64(self, expr: str) -> str:
+        return f"CAST(CONV(SUBSTRING({expr}, 1, 16), 16, 10) AS UNSIGNED)"
+
+
+class DuckDB(Dialect):
+    name = "duckdb"
+    divide = "//"
+
+    def columns(self, connection: Connection, dataset: str, table: str) -> dict[str, Column]:
+        """From ``DESCRIBE``: duckdb-engine's reflection queries catalog tables DuckDB does not have."""
+        found: dict[str, Column] = {}
+        for name, described, *_ in connection.exec_driver_sql(f"DESCRIBE SELECT * FROM {dataset}"):
+            found[name] = _described(name, str(described))
+        return found
+
+    def text_of(self, expr: str, column: Column, form: Form) -> str:
+        if form.name == "integer":
+            if column.kind == "boolean":
+                return f"(CASE WHEN {expr} THEN '1' ELSE '0' END)"
+            return f"CAST({expr} AS VARCHAR)"
+        if form.name == "fixed":
+            return f"CAST(CAST({expr} AS DECIMAL(38, {form.digits})) AS VARCHAR)"
+        if form.name == "time":
+            utc = f"timezone('UTC', {expr})" if column.kind == "timestamptz" else f"CAST({expr} AS TIMESTAMP)"
+            return f"left(strftime({utc}, '%Y-%m-%d %H:%M:%S.%f'), {time_length(form.digits)})"
+        if form.name == "date":
+            return f"strftime({expr}, '%Y-%m-%d')"
+        return f"CAST({expr} AS VARCHAR)"
+
+    def joined(self, parts: list[str]) -> str:
+        return f"concat_ws(chr({SEPARATOR}), " + ", ".join(f"coalesce('=' || {p}, '~')" for p in parts) + ")"
+
+    def hex32(self, expr: str, start: int) -> str:
+        return f"CAST('0x' || substr({expr}, {start}, 8) AS UBIGINT)"
+
+    def hash64(self, expr: str) -> str:
+        return f"CAST('0x' || substr({expr}, 1, 16) AS UBIGINT)"
+
+
+class SQLite(Dialect):
+    """SQLite, through Python functions registered on the connection (``python_text``)."""
+
+    name = "sqlite"
+
+    def prepare(self, connection: Connection) -> None:
+        raw: Any = connection.connection.driver_connection
+        raw.create_function("tc_text", 3, python_text, deterministic=True)
+        raw.create_function("tc_md5", 1, _md5, deterministic=True)
+        raw.create_function("tc_hex32", 2, _hex32, deterministic=True)
+        raw.create_function("tc_hash64", 1, _hash64, deterministic=True)
+        raw.create_aggregate("tc_sum64", 1, _Sum64)
+
+    def text_of(self, expr: str, column: Column, form: Form) -> str:
+        return f"tc_text({expr}, '{form.name}', {form.digits})"
+
+    def joined(self, parts: list[str]) -> str:
+        return f" || char({SEPARATOR}) || ".join(f"coalesce('=' || {p}, '~')" for p in parts)
+
+    def md5(self, expr: str) -> str:
+        return f"tc_md5({expr})"
+
+    def hex32(self, expr: str, start: int) -> str:
+        return f"tc_hex32({expr}, {start})"
+
+    def hash64(self, expr: str) -> str:
+        return f"tc_hash64({expr})"
+
+    def sum64(self, expr: str) -> str:
+        return f"tc_sum64({expr})"
+
+
+DIALECTS: dict[str, type[Dialect]] = {
+    "postgresql": Postgres,
+    "mysql": MariaDB,
+    "mariadb": MariaDB,
+    "duckdb": DuckDB,
+    "sqlite": SQLite,
+}
+
+
+def dialect_for(backend: str) -> Dialect | None:
+    """The checksum SQL of a SQLAlchemy backend, or None when trackcheck has none for it (ClickHouse)."""
+    found = DIALECTS.get(backend)
+    return found() if found is not None else None
+
+
+def python_text(value: Any, form: str, digits: int) -> str | None:
+    """A value in ``form``, as the SQL engines render it (see ``columns``): numbers rounded half away from zero
+    from their shortest decimal form (as PostgreSQL, MariaDB and DuckDB read a double), instants in UTC."""
+    if value is None:
+        return None
+    if form == "integer":
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(int(value)) if isinstance(value, bool | int) else str(value)
+    if form == "fixed":
+        try:
+            number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
+        except InvalidOperation:
+            return str(value)
+        rounded = number.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+        return f"{abs(rounded) if rounded.is_zero() else rounded:f}"
+    if form in ("time", "date"):
+        instant = _instant(value)
+        if instant is None:
+            return str(value)
+        if form == "date":
+            return instant.strftime("%Y-%m-%d")
+        return instant.strftime("%Y-%m-%d %H:%M:%S.%f")[: time_length(digits)]
+    return str(value)
+
+
+def _instant(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def _md5(value: str | None) -> str | None:
+    return None if value is None else hashlib.md5(value.encode(), usedforsecurity=False).hexdigest()
+
+
+def _hex32(value: str | None, start: int) -> int | None:
+    return None if value is None else int(value[start - 1 : start + 7], 16)
+
+
+def _signed(value: int) -> int:
+    """``value`` modulo 2**64 as SQLite's signed 64-bit integer."""
+    value %= 1 << 64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _hash64(value: str | None) -> int | None:
+    return None if value is None else _signed(int(value[:16], 16))
+
+
+class _Sum64:
+    """SQLite's ``sum`` raises past 2**63; this one wraps modulo 2**64, as the checksums are compared."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, value: int | None) -> None:
+        if value is not None:
+            self.total += value
+
+    def finalize(self) -> int:
+        return _signed(self.total)
+
+
+_DUCKDB_KINDS: dict[str, Any] = {
+    "BOOLEAN": "boolean",
+    "TINYINT": "integer",
+    "SMALLINT": "integer",
+    "INTEGER": "integer",
+    "BIGINT": "integer",
+    "HUGEINT": "integer",
+    "UTINYINT": "integer",
+    "USMALLINT": "integer",
+    "UINTEGER": "integer",
+    "UBIGINT": "integer",
+    "UHUGEINT": "integer",
+    "FLOAT": "float",
+    "DOUBLE": "float",
+    "DECIMAL": "decimal",
+    "DATE": "date",
+    "TIMESTAMP": "timestamp",
+    "TIMESTAMP_S": "timestamp",
+    "TIMESTAMP_MS": "timestamp",
+    "TIMESTAMP_NS": "timestamp",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+}
+_DUCKDB_DIGITS = {"TIMESTAMP_S": 0, "TIMESTAMP_MS": 3, "TIMESTAMP": 6, "TIMESTAMP WITH TIME ZONE": 6}
+
+
+def _described(name: str, described: str) -> Column:
+    """A column of DuckDB's ``DESCRIBE``: ``DECIMAL(12,2)``, ``TIMESTAMP WITH TIME ZONE``, ``VARCHAR``..."""
+    match = _DESCRIBED.match(described.upper())
+    base = match.group("base").strip() if match else described.upper()
+    kind = _DUCKDB_KINDS.get(base, "text")
+    if kind == "decimal" and match and match.group("b") is not None:
+        scale = int(match.group("b"))
+        return Column(name, "integer" if scale == 0 else "decimal", scale)
+    return Column(name, kind, _DUCKDB_DIGITS.get(base))
