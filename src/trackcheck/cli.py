@@ -19,15 +19,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -41,8 +43,11 @@ from trackcheck.foreground import overrides_from, start_run, wait_for
 from trackcheck.junit import write_junit, write_junit_error
 from trackcheck.loader import load_plan
 from trackcheck.logs import LOG_FORMATS, LogFormat, log_context, log_to_stderr
+from trackcheck.plan.durations import parse_duration
 from trackcheck.plan.masking import mask_url_passwords
+from trackcheck.recon.result import Reconciliation
 from trackcheck.scheduling import Poller, SchedulerConfig
+from trackcheck.sources.sql import SqlOptions, SqlSource
 from trackcheck.store.database import DEFAULT_URL, normalize_url
 from trackcheck.store.repository import Retention, aware
 
@@ -677,3 +682,192 @@ def serve(
             f"{config.workers} worker(s))"
         )
         run_server(config)
+
+
+@main.command()
+@click.argument("left_url", metavar="LEFT")
+@click.argument("left_table")
+@click.argument("right_url", metavar="RIGHT")
+@click.argument("right_table")
+@click.option(
+    "-k", "--key", "keys", multiple=True, required=True, help="Key column (repeat, or a,b, for a composite key)."
+)
+@click.option(
+    "-c", "--columns", multiple=True, help="Compared columns, a,b or repeated (default: every column both have)."
+)
+@click.option("--where", help="A SQL condition both tables are filtered by, e.g. \"created_at >= '2026-12-01'\".")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Differences of each kind listed (0: all); all are counted.",
+)
+@click.option(
+    "--digits",
+    multiple=True,
+    metavar="FIELD=N",
+    help="Compare FIELD to N decimals (numbers) or N fractional digits of seconds.",
+)
+@click.option(
+    "--tolerance",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Values of FIELD within VALUE are equal: amount=0.01, created_at=2s.",
+)
+@click.option("--query-timeout", default="10m", show_default=True, help="Longest a single checksum query may run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document on stdout.")
+@config_option
+def diff(
+    left_url: str,
+    left_table: str,
+    right_url: str,
+    right_table: str,
+    keys: tuple[str, ...],
+    columns: tuple[str, ...],
+    where: str | None,
+    limit: int,
+    digits: tuple[str, ...],
+    tolerance: tuple[str, ...],
+    query_timeout: str,
+    as_json: bool,
+    config_file: str | None,
+) -> None:
+    """Compare two tables by key, in any two of PostgreSQL, MariaDB/MySQL, SQLite and DuckDB (exit 0: equal, 1: they
+    differ). Checksums of key segments are compared inside each database; rows are read only where they differ.
+
+    LEFT and RIGHT are database URLs without a password, or names of [connections] in trackcheck.toml (whose url
+    may take the password from the environment: ${PG_PASSWORD}). LEFT is the reference: rows only it has are
+    missing, rows only RIGHT has unexpected.
+    """
+    from trackcheck import recon
+
+    with _errors():
+        try:
+            timeout = parse_duration(query_timeout)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="--query-timeout") from None
+        setup: list[PlanSetup] = []  # trackcheck.toml, read once and only if a side names a connection
+        left = recon.Table(_diff_source("left", left_url, timeout, config_file, setup), left_table, where)
+        right = recon.Table(_diff_source("right", right_url, timeout, config_file, setup), right_table, where)
+        spec = recon.ReconSpec(
+            key=_names(keys),
+            fields=_names(columns) or None,
+            digits={name: _digits(name, value) for name, value in _pairs("--digits", digits).items()},
+            tolerance={name: _tolerance(name, value) for name, value in _pairs("--tolerance", tolerance).items()},
+            limit=limit,
+        )
+        try:
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                console=err, transient=True, disable=as_json or not err.is_terminal,
+            ) as progress:  # fmt: skip
+                task = progress.add_task("reading sizes", total=None)
+
+                def report(what: str, done: int, total: int) -> None:
+                    progress.update(task, description=what, completed=done, total=total)
+
+                result = recon.reconcile(left, right, spec, report)
+        finally:
+            left.source.close()
+            right.source.close()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        _diff_summary(result)
+    sys.exit(0 if result.verdict == "passed" else 1)
+
+
+def _diff_source(
+    which: str, given: str, timeout: timedelta, config_file: str | None, setup: list[PlanSetup]
+) -> SqlSource:
+    """A URL (never with a password: ps shows it), or a ``[connections]`` name of type sql."""
+    if "://" in given or given.startswith("sqlite:"):
+        try:
+            password = make_url(given).password
+        except ArgumentError:
+            raise ConfigError("not a database URL nor a connection name", field=which) from None
+        if password:
+            raise ConfigError(
+                "a password on the command line is visible in ps: name a [connections] entry of trackcheck.toml "
+                "instead (its url may read the password from the environment: ${PG_PASSWORD})",
+                field=which,
+            )
+        options: dict[str, Any] = {"url": given}
+    else:
+        if not setup:
+            setup.append(_plan_setup(config_file))
+        try:
+            spec = Connections(setup[0].connections)[given]
+        except KeyError:
+            raise ConfigError(f"no connection {given!r} in trackcheck.toml's [connections]", field=which) from None
+        if spec.get("type") != "sql":
+            raise ConfigError(
+                f"connection {given!r} is of type {spec.get('type')!r}: diff compares sql tables", field=which
+            )
+        options = {k: v for k, v in spec.items() if k != "type"}
+    options["query_timeout"] = timeout
+    try:
+        return SqlSource(which, SqlOptions.model_validate(options))
+    except ValidationError as exc:
+        problem = "; ".join(str(error["msg"]) for error in exc.errors(include_url=False))
+        raise ConfigError(problem, field=which) from None
+
+
+def _names(given: tuple[str, ...]) -> list[str]:
+    """``-k a,b`` and ``-k a -k b`` alike."""
+    return [name.strip() for item in given for name in item.split(",") if name.strip()]
+
+
+def _pairs(option: str, given: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError(f"write FIELD=VALUE, not {item!r}", field=option)
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def _digits(name: str, value: str) -> int:
+    if not value.isdigit() or int(value) > 30:
+        raise ConfigError(f"{name}={value}: write a number of digits from 0 to 30", field="--digits")
+    return int(value)
+
+
+def _tolerance(name: str, value: str) -> float | timedelta:
+    """A number (``0.01``) or a duration (``2s``)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value}: write a number (0.01) or a duration (2s)", field="--tolerance") from None
+
+
+def _diff_summary(result: Reconciliation) -> None:
+    """The verdict, the counts, then the differences listed (as many as --limit asked for)."""
+    left, right = result.left, result.right
+    click.echo(f"left:  {left.source} {left.table} ({left.rows:,} rows)")
+    click.echo(f"right: {right.source} {right.table} ({right.rows:,} rows)")
+    shown = {"missing": result.missing, "unexpected": result.unexpected, "duplicates": result.duplicates}
+    for kind, listed in shown.items():
+        total = result.differences[kind]
+        if total:
+            keys = ", ".join(json.dumps(k, default=str, ensure_ascii=False) for k in listed)
+            more = f" (and {total - len(listed):,} more)" if total > len(listed) else ""
+            click.echo(f"{kind} ({total:,}): {keys}{more}")
+    if result.mismatches:
+        table = Table(title=f"changed rows: {result.differences['changed']:,}", title_justify="left")
+        for column in ("key", "field", "left", "right"):
+            table.add_column(column, overflow="fold")
+        for m in result.mismatches:
+            shown_values = (json.dumps(m[k], default=str, ensure_ascii=False) for k in ("key", "expected", "actual"))
+            key, expected, actual = (escape(value) for value in shown_values)
+            table.add_row(key, escape(m["field"]), expected, actual)
+        Console(soft_wrap=True).print(table)
+    seconds = result.stats.get("seconds", 0)
+    colour = COLOURS[result.verdict]
+    err.print(f"[bold {colour}]{result.verdict}[/]: {escape(result.reason)} ({seconds:.1f}s)")

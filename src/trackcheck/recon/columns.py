@@ -1,12 +1,21 @@
 """What a compared column is on each side, and the one text form both databases render it in.
 
 Equal data must hash equal in any two engines, so every compared value is first turned into text the same way
-on both sides (``Form``): integers and booleans as decimal digits (``true`` is ``1``), other numbers rounded to
-a fixed scale (the smaller of the two columns' scales; a float counts as ``FLOAT_SCALE`` digits), instants in
-UTC at a number of fractional digits (the smaller of the two columns'; a timestamp without a zone is taken as
-UTC, truncated, never rounded, as MariaDB stores a finer value in a coarser column), dates as ``YYYY-MM-DD``,
-anything else as its text. Two columns of kinds that do not go together (text against a number) are both
-compared as text: ``'42'`` still equals ``42``.
+on both sides (``Form``):
+
+- ``integer``: integers and booleans as decimal digits (``true`` is ``1``);
+- ``fixed``: exact decimals rounded half away from zero to a scale (the smaller of the two columns');
+- ``float``: when either side is floating-point, both as the integer ``floor(x * 10**digits + 0.5)`` computed in
+  IEEE doubles (``digits``: the smaller scale, a float counting as ``FLOAT_SCALE``). Every engine does the same
+  double arithmetic, so the result is the same integer everywhere, and it costs a tenth of a decimal rounding;
+- ``time``: instants as the integer count of 10**-digits seconds since 1970 in UTC (``digits``: the smaller of
+  the two columns' fractional digits), floored, never rounded, as MariaDB truncates a finer value stored in a
+  coarser column; a timestamp without a zone is taken as UTC, a date as its midnight;
+- ``date``: ``YYYY-MM-DD``; ``text``: anything else, as its text.
+
+Two columns of kinds that do not go together (text against a number) are both compared as text: ``'42'`` still
+equals ``42``. Integers rather than formatted text for floats and instants: in PostgreSQL and MariaDB, formatting
+was most of a row's cost (benchmark B4).
 
 The kinds come from SQLAlchemy's reflection of each table, so one mapping covers every dialect it reflects.
 """
@@ -19,7 +28,7 @@ from typing import Literal
 from sqlalchemy import types as sa
 
 Kind = Literal["integer", "boolean", "decimal", "float", "timestamp", "timestamptz", "date", "text"]
-FormName = Literal["integer", "fixed", "time", "date", "text"]
+FormName = Literal["integer", "fixed", "float", "time", "date", "text"]
 
 #: digits after the point a floating-point column is compared to when nothing finer is asked
 FLOAT_SCALE = 6
@@ -39,8 +48,8 @@ class Column:
 
 @dataclass(frozen=True)
 class Form:
-    """How both sides render one compared field: ``fixed`` rounds to ``digits`` decimals, ``time`` keeps
-    ``digits`` fractional digits of the second."""
+    """How both sides render one compared field: ``fixed`` and ``float`` to ``digits`` decimals, ``time``
+    to ``digits`` fractional digits of the second."""
 
     name: FormName
     digits: int = 0
@@ -79,7 +88,7 @@ def common_form(left: Column, right: Column, digits: int | None = None) -> Form:
         return Form("integer")
     if kinds <= _NUMBERS:
         scales = [_scale(column) for column in (left, right) if column.kind in ("decimal", "float")]
-        return Form("fixed", min(scales) if digits is None else digits)
+        return Form("float" if "float" in kinds else "fixed", min(scales) if digits is None else digits)
     if kinds <= _INSTANTS | {"date"} and kinds & _INSTANTS:
         declared = [c.digits for c in (left, right) if c.kind in _INSTANTS and c.digits is not None]
         chosen = min(declared, default=TIME_DIGITS) if digits is None else digits

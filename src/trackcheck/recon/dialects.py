@@ -16,8 +16,9 @@ ClickHouse is not among them yet: ``dialect_for`` refuses it with a clear error.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -28,14 +29,16 @@ from trackcheck.recon.columns import Column, Form, kind_of
 
 #: joins the fields of a row before it is hashed: U+001F, the unit separator, which no tracking field holds
 SEPARATOR = 31
-#: the text of a timestamp with all six fractional digits; ``Form.digits`` keeps the first 19 + 1 + digits
-TIME_TEXT = 26
+EPOCH = datetime(1970, 1, 1)
 _DESCRIBED = re.compile(r"^(?P<base>[A-Z_ ]+?)\s*(\((?P<a>\d+)(,\s*(?P<b>\d+))?\))?$")
 
 
-def time_length(digits: int) -> int:
-    """Characters of a timestamp text kept at ``digits`` fractional digits: ``YYYY-MM-DD HH:MM:SS[.f...]``."""
-    return 19 if digits == 0 else 20 + digits
+def floor_divided(expr: str, digits: int, divide: str) -> str:
+    """Microseconds ``expr`` as whole units of 10**-digits seconds, floored (before 1970 too), in integers."""
+    if digits >= 6:
+        return expr
+    unit = 10 ** (6 - digits)
+    return f"(({expr}) - ((({expr}) % {unit}) + {unit}) % {unit}) {divide} {unit}"
 
 
 class Dialect:
@@ -88,9 +91,13 @@ class Postgres(Dialect):
             return f"(CASE WHEN {expr} THEN '1' ELSE '0' END)" if column.kind == "boolean" else f"({expr})::text"
         if form.name == "fixed":
             return f"round(({expr})::numeric, {form.digits})::text"
+        if form.name == "float":
+            return f"floor(({expr})::float8 * {10**form.digits}::float8 + 0.5)::bigint::text"
         if form.name == "time":
-            utc = f"(({expr}) AT TIME ZONE 'UTC')" if column.kind == "timestamptz" else f"({expr})::timestamp"
-            return f"left(to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US'), {time_length(form.digits)})"
+            moment = f"({expr})::timestamp" if column.kind == "date" else expr
+            # date_part's double holds the microseconds of any instant of 1677-2262 to well within 0.5 µs
+            micros = f"(date_part('epoch', {moment}) * 1000000)::bigint"
+            return f"{floor_divided(micros, form.digits, '/')}::text"
         if form.name == "date":
             return f"to_char({expr}, 'YYYY-MM-DD')"
         return f"({expr})::text"
@@ -102,7 +109,7 @@ class Postgres(Dialect):
         return f"('x' || substr({expr}, {start}, 8))::bit(32)::bigint"
 
     def hash64(self, expr: str) -> str:
-        return f"('x' || substr({expr}, 1, 16))::bit(64)::bigint"
+        return f"('x' || left({expr}, 16))::bit(64)::bigint"
 
 
 class MariaDB(Dialect):
@@ -119,8 +126,11 @@ class MariaDB(Dialect):
             return f"CAST({expr} AS CHAR)"
         if form.name == "fixed":
             return f"CAST(CAST({expr} AS DECIMAL(65, {form.digits})) AS CHAR)"
+        if form.name == "float":
+            return f"CAST(CAST(FLOOR(CAST({expr} AS DOUBLE) * {10**form.digits}e0 + 0.5) AS SIGNED) AS CHAR)"
         if form.name == "time":
-            return f"LEFT(DATE_FORMAT({expr}, '%Y-%m-%d %H:%i:%s.%f'), {time_length(form.digits)})"
+            micros = f"TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {expr})"
+            return f"CAST({floor_divided(micros, form.digits, 'DIV')} AS CHAR)"
         if form.name == "date":
             return f"DATE_FORMAT({expr}, '%Y-%m-%d')"
         return f"CONVERT({expr} USING utf8mb4)"
@@ -157,9 +167,12 @@ class DuckDB(Dialect):
             return f"CAST({expr} AS VARCHAR)"
         if form.name == "fixed":
             return f"CAST(CAST({expr} AS DECIMAL(38, {form.digits})) AS VARCHAR)"
+        if form.name == "float":
+            scaled = f"CAST({expr} AS DOUBLE) * CAST({10**form.digits} AS DOUBLE) + 0.5"
+            return f"CAST(CAST(floor({scaled}) AS BIGINT) AS VARCHAR)"
         if form.name == "time":
-            utc = f"timezone('UTC', {expr})" if column.kind == "timestamptz" else f"CAST({expr} AS TIMESTAMP)"
-            return f"left(strftime({utc}, '%Y-%m-%d %H:%M:%S.%f'), {time_length(form.digits)})"
+            moment = expr if column.kind == "timestamptz" else f"CAST({expr} AS TIMESTAMP)"
+            return f"CAST({floor_divided(f'epoch_us({moment})', form.digits, '//')} AS VARCHAR)"
         if form.name == "date":
             return f"strftime({expr}, '%Y-%m-%d')"
         return f"CAST({expr} AS VARCHAR)"
@@ -237,13 +250,18 @@ def python_text(value: Any, form: str, digits: int) -> str | None:
             return str(value)
         rounded = number.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
         return f"{abs(rounded) if rounded.is_zero() else rounded:f}"
+    if form == "float":
+        try:
+            return str(math.floor(float(value) * float(10**digits) + 0.5))
+        except (TypeError, ValueError, OverflowError):
+            return str(value)
     if form in ("time", "date"):
         instant = _instant(value)
         if instant is None:
             return str(value)
         if form == "date":
             return instant.strftime("%Y-%m-%d")
-        return instant.strftime("%Y-%m-%d %H:%M:%S.%f")[: time_length(digits)]
+        return str((instant - EPOCH) // timedelta(microseconds=10 ** (6 - min(digits, 6))))
     return str(value)
 
 
