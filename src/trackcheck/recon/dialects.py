@@ -33,6 +33,11 @@ EPOCH = datetime(1970, 1, 1)
 _DESCRIBED = re.compile(r"^(?P<base>[A-Z_ ]+?)\s*(\((?P<a>\d+)(,\s*(?P<b>\d+))?\))?$")
 
 
+def boolean_text(expr: str) -> str:
+    """``1``, ``0``, or NULL for NULL (a bare ``ELSE '0'`` would make NULL false)."""
+    return f"(CASE WHEN {expr} THEN '1' WHEN NOT {expr} THEN '0' END)"
+
+
 def floor_divided(expr: str, digits: int, divide: str) -> str:
     """Microseconds ``expr`` as whole units of 10**-digits seconds, floored (before 1970 too), in integers."""
     if digits >= 6:
@@ -88,7 +93,7 @@ class Postgres(Dialect):
 
     def text_of(self, expr: str, column: Column, form: Form) -> str:
         if form.name == "integer":
-            return f"(CASE WHEN {expr} THEN '1' ELSE '0' END)" if column.kind == "boolean" else f"({expr})::text"
+            return boolean_text(expr) if column.kind == "boolean" else f"({expr})::text"
         if form.name == "fixed":
             return f"round(({expr})::numeric, {form.digits})::text"
         if form.name == "float":
@@ -163,7 +168,7 @@ class DuckDB(Dialect):
     def text_of(self, expr: str, column: Column, form: Form) -> str:
         if form.name == "integer":
             if column.kind == "boolean":
-                return f"(CASE WHEN {expr} THEN '1' ELSE '0' END)"
+                return boolean_text(expr)
             return f"CAST({expr} AS VARCHAR)"
         if form.name == "fixed":
             return f"CAST(CAST({expr} AS DECIMAL(38, {form.digits})) AS VARCHAR)"
