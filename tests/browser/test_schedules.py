@@ -44,6 +44,10 @@ def test_a_schedule_is_created_edited_paused_and_deleted_in_the_dashboard(dashbo
     expect(row).to_contain_text("10 2 * * *")
     expect(row).to_contain_text("interval 2s, timeout 5m, 1 expected event")
     expect(row.locator("time")).to_have_count(2)  # the next run, and when it was created
+    # the actions stay a cell of the row: its top and bottom line up with its neighbours' (a flex cell did not)
+    boxes = [cell.bounding_box() for cell in row.locator("td").all()]
+    assert all(b is not None for b in boxes)
+    assert len({(round(b["y"]), round(b["height"])) for b in boxes if b}) == 1, boxes
 
     # what it fires: a run of pipe with those parameters and options
     schedules.fire(schedule.id)

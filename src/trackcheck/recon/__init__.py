@@ -4,7 +4,8 @@ read only where segments differ (``drill``), values rendered alike in every engi
 ``trackcheck diff`` runs it on two tables; the result is a ``Reconciliation``.
 """
 
+from trackcheck.recon import drill
 from trackcheck.recon.drill import ReconSpec, Table, reconcile
 from trackcheck.recon.result import Reconciliation
 
-__all__ = ["ReconSpec", "Reconciliation", "Table", "reconcile"]
+__all__ = ["ReconSpec", "Reconciliation", "Table", "drill", "reconcile"]
