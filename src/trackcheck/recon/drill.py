@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.engine import make_url
 
 from trackcheck.compare.values import equal, jsonable
 from trackcheck.errors import PlanError
@@ -534,8 +535,8 @@ class _Stream:
 
 
 def _where(side: _Prepared) -> str:
-    """The side's database URL with its password hidden."""
-    return side.source.engine.url.render_as_string(hide_password=True)
+    """The side's database URL as it was given, its password hidden."""
+    return make_url(side.source.options.url).render_as_string(hide_password=True)
 
 
 __all__ = ["ReconSpec", "Table", "reconcile"]
