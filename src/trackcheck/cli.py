@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -34,22 +34,21 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from trackcheck import ci
-from trackcheck.connections import Connections
-from trackcheck.engine.core import Engine, PlanSetup
-from trackcheck.engine.result import RunResult, StageResult
 from trackcheck.errors import ConfigError, TrackcheckError
-from trackcheck.foreground import overrides_from, start_run, wait_for
-from trackcheck.junit import write_junit, write_junit_error
-from trackcheck.loader import load_plan
 from trackcheck.logs import LOG_FORMATS, LogFormat, log_context, log_to_stderr
 from trackcheck.plan.durations import parse_duration
 from trackcheck.plan.masking import mask_url_passwords
-from trackcheck.recon.result import Reconciliation
-from trackcheck.scheduling import Poller, SchedulerConfig
-from trackcheck.sources.sql import SqlOptions, SqlSource
 from trackcheck.store.database import DEFAULT_URL, normalize_url
-from trackcheck.store.repository import Retention, aware
+
+# The engine, the scheduler and the state database's models are imported by the commands that use them: every
+# command starts without them, and `diff` runs without them (half its memory, benchmark B4).
+if TYPE_CHECKING:
+    from trackcheck.engine.core import Engine, PlanSetup
+    from trackcheck.engine.result import RunResult, StageResult
+    from trackcheck.recon.result import Reconciliation
+    from trackcheck.scheduling import SchedulerConfig
+    from trackcheck.sources.sql import SqlSource
+    from trackcheck.store.repository import Retention
 
 EXIT = {"passed": 0, "failed": 1, "error": 3, "cancelled": 130}
 COLOURS = {
@@ -208,6 +207,9 @@ def _plan_setup(config_file: str | None) -> PlanSetup:
 @config_option
 def validate(plans: tuple[str, ...], config_file: str | None) -> None:
     """Check plan files without connecting to anything (exit 2 at the first invalid one)."""
+    from trackcheck.connections import Connections
+    from trackcheck.loader import load_plan
+
     with _errors():
         setup = _plan_setup(config_file)
         connections = Connections(setup.connections)
@@ -305,6 +307,10 @@ def run(
     config_file: str | None,
 ) -> None:
     """Verify one run of PLAN in the foreground, with a live view of every stage."""
+    from trackcheck.engine.core import Engine
+    from trackcheck.foreground import overrides_from, start_run
+    from trackcheck.scheduling import Poller, SchedulerConfig
+
     verbose += ctx.find_root().params.get("verbose") or 0
     if quiet and verbose:
         raise click.UsageError("-q/--quiet and -v/--verbose exclude each other")
@@ -375,6 +381,9 @@ class _Reports:
     began: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def result(self, result: RunResult) -> None:
+        from trackcheck import ci
+        from trackcheck.junit import write_junit
+
         if self.junit:
             write_junit(result, self.junit)
         if self.as_json:
@@ -385,6 +394,9 @@ class _Reports:
 
     def error(self, exc: BaseException, exit_code: int) -> None:
         """The run could not start: ``exc`` is the reason."""
+        from trackcheck import ci
+        from trackcheck.junit import write_junit_error
+
         outline = ci.plan_outline(self.plan_file)
         context: dict[str, str] = dict(getattr(exc, "context", {}))
         name = outline.name or context.get("plan") or self.plan_file
@@ -411,6 +423,10 @@ class _Reports:
 
 
 def _watch(engine: Engine, run_id: str, *, heartbeat: float = 0, quiet: bool = False) -> RunResult:
+    from trackcheck import ci
+    from trackcheck.foreground import wait_for
+    from trackcheck.store.repository import aware
+
     if quiet:
         return wait_for(engine, run_id, every=0.5)
     if not err.is_terminal or _json_logs():  # JSON lines: no live table between them
@@ -509,6 +525,8 @@ def _summary(result: RunResult, *, quiet: bool = False) -> None:
 @db_password_file_option
 def show(run_id: str, db: str, db_password_file: str | None) -> None:
     """Print the JSON result of a run stored in the state database."""
+    from trackcheck.engine.core import Engine
+
     with _errors():
         engine = Engine(_state_url(db, db_password_file))
         engine.start()
@@ -545,6 +563,8 @@ def worker(
     this one waits on standby. Backend ``procrastinate``: runs poll jobs from the state database's queue,
     as many workers on as many machines as you like; one of them (or of ``serve``) plans them.
     """
+    from trackcheck.engine.core import Engine
+    from trackcheck.scheduling import Poller
     from trackcheck.scheduling.lease import Leadership, lease_for
     from trackcheck.service.config import load_config, state_database_url
 
@@ -614,6 +634,8 @@ def _distributed_worker(
 ) -> None:
     """``trackcheck worker`` on the procrastinate backend: execute poll jobs until SIGINT/SIGTERM, and plan
     them while this process holds the lease (a planner of its own: no other process is needed)."""
+    from trackcheck.engine.core import Engine
+    from trackcheck.scheduling import Poller
     from trackcheck.scheduling.distributed import run_worker
     from trackcheck.scheduling.lease import Leadership, lease_for
 
@@ -782,6 +804,9 @@ def _diff_source(
     which: str, given: str, timeout: timedelta, config_file: str | None, setup: list[PlanSetup]
 ) -> SqlSource:
     """A URL (never with a password: ps shows it), or a ``[connections]`` name of type sql."""
+    from trackcheck.connections import Connections
+    from trackcheck.sources.sql import SqlOptions, SqlSource
+
     if "://" in given or given.startswith("sqlite:"):
         try:
             password = make_url(given).password

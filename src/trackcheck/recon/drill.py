@@ -49,7 +49,7 @@ MAX_SEGMENTS = 1 << 20
 #: segments one drill-down query narrows to; keys one row query asks for
 BATCH = 500
 #: rows a stream hands over at once
-CHUNK = 10_000
+CHUNK = 2_000
 MODULUS = 1 << 64
 Progress = Callable[[str, int, int], None]
 
@@ -480,7 +480,7 @@ class _Stream:
     _END = object()
 
     def __init__(self, reconciler: _Reconciler, side: _Prepared, sql: str) -> None:
-        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._read, args=(reconciler, side, sql), daemon=True)
         self.thread.start()
