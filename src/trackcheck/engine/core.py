@@ -42,6 +42,7 @@ from trackcheck.errors import (
     ConfigError,
     ErrorKind,
     ParamError,
+    PlanError,
     SourceConnectError,
     SourceError,
     StoreError,
@@ -56,10 +57,13 @@ from trackcheck.plan.model import EXPECT, Plan, StageSpec
 from trackcheck.plan.templates import render
 from trackcheck.plan.timing import schedule_signature, stage_timeout
 from trackcheck.plan.trust import TRUSTED, Trust
+from trackcheck.recon import reconcile
+from trackcheck.recon.stages import judge, recon_spec, stage_table
 from trackcheck.sources import build_source
 from trackcheck.sources.base import FetchRequest, FetchResult, Message, Source
 from trackcheck.sources.emitting import send, stamped
 from trackcheck.sources.network import NetworkRule, check_hosts
+from trackcheck.sources.sql import SqlSource
 from trackcheck.states import STAGE_ENDED, RunStatus, StageStatus
 from trackcheck.store.connections import ConnectionStore
 from trackcheck.store.database import DEFAULT_URL
@@ -607,6 +611,8 @@ class Engine:
         """``_poll_chunk``'s work, inside its log context."""
         if stage.emit is not None:
             return self._emit(plan, plan_id, stage, chunk, write)
+        if stage.compare is not None and stage.compare.method == "checksum":
+            return self._reconcile(plan, plan_id, stage, chunk, write)
         fetched = fetched or self._fetch(plan, plan_id, stage, chunk, poll)
         wheres = [w.where or {} for w in chunk]
         distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
@@ -660,6 +666,46 @@ class Engine:
                     fetched.milliseconds,
                 )
         return None if fetched.failure is None else _backoff(plan, stage, max_errors)
+
+    def _reconcile(
+        self, plan: Plan, plan_id: int, stage: StageSpec, chunk: Sequence[Waiting], write: TickWrite
+    ) -> float | None:
+        """A stage compared by checksum (``recon.stages``): per run, its table and the reference stage's, each
+        narrowed to the run's ``where``, reconciled inside their databases; nothing is read into a snapshot.
+        Returns the back-off delay when a database could not be read, as a fetch does."""
+        assert stage.compare is not None and stage.reference is not None  # the plan checked both
+        reference = plan.stage(stage.reference)
+        spec = recon_spec(stage.compare, plan.key_for(stage))
+        max_errors = 0
+        for w in chunk:
+            began = time.monotonic()
+            try:
+                with log_context(run_id=w.run_id):
+                    left = self._sql_source(plan_id, reference.source)
+                    right = self._sql_source(plan_id, stage.source)
+                    result = reconcile(
+                        stage_table(left, reference, jsonable(render(reference.where or {}, w.params))),
+                        stage_table(right, stage, w.where or {}),
+                        spec,
+                    )
+                outcome = Outcome(judge(stage.compare, result), None, ErrorKind.TRANSIENT, [], _since(began))
+            except SourceError as exc:
+                outcome = Outcome(None, str(exc), exc.kind, [], _since(began))
+            except TrackcheckError as exc:  # a key or field the tables lack: the same at every poll
+                outcome = Outcome(None, str(exc), ErrorKind.PERMANENT, [], _since(began))
+            except Exception as exc:  # a bug must not stall the run: it ends as an error saying so
+                log.exception("cannot reconcile stage %s of plan %s", stage.name, plan.name, extra={"run_id": w.run_id})
+                error = f"cannot reconcile: {type(exc).__name__}: {mask_url_passwords(str(exc))}"
+                outcome = Outcome(None, error, ErrorKind.PERMANENT, [], _since(began))
+            decision = self._conclude(plan, plan_id, stage, w, outcome, utcnow(), write)
+            max_errors = max(max_errors, decision.errors_in_row)
+        return None if max_errors == 0 else _backoff(plan, stage, max_errors)
+
+    def _sql_source(self, plan_id: int, name: str) -> SqlSource:
+        source = self.source(plan_id, name)
+        if not isinstance(source, SqlSource):  # the plan allows checksums between sql sources only
+            raise PlanError(f"source {name!r} is not a sql source: it cannot be compared by checksum")
+        return source
 
     def _compare(
         self,
@@ -896,6 +942,11 @@ class _ChunkWriter:
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
+
+
+def _since(began: float) -> float:
+    """Milliseconds since ``began`` (``time.monotonic()``)."""
+    return (time.monotonic() - began) * 1000
 
 
 def _said_nothing_else(records: FetchResult) -> bool:

@@ -258,6 +258,9 @@ class CompareSpec(_Model):
     duplicates: Literal["fail", "allow-identical", "allow"] = "fail"
     #: ``warn``: what would fail is recorded and shown, and the stage passes
     severity: Severity = "fail"
+    #: ``rows``: the records are read and compared here; ``checksum``: two sql stages' tables are compared inside
+    #: their databases by checksums of segments, and only the rows that differ are read (``recon``)
+    method: Literal["rows", "checksum"] = "rows"
 
     @field_validator("tolerance", mode="before")
     @classmethod
@@ -560,11 +563,38 @@ class Plan(_Model):
                     f"{where}.{stage.check_name}.with: {reference!r} is {why}; "
                     f"compare with 'expect' or an earlier stage ({', '.join(seen) or 'none yet'})"
                 )
-            problem = self.undeclared(stage)
+            problem = self.undeclared(stage) or self._checksum_problem(stage, seen)
             if problem:
                 raise ValueError(f"{where}: {problem}")
             seen.append(stage.name)
         return self
+
+    def _checksum_problem(self, stage: StageSpec, before: list[str]) -> str | None:
+        """Why ``stage`` cannot compare by checksum (or with a stage that does), or None."""
+        stages = {s.name: s for s in self.stages}
+        reference = stages.get(stage.reference or "")
+        if stage.compare is None or stage.compare.method != "checksum":
+            if reference is not None and reference.compare is not None and reference.compare.method == "checksum":
+                return (
+                    f"{stage.check_name}.with: stage {reference.name!r} is compared by checksum and keeps no "
+                    "records to compare with: compare with it by checksum too, or with an earlier stage"
+                )
+            return None
+        if reference is None or reference.name not in before:
+            return "compare.method: checksum compares two sql stages' tables: 'with' must name an earlier sql stage"
+        for compared in (reference, stage):
+            kind = self.sources[compared.source].type
+            if kind != "sql":
+                return (
+                    f"compare.method: checksum compares tables of sql sources; stage {compared.name!r} reads "
+                    f"source {compared.source!r} of type {kind}"
+                )
+            if compared.select is not None:
+                return (
+                    f"compare.method: checksum compares the tables' columns, which 'select' of stage "
+                    f"{compared.name!r} cannot rename: alias the columns in its query instead"
+                )
+        return None
 
     def bind_reads(self, read_model: Callable[[str], type[ReadSpec]], limits: PlanLimits = DEFAULT_LIMITS) -> None:
         """Validate each stage's backend keys with the ``ReadSpec`` of its source's backend (``read_model``,

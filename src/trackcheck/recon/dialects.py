@@ -22,10 +22,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar
 
-from sqlalchemy import inspect
+from sqlalchemy import bindparam, inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.types import NULLTYPE
 
-from trackcheck.recon.columns import Column, Form, kind_of
+from trackcheck.recon.columns import Column, Form, Kind, kind_of
 
 #: joins the fields of a row before it is hashed: U+001F, the unit separator, which no tracking field holds
 SEPARATOR = 31
@@ -57,11 +59,27 @@ class Dialect:
     def prepare(self, connection: Connection) -> None:
         """Session settings (or functions) the checksum SQL needs, set on each connection before it runs."""
 
-    def columns(self, connection: Connection, dataset: str, table: str) -> dict[str, Column]:
-        """The columns of ``table`` (schema-qualified or not), by name, from SQLAlchemy's reflection."""
+    def columns(self, connection: Connection, dataset: str, table: str | None) -> dict[str, Column]:
+        """The columns of a ``table`` (schema-qualified or not) from SQLAlchemy's reflection, or of a query's
+        ``dataset`` from what the driver says of its result (``described``), by name."""
+        if table is None:
+            result = connection.execute(self.fenced(f"SELECT * FROM {dataset} AS tc_t WHERE 1 = 0"))
+            try:
+                return {str(d[0]): self.described(connection, d) for d in result.cursor.description}
+            finally:
+                result.close()
         schema, _, name = table.rpartition(".")
         reflected = inspect(connection).get_columns(name, schema=schema or None)
         return {c["name"]: kind_of(c["name"], c["type"]) for c in reflected}
+
+    def fenced(self, sql: str) -> TextClause:
+        """A statement that binds nothing else, made to run as exactly one statement where the driver needs a
+        bound parameter for that (see ``Postgres``)."""
+        return text(sql)
+
+    def described(self, connection: Connection, description: Any) -> Column:
+        """A result column from the driver's cursor description: a text column unless the dialect knows more."""
+        return Column(str(description[0]), "text")
 
     def text_of(self, expr: str, column: Column, form: Form) -> str:
         """SQL rendering ``expr`` (a ``column``) in ``form``; NULL stays NULL."""
@@ -89,7 +107,27 @@ class Dialect:
 
 
 class Postgres(Dialect):
+    """PostgreSQL, through psycopg 3: a query's column types are the OIDs of its result, named by the driver."""
+
     name = "postgresql"
+    _KINDS: ClassVar[dict[str, Kind]] = {
+        "int2": "integer", "int4": "integer", "int8": "integer", "oid": "integer", "numeric": "decimal",
+        "float4": "float", "float8": "float", "bool": "boolean", "timestamp": "timestamp",
+        "timestamptz": "timestamptz", "date": "date",
+    }  # fmt: skip
+
+    def fenced(self, sql: str) -> TextClause:
+        """psycopg sends a statement without parameters by the simple query protocol, which runs every statement
+        in it; a bound NULL (``LIMIT NULL``: no limit) makes it the extended protocol, one statement only, as
+        ``sources.sql.build_statement`` does behind the plan's query check."""
+        return text(sql + " LIMIT :tc_limit").bindparams(bindparam("tc_limit", value=None, type_=NULLTYPE))
+
+    def described(self, connection: Connection, description: Any) -> Column:
+        info = connection.connection.driver_connection.adapters.types.get(description.type_code)  # type: ignore[union-attr]
+        kind = self._KINDS.get(info.name if info is not None else "", "text")
+        if kind == "decimal":
+            return Column(description.name, "integer" if description.scale == 0 else kind, description.scale)
+        return Column(description.name, kind, description.precision if kind.startswith("timestamp") else None)
 
     def text_of(self, expr: str, column: Column, form: Form) -> str:
         if form.name == "integer":
@@ -122,6 +160,18 @@ class MariaDB(Dialect):
 
     name = "mysql"
     divide = "DIV"
+    #: PyMySQL's FIELD_TYPE codes; a TIMESTAMP is read in the session's UTC, so it is a timestamp like DATETIME
+    _KINDS: ClassVar[dict[int, Kind]] = {
+        1: "integer", 2: "integer", 3: "integer", 8: "integer", 9: "integer", 13: "integer", 0: "decimal",
+        246: "decimal", 4: "float", 5: "float", 7: "timestamp", 12: "timestamp", 10: "date", 14: "date",
+    }  # fmt: skip
+
+    def described(self, connection: Connection, description: Any) -> Column:
+        name, code, scale = str(description[0]), int(description[1]), description[5]
+        kind = self._KINDS.get(code, "text")
+        if kind == "decimal":
+            return Column(name, "integer" if scale == 0 else kind, scale)
+        return Column(name, kind, scale if kind == "timestamp" else None)
 
     def prepare(self, connection: Connection) -> None:
         connection.exec_driver_sql("SET time_zone = '+00:00'")
@@ -158,7 +208,7 @@ class DuckDB(Dialect):
     name = "duckdb"
     divide = "//"
 
-    def columns(self, connection: Connection, dataset: str, table: str) -> dict[str, Column]:
+    def columns(self, connection: Connection, dataset: str, table: str | None) -> dict[str, Column]:
         """From ``DESCRIBE``: duckdb-engine's reflection queries catalog tables DuckDB does not have."""
         found: dict[str, Column] = {}
         for name, described, *_ in connection.exec_driver_sql(f"DESCRIBE SELECT * FROM {dataset}"):
@@ -193,9 +243,19 @@ class DuckDB(Dialect):
 
 
 class SQLite(Dialect):
-    """SQLite, through Python functions registered on the connection (``python_text``)."""
+    """SQLite, through Python functions registered on the connection (``python_text``). A query's result
+    columns have no types: their kinds are read from the values of its first row."""
 
     name = "sqlite"
+
+    def columns(self, connection: Connection, dataset: str, table: str | None) -> dict[str, Column]:
+        if table is not None:
+            return super().columns(connection, dataset, table)
+        result = connection.execute(text(f"SELECT * FROM {dataset} AS tc_t LIMIT 1"))
+        names = [str(d[0]) for d in result.cursor.description]
+        first = result.first()
+        values = list(first) if first is not None else [None] * len(names)
+        return {name: _sampled(name, value) for name, value in zip(names, values, strict=True)}
 
     def prepare(self, connection: Connection) -> None:
         raw: Any = connection.connection.driver_connection
@@ -283,6 +343,29 @@ def _instant(value: Any) -> datetime | None:
     else:
         return None
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def _sampled(name: str, value: Any) -> Column:
+    """The kind of a SQLite result column from one of its values: numbers as they are stored, text that reads as
+    an instant (ISO 8601) as a timestamp, other text as text."""
+    if isinstance(value, bool | int):
+        return Column(name, "integer")
+    if isinstance(value, float):
+        return Column(name, "float")
+    if isinstance(value, str) and len(value) >= 10:
+        if len(value) == 10 and _instant(value) is not None:
+            return Column(name, "date")
+        instant = _iso(value)
+        if instant is not None:
+            return Column(name, "timestamptz" if instant.tzinfo is not None else "timestamp")
+    return Column(name, "text")
+
+
+def _iso(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
 
 
 def _md5(value: str | None) -> str | None:

@@ -22,7 +22,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.elements import BindParameter, TextClause
 
 from trackcheck.compare.values import equal, jsonable
 from trackcheck.errors import PlanError
@@ -37,7 +38,7 @@ from trackcheck.plan.model import IDENTIFIER
 from trackcheck.recon.columns import Column, Form, common_form
 from trackcheck.recon.dialects import Dialect, dialect_for
 from trackcheck.recon.result import Reconciliation, Side
-from trackcheck.sources.sql import SqlSource, normalize_url
+from trackcheck.sources.sql import SqlSource, bound_filters, dataset_sql, normalize_url
 from trackcheck.sources.sqlguard import check_query
 
 #: rows a finest segment holds on average: its rows' hashes are what a difference in it costs to read
@@ -56,11 +57,20 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class Table:
-    """One side: a table of a SQL source, with an optional condition (SQL, the operator's) on both."""
+    """One side: a ``table`` of a SQL source, or a read-only ``query`` of it (a plan's, checked when the plan
+    loaded), narrowed by ``filters`` (field → accepted values, always bound: a run's ``where``) and by ``where``
+    (a SQL condition: the operator's, from the command line, never a plan's)."""
 
     source: SqlSource
-    table: str
+    table: str | None = None
     where: str | None = None
+    query: str | None = None
+    filters: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """How results name it: the table, or ``query``."""
+        return self.table or "query"
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class _Prepared:
     dialect: Dialect
     dataset: str
     columns: dict[str, Column]
+    filters: list[str] = field(default_factory=list)
+    binds: list[BindParameter[Any]] = field(default_factory=list)
     quoted: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     queries: int = 0
@@ -94,10 +106,18 @@ class _Prepared:
         return self.table.source
 
     def condition(self, extra: str | None = None) -> str:
+        """`` WHERE`` the table's own conditions and ``extra``, or nothing."""
         parts = [f"({self.table.where})".replace(":", "\\:")] if self.table.where else []
+        parts += self.filters
         if extra:
             parts.append(f"({extra})")
         return f" WHERE {' AND '.join(parts)}" if parts else ""
+
+    def statement(self, sql: str) -> TextClause:
+        """``sql`` with the filters' bound values, or fenced by the dialect when it binds nothing."""
+        if self.binds:
+            return text(sql).bindparams(*self.binds)
+        return self.dialect.fenced(sql)
 
 
 @dataclass
@@ -133,6 +153,7 @@ class _Reconciler:
         self.duplicates: list[Any] = []
         self.mismatches: list[dict[str, Any]] = []
         self.counts = {"missing": 0, "unexpected": 0, "changed": 0, "duplicates": 0}
+        self.unlike_duplicates = 0
 
     # -- setting up --------------------------------------------------------------------------------------
     def _side(self, table: Table, which: str) -> _Prepared:
@@ -143,21 +164,25 @@ class _Reconciler:
                 f"no checksum SQL for {backend}: reconcile PostgreSQL, MariaDB/MySQL, SQLite or DuckDB tables",
                 table=table.table,
             )
-        parts = table.table.split(".")
-        if not 1 <= len(parts) <= 3 or not all(IDENTIFIER.match(part) for part in parts):
-            raise PlanError(f"{which} table: write table or schema.table (letters, digits and _)", table=table.table)
-        preparer = table.source.engine.dialect.identifier_preparer
-        dataset = ".".join(preparer.quote(part) for part in parts)
+        if table.table is not None:
+            parts = table.table.split(".")
+            if not 1 <= len(parts) <= 3 or not all(IDENTIFIER.match(part) for part in parts):
+                raise PlanError(f"{which} table: write table or schema.table (letters, digits and _)", table=table.name)
+        engine_dialect = table.source.engine.dialect
+        dataset = dataset_sql(engine_dialect.identifier_preparer, table.table, table.query)
+        if dataset is None:
+            raise PlanError(f"the {which} side needs a table or a query")
         if table.where is not None:
             refusal = check_query(f"SELECT * FROM {dataset} WHERE {table.where}", backend)
             if refusal is not None:
-                raise PlanError(f"{which} --where: {refusal}", table=table.table)
+                raise PlanError(f"{which} --where: {refusal}", table=table.name)
+        filters, binds = bound_filters(engine_dialect, table.filters, "tc_t", None, table.source)
         with table.source.session() as connection:
             dialect.prepare(connection)
             columns = dialect.columns(connection, dataset, table.table)
         if not columns:
-            raise PlanError(f"the {which} table has no columns, or does not exist", table=table.table)
-        return _Prepared(table, dialect, dataset.replace(":", "\\:"), columns)
+            raise PlanError(f"the {which} table has no columns, or does not exist", table=table.name)
+        return _Prepared(table, dialect, dataset, columns, filters, binds)
 
     def _forms(self) -> dict[str, Form]:
         left, right = self.sides
@@ -331,9 +356,11 @@ class _Reconciler:
         width = len(self.spec.key)
         for line in lines:
             raw = tuple(line[3 : 3 + width])
+            digest = int(line[2]) % MODULUS
             if line[1] in keyed:
                 self._note("duplicates", self.duplicates, {"side": which, "key": self._display(raw)})
-            keyed[line[1]] = (int(line[2]) % MODULUS, raw)
+                self.unlike_duplicates += keyed[line[1]][0] != digest
+            keyed[line[1]] = (digest, raw)
         return keyed
 
     def _compare_rows(self, changed: list[tuple[tuple[Any, ...], tuple[Any, ...]]]) -> None:
@@ -380,6 +407,7 @@ class _Reconciler:
                 alternatives.append("(" + " AND ".join(parts) + ")")
             match = " OR ".join(alternatives)
         statement = text(f"SELECT {columns} FROM {side.dataset} AS tc_t{side.condition(match)}")
+        statement = statement.bindparams(*side.binds)
         if "tc_keys" in binds:
             statement = statement.bindparams(bindparam("tc_keys", expanding=True))
         found: dict[Any, tuple[list[Any], list[Any]]] = {}
@@ -410,8 +438,8 @@ class _Reconciler:
         )
         return Reconciliation(
             verdict="failed" if differs else "passed",
-            left=Side(_where(left), left.table.table, rows[0]),
-            right=Side(_where(right), right.table.table, rows[1]),
+            left=Side(_where(left), left.table.name, rows[0]),
+            right=Side(_where(right), right.table.name, rows[1]),
             differences=dict(counts),
             missing=self.missing,
             unexpected=self.unexpected,
@@ -430,6 +458,7 @@ class _Reconciler:
                 "seconds": round(time.monotonic() - self.started, 3),
             },
             reason=reason,
+            unlike_duplicates=self.unlike_duplicates,
         )
 
     # -- the two sides -----------------------------------------------------------------------------------
@@ -441,7 +470,7 @@ class _Reconciler:
 
     def _rows(self, side: _Prepared, sql: Any, binds: dict[str, Any] | None = None) -> Iterator[Any]:
         """The rows of one statement on one side, streamed in chunks (server-side cursors where there are)."""
-        statement = text(sql) if isinstance(sql, str) else sql
+        statement = side.statement(sql) if isinstance(sql, str) else sql
         side.queries += 1
         with side.source.session() as connection:
             side.dialect.prepare(connection)

@@ -22,7 +22,8 @@ class Reconciliation:
     - ``missing``: keys of the left table the right one lacks; ``unexpected``: keys only the right one has;
     - ``mismatches``: ``{"key", "field", "expected", "actual"}`` (left value, right value) for each compared
       field that differs in a row of both tables;
-    - ``duplicates``: keys that one table holds more than once;
+    - ``duplicates``: keys that one table holds more than once (``unlike_duplicates``: how many of them have
+      copies that differ in a compared field);
     - ``differences``: how many of each there are in all (``changed`` counts rows, not fields); the lists
       stop at the ``limit`` the reconciliation was asked for;
     - ``fields``: how each field was compared (``form`` and ``digits``: see ``recon.columns``);
@@ -40,6 +41,7 @@ class Reconciliation:
     fields: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    unlike_duplicates: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,7 +30,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -55,6 +55,7 @@ from trackcheck.sources.sqlguard import check_query, query_body
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import IdentifierPreparer
+    from sqlalchemy.sql.elements import BindParameter
 
     from trackcheck.plan.model import AggregatesSpec, StageSpec
 
@@ -378,32 +379,29 @@ def _aggregated(preparer: IdentifierPreparer, spec: AggregatesSpec, request: Fet
     return ", ".join(selected), ", ".join(grouped)
 
 
-def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> TextClause:
-    """``SELECT * FROM (<dataset>) AS tc_q WHERE ...`` with every value bound (see the module docstring), or,
-    for a stage with ``aggregates``, the groups and their measures (``... GROUP BY ...``)."""
-    stage = request.stage
-    read = SqlRead.of(stage)
-    preparer = dialect.identifier_preparer
-    if read.table:
-        dataset = ".".join(preparer.quote(part) for part in read.table.split("."))
-    elif read.query:
+def dataset_sql(preparer: IdentifierPreparer, table: str | None, query: str | None) -> str | None:
+    """A stage's dataset as SQL to select from: its quoted ``table``, or its ``query`` in parentheses (the
+    query's colons escaped: ``text()`` reads ``:name`` as a bind parameter, and the plan's SQL has none)."""
+    if table:
+        return ".".join(preparer.quote(part) for part in table.split("."))
+    if query:
         # newlines: a query ending in a -- comment must not swallow the closing parenthesis
-        dataset = "(\n" + query_body(read.query).strip() + "\n)"
-    else:
-        raise source.error(SourceQueryError, "a sql stage needs 'query' or 'table'", stage)
-    columns, grouped = "*", ""
-    if stage.aggregates is not None:
-        problem = aggregates_problem(stage)
-        if problem is not None:
-            raise source.error(SourceQueryError, problem, stage, permanent=True)
-        columns, grouped = _aggregated(preparer, stage.aggregates, request)
-    # text() reads :name as a bind parameter; the plan's SQL has none, so every colon in it is literal
-    sql = f"SELECT {columns} FROM {dataset.replace(':', chr(92) + ':')} AS tc_q"
-    conditions, binds = [], []
-    for index, (field, values) in enumerate(sorted(request.filters.items())):
+        return "(\n" + query_body(query).strip().replace(":", "\\:") + "\n)"
+    return None
+
+
+def bound_filters(
+    dialect: Dialect, filters: Mapping[str, Sequence[Any]], alias: str, stage: StageSpec | None, source: Source
+) -> tuple[list[str], list[BindParameter[Any]]]:
+    """The conditions keeping the rows whose ``filters`` fields hold one of their values (columns of ``alias``),
+    and their bound parameters: one per field, named ``tc_p<n>`` (see the module docstring)."""
+    preparer = dialect.identifier_preparer
+    conditions: list[str] = []
+    binds: list[BindParameter[Any]] = []
+    for index, (field, values) in enumerate(sorted(filters.items())):
         if not IDENTIFIER.match(field):
             raise source.error(SourceQueryError, f"where field {field!r} is not a plain field name", stage)
-        name, column = f"tc_p{index}", f"tc_q.{preparer.quote(field)}"
+        name, column = f"tc_p{index}", f"{alias}.{preparer.quote(field)}"
         present = [v for v in values if v is not None]
         if dialect.name == "postgresql":
             conditions.append(f"{column} = ANY(:{name})")
@@ -414,6 +412,26 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
         else:
             conditions.append(f"{column} IN :{name}")
             binds.append(bindparam(name, value=present, expanding=True))
+    return conditions, binds
+
+
+def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> TextClause:
+    """``SELECT * FROM (<dataset>) AS tc_q WHERE ...`` with every value bound (see the module docstring), or,
+    for a stage with ``aggregates``, the groups and their measures (``... GROUP BY ...``)."""
+    stage = request.stage
+    preparer = dialect.identifier_preparer
+    read = SqlRead.of(stage)
+    dataset = dataset_sql(preparer, read.table, read.query)
+    if dataset is None:
+        raise source.error(SourceQueryError, "a sql stage needs 'query' or 'table'", stage)
+    columns, grouped = "*", ""
+    if stage.aggregates is not None:
+        problem = aggregates_problem(stage)
+        if problem is not None:
+            raise source.error(SourceQueryError, problem, stage, permanent=True)
+        columns, grouped = _aggregated(preparer, stage.aggregates, request)
+    sql = f"SELECT {columns} FROM {dataset} AS tc_q"
+    conditions, binds = bound_filters(dialect, request.filters, "tc_q", stage, source)
     if conditions:
         sql += "\nWHERE " + "\n  AND ".join(conditions)
     if grouped:
