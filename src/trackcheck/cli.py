@@ -737,6 +737,11 @@ def serve(
     metavar="FIELD=VALUE",
     help="Values of FIELD within VALUE are equal: amount=0.01, created_at=2s.",
 )
+@click.option(
+    "--bucket",
+    metavar="FIELD=SIZE",
+    help="Cut the tables by a time field in segments of SIZE (created_at=1h) instead of by key.",
+)
 @click.option("--query-timeout", default="10m", show_default=True, help="Longest a single checksum query may run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document on stdout.")
 @config_option
@@ -751,6 +756,7 @@ def diff(
     limit: int,
     digits: tuple[str, ...],
     tolerance: tuple[str, ...],
+    bucket: str | None,
     query_timeout: str,
     as_json: bool,
     config_file: str | None,
@@ -778,6 +784,7 @@ def diff(
             digits={name: _digits(name, value) for name, value in _pairs("--digits", digits).items()},
             tolerance={name: _tolerance(name, value) for name, value in _pairs("--tolerance", tolerance).items()},
             limit=limit,
+            **_bucket(bucket),
         )
         try:
             with Progress(
@@ -858,6 +865,20 @@ def _digits(name: str, value: str) -> int:
     if not value.isdigit() or int(value) > 30:
         raise ConfigError(f"{name}={value}: write a number of digits from 0 to 30", field="--digits")
     return int(value)
+
+
+def _bucket(given: str | None) -> dict[str, Any]:
+    """``--bucket created_at=1h`` as the ReconSpec's ``bucket_by`` and ``bucket_seconds``."""
+    if given is None:
+        return {}
+    [(name, size)] = _pairs("--bucket", (given,)).items()
+    try:
+        seconds = parse_duration(size).total_seconds()
+    except ValueError:
+        seconds = 0
+    if seconds < 1 or not seconds.is_integer():
+        raise ConfigError(f"{given}: write FIELD=SIZE with a size of whole seconds (1h, 15m, 1d)", field="--bucket")
+    return {"bucket_by": name, "bucket_seconds": int(seconds)}
 
 
 def _tolerance(name: str, value: str) -> float | timedelta:

@@ -114,6 +114,8 @@ def test_a_connection_of_trackcheck_toml_takes_its_password_from_the_environment
         (["--tolerance", "amount=soon"], "amount=soon: write a number (0.01) or a duration (2s)"),
         (["-c", "amont"], "field 'amont': the left table has no column 'amont' (it has id, event, amount)"),
         (["--where", "id > 0; DROP TABLE events"], "a second statement after ';'"),
+        (["--bucket", "amount=soon"], "amount=soon: write FIELD=SIZE with a size of whole seconds"),
+        (["--bucket", "amount=1h"], "field 'amount': bucket.by: the left table holds decimal: name a timestamp"),
     ],
 )
 def test_bad_options_exit_2_naming_what_is_wrong(tmp_path: Path, option: list[str], said: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,73 @@ def test_what_cannot_be_compared_is_named(tmp_path: Path, sources: Callable[[str
     with pytest.raises(PlanError, match="write table or schema.table"):
         reconcile(Table(table.source, "events; DROP TABLE events"), table, ReconSpec(["id"]))
     assert sqlite3.connect(tmp_path / "l.db").execute("SELECT COUNT(*) FROM events").fetchone() == (3,)
+
+
+def _timed(n: int) -> list[Row]:
+    """Events with text keys over four days, one every 96 s, a few without a time."""
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    return [(f"ev-{i:05d}", None if i % 500 == 3 else start + timedelta(seconds=96 * i), f"{i}.25") for i in range(n)]
+
+
+def _time_differences(rows: list[Row]) -> list[Row]:
+    """Row 10 moved two hours later (another segment), row 20 gone, row 503 (no time) gone, one row added."""
+    moved = [(r[0], r[1] + timedelta(hours=2), r[2]) if r[0] == "ev-00010" else r for r in rows]
+    kept = [r for r in moved if r[0] not in ("ev-00020", "ev-00503")]
+    return [*kept, ("ev-99999", datetime(2026, 12, 2, 5, 0, 0, tzinfo=UTC), "1.00")]
+
+
+@pytest.mark.usefixtures("small_segments")
+def test_cut_by_a_time_field_a_moved_row_is_changed_not_missing_and_unexpected(
+    postgres_url: str, mariadb_url: str, sources: Callable[[str], SqlSource]
+) -> None:
+    rows = _timed(4000)
+    for url, data, ddl in (
+        (postgres_url, rows, "event_id text PRIMARY KEY, created_at timestamptz, amount numeric(10,2)"),
+        (
+            mariadb_url,
+            _time_differences(rows),
+            "event_id varchar(20) PRIMARY KEY, created_at datetime(6), amount decimal(10,2)",
+        ),
+    ):
+        engine = create_engine(url)
+        with engine.begin() as c:
+            c.execute(text(f"CREATE TABLE events ({ddl})"))
+            naive = url.startswith("mysql")  # DATETIME holds UTC without a zone
+            values = [(r[0], r[1].replace(tzinfo=None) if naive and r[1] else r[1], r[2]) for r in data]
+            binds = [dict(zip("abc", v, strict=True)) for v in values]
+            c.execute(text("INSERT INTO events VALUES (:a, :b, :c)"), binds)
+        engine.dispose()
+
+    result = reconcile(
+        Table(sources(postgres_url), "events"),
+        Table(sources(mariadb_url), "events"),
+        ReconSpec(["event_id"], bucket_by="created_at", bucket_seconds=3600),
+    )
+
+    assert sorted(result.missing) == ["ev-00020", "ev-00503"]
+    assert result.unexpected == ["ev-99999"]
+    assert [(m["key"], m["field"]) for m in result.mismatches] == [("ev-00010", "created_at")]
+    assert result.stats["levels"] >= 2
+    assert result.stats["rows_read"]["left"] < 1000, result.stats
+
+
+@pytest.mark.usefixtures("small_segments")
+def test_cut_by_time_in_sqlite_and_duckdb(tmp_path: Path, sources: Callable[[str], SqlSource]) -> None:
+    import duckdb
+
+    rows = _timed(1500)
+    right = _time_differences(rows)
+    left_url = _sqlite(tmp_path / "l.db", [(r[0], r[1].isoformat() if r[1] else None, r[2]) for r in rows],
+                       "event_id text PRIMARY KEY, created_at timestamp, amount real")  # fmt: skip
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as c:
+        c.execute("CREATE TABLE events (event_id varchar PRIMARY KEY, created_at timestamptz, amount double)")
+        c.executemany("INSERT INTO events VALUES (?, ?, ?)", [[r[0], r[1], float(r[2])] for r in right])
+
+    result = reconcile(
+        Table(sources(left_url), "events"),
+        Table(sources(f"duckdb:///{tmp_path / 'r.duckdb'}"), "events"),
+        ReconSpec(["event_id"], bucket_by="created_at", bucket_seconds=86400),
+    )
+
+    assert (sorted(result.missing), result.unexpected) == (["ev-00020", "ev-00503"], ["ev-99999"])
+    assert [(m["key"], m["field"]) for m in result.mismatches] == [("ev-00010", "created_at")]

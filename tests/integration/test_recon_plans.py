@@ -122,6 +122,8 @@ def test_a_changed_row_fails_naming_its_key_field_and_both_values(
         ("compare: {with: ods, method: checksum, fields: [amount, ts]}\n    select: {test_id: test_id, x: amount}",
          "which 'select' of stage 'dwd' cannot rename"),
         ("compare: {with: expect, method: checksum}", "'with' must name an earlier sql stage"),
+        ("compare: {with: ods, bucket: {by: ts}}", "compare.bucket: segments cut tables compared by checksum"),
+        ("compare: {with: ods, method: checksum, bucket: {by: ts, size: 1.5s}}", "whole seconds long"),
     ],
 )  # fmt: skip
 def test_a_checksum_stage_the_plan_cannot_run_is_refused_when_it_loads(plan: Path, change: str, said: str) -> None:

@@ -243,6 +243,20 @@ def _share(value: Any) -> Any:
 Share = Annotated[float, BeforeValidator(_share)]
 
 
+class Bucket(_Model):
+    """Segments of a time field (``compare: {method: checksum, bucket: {by: event_time, size: 1h}}``)."""
+
+    by: str
+    size: Duration = timedelta(hours=1)
+
+    @field_validator("size")
+    @classmethod
+    def _whole_seconds(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1) or value.total_seconds() != int(value.total_seconds()):
+            raise ValueError("a bucket is whole seconds long, at least 1s (1h, 15m, 1d)")
+        return value
+
+
 class CompareSpec(_Model):
     """Records must match the reference (``expect`` or an earlier stage) by key, field by field."""
 
@@ -261,6 +275,8 @@ class CompareSpec(_Model):
     #: ``rows``: the records are read and compared here; ``checksum``: two sql stages' tables are compared inside
     #: their databases by checksums of segments, and only the rows that differ are read (``recon``)
     method: Literal["rows", "checksum"] = "rows"
+    #: ``method: checksum`` only: cut the tables by this time field instead of by key
+    bucket: Bucket | None = None
 
     @field_validator("tolerance", mode="before")
     @classmethod
@@ -573,6 +589,8 @@ class Plan(_Model):
         """Why ``stage`` cannot compare by checksum (or with a stage that does), or None."""
         stages = {s.name: s for s in self.stages}
         reference = stages.get(stage.reference or "")
+        if stage.compare is not None and stage.compare.bucket is not None and stage.compare.method != "checksum":
+            return "compare.bucket: segments cut tables compared by checksum: add method: checksum"
         if stage.compare is None or stage.compare.method != "checksum":
             if reference is not None and reference.compare is not None and reference.compare.method == "checksum":
                 return (

@@ -105,6 +105,16 @@ class Dialect:
         """The sum of ``hash64`` values over a group, exact or modulo 2**64."""
         return f"sum({expr})"
 
+    def epoch_seconds(self, expr: str, column: Column) -> str:
+        """Whole seconds from 1970-01-01 UTC to ``expr`` (a timestamp or a date), floored."""
+        raise NotImplementedError
+
+    def instant(self, seconds: int, column: Column) -> str | None:
+        """A literal of ``column``'s type for that many seconds after 1970 (UTC), to compare the column with so
+        that its index serves the range; None when the engine compares its instants some other way."""
+        moment = (EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
+        return f"TIMESTAMPTZ '{moment}+00'" if column.kind == "timestamptz" else f"TIMESTAMP '{moment}'"
+
 
 class Postgres(Dialect):
     """PostgreSQL, through psycopg 3: a query's column types are the OIDs of its result, named by the driver."""
@@ -153,6 +163,10 @@ class Postgres(Dialect):
 
     def hash64(self, expr: str) -> str:
         return f"('x' || left({expr}, 16))::bit(64)::bigint"
+
+    def epoch_seconds(self, expr: str, column: Column) -> str:
+        moment = f"({expr})::timestamp" if column.kind == "date" else expr
+        return f"floor(date_part('epoch', {moment}))::bigint"
 
 
 class MariaDB(Dialect):
@@ -203,6 +217,12 @@ class MariaDB(Dialect):
     def hash64(self, expr: str) -> str:
         return f"CAST(CONV(SUBSTRING({expr}, 1, 16), 16, 10) AS UNSIGNED)"
 
+    def epoch_seconds(self, expr: str, column: Column) -> str:
+        return f"FLOOR(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {expr}) / 1000000)"
+
+    def instant(self, seconds: int, column: Column) -> str | None:
+        return f"'{(EPOCH + timedelta(seconds=seconds)).strftime('%Y-%m-%d %H:%M:%S')}'"
+
 
 class DuckDB(Dialect):
     name = "duckdb"
@@ -241,6 +261,10 @@ class DuckDB(Dialect):
     def hash64(self, expr: str) -> str:
         return f"CAST('0x' || substr({expr}, 1, 16) AS UBIGINT)"
 
+    def epoch_seconds(self, expr: str, column: Column) -> str:
+        moment = expr if column.kind == "timestamptz" else f"CAST({expr} AS TIMESTAMP)"
+        return floor_divided(f"epoch_us({moment})", 0, "//")
+
 
 class SQLite(Dialect):
     """SQLite, through Python functions registered on the connection (``python_text``). A query's result
@@ -264,6 +288,7 @@ class SQLite(Dialect):
         raw.create_function("tc_hex32", 2, _hex32, deterministic=True)
         raw.create_function("tc_hash64", 1, _hash64, deterministic=True)
         raw.create_aggregate("tc_sum64", 1, _Sum64)
+        raw.create_function("tc_epoch", 1, _epoch, deterministic=True)
 
     def text_of(self, expr: str, column: Column, form: Form) -> str:
         return f"tc_text({expr}, '{form.name}', {form.digits})"
@@ -282,6 +307,12 @@ class SQLite(Dialect):
 
     def sum64(self, expr: str) -> str:
         return f"tc_sum64({expr})"
+
+    def epoch_seconds(self, expr: str, column: Column) -> str:
+        return f"tc_epoch({expr})"
+
+    def instant(self, seconds: int, column: Column) -> str | None:
+        return None  # instants are text in SQLite, in more than one format: compared by their seconds
 
 
 DIALECTS: dict[str, type[Dialect]] = {
@@ -374,6 +405,11 @@ def _md5(value: str | None) -> str | None:
 
 def _hex32(value: str | None, start: int) -> int | None:
     return None if value is None else int(value[start - 1 : start + 7], 16)
+
+
+def _epoch(value: Any) -> int | None:
+    instant = _instant(value)
+    return None if instant is None else (instant - EPOCH) // timedelta(seconds=1)
 
 
 def _signed(value: int) -> int:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
@@ -76,14 +76,17 @@ class Table:
 @dataclass(frozen=True)
 class ReconSpec:
     """What to compare: the key, the fields (None: every column both tables have, but the key), per field the
-    digits to compare to (scale of numbers, fractional seconds of instants) and tolerances, and how many
-    differences of each kind to list."""
+    digits to compare to (scale of numbers, fractional seconds of instants) and tolerances, how many
+    differences of each kind to list, and the time field to cut the tables by, if not the key."""
 
     key: list[str]
     fields: list[str] | None = None
     digits: dict[str, int] = field(default_factory=dict)
     tolerance: dict[str, float | timedelta] = field(default_factory=dict)
     limit: int = 100
+    #: cut the tables by this time field, in segments of ``bucket_seconds`` (aligned on 1970-01-01 UTC)
+    bucket_by: str | None = None
+    bucket_seconds: int = 3600
 
 
 @dataclass
@@ -122,12 +125,12 @@ class _Prepared:
 
 @dataclass
 class _Partition:
-    """How rows fall into segments: ``(k - low) DIV width`` of an integer key, or ``hash(key) MOD modulus``."""
+    """How rows fall into segments: ``(position - low) DIV width``, the position an integer key (``key``) or a
+    time field's seconds since 1970 (``time``), or ``hash(key) MOD modulus`` (``hash``)."""
 
-    by_range: bool
+    kind: Literal["key", "time", "hash"]
     low: int = 0
-    high: int = 0
-    sizes: list[int] = field(default_factory=list)  # width (range) or modulus (hash) of each level
+    sizes: list[int] = field(default_factory=list)  # width (key, time) or modulus (hash) of each level
 
 
 def reconcile(left: Table, right: Table, spec: ReconSpec, progress: Progress | None = None) -> Reconciliation:
@@ -197,11 +200,20 @@ class _Reconciler:
                     known = ", ".join(side.columns)
                     raise PlanError(f"the {which} table has no column {name!r} (it has {known})", field=name)
             forms[name] = common_form(left.columns[name], right.columns[name], spec.digits.get(name))
-        for side in self.sides:
+        bucket = spec.bucket_by
+        for side, which in ((left, "left"), (right, "right")):
             preparer = side.source.engine.dialect.identifier_preparer
             for name, form in forms.items():
                 side.quoted[name] = f"tc_t.{preparer.quote(name)}"
                 side.texts[name] = side.dialect.text_of(side.quoted[name], side.columns[name], form)
+            if bucket is not None:
+                column = side.columns.get(bucket)
+                if column is None or column.kind not in ("timestamp", "timestamptz", "date"):
+                    said = "has no such column" if column is None else f"holds {column.kind}"
+                    raise PlanError(
+                        f"bucket.by: the {which} table {said}: name a timestamp or date column", field=bucket
+                    )
+                side.quoted[bucket] = f"tc_t.{preparer.quote(bucket)}"
         return forms
 
     # -- SQL ---------------------------------------------------------------------------------------------
@@ -213,23 +225,30 @@ class _Reconciler:
         return side.dialect.hash64(side.dialect.md5(side.dialect.joined(list(side.texts.values()))))
 
     def _position(self, side: _Prepared, partition: _Partition) -> str:
-        """What segments are cut on: the integer key itself, or a 32-bit hash of the key's text."""
-        if partition.by_range:
+        """What segments are cut on: the integer key itself, the time field's seconds (NULL as the first
+        segment's), or a 32-bit hash of the key's text."""
+        if partition.kind == "key":
             return side.quoted[self.spec.key[0]]
+        if partition.kind == "time":
+            return f"COALESCE({self._seconds(side)}, {partition.low})"
         return side.dialect.hex32(side.dialect.md5(self._key_text(side)), 1)
+
+    def _seconds(self, side: _Prepared) -> str:
+        name = self.spec.bucket_by or ""
+        return side.dialect.epoch_seconds(side.quoted[name], side.columns[name])
 
     def _segment(self, side: _Prepared, partition: _Partition, level: int) -> str:
         position, size = self._position(side, partition), partition.sizes[level]
-        if partition.by_range:
-            return f"(({position}) - {partition.low}) {side.dialect.divide} {size}"
-        return f"(({position}) % {size})"
+        if partition.kind == "hash":
+            return f"(({position}) % {size})"
+        return f"(({position}) - {partition.low}) {side.dialect.divide} {size}"
 
     def _within(self, side: _Prepared, partition: _Partition, level: int, segments: list[int]) -> str:
-        """SQL keeping the rows of ``segments`` of ``level``: key ranges (an index serves them), or hash residues."""
+        """SQL keeping the rows of ``segments`` of ``level``: key or time ranges (an index serves them), or hash
+        residues."""
         size = partition.sizes[level]
-        if not partition.by_range:
+        if partition.kind == "hash":
             return f"(({self._position(side, partition)}) % {size}) IN ({', '.join(map(str, segments))})"
-        key = side.quoted[self.spec.key[0]]
         ranges: list[list[int]] = []
         for segment in segments:  # sorted: adjacent segments make one range
             start = partition.low + segment * size
@@ -237,7 +256,21 @@ class _Reconciler:
                 ranges[-1][1] = start + size
             else:
                 ranges.append([start, start + size])
-        return " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in ranges)
+        if partition.kind == "key":
+            key = side.quoted[self.spec.key[0]]
+            return " OR ".join(f"({key} >= {a} AND {key} < {b})" for a, b in ranges)
+        name = self.spec.bucket_by or ""
+        column, raw = side.columns[name], side.quoted[name]
+        kept = []
+        for a, b in ranges:
+            lower, upper = side.dialect.instant(a, column), side.dialect.instant(b, column)
+            if lower is None or upper is None:  # no literal instants in this engine: its seconds, without an index
+                kept.append(f"({self._seconds(side)} >= {a} AND {self._seconds(side)} < {b})")
+            else:
+                kept.append(f"({raw} >= {lower} AND {raw} < {upper})")
+            if a <= partition.low < b:  # rows without a time are in the first segment
+                kept.append(f"({raw} IS NULL)")
+        return " OR ".join(kept)
 
     # -- running -----------------------------------------------------------------------------------------
     def run(self) -> Reconciliation:
@@ -256,39 +289,53 @@ class _Reconciler:
         return self._result(forms, [count for count, _, _ in rows])
 
     def _size(self, side: _Prepared) -> tuple[int, int | None, int | None]:
-        """Rows, and the lowest and highest key when segments are key ranges."""
-        key = side.quoted[self.spec.key[0]]
-        ranged = self._ranged()
-        sql = f"SELECT COUNT(*){f', MIN({key}), MAX({key})' if ranged else ''} FROM {side.dataset} AS tc_t"
-        [row] = list(self._rows(side, sql + side.condition()))
-        return (int(row[0]), row[1], row[2]) if ranged else (int(row[0]), None, None)
+        """Rows, and the lowest and highest position when segments are ranges (of the key, or of time)."""
+        kind = self._kind()
+        extremes = ""
+        if kind != "hash":
+            position = side.quoted[self.spec.key[0]] if kind == "key" else self._seconds(side)
+            extremes = f", MIN({position}), MAX({position})"
+        [row] = list(self._rows(side, f"SELECT COUNT(*){extremes} FROM {side.dataset} AS tc_t{side.condition()}"))
+        return (int(row[0]), row[1], row[2]) if kind != "hash" else (int(row[0]), None, None)
 
-    def _ranged(self) -> bool:
-        """Segments are key ranges when the key is one column of an integer type on both sides."""
+    def _kind(self) -> Literal["key", "time", "hash"]:
+        """By time when asked; by key range when the key is one column of an integer type on both sides; else by
+        the key's hash."""
+        if self.spec.bucket_by is not None:
+            return "time"
         if len(self.spec.key) != 1:
-            return False
+            return "hash"
         name = self.spec.key[0]
-        return all(side.columns[name].kind == "integer" and side.columns[name].digits is None for side in self.sides)
+        ranged = all(side.columns[name].kind == "integer" and side.columns[name].digits is None for side in self.sides)
+        return "key" if ranged else "hash"
 
     def _partition(self, sizes: tuple[tuple[int, Any, Any], ...]) -> _Partition:
         rows = max(1, max(count for count, _, _ in sizes))
-        if self._ranged():
-            lows = [int(low) for _, low, _ in sizes if low is not None]
-            highs = [int(high) for _, _, high in sizes if high is not None]
-            if not lows:
-                return _Partition(True, sizes=[1])
-            low, high = min(lows), max(highs)
+        kind = self._kind()
+        if kind == "hash":
+            finest = 1 << max(0, min(32, math.ceil(math.log2(max(1, rows / LEAF_ROWS)))))
+            moduli = [finest]
+            while moduli[0] > MAX_SEGMENTS:
+                moduli.insert(0, max(MAX_SEGMENTS, moduli[0] // FACTOR))
+            return _Partition("hash", sizes=moduli)
+        lows = [int(low) for _, low, _ in sizes if low is not None]
+        highs = [int(high) for _, _, high in sizes if high is not None]
+        if not lows:
+            return _Partition(kind, sizes=[1])
+        low, high = min(lows), max(highs)
+        if kind == "key":
             span = high - low + 1
-            finest = max(1, span * LEAF_ROWS // rows)
-            widths = [finest]
-            while math.ceil(span / widths[0]) > MAX_SEGMENTS:
-                widths.insert(0, widths[0] * FACTOR)
-            return _Partition(True, low, high, widths)
-        finest = 1 << max(0, min(32, math.ceil(math.log2(max(1, rows / LEAF_ROWS)))))
-        moduli = [finest]
-        while moduli[0] > MAX_SEGMENTS:
-            moduli.insert(0, max(MAX_SEGMENTS, moduli[0] // FACTOR))
-        return _Partition(False, sizes=moduli)
+            widths = [max(1, span * LEAF_ROWS // rows)]
+        else:  # whole buckets from 1970 (hours of UTC, days...), split further while they hold many rows
+            step = self.spec.bucket_seconds
+            low = low // step * step
+            span = high - low + 1
+            widths = [step]
+            while widths[-1] > 1 and rows * widths[-1] / span > LEAF_ROWS:
+                widths.append(_finer(widths[-1]))
+        while math.ceil(span / widths[0]) > MAX_SEGMENTS:
+            widths.insert(0, widths[0] * FACTOR)
+        return _Partition(kind, low, widths)
 
     def _level(self, partition: _Partition, level: int, parents: list[int] | None, total: int) -> list[int]:
         """The segments of ``level`` (within ``parents`` of the level above) whose checksums differ."""
@@ -320,6 +367,11 @@ class _Reconciler:
         level = len(partition.sizes) - 1
         changed: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
         checked = 0
+        # cut by time, a row whose time changed sits in one segment on the left and another on the right: the
+        # keys found on one side only are matched across segments at the end (memory: one entry per difference)
+        across = partition.kind == "time"
+        left_only: dict[Any, tuple[int, tuple[Any, ...]]] = {}
+        right_only: dict[Any, tuple[int, tuple[Any, ...]]] = {}
         for start in range(0, len(segments), BATCH):
             batch = segments[start : start + BATCH]
 
@@ -334,21 +386,35 @@ class _Reconciler:
             for _segment, left, right in self._merged(query):
                 mine = self._keyed(left or [], "left")
                 theirs = self._keyed(right or [], "right")
+                checked += max(len(mine), len(theirs))
                 for key, (digest, raw) in mine.items():
                     other = theirs.pop(key, None)
                     if other is None:
-                        self._note("missing", self.missing, self._display(raw))
+                        if across:
+                            left_only[key] = (digest, raw)
+                        else:
+                            self._note("missing", self.missing, self._display(raw))
                     elif digest != other[0]:
                         changed.append((raw, other[1]))
-                for _digest, raw in theirs.values():
-                    self._note("unexpected", self.unexpected, self._display(raw))
-                checked += max(len(mine), len(theirs))
+                for key, (digest, raw) in theirs.items():
+                    if across:
+                        right_only[key] = (digest, raw)
+                    else:
+                        self._note("unexpected", self.unexpected, self._display(raw))
                 self.progress("rows of differing segments", checked, checked)
                 if len(changed) >= BATCH:
                     self._compare_rows(changed)
                     changed = []
-        if changed:
-            self._compare_rows(changed)
+        for key, (_digest, raw) in left_only.items():
+            other = right_only.pop(key, None)
+            if other is None:
+                self._note("missing", self.missing, self._display(raw))
+            else:
+                changed.append((raw, other[1]))
+        for _digest, raw in right_only.values():
+            self._note("unexpected", self.unexpected, self._display(raw))
+        for start in range(0, len(changed), BATCH):
+            self._compare_rows(changed[start : start + BATCH])
 
     def _keyed(self, lines: list[tuple[Any, ...]], which: str) -> dict[Any, tuple[int, tuple[Any, ...]]]:
         """Key text → (hash, raw key) of one segment's lines; a key seen twice is a duplicate."""
@@ -561,6 +627,13 @@ class _Stream:
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=30)
+
+
+def _finer(width: int) -> int:
+    """The width of the next level's segments: the smallest divisor of ``width`` that cuts it in at most
+    FACTOR parts (an hour: 15 s, then 1 s), so that the segments of each level nest in the ones above."""
+    least = math.ceil(width / FACTOR)
+    return next(d for d in range(least, width + 1) if width % d == 0)
 
 
 def _where(side: _Prepared) -> str:

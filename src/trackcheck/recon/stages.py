@@ -35,8 +35,17 @@ def stage_table(source: SqlSource, stage: StageSpec, where: Mapping[str, Any]) -
 
 
 def recon_spec(spec: CompareSpec, key: list[str]) -> ReconSpec:
-    """What the stage compares: its key, its ``fields`` (or every column both have), its tolerances."""
-    return ReconSpec(key=key, fields=list(spec.fields) if spec.fields else None, tolerance=spec.tolerance, limit=LISTED)
+    """What the stage compares: its key, its ``fields`` (or every column both have), its tolerances, and the
+    time field its tables are cut by, if not the key."""
+    bucket = spec.bucket
+    return ReconSpec(
+        key=key,
+        fields=list(spec.fields) if spec.fields else None,
+        tolerance=spec.tolerance,
+        limit=LISTED,
+        bucket_by=bucket.by if bucket is not None else None,
+        bucket_seconds=int(bucket.size.total_seconds()) if bucket is not None else 3600,
+    )
 
 
 def judge(spec: CompareSpec, result: Reconciliation) -> Comparison:
