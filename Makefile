@@ -68,8 +68,9 @@ integration: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
 
-## Benchmarks (issue 4) on the local PostgreSQL: `bench` writes benchmarks/RESULTS.md (~15 min) and
-## benchmarks/SCALEOUT.md (B8, ~4 min: poll workers of the procrastinate backend);
+## Benchmarks (issue 4) on the local PostgreSQL (B4 also on MariaDB): `bench` writes benchmarks/RESULTS.md (~15 min) and
+## benchmarks/SCALEOUT.md (B8, ~4 min: poll workers of the procrastinate backend) and benchmarks/RECON.md (B4, ~8 min:
+## issue 13, 10 M rows reconciled across PostgreSQL and MariaDB by `trackcheck diff` and by reladiff in a venv of its own);
 ## `bench-quick` (<1 min, CI) runs the same code at small sizes, prints its report and fails only if a figure is missing.
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -80,10 +81,12 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.b8_scaleout
+	$(BIN)/python -m benchmarks.b4_recon
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 	$(BIN)/python -m benchmarks.b8_scaleout --quick
+	$(BIN)/python -m benchmarks.b4_recon --quick
 
 ## The soak (issue 9): an hour of 10,000 runs an hour through a real `trackcheck worker` with retention on,
 ## the state database's size every minute; writes benchmarks/SOAK.md (MINUTES=5 for a short look).
