@@ -140,5 +140,29 @@ def test_a_stage_compared_with_a_checksum_stage_by_rows_is_refused(plan: Path) -
         + "    compare: {with: dwd}\n"
     )
 
-    with pytest.raises(PlanError, match="stage 'dwd' is compared by checksum and keeps no records"):
+    with pytest.raises(PlanError, match="stage 'dwd' may be compared by checksum and then keeps no records"):
         trackcheck.verify(plan, {"test_id": "t4"})
+
+
+def test_checksum_above_compares_records_until_the_reference_read_more_rows(
+    plan: Path, postgres_url: str, mariadb_url: str
+) -> None:
+    plan.write_text(
+        plan.read_text().replace(
+            "compare: {with: ods, method: checksum, fields: [amount, ts]}",
+            "compare: {with: ods, fields: [amount, ts], checksum_above: 100}",
+        )
+    )
+    small, large = _rows("s1", 40), _rows("l1", 150)
+    _insert(postgres_url, "events", [*small, *large])
+    changed = [dict(r, amount="0.00") if r["event_id"] in ("s1-3", "l1-3") else r for r in [*small, *large]]
+    _insert(mariadb_url, "dwd_events", changed)
+
+    by_rows = trackcheck.verify(plan, {"test_id": "s1"}, expect=_expected(small), min_interval="1s")
+    by_checksum = trackcheck.verify(plan, {"test_id": "l1"}, expect=_expected(large), min_interval="1s")
+
+    assert [s.status for s in by_rows.stages] == [s.status for s in by_checksum.stages] == ["passed", "failed"]
+    assert by_rows.stages[1].mismatches == [{"key": "s1-3", "field": "amount", "expected": 3.5, "actual": 0.0}]
+    assert not (by_rows.stages[1].reason or "").startswith("checksums")
+    assert by_checksum.stages[1].mismatches == [{"key": "l1-3", "field": "amount", "expected": 3.5, "actual": 0.0}]
+    assert by_checksum.stages[1].reason == "checksums of 150 reference rows and 150 here; 1 row changed (amount)"

@@ -613,6 +613,14 @@ class Engine:
             return self._emit(plan, plan_id, stage, chunk, write)
         if stage.compare is not None and stage.compare.method == "checksum":
             return self._reconcile(plan, plan_id, stage, chunk, write)
+        if stage.compare is not None and stage.compare.checksum_above is not None:
+            large = self._large(plan, stage, chunk, stage.compare.checksum_above)
+            if large:  # their reference read too many rows to compare records: by checksum instead
+                delays = [self._reconcile(plan, plan_id, stage, large, write)]
+                rest = [w for w in chunk if w.run_id not in {v.run_id for v in large}]
+                if rest:
+                    delays.append(self._read_and_judge(plan, plan_id, stage, rest, write, fetched, poll))
+                return min((d for d in delays if d is not None), default=None)
         fetched = fetched or self._fetch(plan, plan_id, stage, chunk, poll)
         wheres = [w.where or {} for w in chunk]
         distinct = len({repr(sorted(w.items())) for w in wheres}) > 1
@@ -700,6 +708,14 @@ class Engine:
             decision = self._conclude(plan, plan_id, stage, w, outcome, utcnow(), write)
             max_errors = max(max_errors, decision.errors_in_row)
         return None if max_errors == 0 else _backoff(plan, stage, max_errors)
+
+    def _large(self, plan: Plan, stage: StageSpec, chunk: Sequence[Waiting], above: int) -> list[Waiting]:
+        """The runs whose reference stage read more than ``above`` rows, or more than its snapshot keeps."""
+        idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
+        snapshots = self.store.snapshots_for([w.run_id for w in chunk], idx)
+        return [
+            w for w in chunk if (snap := snapshots.get(w.run_id)) is not None and (snap.truncated or snap.total > above)
+        ]
 
     def _sql_source(self, plan_id: int, name: str) -> SqlSource:
         source = self.source(plan_id, name)

@@ -243,6 +243,12 @@ def _share(value: Any) -> Any:
 Share = Annotated[float, BeforeValidator(_share)]
 
 
+def _by_checksum(stage: StageSpec) -> bool:
+    """Whether the stage is (or may be) compared by checksum, and so keeps no records for a later stage."""
+    spec = stage.compare
+    return spec is not None and (spec.method == "checksum" or spec.checksum_above is not None)
+
+
 class Bucket(_Model):
     """Segments of a time field (``compare: {method: checksum, bucket: {by: event_time, size: 1h}}``)."""
 
@@ -277,6 +283,8 @@ class CompareSpec(_Model):
     method: Literal["rows", "checksum"] = "rows"
     #: ``method: checksum`` only: cut the tables by this time field instead of by key
     bucket: Bucket | None = None
+    #: ``method: rows`` until the reference stage read more rows than this for a run, then ``checksum``
+    checksum_above: int | None = Field(default=None, ge=1)
 
     @field_validator("tolerance", mode="before")
     @classmethod
@@ -589,27 +597,31 @@ class Plan(_Model):
         """Why ``stage`` cannot compare by checksum (or with a stage that does), or None."""
         stages = {s.name: s for s in self.stages}
         reference = stages.get(stage.reference or "")
-        if stage.compare is not None and stage.compare.bucket is not None and stage.compare.method != "checksum":
+        spec = stage.compare
+        if spec is not None and spec.bucket is not None and spec.method != "checksum" and spec.checksum_above is None:
             return "compare.bucket: segments cut tables compared by checksum: add method: checksum"
-        if stage.compare is None or stage.compare.method != "checksum":
-            if reference is not None and reference.compare is not None and reference.compare.method == "checksum":
+        key = "compare.checksum_above" if spec is not None and spec.method == "rows" else "compare.method: checksum"
+        if spec is not None and spec.checksum_above is not None and spec.method == "checksum":
+            return "compare.checksum_above: the stage always compares by checksum already (method: checksum)"
+        if not _by_checksum(stage):
+            if reference is not None and _by_checksum(reference):
                 return (
-                    f"{stage.check_name}.with: stage {reference.name!r} is compared by checksum and keeps no "
+                    f"{stage.check_name}.with: stage {reference.name!r} may be compared by checksum and then keeps no "
                     "records to compare with: compare with it by checksum too, or with an earlier stage"
                 )
             return None
         if reference is None or reference.name not in before:
-            return "compare.method: checksum compares two sql stages' tables: 'with' must name an earlier sql stage"
+            return f"{key}: checksums compare two sql stages' tables: 'with' must name an earlier sql stage"
         for compared in (reference, stage):
             kind = self.sources[compared.source].type
             if kind != "sql":
                 return (
-                    f"compare.method: checksum compares tables of sql sources; stage {compared.name!r} reads "
+                    f"{key}: checksums compare tables of sql sources; stage {compared.name!r} reads "
                     f"source {compared.source!r} of type {kind}"
                 )
             if compared.select is not None:
                 return (
-                    f"compare.method: checksum compares the tables' columns, which 'select' of stage "
+                    f"{key}: checksums compare the tables' columns, which 'select' of stage "
                     f"{compared.name!r} cannot rename: alias the columns in its query instead"
                 )
         return None
