@@ -792,9 +792,14 @@ def diff(
                 console=err, transient=True, disable=as_json or not err.is_terminal,
             ) as progress:  # fmt: skip
                 task = progress.add_task("reading sizes", total=None)
+                said = [time.monotonic()]  # without a terminal (a CI log): a line every DIFF_HEARTBEAT seconds
 
                 def report(what: str, done: int, total: int) -> None:
                     progress.update(task, description=what, completed=done, total=total)
+                    if progress.disable and not as_json and time.monotonic() - said[0] >= DIFF_HEARTBEAT:
+                        said[0] = time.monotonic()
+                        share = f" ({done / total:.0%})" if total else ""
+                        _say(f"{what}: {done:,} of {total:,} rows{share}")
 
                 result = recon.reconcile(left, right, spec, report)
         finally:
@@ -805,6 +810,10 @@ def diff(
     else:
         _diff_summary(result)
     sys.exit(0 if result.verdict == "passed" else 1)
+
+
+#: seconds between the progress lines ``diff`` prints to a log (stderr without a terminal)
+DIFF_HEARTBEAT = 10.0
 
 
 def _diff_source(

@@ -126,3 +126,19 @@ def test_bad_options_exit_2_naming_what_is_wrong(tmp_path: Path, option: list[st
     assert given.returncode == 2, given.stderr
     assert said in given.stderr
     assert sqlite3.connect(tmp_path / "left.db").execute("SELECT COUNT(*) FROM events").fetchone() == (3,)
+
+
+def test_without_a_terminal_it_says_how_far_it_got(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from trackcheck import cli
+
+    monkeypatch.setattr(cli, "DIFF_HEARTBEAT", 0.0)  # a line at every step instead of every 10 s
+    left = _table(tmp_path / "left.db", ROWS)
+    right = _table(tmp_path / "right.db", ROWS[:2])
+
+    given = CliRunner().invoke(cli.main, ["diff", left, "events", right, "events", "-k", "id"])
+
+    assert given.exit_code == 1, given.output
+    assert "level 1: checksums: 3 of 3 rows (100%)" in given.stderr
+    assert "missing (1): 3" in given.stdout
