@@ -41,7 +41,7 @@ def _run(session: Session, plan_id: int, run_id: str, status: str, stages: list[
             RunStage(
                 run_id=run_id, idx=idx, name=f"s{idx}", status=stage["status"],
                 attempts=stage.get("attempts", len(polls)), errors_in_row=0,
-                deadline=stage.get("deadline", NOW + timedelta(minutes=5)), started_at=AGO,
+                deadline=stage.get("deadline", datetime.now(UTC) + timedelta(minutes=5)), started_at=AGO,
                 finished_at=stage.get("finished", times[-1] if terminal and times else None),
                 reason=stage.get("reason", "all 1 expected events found and matching"),
             )

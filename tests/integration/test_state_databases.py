@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 import trackcheck.store.database
@@ -224,3 +224,20 @@ def test_schedulers_started_at_once_on_a_new_state_database_all_start(state_url:
     finally:  # each backend's database is this test's own
         for engine in engines:
             engine.dispose()
+
+
+def test_a_migration_is_committed_before_its_lock_is_released(mariadb_url: str) -> None:
+    """MariaDB commits DDL at once but the last version update only at the end: a process that took the lock
+    before that commit read the old version and ran the last migration again ("Duplicate column name")."""
+    engine = trackcheck.store.database.create_state_engine(mariadb_url)
+    said: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: said.append(" ".join(str(args[2]).split()[:3])))
+    event.listen(engine, "commit", lambda _connection: said.append("COMMIT"))
+    try:
+        trackcheck.store.database.migrate(engine)
+    finally:
+        engine.dispose()
+
+    last_version = max(i for i, line in enumerate(said) if "tc_alembic_version" in line and "SELECT" not in line)
+    released = next(i for i, line in enumerate(said) if "RELEASE_LOCK" in line)
+    assert "COMMIT" in said[last_version:released], said[last_version:]

@@ -111,7 +111,14 @@ def migrate(engine: Engine) -> None:
     try:
         # SQLite: the file lock is taken before the transaction begins, or the transaction could read the
         # schema as it was before another process migrated it (WAL snapshot) and migrate it again
-        with _MIGRATING, _sqlite_file_lock(engine), engine.begin() as connection, _one_migration_at_a_time(connection):
+        # and the transaction is committed before the lock is released: the next process sees all of it
+        with (
+            _MIGRATING,
+            _sqlite_file_lock(engine),
+            engine.connect() as connection,
+            _one_migration_at_a_time(connection),
+            connection.begin(),
+        ):
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
@@ -143,20 +150,29 @@ def describe_db_error(exc: SQLAlchemyError) -> str:
 @contextmanager
 def _one_migration_at_a_time(connection: Connection) -> Iterator[None]:
     """Processes that start at once on a new state database (parallel CI jobs, gunicorn workers) migrate
-    one after the other; the later ones then find the schema at head and do nothing."""
+    one after the other; the later ones then find the schema at head and do nothing.
+
+    The lock is the session's, taken before the migration's transaction begins and released after it was
+    committed. Released before the commit (a lock of the transaction itself, or one released on leaving it),
+    the next process could read the version row as it was: on MariaDB, whose DDL commits at once but whose
+    last version update waits for the commit, it then ran the last migration again ("Duplicate column")."""
     backend = connection.dialect.name
     if backend == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-        yield  # released when the migration's transaction ends
+        take, give = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"
+        binds: dict[str, Any] = {"key": _MIGRATION_LOCK_KEY}
     elif backend in ("mysql", "mariadb"):
-        name = f"trackcheck.migrate:{connection.engine.url.database}"[:64]
-        connection.execute(text("SELECT GET_LOCK(:name, 120)"), {"name": name})
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+        take, give = "SELECT GET_LOCK(:key, 120)", "SELECT RELEASE_LOCK(:key)"
+        binds = {"key": f"trackcheck.migrate:{connection.engine.url.database}"[:64]}
     else:
         yield  # SQLite: _sqlite_file_lock, taken before the transaction
+        return
+    connection.execute(text(take), binds)
+    connection.commit()  # the lock stays: it is the session's
+    try:
+        yield
+    finally:
+        connection.execute(text(give), binds)
+        connection.commit()
 
 
 @contextmanager
