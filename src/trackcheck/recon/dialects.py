@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import NULLTYPE
 
+from trackcheck.compare.values import as_instant
 from trackcheck.recon.columns import Column, Form, Kind, kind_of
 
 #: joins the fields of a row before it is hashed: U+001F, the unit separator, which no tracking field holds
@@ -362,18 +363,12 @@ def python_text(value: Any, form: str, digits: int) -> str | None:
 
 
 def _instant(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+    """The instant ``value`` stands for, naive in UTC (``compare.values.as_instant``), also a date kept as text
+    (SQLite writes dates so)."""
+    moment = as_instant(value)
+    if moment is None and isinstance(value, str) and len(value.strip()) == 10:
+        moment = as_instant(value.strip() + "T00:00:00")
+    return None if moment is None else moment.replace(tzinfo=None)
 
 
 def _sampled(name: str, value: Any) -> Column:
