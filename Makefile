@@ -31,12 +31,9 @@ example-pytest: $(STAMP)
 	$(BIN)/pytest examples/pytest $(ARGS)
 
 ## Lint, type-check, the whole test suite (unit, integration on the local servers, browser), and the
-## benchmarks at small sizes (they assert that every figure was measured, never how fast). pytest runs on two
-## workers, a test file at a time each (pytest-xdist): most tests wait on servers and polls, not on the CPU.
-PYTEST_PARALLEL := -n 2 --dist loadfile
-
+## benchmarks at small sizes (they assert that every figure was measured, never how fast).
 test: $(STAMP) lint typecheck chromium
-	$(BIN)/pytest -q $(PYTEST_PARALLEL)
+	$(BIN)/pytest -q
 	$(MAKE) bench-quick
 
 ## The fault suite (tests/faults: kill -9 during ticks, a state database restart, a source outage, poison records)
@@ -46,7 +43,7 @@ test-faults: $(STAMP)
 
 ## Everything `make test` does, with the fault suite at full sizes instead of quick ones.
 test-all: $(STAMP) lint typecheck chromium
-	TRACKCHECK_FAULTS=full $(BIN)/pytest -q $(PYTEST_PARALLEL)
+	TRACKCHECK_FAULTS=full $(BIN)/pytest -q
 	$(MAKE) bench-quick
 
 ## Browser tests drive Debian's Chromium through Playwright (never a browser Playwright downloads itself).
