@@ -198,6 +198,8 @@ def test_what_cannot_be_compared_is_named(tmp_path: Path, sources: Callable[[str
         reconcile(table, Table(sources("clickhouse://u@localhost/db"), "events"), ReconSpec(["id"]))
     with pytest.raises(PlanError, match="a second statement"):
         reconcile(Table(table.source, "events", where="1=1; DELETE FROM events"), table, ReconSpec(["id"]))
+    with pytest.raises(PlanError, match="table 'nope': the right table does not exist, or this user cannot see it"):
+        reconcile(table, Table(table.source, "nope"), ReconSpec(["id"]))
     with pytest.raises(PlanError, match="write table or schema.table"):
         reconcile(Table(table.source, "events; DROP TABLE events"), table, ReconSpec(["id"]))
     assert sqlite3.connect(tmp_path / "l.db").execute("SELECT COUNT(*) FROM events").fetchone() == (3,)

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import BindParameter, TextClause
 
 from trackcheck.compare.values import equal, jsonable
@@ -146,6 +147,8 @@ def _quiet(_what: str, _done: int, _total: int) -> None:
 
 
 class _Reconciler:
+    """One reconciliation: both sides prepared, then the levels of segments, the leaves, and the result."""
+
     def __init__(self, left: Table, right: Table, spec: ReconSpec, progress: Progress) -> None:
         self.spec = spec
         self.progress = progress
@@ -184,7 +187,12 @@ class _Reconciler:
         filters, binds = bound_filters(engine_dialect, table.filters, "tc_t", None, table.source)
         with table.source.session() as connection:
             dialect.prepare(connection)
-            columns = dialect.columns(connection, dataset, table.table)
+            try:
+                columns = dialect.columns(connection, dataset, table.table)
+            except NoSuchTableError:
+                raise PlanError(
+                    f"the {which} table does not exist, or this user cannot see it", table=table.name
+                ) from None
         if not columns:
             raise PlanError(f"the {which} table has no columns, or does not exist", table=table.name)
         return _Prepared(table, dialect, dataset, columns, filters, binds)
