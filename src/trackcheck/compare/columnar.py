@@ -20,7 +20,7 @@ from __future__ import annotations
 from operator import itemgetter, methodcaller
 from typing import TYPE_CHECKING, Any
 
-from trackcheck.compare.checks import differing, display_keys, keys_of, same
+from trackcheck.compare.checks import collection_paused, differing, display_keys, keys_of, same
 from trackcheck.compare.records import RecordsCheck
 from trackcheck.compare.values import jsonable
 
@@ -44,6 +44,10 @@ class ColumnarRecordsCheck(RecordsCheck):
     def evaluate_table(self, found: pa.Table, reference: list[Record] | pa.Table) -> Comparison:
         """What ``evaluate(found.to_pylist(), reference)`` returns (``reference.to_pylist()`` for a table),
         without a dict per found row."""
+        with collection_paused(max(found.num_rows, len(reference))):
+            return self._evaluate_table(found, reference)
+
+    def _evaluate_table(self, found: pa.Table, reference: list[Record] | pa.Table) -> Comparison:
         import numpy
         import pyarrow as pa
         import pyarrow.compute as pc
