@@ -6,7 +6,8 @@ temporary file (never over RESULTS.md) and prints it; like the full run it exits
 Neither asserts how fast anything is: the figures depend on the machine, the report states them.
 
 ``--only b7`` runs B7 alone (with ``--quick``: its quick sizes; ``--b7-n 10000`` picks the N), writes its
-report to a temporary file unless ``--output`` says where, and prints it.
+report to a temporary file unless ``--output`` says where, and prints it. ``--only b2`` does the same for B2
+(the row diff, and the columnar path beside it: ``python -m benchmarks.run --only b2`` runs it at 1 M rows).
 """
 
 from __future__ import annotations
