@@ -12,7 +12,11 @@ Variants, each in a child process of its own (peak RSS is then the variant's), i
   builds: ``SELECT * FROM events AS tc_q WHERE tc_q.test_id = ANY(:p)``);
 - ``compare``: the same fetch, then ``trackcheck.compare.evaluate_stage``;
 - ``polars``: the same fetch, then the same diff with polars (frames built from the fetched records,
-  types normalized, a full outer join on the key, field-by-field comparison, duplicate keys).
+  types normalized, a full outer join on the key, field-by-field comparison, duplicate keys);
+- ``columnar_fetch``: the same statement read into an Arrow table (``sources.columnar``: ADBC);
+- ``columnar``: that fetch, then ``compare.columnar`` (its evidence checked, off the clock, equal to
+  ``RecordsCheck``'s on the same rows);
+- ``pandas``: that fetch, then the same diff with a pandas merge (``pandas_diff``).
 
 Run as ``python -m benchmarks.b2_diff '<json config>'`` it is one child; ``measure`` is the parent side.
 """
@@ -35,7 +39,8 @@ RUN = "b2run"
 EVENTS = ("page_view", "add_to_cart", "checkout", "purchase", "refund")
 BASE_TS = datetime(2026, 1, 1, tzinfo=UTC)
 FIELDS = ("test_id", "event", "user_id", "amount", "ts")  # compared; event_id is the key
-VARIANTS = ("fetch", "compare", "polars")
+VARIANTS = ("fetch", "compare", "polars", "columnar_fetch", "columnar", "pandas")
+COLUMNAR = ("columnar_fetch", "columnar", "pandas")  # these fetch into Arrow (``sources.columnar``)
 
 PLAN = """\
 name: bench-b2
@@ -132,34 +137,62 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
 
     if config.variant == "polars":
         import polars  # noqa: F401 - imported before the clock starts, as trackcheck's comparison is
+    if config.variant == "pandas":
+        import pandas  # noqa: F401 - likewise
+    from trackcheck.compare.columnar import ColumnarRecordsCheck
+    from trackcheck.sources.columnar import ColumnarReader
+
+    reader = ColumnarReader(source)  # type: ignore[arg-type]
+    if config.variant in COLUMNAR:
+        reader.open()  # the driver's import before the clock starts, as psycopg's is in source.open()
 
     gc.collect()
     rss_before = common.current_rss_mb()
     request = FetchRequest(plan=plan.name, stage=stage, filters={"test_id": [RUN]})
     began = time.perf_counter()
-    found = source.fetch(request).records
+    table: Any = None
+    found: list[dict[str, Any]] = []
+    if config.variant in COLUMNAR:
+        table = reader.read(request)
+    else:
+        found = source.fetch(request).records
     fetched = time.perf_counter()
     counts: dict[str, int] = {}
+    check = ColumnarRecordsCheck(stage.compare, plan.key_for(stage))  # type: ignore[arg-type]
     if config.variant == "compare":
-        comparison = evaluate_stage(stage, plan.key_for(stage), found, wanted)
-        counts = {
-            "missing": len(comparison.missing),
-            "unexpected": len(comparison.unexpected),
-            "mismatched": len({json.dumps(m["key"]) for m in comparison.mismatches}),
-            "duplicates": len(comparison.duplicates),
-        }
+        counts = _counts(evaluate_stage(stage, plan.key_for(stage), found, wanted))
     elif config.variant == "polars":
         counts = polars_diff(found, wanted)
+    elif config.variant == "columnar":
+        comparison = check.evaluate_table(table, wanted)
+        counts = _counts(comparison)
+    elif config.variant == "pandas":
+        counts = pandas_diff(table, wanted)
     ended = time.perf_counter()
+    arrow_reference_s = None
+    if config.variant == "columnar":  # off the clock: the row path on the same rows gives the same evidence
+        evidence = comparison.to_dict()
+        counts["same_as_rows"] = int(evidence == check.evaluate(table.to_pylist(), wanted).to_dict())
+        # and with the reference in columns too (a snapshot read by sources.columnar), converted beforehand
+        import pyarrow as pa
+
+        reference_table = pa.Table.from_pylist(wanted)
+        began_arrow = time.perf_counter()
+        in_columns = check.evaluate_table(table, reference_table)
+        arrow_reference_s = time.perf_counter() - began_arrow
+        counts["same_with_arrow_reference"] = int(in_columns.to_dict() == evidence)
+    rows_found = len(found) if table is None else table.num_rows
+    reader.close()
     result = {
         "variant": config.variant,
-        "rows_found": len(found),
+        "rows_found": rows_found,
         "fetch_s": fetched - began,
         "compare_s": ended - fetched,
         "total_s": ended - began,
         "rss_before_mb": rss_before,
         "peak_rss_mb": common.peak_rss_mb(),
         "counts": counts,
+        "arrow_reference_s": arrow_reference_s,
     }
     source.close()
     return result
@@ -186,6 +219,41 @@ def polars_diff(found: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> di
     return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched, "duplicates": duplicates}
 
 
+def _counts(comparison: Any) -> dict[str, int]:
+    return {
+        "missing": len(comparison.missing),
+        "unexpected": len(comparison.unexpected),
+        "mismatched": len({json.dumps(m["key"]) for m in comparison.mismatches}),
+        "duplicates": len(comparison.duplicates),
+    }
+
+
+def pandas_diff(table: Any, wanted: list[dict[str, Any]]) -> dict[str, int]:
+    """The same diff with pandas, on the Arrow fetch: frames from the table and the reference, the
+    reference's JSON types read as the table's (amounts as numbers at the table's scale, ISO text as UTC
+    instants), an outer merge on the key with an indicator, and a field-by-field comparison of both sides."""
+    import pandas as pd
+
+    actual = table.to_pandas()
+    actual["amount"] = actual["amount"].astype("float64").round(2)
+    expected = pd.DataFrame.from_records(wanted)
+    expected["amount"] = expected["amount"].astype("float64").round(2)
+    expected["ts"] = pd.to_datetime(expected["ts"], utc=True, format="ISO8601").astype(actual["ts"].dtype)
+    duplicates = int(actual["event_id"].duplicated().sum())
+    joined = actual.merge(expected, on="event_id", how="outer", suffixes=("", "_ref"), indicator=True)
+    paired = joined[joined["_merge"] == "both"]
+    differs = pd.Series(False, index=paired.index)
+    for field in FIELDS:
+        left, right = paired[field], paired[f"{field}_ref"]
+        differs |= (left != right) & ~(left.isna() & right.isna())
+    return {
+        "missing": int((joined["_merge"] == "right_only").sum()),
+        "unexpected": int((joined["_merge"] == "left_only").sum()),
+        "mismatched": int(differs.sum()),
+        "duplicates": duplicates,
+    }
+
+
 def child_main(raw: str) -> None:
     common.emit_result(run_child(ChildConfig(**json.loads(raw))))
 
@@ -201,13 +269,19 @@ class B2Result:
 
     rows: int
     repeats: int
-    fetch_s: float  # fetch alone: median over every child's fetch
+    fetch_s: float  # fetch alone: median over every row-path child's fetch (fetch, compare, polars)
+    columnar_fetch_s: float  # Arrow fetch alone: median over every columnar child's fetch
+    columnar_s: float  # compare.columnar after the Arrow fetch (median over the columnar children)
+    pandas_s: float  # the pandas merge diff after the Arrow fetch (median over the pandas children)
+    columnar_arrow_reference_s: float  # compare.columnar with the reference as an Arrow table (same children)
     compare_s: float  # trackcheck's evaluate_stage after the fetch (median over the compare children)
     polars_s: float  # the same diff with polars after the fetch (median over the polars children)
     same_child_ratio: float  # median of (fetch + compare) / fetch within each compare child, a cross-check
     fetch_peak_rss_mb: float
     compare_peak_rss_mb: float
     polars_peak_rss_mb: float
+    columnar_peak_rss_mb: float
+    pandas_peak_rss_mb: float
     reference_rss_mb: float  # RSS with the reference built, before the fetch (the same in every child)
     counts: dict[str, dict[str, int]]
     expected: dict[str, int]
@@ -230,9 +304,27 @@ class B2Result:
         return self.fetch_compare_s / self.fetch_s
 
     @property
+    def columnar_ratio_to_fetch(self) -> float:
+        """Arrow fetch and columnar compare over the Arrow fetch alone: the target is at most 1.25."""
+        return (self.columnar_fetch_s + self.columnar_s) / self.columnar_fetch_s
+
+    @property
+    def pandas_over_columnar(self) -> float:
+        """How many times longer the pandas merge diff takes than the columnar compare (target: >= 3)."""
+        return self.pandas_s / self.columnar_s
+
+    @property
+    def fetch_over_columnar_fetch(self) -> float:
+        """How many times longer today's fetch takes than the Arrow fetch (target: >= 3)."""
+        return self.fetch_s / self.columnar_fetch_s
+
+    @property
     def correct(self) -> bool:
-        """Both diffs found exactly the planted differences."""
-        return all({k: c.get(k) for k in self.expected} == self.expected for c in self.counts.values())
+        """Every diff found exactly the planted differences, and the columnar compare's evidence is the row
+        path's."""
+        planted = all({k: c.get(k) for k in self.expected} == self.expected for c in self.counts.values())
+        columnar = self.counts["columnar"]
+        return planted and columnar.get("same_as_rows") == 1 and columnar.get("same_with_arrow_reference") == 1
 
 
 def measure(rows: int, repeats: int) -> B2Result:
@@ -263,15 +355,26 @@ def measure(rows: int, repeats: int) -> B2Result:
     return B2Result(
         rows=rows,
         repeats=repeats,
-        fetch_s=common.median([float(r["fetch_s"]) for r in runs]),
+        fetch_s=common.median([float(r["fetch_s"]) for r in runs if r["variant"] not in COLUMNAR]),
+        columnar_fetch_s=common.median([float(r["fetch_s"]) for r in runs if r["variant"] in COLUMNAR]),
+        columnar_s=common.median(pick("columnar", "compare_s")),
+        pandas_s=common.median(pick("pandas", "compare_s")),
+        columnar_arrow_reference_s=common.median(pick("columnar", "arrow_reference_s")),
         compare_s=common.median(pick("compare", "compare_s")),
         polars_s=common.median(pick("polars", "compare_s")),
         same_child_ratio=common.median([r["total_s"] / r["fetch_s"] for r in runs if r["variant"] == "compare"]),
         fetch_peak_rss_mb=max(pick("fetch", "peak_rss_mb")),
         compare_peak_rss_mb=max(pick("compare", "peak_rss_mb")),
         polars_peak_rss_mb=max(pick("polars", "peak_rss_mb")),
+        columnar_peak_rss_mb=max(pick("columnar", "peak_rss_mb")),
+        pandas_peak_rss_mb=max(pick("pandas", "peak_rss_mb")),
         reference_rss_mb=common.median([float(r["rss_before_mb"]) for r in runs]),
-        counts={"trackcheck": last_counts("compare"), "polars": last_counts("polars")},
+        counts={
+            "trackcheck": last_counts("compare"),
+            "polars": last_counts("polars"),
+            "columnar": last_counts("columnar"),
+            "pandas": last_counts("pandas"),
+        },
         expected=expected_counts(rows),
         runs=runs,
     )

@@ -442,6 +442,51 @@ with an earlier stage, and one transaction of bulk statements.
 </details>"""
 
 
+def b2_columnar(b2: B2Result) -> str:
+    """The columnar path's figures (issue 13): Arrow fetch, columnar compare, a pandas merge on the same rows."""
+    c = b2.counts
+
+    def found(side: str) -> str:
+        return f"{c[side].get('missing')} / {c[side].get('unexpected')} / {c[side].get('mismatched')}"
+
+    rows = [
+        ["fetch alone (s)", _num(b2.fetch_s), _num(b2.columnar_fetch_s), "same statement, dicts vs Arrow"],
+        ["diff alone (s)", _num(b2.compare_s), _num(b2.columnar_s), f"pandas merge: {_num(b2.pandas_s)} s"],
+        [
+            "fetch and diff ÷ fetch alone (target ≤ 1.25 for columnar)",
+            f"{_num(b2.ratio_to_fetch)}x",
+            f"{_num(b2.columnar_ratio_to_fetch)}x",
+            f"pandas: {_num((b2.columnar_fetch_s + b2.pandas_s) / b2.columnar_fetch_s)}x",
+        ],
+        ["pandas merge diff ÷ columnar diff (target ≥ 3)", "", f"{_num(b2.pandas_over_columnar)}x", ""],
+        [
+            "columnar diff with the reference as an Arrow table (s)",
+            "",
+            _num(b2.columnar_arrow_reference_s),
+            f"fetch and diff ÷ fetch: "
+            f"{_num((b2.columnar_fetch_s + b2.columnar_arrow_reference_s) / b2.columnar_fetch_s)}x; "
+            f"pandas ÷ it: {_num(b2.pandas_s / b2.columnar_arrow_reference_s)}x",
+        ],
+        ["today's fetch ÷ Arrow fetch (target ≥ 3)", "", f"{_num(b2.fetch_over_columnar_fetch)}x", ""],
+        [
+            "peak RSS (MB)",
+            _num(b2.compare_peak_rss_mb, 0),
+            _num(b2.columnar_peak_rss_mb, 0),
+            f"pandas: {_num(b2.pandas_peak_rss_mb, 0)}",
+        ],
+        [
+            "missing / unexpected / mismatched found",
+            found("trackcheck"),
+            found("columnar")
+            + (" (evidence = row path's)" if c["columnar"].get("same_as_rows") else " (evidence DIFFERS)"),
+            f"pandas: {found('pandas')}",
+        ],
+    ]
+    return "### B2, columnar path (ADBC/Arrow fetch, `compare.columnar`)\n\n" + _table(
+        ["figure", "row path (dicts)", "columnar", "note"], rows
+    )
+
+
 def _b2(b2: B2Result) -> str:
     ratios = ", ".join(f"{r['total_s'] / r['fetch_s']:.2f}x" for r in b2.runs if r["variant"] == "compare")
     counts = b2.counts
@@ -517,7 +562,9 @@ only): frames built from the fetched records and the reference, the reference's 
 ISO text cast to the table's types, a full outer join on the key, null-aware comparison of the five fields,
 duplicate keys counted.
 
-{_table(["figure", "trackcheck", "polars", "trackcheck / polars"], rows)}{why}"""
+{_table(["figure", "trackcheck", "polars", "trackcheck / polars"], rows)}{why}
+
+{b2_columnar(b2)}"""
 
 
 def _b3(b3: B3Result) -> str:

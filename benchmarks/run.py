@@ -6,7 +6,8 @@ temporary file (never over RESULTS.md) and prints it; like the full run it exits
 Neither asserts how fast anything is: the figures depend on the machine, the report states them.
 
 ``--only b7`` runs B7 alone (with ``--quick``: its quick sizes; ``--b7-n 10000`` picks the N), writes its
-report to a temporary file unless ``--output`` says where, and prints it.
+report to a temporary file unless ``--output`` says where, and prints it. ``--only b2`` does the same for B2
+(the row diff, and the columnar path beside it: ``python -m benchmarks.run --only b2`` runs it at 1 M rows).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, report to a temp file (CI)")
     parser.add_argument("--output", type=Path, help="where to write the report (default: see above)")
     parser.add_argument("--json", type=Path, help="also write the raw figures as JSON here")
-    parser.add_argument("--only", choices=["b7"], help="run this benchmark alone (report to a temp file)")
+    parser.add_argument("--only", choices=["b2", "b7"], help="run this benchmark alone (report to a temp file)")
     parser.add_argument(
         "--b7-n", type=int, action="append", metavar="N", help="B7 at this N (repeatable; default: the plan's)"
     )
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     b7_ns = tuple(args.b7_n) if args.b7_n else None
     if args.only == "b7":
         return _only_b7(plan, machine, began, output, args.json, b7_ns, args.b7_tree, strict=args.quick)
+    if args.only == "b2":
+        return _only_b2(plan, output, args.json)
     b1, profile = run_b1(plan)
     common.log(f"B2: {plan.b2_rows:,} rows, {plan.b2_repeats} repeat(s)")
     b2 = b2_diff.measure(plan.b2_rows, plan.b2_repeats)
@@ -187,6 +190,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print(text)
     common.log(f"report written to {output} ({machine['duration_s']} s)")
+    for problem in problems:
+        common.log(f"MISSING: {problem}")
+    return 1 if problems else 0
+
+
+def _only_b2(plan: Plan, output: Path, json_path: Path | None) -> int:
+    """``--only b2``: B2 alone (the row and columnar diffs), its section printed and written to ``output``."""
+    common.log(f"B2: {plan.b2_rows:,} rows, {plan.b2_repeats} repeat(s)")
+    b2 = b2_diff.measure(plan.b2_rows, plan.b2_repeats)
+    text = report._b2(b2)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    if json_path:
+        json_path.write_text(json.dumps(b2.to_dict(), indent=1, default=str), encoding="utf-8")
+    print(text)
+    problems = [f"B2: {k} is {v}" for k, v in b2.to_dict().items() if isinstance(v, float) and not math.isfinite(v)]
+    if not b2.correct:
+        problems.append(f"B2: a diff did not find the planted differences: {b2.counts} (expected {b2.expected})")
     for problem in problems:
         common.log(f"MISSING: {problem}")
     return 1 if problems else 0

@@ -87,7 +87,21 @@ class RecordsCheck(Check[CompareSpec]):
             missing = display_keys(missing_records, self.key)
         absent: set[int] = set()
         mismatches = self._mismatches(expected_records, actual_records, absent)
+        return self._conclude(expected, len(found), missing, unexpected, duplicates, unlike, mismatches, absent)
 
+    def _conclude(
+        self,
+        expected: int,
+        found: int,
+        missing: list[Any],
+        unexpected: list[Any],
+        duplicates: list[Any],
+        unlike: list[dict[str, Any]],
+        mismatches: list[dict[str, Any]],
+        absent: set[int],
+    ) -> Comparison:
+        """The verdict and its reason from the evidence (also the columnar comparison's last step)."""
+        spec = self.spec
         duplicates_fail = bool(duplicates) and (spec.duplicates == "fail" or bool(unlike))
         failed = bool(
             duplicates_fail or (unexpected and not spec.allow_extra) or (mismatches and spec.on_mismatch == "fail")
@@ -97,7 +111,7 @@ class RecordsCheck(Check[CompareSpec]):
         return Comparison(
             verdict=verdict,
             expected=expected,
-            found=len(found),
+            found=found,
             missing=missing,
             unexpected=unexpected,
             duplicates=duplicates,
