@@ -273,3 +273,22 @@ def test_cut_by_time_in_sqlite_and_duckdb(tmp_path: Path, sources: Callable[[str
 
     assert (sorted(result.missing), result.unexpected) == (["ev-00020", "ev-00503"], ["ev-99999"])
     assert [(m["key"], m["field"]) for m in result.mismatches] == [("ev-00010", "created_at")]
+
+
+def test_the_sources_connections_are_given_back_in_their_own_time_zone(
+    mariadb_url: str, sources: Callable[[str], SqlSource]
+) -> None:
+    """recon reads MariaDB's TIMESTAMPs in UTC; the stages that read through the same pool must not."""
+    engine = create_engine(mariadb_url)
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE events (id int PRIMARY KEY, at timestamp NULL)"))
+        c.execute(text("INSERT INTO events VALUES (1, '2026-12-04 10:00:00')"))
+    engine.dispose()
+    source = sources(mariadb_url)
+
+    result = reconcile(Table(source, "events"), Table(source, "events"), ReconSpec(["id"]))
+
+    assert result.verdict == "passed"
+    with source.session() as connection:
+        zones = connection.execute(text("SELECT @@session.time_zone, @@global.time_zone")).one()
+    assert zones[0] == zones[1]

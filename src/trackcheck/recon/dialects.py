@@ -18,12 +18,15 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import NULLTYPE
 
@@ -57,8 +60,11 @@ class Dialect:
     #: the engine's integer division of non-negative integers
     divide: ClassVar[str] = "/"
 
-    def prepare(self, connection: Connection) -> None:
-        """Session settings (or functions) the checksum SQL needs, set on each connection before it runs."""
+    @contextmanager
+    def prepared(self, connection: Connection) -> Iterator[None]:
+        """The session settings (or functions) the checksum SQL needs, for the statements run inside; a pooled
+        connection is given back as it was, since the source's stages read through the same pool."""
+        yield
 
     def columns(self, connection: Connection, dataset: str, table: str | None) -> dict[str, Column]:
         """The columns of a ``table`` (schema-qualified or not) from SQLAlchemy's reflection, or of a query's
@@ -188,8 +194,14 @@ class MariaDB(Dialect):
             return Column(name, "integer" if scale == 0 else kind, scale)
         return Column(name, kind, scale if kind == "timestamp" else None)
 
-    def prepare(self, connection: Connection) -> None:
+    @contextmanager
+    def prepared(self, connection: Connection) -> Iterator[None]:
         connection.exec_driver_sql("SET time_zone = '+00:00'")
+        try:
+            yield
+        finally:
+            with suppress(SQLAlchemyError):  # a broken connection is thrown away by the pool anyway
+                connection.exec_driver_sql("SET time_zone = DEFAULT")
 
     def text_of(self, expr: str, column: Column, form: Form) -> str:
         if form.name == "integer":
@@ -282,7 +294,9 @@ class SQLite(Dialect):
         values = list(first) if first is not None else [None] * len(names)
         return {name: _sampled(name, value) for name, value in zip(names, values, strict=True)}
 
-    def prepare(self, connection: Connection) -> None:
+    @contextmanager
+    def prepared(self, connection: Connection) -> Iterator[None]:
+        """Registers the functions (kept by the connection: named ``tc_*``, they shadow nothing)."""
         raw: Any = connection.connection.driver_connection
         raw.create_function("tc_text", 3, python_text, deterministic=True)
         raw.create_function("tc_md5", 1, _md5, deterministic=True)
@@ -290,6 +304,7 @@ class SQLite(Dialect):
         raw.create_function("tc_hash64", 1, _hash64, deterministic=True)
         raw.create_aggregate("tc_sum64", 1, _Sum64)
         raw.create_function("tc_epoch", 1, _epoch, deterministic=True)
+        yield
 
     def text_of(self, expr: str, column: Column, form: Form) -> str:
         return f"tc_text({expr}, '{form.name}', {form.digits})"

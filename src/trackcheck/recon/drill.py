@@ -185,8 +185,7 @@ class _Reconciler:
             if refusal is not None:
                 raise PlanError(f"{which} --where: {refusal}", table=table.name)
         filters, binds = bound_filters(engine_dialect, table.filters, "tc_t", None, table.source)
-        with table.source.session() as connection:
-            dialect.prepare(connection)
+        with table.source.session() as connection, dialect.prepared(connection):
             try:
                 columns = dialect.columns(connection, dataset, table.table)
             except NoSuchTableError:
@@ -548,8 +547,7 @@ class _Reconciler:
         """The rows of one statement on one side, streamed in chunks (server-side cursors where there are)."""
         statement = side.statement(sql) if isinstance(sql, str) else sql
         side.queries += 1
-        with side.source.session() as connection:
-            side.dialect.prepare(connection)
+        with side.source.session() as connection, side.dialect.prepared(connection):
             streamed = connection.execution_options(stream_results=True, max_row_buffer=CHUNK)
             result = streamed.execute(statement, binds or {})
             for chunk in result.partitions(CHUNK):
