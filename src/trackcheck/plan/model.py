@@ -281,7 +281,8 @@ class CompareSpec(_Model):
     #: ``rows``: the records are read and compared here; ``checksum``: two sql stages' tables are compared inside
     #: their databases by checksums of segments, and only the rows that differ are read (``recon``)
     method: Literal["rows", "checksum"] = "rows"
-    #: ``method: checksum`` only: cut the tables by this time field instead of by key
+    #: when compared by checksum (``method: checksum`` or past ``checksum_above``): cut the tables by this time
+    #: field instead of by key
     bucket: Bucket | None = None
     #: ``method: rows`` until the reference stage read more rows than this for a run, then ``checksum``
     checksum_above: int | None = Field(default=None, ge=1)
