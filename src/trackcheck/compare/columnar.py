@@ -17,11 +17,18 @@ holds twice or in another form (``"5"`` for ``5``). A field whose values Arrow c
 
 from __future__ import annotations
 
-from operator import itemgetter, methodcaller
 from typing import TYPE_CHECKING, Any
 
-from trackcheck.compare.checks import collection_paused, differing, display_keys, keys_of, same
-from trackcheck.compare.records import RecordsCheck
+from trackcheck.compare.checks import collection_paused, display_keys, keys_of
+from trackcheck.compare.records import (
+    ABSENT,
+    MismatchEntry,
+    RecordsCheck,
+    field_values,
+    in_order,
+    judged,
+    mismatch_entry,
+)
 from trackcheck.compare.values import jsonable
 
 if TYPE_CHECKING:
@@ -30,7 +37,6 @@ if TYPE_CHECKING:
     from trackcheck.compare.checks import Record
     from trackcheck.compare.result import Comparison
 
-_ABSENT: Any = object()
 #: ``values._INSTANT``, with at most microseconds: ISO text both Arrow and ``as_instant`` read the same way
 _INSTANT = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$"
 #: Python types a reference column may hold (one of them, and None) to become an Arrow column whose values
@@ -142,39 +148,24 @@ class ColumnarRecordsCheck(RecordsCheck):
             fields = [f for f in self._reference_fields(reference, references) if f not in self.key]
         tolerance = self.spec.tolerance
         key_values = actual.column(self.key[0])
-        entries: list[tuple[int, int, bool, dict[str, Any]]] = []
+        entries: list[MismatchEntry] = []
         for position, field in enumerate(fields):
             wanted = _reference_column(reference, field, references)
             column = actual.column(field) if field in actual.column_names else None
             uncertain = _uncertain(wanted, column) if not isinstance(wanted, list) and column is not None else None
             if uncertain is None:
                 wants = wanted if isinstance(wanted, list) else wanted.to_pylist()
-                gots = column.to_pylist() if column is not None else [_ABSENT] * len(wants)
+                gots = column.to_pylist() if column is not None else [ABSENT] * len(wants)
                 picked = range(len(wants))
             else:
                 picked = uncertain.to_pylist()
                 wants = wanted.take(uncertain).to_pylist()  # type: ignore[union-attr]
                 gots = column.take(uncertain).to_pylist()  # type: ignore[union-attr]
-            limit = tolerance.get(field)
-            for j in differing(wants, gots):
-                want, value = wants[j], gots[j]
-                if want is _ABSENT:
-                    if own_fields_only:
-                        continue
-                    want = None
-                if value is not _ABSENT and same(want, value, limit):
-                    continue
+            for j, want, value in judged(wants, gots, tolerance.get(field), own_fields_only):
                 row = picked[j]
-                mismatch = {
-                    "key": jsonable(key_values[row].as_py()),
-                    "field": field,
-                    "expected": jsonable(want),
-                    "actual": None if value is _ABSENT else jsonable(value),
-                }
-                entries.append((row, position, value is _ABSENT, mismatch))
-        entries.sort(key=itemgetter(0, 1))
-        absent.update(i for i, entry in enumerate(entries) if entry[2])
-        return [entry[3] for entry in entries]
+                key = jsonable(key_values[row].as_py())
+                entries.append(mismatch_entry(row, position, key, field, want, value))
+        return in_order(entries, absent)
 
     @staticmethod
     def _reference_fields(reference: list[Record] | pa.Table, references: pa.Array) -> list[str]:
@@ -195,14 +186,14 @@ class ColumnarRecordsCheck(RecordsCheck):
 
 def _reference_column(reference: list[Record] | pa.Table, field: str, references: pa.Array) -> pa.Array | list[Any]:
     """A field of the paired reference records: an Arrow column when its values read back from Arrow as
-    they are, else the Python values (``_ABSENT`` where a record lacks the field)."""
+    they are, else the Python values (``ABSENT`` where a record lacks the field)."""
     import pyarrow as pa
 
     if isinstance(reference, pa.Table):
         if field not in reference.column_names:
-            return [_ABSENT] * len(references)
+            return [ABSENT] * len(references)
         return reference.column(field).take(references)
-    values = _values(reference, field)
+    values = field_values(reference, field)
     types = set(map(type, values)) - {type(None)}
     if len(types) == 1 and next(iter(types)) in _ARROW_SAFE:
         try:
@@ -267,11 +258,3 @@ def _plain(numbers: Any) -> Any:
     import pyarrow.compute as pc
 
     return pc.replace_substring_regex(numbers, r"\.0*$|(\.\d*?[1-9])0+$", r"\1")
-
-
-def _values(records: list[Record], field: str) -> list[Any]:
-    """The column of a field, with _ABSENT where a record lacks it."""
-    try:
-        return list(map(itemgetter(field), records))
-    except KeyError:
-        return list(map(methodcaller("get", field, _ABSENT), records))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal
 from itertools import chain, compress, count, repeat
 from math import ceil
@@ -25,7 +26,7 @@ from trackcheck.compare.result import Comparison, Verdict
 from trackcheck.compare.values import display_key, jsonable
 from trackcheck.plan.model import CompareSpec
 
-_ABSENT: Any = object()  # a field the record does not have
+ABSENT: Any = object()  # a field the record does not have
 _Pairing = tuple[list[Record], list[Record], list[Record], list[Record]]
 _SAMPLE = 64  # pairs compared first, to choose between a pass over whole records and columns only
 
@@ -180,18 +181,18 @@ class RecordsCheck(Check[CompareSpec]):
             if fields is None:
                 fields = [f for f in dict.fromkeys(chain.from_iterable(records)) if f not in self.key]
             for field in fields:
-                want = first.get(field, _ABSENT)
+                want = first.get(field, ABSENT)
                 for other in others:
-                    got = other.get(field, _ABSENT)
-                    if (want is _ABSENT) == (got is _ABSENT) and (want is _ABSENT or same(want, got, None)):
+                    got = other.get(field, ABSENT)
+                    if (want is ABSENT) == (got is ABSENT) and (want is ABSENT or same(want, got, None)):
                         continue
                     unlike.append(
                         {
                             "key": display_key(first, self.key),
                             "field": field,
-                            "first": None if want is _ABSENT else jsonable(want),
-                            "other": None if got is _ABSENT else jsonable(got),
-                            "absent": "first" if want is _ABSENT else "other" if got is _ABSENT else None,
+                            "first": None if want is ABSENT else jsonable(want),
+                            "other": None if got is ABSENT else jsonable(got),
+                            "absent": "first" if want is ABSENT else "other" if got is ABSENT else None,
                         }
                     )
                     break
@@ -224,7 +225,9 @@ class RecordsCheck(Check[CompareSpec]):
         if len(expected) > _SAMPLE:
             sample_wants, sample_gots = expected[:_SAMPLE], actual[:_SAMPLE]
             alike = [
-                f for f in fields if sum(map(eq, _values(sample_wants, f), _values(sample_gots, f))) * 2 >= _SAMPLE
+                f
+                for f in fields
+                if sum(map(eq, field_values(sample_wants, f), field_values(sample_gots, f))) * 2 >= _SAMPLE
             ]
             if alike:
                 pick = itemgetter(*alike)
@@ -234,7 +237,7 @@ class RecordsCheck(Check[CompareSpec]):
                     narrowed = None
                 rows.update(dict.fromkeys(alike, narrowed))
         tolerance = self.spec.tolerance
-        found: list[tuple[int, int, bool, dict[str, Any]]] = []
+        found: list[MismatchEntry] = []
         subsets: dict[int, tuple[list[Record], list[Record]]] = {}
         for position, field in enumerate(fields):
             chosen = rows[field]
@@ -244,26 +247,11 @@ class RecordsCheck(Check[CompareSpec]):
                 if id(chosen) not in subsets:
                     subsets[id(chosen)] = ([expected[i] for i in chosen], [actual[i] for i in chosen])
                 wanted_records, actual_records = subsets[id(chosen)]
-            wants, gots = _values(wanted_records, field), _values(actual_records, field)
-            limit = tolerance.get(field)
-            for j in differing(wants, gots):
-                want, value = wants[j], gots[j]
-                if want is _ABSENT:
-                    if own_fields_only:
-                        continue
-                    want = None
-                if value is not _ABSENT and same(want, value, limit):
-                    continue
-                mismatch = {
-                    "key": display_key(actual_records[j], self.key),
-                    "field": field,
-                    "expected": jsonable(want),
-                    "actual": None if value is _ABSENT else jsonable(value),
-                }
-                found.append((j if chosen is None else chosen[j], position, value is _ABSENT, mismatch))
-        found.sort(key=itemgetter(0, 1))
-        absent.update(i for i, entry in enumerate(found) if entry[2])
-        return [entry[3] for entry in found]
+            wants, gots = field_values(wanted_records, field), field_values(actual_records, field)
+            for j, want, value in judged(wants, gots, tolerance.get(field), own_fields_only):
+                key = display_key(actual_records[j], self.key)
+                found.append(mismatch_entry(j if chosen is None else chosen[j], position, key, field, want, value))
+        return in_order(found, absent)
 
     def _reason(
         self,
@@ -332,9 +320,47 @@ class RecordsCheck(Check[CompareSpec]):
         return "; ".join(parts)
 
 
-def _values(records: list[Record], field: str) -> list[Any]:
-    """The column of a field, with _ABSENT where a record lacks it."""
+#: a mismatch with where it sorts: (found row, field position, the found record lacks the field, the mismatch)
+MismatchEntry = tuple[int, int, bool, dict[str, Any]]
+
+
+def judged(wants: list[Any], gots: list[Any], limit: Any, own_fields_only: bool) -> Iterator[tuple[int, Any, Any]]:
+    """(position, expected, found) of each pair of one field's values that ``compare`` finds different: beyond
+    the ``limit`` tolerance, or absent from the found record. A field the reference record lacks is not compared
+    when the spec names no fields (``own_fields_only``), else it is expected to be null. Shared by the row and
+    the columnar comparisons, so both judge alike."""
+    for j in differing(wants, gots):
+        want, value = wants[j], gots[j]
+        if want is ABSENT:
+            if own_fields_only:
+                continue
+            want = None
+        if value is not ABSENT and same(want, value, limit):
+            continue
+        yield j, want, value
+
+
+def mismatch_entry(row: int, position: int, key: Any, field: str, want: Any, value: Any) -> MismatchEntry:
+    """A mismatch as evidence shows it (``actual`` null when the found record lacks the field), with its order."""
+    mismatch = {
+        "key": key,
+        "field": field,
+        "expected": jsonable(want),
+        "actual": None if value is ABSENT else jsonable(value),
+    }
+    return (row, position, value is ABSENT, mismatch)
+
+
+def in_order(entries: list[MismatchEntry], absent: set[int]) -> list[dict[str, Any]]:
+    """The mismatches by found row, then field; ``absent`` gets the positions of those whose field is missing."""
+    entries.sort(key=itemgetter(0, 1))
+    absent.update(i for i, entry in enumerate(entries) if entry[2])
+    return [entry[3] for entry in entries]
+
+
+def field_values(records: list[Record], field: str) -> list[Any]:
+    """The column of a field, with ABSENT where a record lacks it."""
     try:
         return list(map(itemgetter(field), records))
     except KeyError:
-        return list(map(methodcaller("get", field, _ABSENT), records))
+        return list(map(methodcaller("get", field, ABSENT), records))
