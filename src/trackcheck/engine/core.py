@@ -712,10 +712,8 @@ class Engine:
     def _large(self, plan: Plan, stage: StageSpec, chunk: Sequence[Waiting], above: int) -> list[Waiting]:
         """The runs whose reference stage read more than ``above`` rows, or more than its snapshot keeps."""
         idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
-        snapshots = self.store.snapshots_for([w.run_id for w in chunk], idx)
-        return [
-            w for w in chunk if (snap := snapshots.get(w.run_id)) is not None and (snap.truncated or snap.total > above)
-        ]
+        sizes = self.store.snapshot_sizes([w.run_id for w in chunk], idx)
+        return [w for w in chunk if (size := sizes.get(w.run_id)) is not None and (size[1] or size[0] > above)]
 
     def _sql_source(self, plan_id: int, name: str) -> SqlSource:
         source = self.source(plan_id, name)

@@ -549,6 +549,16 @@ class Store:
         with self.session() as s:
             return [Waiting.from_row(row) for row in s.connection().execute(query).mappings().all()]
 
+    def snapshot_sizes(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, tuple[int, bool]]:
+        """(rows read, whether the snapshot kept fewer) of each run's snapshot of a stage, without its records."""
+        with self.session() as s:
+            found = s.execute(
+                select(Snapshot.run_id, Snapshot.total, Snapshot.truncated).where(
+                    Snapshot.run_id.in_(list(run_ids)), Snapshot.stage_idx == stage_idx
+                )
+            )
+            return {run_id: (total, truncated) for run_id, total, truncated in found}
+
     def snapshots_for(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, Snapshot]:
         with self.session() as s:
             found = s.scalars(
