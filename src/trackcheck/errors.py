@@ -85,6 +85,10 @@ class SourceTimeoutError(SourceError):
     """The source did not answer within its timeout."""
 
 
+class NotColumnar(SourceQueryError):
+    """The rows cannot be read in columns (a column Arrow has no type for): read them as records instead."""
+
+
 class StoreError(TrackcheckError):
     """The state database could not be read or written. ``data_error``: it refused a value it was given
     (the write is at fault, not the database's availability)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -87,6 +87,15 @@ def test_timestamps_compare_as_instants() -> None:
     result = check([{"id": "e1", "ts": "2026-11-24T10:00:05Z"}], reference)
     assert result.verdict == "failed"
     assert result.mismatches[0]["actual"] == "2026-11-24T10:00:05Z"
+
+
+def test_a_date_column_equals_its_snapshot_as_iso_text() -> None:
+    # a driver's date, stored in an earlier stage's snapshot as "2026-12-04", read again by a later stage
+    assert check([{"id": "e1", "day": date(2026, 12, 4)}], [{"id": "e1", "day": "2026-12-04"}]).verdict == "passed"
+    result = check([{"id": "e1", "day": date(2026, 12, 3)}], [{"id": "e1", "day": "2026-12-04"}])
+    assert result.reason == '1 field mismatch: e1.day expected "2026-12-04", got "2026-12-03"'
+    # and a date key matches its text
+    assert check([{"id": date(2026, 12, 4)}], [{"id": "2026-12-04"}]).verdict == "passed"
 
 
 def test_duration_tolerance_on_timestamps() -> None:

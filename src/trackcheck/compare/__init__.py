@@ -17,6 +17,7 @@ from trackcheck.compare.counts import CountsCheck
 from trackcheck.compare.records import RecordsCheck, required
 from trackcheck.compare.result import Comparison
 from trackcheck.compare.schema import SchemaCheck
+from trackcheck.compare.tables import TableRecords
 from trackcheck.errors import PlanError
 
 if TYPE_CHECKING:
@@ -27,7 +28,17 @@ CHECKS: dict[str, type[Check[Any]]] = {
     check.name: check for check in (RecordsCheck, CountsCheck, AggregatesCheck, AbsentCheck)
 }
 
-__all__ = ["CHECKS", "Check", "Comparison", "CountsCheck", "RecordsCheck", "SchemaCheck", "evaluate_stage"]
+__all__ = [
+    "CHECKS",
+    "Check",
+    "Comparison",
+    "CountsCheck",
+    "RecordsCheck",
+    "SchemaCheck",
+    "TableRecords",
+    "evaluate_stage",
+    "in_columns",
+]
 
 
 def main_check(stage: StageSpec, key: list[str]) -> Check[Any]:
@@ -39,17 +50,37 @@ def main_check(stage: StageSpec, key: list[str]) -> Check[Any]:
     raise PlanError(f"declares none of {', '.join(CHECKS)}: nothing to compare", stage=stage.name)
 
 
-def evaluate_stage(stage: StageSpec, key: list[str], found: list[Record], reference: list[Record]) -> Comparison:
+def evaluate_stage(
+    stage: StageSpec, key: list[str], found: list[Record] | TableRecords, reference: list[Record]
+) -> Comparison:
     """Judge the records one run found at ``stage`` against its reference: the stage's main check, then its
     JSON Schema if it has one. Schema violations are added to the evidence and make the verdict failed.
 
+    Rows read in columns (``TableRecords``) are compared in columns when the stage's check is ``compare``
+    alone (``ColumnarRecordsCheck``: the same verdict and evidence); for any other check they become records.
+
     Raises PlanError only when the stage cannot be evaluated (no check declared, unreadable schema file).
     """
+    if isinstance(found, TableRecords):
+        if in_columns(stage):
+            from trackcheck.compare.columnar import ColumnarRecordsCheck
+
+            assert stage.compare is not None  # in_columns says so
+            check = ColumnarRecordsCheck(stage.compare, key)
+            return apply_severity(check.spec, check.evaluate_table(found.table, reference))
+        found = list(found)
     size = max(len(found), len(reference))
     if size < LARGE:  # a run's few records: not even a context manager's cost
         return _evaluate(stage, key, found, reference)
     with collection_paused(size):
         return _evaluate(stage, key, found, reference)
+
+
+def in_columns(stage: StageSpec) -> bool:
+    """Whether ``stage``'s comparison can be made on its rows in columns: ``compare`` by rows, with no
+    ``select`` (a per-record transformation) and no ``schema`` (validated record by record)."""
+    # a stage declares one main check: with ``compare`` it is RecordsCheck
+    return stage.compare is not None and stage.compare.method == "rows" and not stage.select and stage.schema_ is None
 
 
 def _evaluate(stage: StageSpec, key: list[str], found: list[Record], reference: list[Record]) -> Comparison:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,12 +23,15 @@ from trackcheck.plan.durations import format_duration
 
 if TYPE_CHECKING:
     from trackcheck.compare.result import Comparison
+    from trackcheck.compare.tables import TableRecords
     from trackcheck.plan.model import LatencySpec, StageSpec
 
 #: the percentiles a latency summary gives (besides ``max``), by name
 PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0))
 #: epoch numbers at least this large are milli-, micro- or nanoseconds (1e11 s is the year 5138)
 _EPOCH_UNITS = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
+#: rows made records at a time when keys are streamed from columns
+_KEY_BATCH = 4096
 
 
 def keeps_first_seen(stage: StageSpec) -> bool:
@@ -43,6 +46,13 @@ def key_texts(found: list[Record], key: list[str]) -> list[str]:
     return [dumps(k) for k in keys_of(found, key)]
 
 
+def streamed_key_texts(found: TableRecords, key: list[str]) -> Iterator[str]:
+    """``key_texts`` of rows held in columns, made a batch at a time as they are read: ``merge_first_seen``
+    stops reading once its map is full, so a million rows cost about ``snapshot_limit`` of them."""
+    for batch in found.table.to_batches(max_chunksize=_KEY_BATCH):
+        yield from key_texts(batch.to_pylist(), key)
+
+
 def merge_first_seen(
     previous: Mapping[str, str] | None, keys: Iterable[str], now: datetime, limit: int
 ) -> tuple[dict[str, str], bool]:
@@ -54,7 +64,9 @@ def merge_first_seen(
     stamp: str | None = None
     gained = False
     for text in keys:
-        if text not in merged and len(merged) < limit:
+        if len(merged) >= limit:  # full: no later key can enter (and streamed keys need not be made)
+            break
+        if text not in merged:
             stamp = stamp or now.isoformat()
             merged[text] = stamp
             gained = True

@@ -16,7 +16,9 @@ from typing import Any
 #: the largest power of ten a text is read as a number with (floats reach 1e308)
 MAX_EXPONENT = 400
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
-_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+#: an ISO date, or date and time: a date alone is its midnight, as a ``date`` a driver returns is (so a date
+#: column equals an earlier stage's snapshot of it, where it was stored as ISO text)
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 
 
 def as_number(value: Any) -> Decimal | None:

@@ -25,17 +25,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trackcheck.compare import evaluate_stage
+from trackcheck.compare import TableRecords, evaluate_stage, in_columns
 from trackcheck.compare.checks import collection_paused
-from trackcheck.compare.latency import judge_latency, keeps_first_seen, key_texts, merge_first_seen
+from trackcheck.compare.latency import (
+    judge_latency,
+    keeps_first_seen,
+    key_texts,
+    merge_first_seen,
+    streamed_key_texts,
+)
 from trackcheck.compare.result import Comparison
 from trackcheck.compare.values import jsonable
 from trackcheck.connections import Connections, Keyring
 from trackcheck.connections.keyring import no_key_error
 from trackcheck.engine.capture import Capturer
-from trackcheck.engine.groups import group_key, split, union_filters
+from trackcheck.engine.groups import group_key, split, split_table, union_filters
 from trackcheck.engine.outcome import Decision, decide
 from trackcheck.engine.result import RunResult, build_result, capped_evidence
 from trackcheck.errors import (
@@ -60,7 +66,8 @@ from trackcheck.plan.trust import TRUSTED, Trust
 from trackcheck.recon import reconcile
 from trackcheck.recon.stages import judge, recon_spec, stage_table
 from trackcheck.sources import build_source
-from trackcheck.sources.base import FetchRequest, FetchResult, Message, Source
+from trackcheck.sources.base import FetchRequest, FetchResult, Message, Record, Source
+from trackcheck.sources.columnar import COLUMNAR_INSTALLED, ColumnarReader, NotColumnar
 from trackcheck.sources.emitting import send, stamped
 from trackcheck.sources.network import NetworkRule, check_hosts
 from trackcheck.sources.sql import SqlSource
@@ -83,6 +90,9 @@ from trackcheck.store.ticks import (
     storable_text,
 )
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger("trackcheck.poll")
 #: the runs a log line of quiet polls names (the others are counted): -v on one run shows its id
 QUIET_RUNS_NAMED = 5
@@ -92,6 +102,9 @@ BATCH_WITHOUT_COLLECTION = 1000
 NOTES_SHOWN = 3
 #: runs ended per write when their plan version no longer loads (there is no batch_size to go by)
 UNLOADABLE_CHUNK = 1000
+#: a sql stage expected to read at least this many rows in one query is read and compared in columns: below
+#: it, records cost little (20,000 rows: ~0.1 s, ~30 MB) and a first read in columns costs its own setup
+COLUMNAR_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,7 @@ class Outcome:
     error: str | None
     kind: ErrorKind
     #: the records read (or sent, by the emit stage), kept as the stage's snapshot
-    found: list[dict[str, Any]]
+    found: list[dict[str, Any]] | TableRecords
     milliseconds: float
     first_seen: dict[str, str] | None = None
     #: a record was found for the first time (the snapshot keeps its first-seen time)
@@ -198,6 +211,10 @@ class Engine:
         self.connections = Connections(self.setup.connections, ConnectionStore(self.store), self.keyring)
         self._connections_seen: object = None
         self._sources: dict[tuple[int, str], Source] = {}
+        #: a sql source's reader in columns, made when one of its stages first reads enough rows
+        self._readers: dict[tuple[int, str], ColumnarReader] = {}
+        #: (plan id, stage) whose rows the columnar reader refused (a column Arrow cannot type): read by rows
+        self._by_rows: set[tuple[int, str]] = set()
         self._sources_lock = threading.Lock()
         self._group_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self.plan = functools.lru_cache(maxsize=256)(self._load_plan)
@@ -217,10 +234,7 @@ class Engine:
     def shutdown(self) -> None:
         """Close the open sources and the state database."""
         self.capture.stop()
-        with self._sources_lock:
-            for source in self._sources.values():
-                source.close()
-            self._sources.clear()
+        self._close_sources()
         self.store.close()
 
     def __enter__(self) -> Engine:
@@ -266,6 +280,53 @@ class Engine:
                 source.open()
                 self._sources[(plan_id, name)] = source
             return self._sources[(plan_id, name)]
+
+    def _close_sources(self) -> None:
+        with self._sources_lock:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
+            self._by_rows.clear()
+            for source in self._sources.values():
+                source.close()
+            self._sources.clear()
+
+    def _columnar(
+        self, plan: Plan, plan_id: int, stage: StageSpec, chunk: Sequence[Waiting], source: Source
+    ) -> ColumnarReader | None:
+        """The reader in columns for this read, or None to read rows as records (the default).
+
+        Columns pay off past ``COLUMNAR_ROWS`` rows (benchmark B2), so a chunk is read in columns when its runs
+        found that many at their last poll, or their reference holds that many (a first poll). Only what the
+        columnar comparison gives the same verdict and evidence for (``compare.in_columns``, no ``time_field``),
+        on PostgreSQL through ADBC with the ``columnar`` extra installed, from a source an operator configured
+        or trusted: an uploaded plan's inline source keeps the row path, whose connections are the guarded
+        ones."""
+        if not (
+            isinstance(source, SqlSource)
+            and source.engine.dialect.name == "postgresql"
+            and source.network is None
+            and in_columns(stage)
+            and stage.time_field is None
+            and (plan_id, stage.name) not in self._by_rows
+            and COLUMNAR_INSTALLED
+        ):
+            return None
+        rows = sum(w.found or 0 for w in chunk)
+        if rows < COLUMNAR_ROWS:
+            if stage.reference == EXPECT:
+                rows = max(rows, sum(len(w.expect or ()) for w in chunk))
+            elif stage.reference is not None:
+                idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
+                sizes = self.store.snapshot_sizes([w.run_id for w in chunk], idx)
+                rows = max(rows, sum(size[0] for size in sizes.values()))
+        if rows < COLUMNAR_ROWS:
+            return None
+        with self._sources_lock:
+            reader = self._readers.get((plan_id, stage.source))
+            if reader is None:
+                reader = self._readers[(plan_id, stage.source)] = ColumnarReader(source)
+            return reader
 
     def _guard(self, plan_id: int, plan: Plan, name: str, source: Source) -> None:
         """An inline source of an uploaded plan stays off private networks at every connection, not only when
@@ -385,10 +446,7 @@ class Engine:
             if self._connections_seen is not None:
                 self.plan.cache_clear()
                 self.capture.forget_plans()
-                with self._sources_lock:
-                    for source in self._sources.values():
-                        source.close()
-                    self._sources.clear()
+                self._close_sources()
             self._connections_seen = revision
 
     def _activation(
@@ -536,6 +594,7 @@ class Engine:
         failure: str | None = None
         kind = ErrorKind.TRANSIENT
         escaped: frozenset[int] = frozenset()
+        rows: TableRecords | None = None
         try:
             source = self.source(plan_id, stage.source)
             captured: list[Message] | None = None
@@ -551,11 +610,18 @@ class Engine:
                 captured=captured,
                 poll=poll,
             )
-            result = source.fetch(request)
-            result.notes[:0] = notes
-            result.records, escaped = _storable_records(result.records)
+            reader = self._columnar(plan, plan_id, stage, chunk, source)
+            table = self._read_columns(reader, request, plan_id) if reader is not None else None
+            if table is not None:  # PostgreSQL text holds no NUL and UTF-8 no lone surrogate: nothing to escape
+                rows, result = TableRecords(table), FetchResult([], scanned=table.num_rows)
+            else:
+                result = source.fetch(request)
+                result.notes[:0] = notes
+                result.records, escaped = _storable_records(result.records)
         except SourceError as exc:
             failure, kind = str(exc), exc.kind
+        except StoreError:  # the state database (asked how many rows to expect) is not the source's fault
+            raise
         except TrackcheckError as exc:  # a parameter or plan problem: the same at every poll
             failure, kind = str(exc), ErrorKind.PERMANENT
         except Exception as exc:  # a bug must not stall the runs: they end as errors saying so
@@ -574,7 +640,17 @@ class Engine:
         )
         for listener in self.query_listeners:
             listener(facts)
-        return Fetched(result if failure is None else None, failure, kind, seconds * 1000, escaped)
+        return Fetched(result if failure is None else None, failure, kind, seconds * 1000, escaped, rows)
+
+    def _read_columns(self, reader: ColumnarReader, request: FetchRequest, plan_id: int) -> pa.Table | None:
+        """The rows in columns, or None when a column has no Arrow type: the stage is then read by rows, now
+        and at its next polls."""
+        try:
+            return reader.read(request)
+        except NotColumnar as exc:
+            log.info("stage %s is read by rows: %s", request.stage.name, exc)
+            self._by_rows.add((plan_id, request.stage.name))
+            return None
 
     def _poll_chunk(
         self,
@@ -638,12 +714,18 @@ class Engine:
                 return min((d for d in delays if d is not None), default=None)
         now = utcnow()
         records = fetched.result
-        per_run = split(records.records, wheres) if records is not None else [[] for _ in chunk]
+        per_run: Sequence[list[Record] | TableRecords]
+        if records is None:
+            per_run = [[] for _ in chunk]
+        elif fetched.rows is not None:
+            per_run = split_table(fetched.rows, wheres)
+        else:
+            per_run = split(records.records, wheres)
         # a run whose stage was quiet, that again found nothing (and no note to add), before its deadline: its
         # comparison and decision would be the last ones again, so only the poll itself is recorded
         hushed = records is not None and _said_nothing_else(records)
         quiet: list[tuple[int, str]] = []
-        polled: list[tuple[Waiting, list[dict[str, Any]]]] = []
+        polled: list[tuple[Waiting, list[dict[str, Any]] | TableRecords]] = []
         for w, found in zip(chunk, per_run, strict=True):
             if hushed and w.quiet and not found and (w.deadline is None or now < w.deadline):
                 quiet.append((w.stage_id, w.run_id))
@@ -726,7 +808,7 @@ class Engine:
         plan: Plan,
         stage: StageSpec,
         w: Waiting,
-        found: list[dict[str, Any]],
+        found: list[dict[str, Any]] | TableRecords,
         reference: list[dict[str, Any]] | str | None,
         fetched: Fetched,
         records: FetchResult,
@@ -742,9 +824,13 @@ class Engine:
         try:
             comparison = evaluate_stage(stage, key, found, reference or [])
             if keeps_first_seen(stage):  # when each record was first found here, kept with the snapshot
-                texts = key_texts(found, key)
-                first_seen, arrived = merge_first_seen(w.first_seen, texts, now, plan.defaults.snapshot_limit)
-                comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
+                limit = plan.defaults.snapshot_limit
+                if isinstance(found, TableRecords):  # no time_field (``_columnar``): no lateness to measure
+                    first_seen, arrived = merge_first_seen(w.first_seen, streamed_key_texts(found, key), now, limit)
+                else:
+                    texts = key_texts(found, key)
+                    first_seen, arrived = merge_first_seen(w.first_seen, texts, now, limit)
+                    comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
         except Exception as exc:  # e.g. a schema file removed since the plan loaded
             log.exception("cannot compare stage %s of plan %s", stage.name, plan.name, extra={"run_id": w.run_id})
             error = f"cannot compare: {type(exc).__name__}: {exc}"
@@ -757,7 +843,7 @@ class Engine:
             comparison.reason = "; ".join(
                 filter(None, [comparison.reason, said + (f" (and {more} more)" if more > 0 else "")])
             )
-        escaped = sum(1 for record in found if id(record) in fetched.escaped)
+        escaped = sum(1 for record in found if id(record) in fetched.escaped) if fetched.escaped else 0
         if escaped:
             comparison.reason = (comparison.reason or "") + (
                 f" ({escaped} record(s) held a NUL character or a lone surrogate: shown escaped)"
@@ -1013,10 +1099,12 @@ class Fetched:
     milliseconds: float
     #: ``id()`` of the records whose text was escaped (they stay alive in ``result``)
     escaped: frozenset[int] = frozenset()
+    #: the rows, when they were read in columns (``result`` then holds no records)
+    rows: TableRecords | None = None
 
 
 def _snapshot(
-    plan: Plan, w: Waiting, found: list[dict[str, Any]], now: datetime, first_seen: dict[str, str] | None
+    plan: Plan, w: Waiting, found: list[dict[str, Any]] | TableRecords, now: datetime, first_seen: dict[str, str] | None
 ) -> SnapshotRow:
     """What a stage read, kept up to ``snapshot_limit`` records (later stages compare with it)."""
     limit = plan.defaults.snapshot_limit

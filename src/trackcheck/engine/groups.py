@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from trackcheck.compare.checks import fast_canonical as canonical  # canonical(), without its regexes for ids
+from trackcheck.compare.tables import TableRecords
 from trackcheck.sources.base import Record, filter_records
 
 
@@ -48,3 +49,33 @@ def split(records: list[Record], wheres: Sequence[Mapping[str, Any]]) -> list[li
     for record in records:
         by_values[tuple(canonical(record.get(f)) for f in fields)].append(record)
     return [by_values.get(tuple(canonical(w.get(f)) for f in fields), []) for w in wheres]
+
+
+def split_table(rows: TableRecords, wheres: Sequence[Mapping[str, Any]]) -> list[TableRecords]:
+    """``split`` for rows held in columns: each where field's distinct values are matched the way ``split``
+    matches them (``canonical``: ``"5"`` is 5, a field the rows lack is null), then each run's rows are taken
+    with one filter in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = rows.table
+    if not wheres:
+        return []
+    distinct: dict[str, tuple[Any, list[Any]]] = {}  # field -> (its column, its distinct values)
+    parts = []
+    for where in wheres:
+        if not where:
+            parts.append(rows)
+            continue
+        mask = None
+        for field, value in where.items():
+            if field not in distinct:
+                column = table.column(field) if field in table.column_names else pa.nulls(table.num_rows)
+                distinct[field] = (column, pc.unique(column).to_pylist())
+            column, values = distinct[field]
+            accepted = {canonical(v) for v in (value if isinstance(value, list) else [value])}
+            chosen = pa.array([v for v in values if canonical(v) in accepted], column.type)
+            matches = pc.fill_null(pc.is_in(column, value_set=chosen), False)
+            mask = matches if mask is None else pc.and_(mask, matches)
+        parts.append(TableRecords(table.filter(mask)))
+    return parts

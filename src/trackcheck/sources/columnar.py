@@ -9,10 +9,11 @@ value bound) into columns instead:
   sets up its own sessions; one connection per thread, kept until ``close``.
 - other engines through the source's own SQLAlchemy session: the driver's tuples, turned into Arrow column by
   column (no dict per row). A column whose values Arrow cannot type as one (SQLite holds any value in any
-  column) is refused with a ``SourceQueryError`` naming it: such a stage stays on the row path.
+  column) is refused with a ``NotColumnar`` error naming it: such a stage stays on the row path.
 
-A stage with ``select`` (JMESPath over each record) is refused too: it is a per-record transformation.
-Errors are the ``SourceError`` kinds ``SqlSource`` raises, masked by the source (no password in the text).
+A stage with ``select`` (JMESPath over each record) is refused too: it is a per-record transformation. These
+refusals are ``NotColumnar``: the engine then reads the stage as records. Other errors are the ``SourceError``
+kinds ``SqlSource`` raises, masked by the source (no password in the text).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import re
 import threading
 from contextlib import suppress
 from decimal import Decimal
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from sqlalchemy.engine import make_url
 
-from trackcheck.errors import SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
+from trackcheck.errors import NotColumnar, SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
 from trackcheck.sources import missing_driver
 from trackcheck.sources.sql import _PG_TIMEOUT, _UTC_ALIASES, SqlSource, _permanent, build_statement
 
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from trackcheck.plan.model import StageSpec
     from trackcheck.sources.base import FetchRequest
 
+#: whether the ``columnar`` extra (Arrow, polars, the ADBC PostgreSQL driver) is installed: without it every
+#: stage is read as records
+COLUMNAR_INSTALLED = all(find_spec(name) is not None for name in ("pyarrow", "polars", "adbc_driver_postgresql"))
 #: ``= ANY($n)``, the PostgreSQL filter build_statement writes, whose parameter ADBC would send typed as text
 _ANY = re.compile(r"= ANY\(\$(\d+)\)")
 
@@ -83,9 +88,7 @@ class ColumnarReader:
         query's). Raises the SourceError kinds of ``SqlSource``."""
         stage = request.stage
         if stage.select:
-            raise self.source.error(
-                SourceQueryError, "the columnar path reads stages without select", stage, permanent=True
-            )
+            raise self.source.error(NotColumnar, "the columnar path reads stages without select", stage, permanent=True)
         dialect = self.source.engine.dialect
         statement = build_statement(dialect, request, self.source)
         if dialect.name == "postgresql":
@@ -124,7 +127,7 @@ class ColumnarReader:
             if metadata.get(b"POSTGRESQL:type") != b"numeric":
                 kind = metadata.get(b"POSTGRESQL:type", b"?").decode()
                 message = f"column {field.name!r} ({kind}) has no Arrow type: read this stage row by row"
-                raise self.source.error(SourceQueryError, message, stage, permanent=True)
+                raise self.source.error(NotColumnar, message, stage, permanent=True)
             text = pa.chunked_array([chunk.storage for chunk in table.column(index).chunks], field.type.storage_type)
             typmod = int(metadata.get(b"POSTGRESQL:typmod", b"-1"))
             if typmod >= 4 and ((typmod - 4) >> 16) <= 38:
@@ -135,7 +138,7 @@ class ColumnarReader:
                     column = pa.chunked_array([pa.array([None if v is None else Decimal(v) for v in text.to_pylist()])])
                 except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                     message = f"column {field.name!r} holds numbers no Arrow decimal holds: read it row by row"
-                    raise self.source.error(SourceQueryError, message, stage, exc, permanent=True) from exc
+                    raise self.source.error(NotColumnar, message, stage, exc, permanent=True) from exc
             table = table.set_column(index, pa.field(field.name, column.type), column)
         return table
 
@@ -237,7 +240,7 @@ class ColumnarReader:
                 arrays.append(pa.array(values))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                 message = f"column {name!r} holds values Arrow cannot type as one column: read it row by row"
-                raise self.source.error(SourceQueryError, message, stage, exc, permanent=True) from exc
+                raise self.source.error(NotColumnar, message, stage, exc, permanent=True) from exc
         return pa.Table.from_arrays(arrays, names=names)
 
 

@@ -1,0 +1,172 @@
+"""Large sql stages read and compared in columns by the engine (issue 13): past ``COLUMNAR_ROWS`` rows a
+PostgreSQL stage is read through ADBC into Arrow and compared there, with the verdict, the evidence and the
+snapshot the row path gives; a table Arrow cannot type is read as records without failing the run."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+import trackcheck
+from trackcheck.engine import core
+from trackcheck.sources.columnar import ColumnarReader
+
+pytestmark = pytest.mark.integration
+
+ROWS = 25_000  # past COLUMNAR_ROWS (20,000)
+
+PLAN = """\
+name: columns
+key: event_id
+params:
+  test_id: {required: true}
+defaults: {interval: 1s, timeout: 30s, snapshot_limit: 30000}
+sources:
+  pg: {type: sql, url: "PG_URL"}
+stages:
+  - name: ods
+    source: pg
+    table: events
+    where: {test_id: "{test_id}"}
+    compare: {with: expect, fields: [test_id]}
+  - name: dwd
+    source: pg
+    table: dwd_events
+    where: {test_id: "{test_id}"}
+    compare: {with: ods}
+  - name: bi
+    source: pg
+    table: bi_events
+    where: {test_id: "{test_id}"}
+    compare: {with: dwd, fields: [amount, ts, seen, day]}
+"""
+
+COLUMNS = (
+    "event_id text PRIMARY KEY, test_id text, n integer, amount numeric(12,2), ts timestamptz, seen boolean, day date"
+)
+ROW = (
+    "SELECT :test_id || '-' || i, :test_id, i, (i % 1000) / 100.0, "
+    "timestamptz '2026-12-04 10:00:00+00' + i * interval '1 millisecond', i % 3 = 0, date '2026-12-04' - i % 400 "
+    "FROM generate_series(0, :n - 1) AS i"
+)
+
+
+@pytest.fixture
+def plan(tmp_path: Path, postgres_url: str) -> Path:
+    engine = create_engine(postgres_url)
+    with engine.begin() as c:
+        for table in ("events", "dwd_events", "bi_events"):
+            c.execute(text(f"CREATE TABLE {table} ({COLUMNS})"))
+            c.execute(text(f"INSERT INTO {table} {ROW}"), {"test_id": "other", "n": 7})  # another run's rows
+    engine.dispose()
+    path = tmp_path / "plan.yaml"
+    path.write_text(PLAN.replace("PG_URL", postgres_url))
+    return path
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The stages read in columns, in order."""
+    stages: list[str] = []
+    read = ColumnarReader.read
+
+    def counted(self: ColumnarReader, request: Any) -> Any:
+        stages.append(request.stage.name)
+        return read(self, request)
+
+    monkeypatch.setattr(ColumnarReader, "read", counted)
+    return stages
+
+
+def _load(url: str, test_id: str, *statements: str) -> list[dict[str, Any]]:
+    """The run's rows in the three tables, then ``statements`` applied; returns the expected records."""
+    engine = create_engine(url)
+    with engine.begin() as c:
+        for table in ("events", "dwd_events", "bi_events"):
+            c.execute(text(f"INSERT INTO {table} {ROW}"), {"test_id": test_id, "n": ROWS})
+        for statement in statements:
+            c.execute(text(statement))
+    engine.dispose()
+    return [{"event_id": f"{test_id}-{i}", "test_id": test_id} for i in range(ROWS)]
+
+
+def _shown(result: Any) -> list[dict[str, Any]]:
+    """What a user reads of each stage, but when it ran."""
+    return [
+        {k: v for k, v in stage.items() if k not in ("started_at", "finished_at", "attempts")}
+        for stage in result.to_dict()["stages"]
+    ]
+
+
+def test_large_stages_read_in_columns_pass_and_compare_with_their_snapshots(
+    plan: Path, postgres_url: str, reads: list[str]
+) -> None:
+    expect = _load(postgres_url, "t1")
+
+    result = trackcheck.verify(plan, {"test_id": "t1"}, expect=expect, min_interval="1s")
+
+    assert result.status == "passed", _shown(result)[1]["reason"]
+    assert [(s.expected, s.found) for s in result.stages] == [(ROWS, ROWS)] * 3
+    # every stage was read in columns: ods for its 25,000 expected records, dwd and bi for their reference's
+    # snapshot, which the stage before them kept from its rows in columns
+    assert reads == ["ods", "dwd", "bi"]
+
+
+def test_a_failing_large_stage_says_what_the_row_path_says(
+    plan: Path, postgres_url: str, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expect = _load(
+        postgres_url,
+        "t2",
+        "UPDATE dwd_events SET amount = amount + 1 WHERE event_id IN ('t2-17', 't2-23000')",
+        "UPDATE dwd_events SET ts = ts + interval '1 microsecond' WHERE event_id = 't2-5'",
+        "UPDATE dwd_events SET seen = NULL, day = NULL WHERE event_id = 't2-9'",
+        "DELETE FROM dwd_events WHERE event_id IN ('t2-3', 't2-24999')",
+        "INSERT INTO dwd_events VALUES ('t2-x1', 't2', -1, 0, now(), true, NULL)",
+    )
+
+    in_columns = trackcheck.verify(plan, {"test_id": "t2"}, expect=expect, min_interval="1s")
+    assert reads == ["ods", "dwd"]
+    monkeypatch.setattr(core, "COLUMNAR_ROWS", 10 * ROWS)  # the same run again, read as records
+    by_rows = trackcheck.verify(plan, {"test_id": "t2"}, expect=expect, min_interval="1s")
+    assert reads == ["ods", "dwd"]
+
+    assert in_columns.status == "failed"
+    dwd = _shown(in_columns)[1]
+    assert dwd["status"] == "failed"
+    assert sorted(m["field"] for m in dwd["mismatches"]) == ["amount", "amount", "day", "seen", "ts"]
+    assert (dwd["missing"], dwd["unexpected"]) == (["t2-3", "t2-24999"], ["t2-x1"])
+    assert _shown(in_columns) == _shown(by_rows)
+
+
+def test_a_table_arrow_cannot_type_is_read_as_records(plan: Path, postgres_url: str, reads: list[str]) -> None:
+    engine = create_engine(postgres_url)
+    with engine.begin() as c:
+        c.execute(text("ALTER TABLE dwd_events ADD COLUMN extra jsonb"))
+    engine.dispose()
+    expect = _load(postgres_url, "t3", "UPDATE dwd_events SET extra = '{\"a\": 1}'")
+    late = "INSERT INTO dwd_events SELECT * FROM tc_late"
+    _sql(postgres_url, "CREATE TABLE tc_late AS SELECT * FROM dwd_events WHERE event_id = 't3-42'")
+    _sql(postgres_url, "DELETE FROM dwd_events WHERE event_id = 't3-42'")
+    timer = threading.Timer(2.5, _sql, (postgres_url, late))
+    timer.start()
+    plan.write_text(plan.read_text().replace("compare: {with: ods}", "compare: {with: ods, fields: [amount, ts]}"))
+
+    result = trackcheck.verify(plan, {"test_id": "t3"}, expect=expect, min_interval="1s")
+
+    timer.join()
+    assert result.status == "passed", _shown(result)[1]["reason"]
+    assert result.stages[1].attempts >= 2  # it waited for the late row, read as records at every poll
+    # dwd was tried in columns once only, refused (jsonb has no Arrow type); bi was read in columns
+    assert reads == ["ods", "dwd", "bi"]
+
+
+def _sql(url: str, statement: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text(statement))
+    engine.dispose()

@@ -1,0 +1,73 @@
+"""Rows read in columns, seen as records by the engine: split per run as ``split`` splits records, kept in
+snapshots a slice at a time, and their keys streamed into the first-seen map only until it is full."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+
+from trackcheck.compare.latency import key_texts, merge_first_seen, streamed_key_texts  # noqa: E402
+from trackcheck.compare.tables import TableRecords  # noqa: E402
+from trackcheck.engine.groups import split, split_table  # noqa: E402
+
+ROWS = [
+    {"id": "e1", "test_id": "a", "n": 5, "tag": None},
+    {"id": "e2", "test_id": "b", "n": 6, "tag": "x"},
+    {"id": "e3", "test_id": "a", "n": 7, "tag": "y"},
+    {"id": "e4", "test_id": "c", "n": 5, "tag": None},
+]
+
+
+@pytest.mark.parametrize(
+    "wheres",
+    [
+        [{"test_id": "a"}, {"test_id": "b"}, {"test_id": "z"}],
+        [{"test_id": ["a", "c"]}, {"test_id": "b"}],
+        [{"n": "5"}, {"n": 6}],  # "5" is 5, as split reads it
+        [{"test_id": "a", "n": 7}, {"test_id": "a", "n": 5}],
+        [{"tag": None}, {"tag": "x"}],
+        [{"missing": None}, {"missing": "a"}],  # a field the rows lack is null
+        [{}, {}],
+    ],
+)
+def test_rows_in_columns_are_split_per_run_as_records_are(wheres: list[dict[str, Any]]) -> None:
+    table = pa.Table.from_pylist(ROWS)
+
+    parts = split_table(TableRecords(table), wheres)
+
+    assert [list(part) for part in parts] == split(ROWS, wheres)
+
+
+def test_records_are_made_only_for_the_rows_read() -> None:
+    rows = TableRecords(pa.Table.from_pylist(ROWS))
+
+    assert len(rows) == 4
+    assert rows[1] == ROWS[1] and rows[-1] == ROWS[3]
+    assert rows[:2] == ROWS[:2] and rows[3:10] == ROWS[3:] and rows[::2] == ROWS[::2]
+    assert list(rows) == ROWS
+    with pytest.raises(IndexError):
+        rows[4]
+
+
+def test_streamed_keys_fill_the_first_seen_map_as_the_records_keys_do() -> None:
+    table = pa.Table.from_pylist([{"id": i, "v": "x"} for i in range(10_000)])
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    previous = {key_texts([{"id": 9_999}], ["id"])[0]: "2026-12-03T00:00:00+00:00"}
+
+    for limit in (1, 100, 20_000):
+        streamed = merge_first_seen(previous, streamed_key_texts(TableRecords(table), ["id"]), now, limit)
+        listed = merge_first_seen(previous, key_texts(table.to_pylist(), ["id"]), now, limit)
+        assert streamed == listed
+
+
+def test_a_full_first_seen_map_reads_no_more_keys() -> None:
+    keys = iter(["a", "b", "c"])
+
+    merged, gained = merge_first_seen({"x": "t"}, keys, datetime(2026, 12, 4, tzinfo=UTC), 2)
+
+    assert (merged, gained) == ({"x": "t", "a": "2026-12-04T00:00:00+00:00"}, True)
+    assert next(keys) == "c"  # "b" was read to find the map full; "c" never was
