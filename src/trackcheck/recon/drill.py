@@ -42,7 +42,6 @@ from trackcheck.recon.columns import Column, Form, common_form
 from trackcheck.recon.dialects import Dialect, dialect_for
 from trackcheck.recon.result import Reconciliation, Side
 from trackcheck.sources.sql import SqlSource, bound_filters, dataset_sql, normalize_url
-from trackcheck.sources.sqlguard import check_query
 
 #: rows a finest segment holds on average: its rows' hashes are what a difference in it costs to read
 LEAF_ROWS = 64
@@ -181,6 +180,8 @@ class _Reconciler:
         if dataset is None:
             raise PlanError(f"the {which} side needs a table or a query")
         if table.where is not None:
+            from trackcheck.sources.sqlguard import check_query  # sqlglot: ~8 MB, for a --where only
+
             refusal = check_query(f"SELECT * FROM {dataset} WHERE {table.where}", backend)
             if refusal is not None:
                 raise PlanError(f"{which} --where: {refusal}", table=table.name)

@@ -51,7 +51,6 @@ from trackcheck.plan.model import IDENTIFIER, Duration, ReadSpec
 from trackcheck.plan.templates import param_names
 from trackcheck.sources import missing_driver
 from trackcheck.sources.base import FetchRequest, FetchResult, Source, SourceOptions, apply_select
-from trackcheck.sources.sqlguard import check_query, query_body
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import IdentifierPreparer
@@ -166,6 +165,8 @@ class SqlSource(Source):
                     "catalog.schema.table (letters, digits and _)"
                 )
         if read.query is not None:
+            from trackcheck.sources.sqlguard import check_query  # sqlglot: ~8 MB, only for plans with a query
+
             refusal = check_query(read.query, normalize_url(self.options.url).get_backend_name())
             if refusal is not None:
                 return f"query: {refusal}"
@@ -385,6 +386,8 @@ def dataset_sql(preparer: IdentifierPreparer, table: str | None, query: str | No
     if table:
         return ".".join(preparer.quote(part) for part in table.split("."))
     if query:
+        from trackcheck.sources.sqlguard import query_body  # loaded with sqlglot: only when there is a query
+
         # newlines: a query ending in a -- comment must not swallow the closing parenthesis
         return "(\n" + query_body(query).strip().replace(":", "\\:") + "\n)"
     return None
