@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from trackcheck.errors import NotColumnar, SourceConnectError, SourceError, SourceQueryError, SourceTimeoutError
 from trackcheck.sources import missing_driver
-from trackcheck.sources.sql import _PG_TIMEOUT, _UTC_ALIASES, SqlSource, _permanent, build_statement
+from trackcheck.sources.sql import PG_TIMEOUT, SqlSource, build_statement, permanent_error, postgres_session
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -175,7 +175,7 @@ class ColumnarReader:
         try:
             connection = adbc.connect(uri.render_as_string(hide_password=False), autocommit=True)
         except Exception as exc:
-            permanent = _permanent(exc)
+            permanent = permanent_error(exc)
             raise self.source.error(
                 SourceConnectError, f"cannot connect to {target}", stage, exc, permanent=permanent
             ) from exc
@@ -194,16 +194,14 @@ class ColumnarReader:
         of it: ``SqlSource._session_setup`` for ADBC."""
         timeout = self.source.options.query_timeout.total_seconds()
         with connection.cursor() as cursor:
-            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-            cursor.execute(f"SET statement_timeout = {round(timeout * 1000)}")
             cursor.execute("SELECT current_setting('TimeZone')")
             zone = cursor.fetchone()
-            if zone and zone[0] in _UTC_ALIASES:
-                cursor.execute("SET TIME ZONE 'UTC'")
+            for statement in postgres_session(timeout, zone[0] if zone else None):
+                cursor.execute(statement)
 
     def _query_error(self, exc: Exception, stage: StageSpec) -> SourceError:
         code = getattr(exc, "sqlstate", None)
-        if code == _PG_TIMEOUT:
+        if code == PG_TIMEOUT:
             timeout = self.source.options.query_timeout.total_seconds()
             return self.source.error(SourceTimeoutError, f"the query ran longer than {timeout:g}s", stage, exc)
         if code is None or str(code).startswith("08"):  # no answer from the server: the connection is gone
@@ -212,7 +210,7 @@ class ColumnarReader:
         if code == "22P02":
             message = "a where value does not fit the column's type"
             return self.source.error(SourceQueryError, message, stage, exc, permanent=True)
-        return self.source.error(SourceQueryError, "the query failed", stage, exc, permanent=_permanent(exc))
+        return self.source.error(SourceQueryError, "the query failed", stage, exc, permanent=permanent_error(exc))
 
     def _forget(self) -> None:
         """Drop this thread's connection: the next read opens a new one."""

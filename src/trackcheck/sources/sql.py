@@ -67,7 +67,7 @@ _EXTRAS = {
     "clickhouse": ("clickhouse", "clickhouse_sqlalchemy"),
 }
 #: PostgreSQL query_canceled (statement_timeout); MariaDB max_statement_time; MySQL max_execution_time
-_PG_TIMEOUT, _MYSQL_TIMEOUTS = "57014", {1969, 3024}
+PG_TIMEOUT, _MYSQL_TIMEOUTS = "57014", {1969, 3024}
 #: the longest name of a computed column: PostgreSQL cuts names at 63 bytes, MySQL refuses columns beyond 64
 _MAX_COLUMN = 63
 #: IANA names of UTC itself (tzdata links them all to Etc/UTC); Debian's PostgreSQL defaults to Etc/UTC
@@ -249,10 +249,8 @@ class SqlSource(Source):
         cursor = dbapi_connection.cursor()
         try:
             if backend == "postgresql":
-                cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-                cursor.execute(f"SET statement_timeout = {round(timeout * 1000)}")
-                if _session_time_zone(dbapi_connection) in _UTC_ALIASES:
-                    cursor.execute("SET TIME ZONE 'UTC'")
+                for statement in postgres_session(timeout, _session_time_zone(dbapi_connection)):
+                    cursor.execute(statement)
                 dbapi_connection.commit()
             elif backend in ("mysql", "mariadb"):
                 cursor.execute("SET SESSION TRANSACTION READ ONLY")
@@ -285,7 +283,7 @@ class SqlSource(Source):
         except SQLAlchemyError as exc:
             orig = _driver_error(exc)
             target = engine.url.render_as_string(hide_password=True)
-            permanent = _permanent(orig)
+            permanent = permanent_error(orig)
             raise self.error(
                 SourceConnectError, f"cannot connect to {target}", stage, orig, permanent=permanent
             ) from orig
@@ -309,14 +307,14 @@ class SqlSource(Source):
         code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
         number = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
         timeout = self.options.query_timeout.total_seconds()
-        if code == _PG_TIMEOUT or number in _MYSQL_TIMEOUTS or str(orig) == "interrupted":
+        if code == PG_TIMEOUT or number in _MYSQL_TIMEOUTS or str(orig) == "interrupted":
             return self.error(SourceTimeoutError, f"the query ran longer than {timeout:g}s", stage, orig)
         if exc.connection_invalidated:
             return self.error(SourceConnectError, "lost the connection during the query", stage, orig)
         if code == "22P02":
             message = "a where value does not fit the column's type"
             return self.error(SourceQueryError, message, stage, orig, permanent=True)
-        return self.error(SourceQueryError, "the query failed", stage, orig, permanent=_permanent(orig))
+        return self.error(SourceQueryError, "the query failed", stage, orig, permanent=permanent_error(orig))
 
     def hosts(self) -> list[str]:
         """The database servers the URL connects to: its host, and each ``host``/``hostaddr`` of the query
@@ -472,6 +470,19 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+def postgres_session(timeout: float, zone: str | None) -> list[str]:
+    """The statements that set up a PostgreSQL session for reading (``SqlSource._session_setup`` says why):
+    read-only, bounded by ``timeout`` seconds, ``UTC`` where its ``zone`` is another name of UTC. Also what
+    the columnar reader runs on its ADBC sessions, so both read alike."""
+    statements = [
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        f"SET statement_timeout = {round(timeout * 1000)}",
+    ]
+    if zone in _UTC_ALIASES:
+        statements.append("SET TIME ZONE 'UTC'")
+    return statements
+
+
 def _session_time_zone(dbapi_connection: Any) -> str | None:
     """The session's ``TimeZone`` as the server reported it (psycopg 3 and psycopg2 both have ``info``)."""
     info = getattr(dbapi_connection, "info", None)
@@ -491,7 +502,7 @@ _PG_FATAL_PERMANENT = ("database ", "role ", "password authentication failed", "
 _SQLITE_PERMANENT = ("no such table", "no such column", "no such function", "syntax error", "ambiguous column")
 
 
-def _permanent(orig: BaseException) -> bool:
+def permanent_error(orig: BaseException) -> bool:
     """Whether the driver error ``orig`` says the same read will fail again (see ``ErrorKind``)."""
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if isinstance(code, str):
