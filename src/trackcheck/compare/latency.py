@@ -49,7 +49,8 @@ def key_texts(found: list[Record], key: list[str]) -> list[str]:
 def streamed_key_texts(found: TableRecords, key: list[str]) -> Iterator[str]:
     """``key_texts`` of rows held in columns, made a batch at a time as they are read: ``merge_first_seen``
     stops reading once its map is full, so a million rows cost about ``snapshot_limit`` of them."""
-    for batch in found.table.to_batches(max_chunksize=_KEY_BATCH):
+    table = found.table
+    for batch in table.select([f for f in key if f in table.column_names]).to_batches(max_chunksize=_KEY_BATCH):
         yield from key_texts(batch.to_pylist(), key)
 
 

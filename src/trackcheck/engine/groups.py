@@ -77,5 +77,6 @@ def split_table(rows: TableRecords, wheres: Sequence[Mapping[str, Any]]) -> list
             chosen = pa.array([v for v in values if canonical(v) in accepted], column.type)
             matches = pc.fill_null(pc.is_in(column, value_set=chosen), False)
             mask = matches if mask is None else pc.and_(mask, matches)
-        parts.append(TableRecords(table.filter(mask)))
+        # every row (one run, or runs sharing their values): the same rows, not a copy of them
+        parts.append(rows if pc.all(mask).as_py() else TableRecords(table.filter(mask)))
     return parts

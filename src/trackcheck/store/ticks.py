@@ -37,8 +37,8 @@ class Waiting:
     """A run waiting at a stage: the columns of ``tc_run_stages`` and ``tc_runs`` that a poll uses.
 
     The run's ``params``, ``expect`` and ``overrides`` are kept as the JSON text stored and parsed when read
-    (properties): a quiet poll (``QuietPolls``) reads none of them, and in a large group that is most runs,
-    where parsing them was about a third of the time a tick spent reading its chunks (benchmark B7)."""
+    (properties; ``expect`` once): a quiet poll (``QuietPolls``) reads none of them, and in a large group that
+    is most runs, where parsing them was about a third of the time a tick spent reading its chunks (B7)."""
 
     stage_id: int
     run_id: str
@@ -59,6 +59,8 @@ class Waiting:
     first_seen: dict[str, str] | None = None
     #: the last poll found nothing and said nothing else (``StageUpdate.quiet``)
     quiet: bool = False
+    #: ``expect`` once read
+    parsed_expect: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Self:
@@ -90,8 +92,11 @@ class Waiting:
 
     @property
     def expect(self) -> list[dict[str, Any]]:
-        """The run's expected events (parsed at each use)."""
-        return _parsed(self.expect_json) or []
+        """The run's expected events (parsed at their first use: a poll may read them twice, to know how many
+        rows to expect and to compare, and a million of them take seconds to parse)."""
+        if self.parsed_expect is None:
+            self.parsed_expect = _parsed(self.expect_json) or []
+        return self.parsed_expect
 
     @property
     def overrides(self) -> dict[str, Any]:
