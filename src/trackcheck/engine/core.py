@@ -103,9 +103,9 @@ NOTES_SHOWN = 3
 #: runs ended per write when their plan version no longer loads (there is no batch_size to go by)
 UNLOADABLE_CHUNK = 1000
 #: a sql stage expected to read at least this many rows in one query is read and compared in columns. Measured
-#: on one poll of one run against as many expected events: at 100,000 rows both paths take the same time and
+#: on one poll of one run against as many expected events: at 100,000 rows both paths take about as long, and
 #: the first read in columns loads Arrow, polars and ADBC (~130 MB, once per process) where the records cost
-#: ~85 MB; at 1,000,000 the row path took 15.7 s and 740 MB more, the columns 9.6 s and 520 MB
+#: ~85 MB; at 1,000,000 the poll took 5.9 s in columns and 11.0 s as records
 COLUMNAR_ROWS = 100_000
 
 
@@ -298,7 +298,7 @@ class Engine:
     ) -> ColumnarReader | None:
         """The reader in columns for this read, or None to read rows as records (the default).
 
-        Columns pay off past ``COLUMNAR_ROWS`` rows (benchmark B2), so a chunk is read in columns when its runs
+        Columns pay off past ``COLUMNAR_ROWS`` rows, so a chunk is read in columns when its runs
         found that many at their last poll, or their reference holds that many (a first poll). Only what the
         columnar comparison gives the same verdict and evidence for (``compare.in_columns``, no ``time_field``),
         on PostgreSQL through ADBC with the ``columnar`` extra installed, from a source an operator configured
