@@ -50,8 +50,9 @@ _ARROW_SAFE = (str, int, float, bool)
 _DOUBLE_DIGITS = 15
 #: the largest power of ten float64 holds exactly: a decimal's scale up to it divides exactly
 _EXACT_POWER = 22
-#: timestamp units whose whole range (years 1 to 9999) Arrow parses ISO text into without overflow
-_PARSED_UNITS = frozenset({"s", "ms", "us"})
+#: timestamp units whose whole range (years 1 to 9999) Arrow parses ISO text into without overflow, with the
+#: most digits of a second's fraction Arrow reads into each (it refuses a finer text, even ``.000000``)
+_FRACTION_DIGITS = {"s": 0, "ms": 3, "us": 6}
 
 
 class ColumnarRecordsCheck(RecordsCheck):
@@ -275,7 +276,7 @@ def _uncertain(wanted: pa.Array | pa.ChunkedArray, column: pa.Array | pa.Chunked
             # both as plain decimal text (Arrow writes a float's shortest round-trip digits, as repr does):
             # equal text is the same number, as ``norm`` reads each; text in exponent form is left to Python
             reference, found = _plain(wanted.cast(pa.string())), _plain(column.cast(pa.string()))
-    elif _is_text(want) and pa.types.is_timestamp(got) and got.tz is not None and got.unit in _PARSED_UNITS:
+    elif _is_text(want) and pa.types.is_timestamp(got) and got.tz is not None and got.unit in _FRACTION_DIGITS:
         reference = _instants(_single(wanted), got)
         if reference is None:
             return None
@@ -338,7 +339,7 @@ def _instants(texts: pa.Array, kind: pa.TimestampType) -> pa.Array | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    shaped = _iso_shaped(texts)
+    shaped = _iso_shaped(texts, _FRACTION_DIGITS[kind.unit])
     if texts.null_count:
         shaped &= texts.is_valid().to_numpy(zero_copy_only=False)
     # the bitmap covers the buffers from their start: a sliced array's first slot is bit ``texts.offset``
@@ -355,8 +356,8 @@ def _instants(texts: pa.Array, kind: pa.TimestampType) -> pa.Array | None:
         return None
 
 
-def _iso_shaped(texts: pa.Array) -> numpy.ndarray:
-    """Which texts have the bytes of ``YYYY-MM-DD[T ]hh:mm:ss`` + an optional fraction of 1 to 6 digits +
+def _iso_shaped(texts: pa.Array, digits: int) -> numpy.ndarray:
+    """Which texts have the bytes of ``YYYY-MM-DD[T ]hh:mm:ss`` + an optional fraction of 1 to ``digits`` +
     ``Z`` or ``±hh:mm``, with a year from 1000, tested on their separators and lengths (ten vectorized
     byte lookups, where a regular expression per text cost more than the rest of the field). Arrow parses
     only ASCII digits where digits go and rejects out-of-range fields as Python does; in this shape both
@@ -378,7 +379,7 @@ def _iso_shaped(texts: pa.Array) -> numpy.ndarray:
 
     zulu = byte(end - 1) == ord("Z")
     fraction = end - start - numpy.where(zulu, 1, 6) - 19  # the point and its digits, between seconds and zone
-    shaped = (fraction == 0) | ((fraction >= 2) & (fraction <= 7))
+    shaped = (fraction == 0) | ((fraction >= 2) & (fraction <= digits + 1))
     shaped &= byte(start) != ord("0")
     for position, separator in ((4, "-"), (7, "-"), (13, ":"), (16, ":")):
         shaped &= byte(start + position) == ord(separator)
