@@ -348,3 +348,16 @@ def test_iso_texts_arrow_reads_but_as_instant_does_not_are_mismatches(
     result = both({}, found, [{"id": f"e{i}", "ts": text} for i, text in enumerate(texts)])
     assert [m["key"] for m in result["mismatches"]] == ["e0", "e1"]
     assert parsed[0].null_count == 2
+
+
+def test_reference_keys_read_as_text_only_when_each_starts_with_a_letter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference keys that are all text starting with a letter are taken as they are (in columns); a key
+    ``canonical`` reads as a number, or a record without the key, leaves them to ``keys_of`` and the row path."""
+    found = pa.table({"id": ["e1", "é2", "x3"], "v": [1, 2, 3]})
+    texts = spy(monkeypatch, "_letter_first_texts")
+    result = both({}, found, [{"id": "é2", "v": 2}, {"id": "e1", "v": 0}, {"id": "z9", "v": 9}])
+    assert result["missing"] == ["z9"] and result["unexpected"] == ["x3"] and texts[-1] is not None
+    both({}, found, [{"id": "é2", "v": 2}, {"id": "e1", "v": 1}, {"id": "5", "v": 5}])
+    assert texts[-1] is None
+    both({}, found, [{"id": "é2", "v": 2}, {"v": 1}])
+    assert texts[-1] is None
