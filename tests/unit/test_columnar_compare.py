@@ -361,3 +361,14 @@ def test_reference_keys_read_as_text_only_when_each_starts_with_a_letter(monkeyp
     assert texts[-1] is None
     both({}, found, [{"id": "é2", "v": 2}, {"v": 1}])
     assert texts[-1] is None
+
+
+def test_reference_records_with_as_many_but_other_fields(columns_only: None) -> None:
+    """Records with as many fields as the first paired one, but one of another name: the fields compared are
+    then those of all the paired records, as the row path chooses them; the same fields in another order
+    count as the same fields."""
+    found = pa.table({"id": ["e1", "e2", "e3"], "a": [1, 2, 3], "b": ["x", "y", "z"]})
+    other = [{"id": "e1", "a": 1, "b": "x"}, {"id": "e2", "a": 2, "c": "y"}, {"b": "z", "id": "e3", "a": 3}]
+    assert both({}, found, other)["mismatches"] == [{"key": "e2", "field": "c", "expected": "y", "actual": None}]
+    both({}, found, other[:1] + other[2:] + [{"id": "e4", "a": 4, "c": "q"}])
+    both({"fields": ["a", "b"]}, found, other)

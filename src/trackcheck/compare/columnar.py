@@ -152,15 +152,16 @@ class ColumnarRecordsCheck(RecordsCheck):
             return []
         fields = self.spec.fields
         own_fields_only = fields is None
+        extracted: dict[str, list[Any]] = {}  # reference fields read while choosing them, for _reference_column
         if fields is None:
-            fields = [f for f in self._reference_fields(reference, references) if f not in self.key]
+            fields = [f for f in self._reference_fields(reference, references, extracted) if f not in self.key]
         tolerance = self.spec.tolerance
         # the found rows paired, in order: the found columns as they are when every row is, else filtered
         paired = None if len(rows) == found.num_rows else pa.array(~_unclaimed(rows, found.num_rows))
         key_column = found.column(self.key[0])
         entries: list[MismatchEntry] = []
         for position, field in enumerate(fields):
-            wanted = _reference_column(reference, field, references)
+            wanted = _reference_column(reference, field, references, extracted.pop(field, None))
             column = None
             if field in found.column_names:
                 column = found.column(field) if paired is None else found.column(field).filter(paired)
@@ -179,17 +180,29 @@ class ColumnarRecordsCheck(RecordsCheck):
                 entries.append(mismatch_entry(pair, position, key, field, want, value))
         return in_order(entries, absent)
 
-    @staticmethod
-    def _reference_fields(reference: list[Record] | pa.Table, references: numpy.ndarray) -> list[str]:
+    def _reference_fields(
+        self, reference: list[Record] | pa.Table, references: numpy.ndarray, extracted: dict[str, list[Any]]
+    ) -> list[str]:
         """The fields ``RecordsCheck`` compares when the spec names none: those of the paired reference
-        records (the first one's when they all have the same, else all of them in order of appearance)."""
+        records (the first one's when they all have the same, else all of them in order of appearance).
+
+        Whether every record has the first one's fields is told by their counts of fields and by reading
+        each of these fields from every record (into ``extracted``, which the comparison needs anyway; the
+        key is in every record, or the row path would have it): a comparison of key sets per record took
+        longer than the rest of a field's work."""
         import pyarrow as pa
 
         if isinstance(reference, pa.Table):
             return list(reference.column_names)
         shape = reference[int(references[0])].keys()
-        if all(map(shape.__eq__, map(dict.keys, reference))):
-            return list(shape)
+        if len(set(map(len, reference))) == 1:
+            try:
+                for name in shape:
+                    if name not in self.key:
+                        extracted[name] = list(map(itemgetter(name), reference))
+                return list(shape)
+            except KeyError:  # one record has another field instead
+                extracted.clear()
         paired = [reference[p] for p in references.tolist()]
         if all(map(shape.__eq__, map(dict.keys, paired))):
             return list(shape)
@@ -252,17 +265,18 @@ def _at(values: pa.ChunkedArray | pa.Array, positions: numpy.ndarray) -> pa.Chun
 
 
 def _reference_column(
-    reference: list[Record] | pa.Table, field: str, references: numpy.ndarray
+    reference: list[Record] | pa.Table, field: str, references: numpy.ndarray, extracted: list[Any] | None
 ) -> pa.Array | pa.ChunkedArray | list[Any]:
-    """A field of the paired reference records: an Arrow column when its values read back from Arrow as
-    they are, else the Python values (``ABSENT`` where a record lacks the field)."""
+    """A field of the paired reference records (``extracted``: its values in every record, if read already):
+    an Arrow column when its values read back from Arrow as they are, else the Python values (``ABSENT``
+    where a record lacks the field)."""
     import pyarrow as pa
 
     if isinstance(reference, pa.Table):
         if field not in reference.column_names:
             return [ABSENT] * len(references)
         return _at(reference.column(field), references)
-    values = field_values(reference, field)
+    values = field_values(reference, field) if extracted is None else extracted
     try:
         column = pa.array(values)  # Arrow infers one type from them all, or raises (ABSENT among them)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
