@@ -211,13 +211,16 @@ def test_a_reference_in_the_found_order_is_read_in_place(columns_only: None) -> 
     """The B2 shape: every found row paired, in order, with the first reference rows; then the reverse
     order, where the reference side is taken row by row; and some found rows unpaired."""
     ids = [f"e{i}" for i in range(10)]
-    found = pa.table({"id": ids, "v": list(range(10))})
-    in_order = [{"id": k, "v": i if i != 4 else 40} for i, k in enumerate(ids)] + [{"id": "e99", "v": 0}]
+    found = pa.table({"id": ids, "v": list(range(10)), "name": [f"n{i}" for i in range(10)]})
+    in_order = [{"id": k, "v": i if i != 4 else 40, "name": f"n{i}"} for i, k in enumerate(ids)]
+    in_order.append({"id": "e99", "v": 0, "name": "n"})
     for reference in (in_order, in_order[::-1], in_order[2:]):
         result = both({}, found, reference)
         assert [m["key"] for m in result["mismatches"]] == ["e4"]
         both({}, found, pa.Table.from_pylist(reference))
     both({}, found.slice(3), pa.Table.from_pylist(in_order))
+    in_order[5]["name"] = "other"
+    both({}, found, pa.Table.from_pylist(in_order).slice(1))  # the reference's columns at an offset
 
 
 def test_decimals_and_floats_equal_only_as_the_same_number(columns_only: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,6 +337,7 @@ def test_iso_texts_against_instants_as_as_instant_reads_them(
     both({"tolerance": {"ts": "1s"}} if rng.random() < 0.3 else {}, found, reference)
     table = pa.Table.from_pylist(reference, schema=pa.schema([("id", pa.string()), ("ts", pa.large_string())]))
     both({}, found.slice(1), table)
+    both({}, found, table.slice(1))  # texts at an offset in their buffers
     assert parsed and all((result is None) == unreadable for result in parsed)
 
 

@@ -2,12 +2,12 @@
 
 The row path turns every found row into a dict, then compares dicts. Here the found rows stay an Arrow table
 (``sources.columnar``), and the reference is turned into Arrow columns where its values allow it (or given as
-an Arrow table: a snapshot read in columns). Keys are paired with one hash join in polars; each compared field
-is tested in Arrow for the pairs that are *certainly* equal as ``RecordsCheck`` judges them (the same text;
-the same number, as doubles that can only be equal for the same number, or else written as plain decimal
-text; the same instant, from ISO text ``values.as_instant`` reads too); only the pairs left go through
-``RecordsCheck``'s own value rules, value by value. So the evidence is ``RecordsCheck``'s, in its order and
-words, by construction.
+an Arrow table: a snapshot read in columns). Keys are paired in polars (merged when both sides are in
+increasing order, else one hash join); each compared field is tested in Arrow for the pairs that are
+*certainly* equal as ``RecordsCheck`` judges them (the same text; the same number, as doubles that can only
+be equal for the same number, or else written as plain decimal text; the same instant, from ISO text
+``values.as_instant`` reads too); only the pairs left go through ``RecordsCheck``'s own value rules, value
+by value. So the evidence is ``RecordsCheck``'s, in its order and words, by construction.
 
 ``RecordsCheck`` itself evaluates (on the rows as dicts) what this path does not cover: a composite key, a
 key column that is neither integers nor text starting with a letter, null keys, a key found more than once
@@ -373,29 +373,36 @@ def _rounded(decimals: pa.Array, scale: int) -> pa.Array | None:
 
 def _instants(texts: pa.Array, kind: pa.TimestampType) -> pa.Array | None:
     """ISO texts as instants of ``kind`` where both Arrow and ``as_instant`` read them, and read them the
-    same: null where the text is not in the shape ``_iso_shaped`` tests (the texts themselves, under a
-    validity bitmap of that shape: no copy of the text, and Arrow's cast parses valid slots only). None when
-    Arrow rejects a text of that shape (a letter for a digit, 30 February) even once the full pattern
-    narrows them."""
-    import numpy
+    same: null where the text is not in the shape ``_iso_shaped`` tests. None when Arrow rejects a text of
+    that shape (a letter for a digit, 30 February) even once the full pattern narrows them."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     shaped = _iso_shaped(texts, _FRACTION_DIGITS[kind.unit])
     if texts.null_count:
         shaped &= texts.is_valid().to_numpy(zero_copy_only=False)
-    # the bitmap covers the buffers from their start: a sliced array's first slot is bit ``texts.offset``
-    bits = numpy.packbits(numpy.concatenate([numpy.zeros(texts.offset, dtype=bool), shaped]), bitorder="little")
-    _, offsets, data = texts.buffers()
-    candidates = pa.Array.from_buffers(texts.type, len(texts), [pa.py_buffer(bits), offsets, data], offset=texts.offset)
     try:
-        return candidates.cast(kind)
+        return _valid_where(texts, shaped).cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
+    matching = pc.fill_null(pc.match_substring_regex(texts, _INSTANT), False).to_numpy(zero_copy_only=False)
     try:
-        return pc.if_else(pc.match_substring_regex(candidates, _INSTANT), candidates, None).cast(kind)
+        return _valid_where(texts, shaped & matching).cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+def _valid_where(texts: pa.Array, valid: numpy.ndarray) -> pa.Array:
+    """The texts, null where not ``valid``: their own buffers under another validity bitmap (no copy of the
+    text, and Arrow's cast parses valid slots only). Not ``pc.if_else``: on a sliced text array (a reference
+    table's slice) pyarrow 22 returns other slots' bytes."""
+    import numpy
+    import pyarrow as pa
+
+    # the bitmap covers the buffers from their start: a sliced array's first slot is bit ``texts.offset``
+    bits = numpy.packbits(numpy.concatenate([numpy.zeros(texts.offset, dtype=bool), valid]), bitorder="little")
+    _, offsets, data = texts.buffers()
+    return pa.Array.from_buffers(texts.type, len(texts), [pa.py_buffer(bits), offsets, data], offset=texts.offset)
 
 
 def _iso_shaped(texts: pa.Array, digits: int) -> numpy.ndarray:
