@@ -18,6 +18,10 @@ Variants, each in a child process of its own (peak RSS is then the variant's), i
   ``RecordsCheck``'s on the same rows);
 - ``pandas``: that fetch, then the same diff with a pandas merge (``pandas_diff``).
 
+The ``columnar`` and ``pandas`` children then also time their diff, off the main clock, with the reference
+as an Arrow table built beforehand (a snapshot read in columns): both are given the same two tables, and each
+converts what it needs on its clock (pandas: ``to_pandas()`` of both), so their ratio is on the same inputs.
+
 Run as ``python -m benchmarks.b2_diff '<json config>'`` it is one child; ``measure`` is the parent side.
 """
 
@@ -181,6 +185,14 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
         in_columns = check.evaluate_table(table, reference_table)
         arrow_reference_s = time.perf_counter() - began_arrow
         counts["same_with_arrow_reference"] = int(in_columns.to_dict() == evidence)
+    elif config.variant == "pandas":  # the same inputs as the columnar diff's second figure: two Arrow tables
+        import pyarrow as pa
+
+        reference_table = pa.Table.from_pylist(wanted)
+        began_arrow = time.perf_counter()
+        in_columns_counts = pandas_diff(table, reference_table)
+        arrow_reference_s = time.perf_counter() - began_arrow
+        counts["same_with_arrow_reference"] = int(in_columns_counts == counts)
     rows_found = len(found) if table is None else table.num_rows
     reader.close()
     result = {
@@ -228,15 +240,16 @@ def _counts(comparison: Any) -> dict[str, int]:
     }
 
 
-def pandas_diff(table: Any, wanted: list[dict[str, Any]]) -> dict[str, int]:
-    """The same diff with pandas, on the Arrow fetch: frames from the table and the reference, the
-    reference's JSON types read as the table's (amounts as numbers at the table's scale, ISO text as UTC
-    instants), an outer merge on the key with an indicator, and a field-by-field comparison of both sides."""
+def pandas_diff(table: Any, wanted: list[dict[str, Any]] | Any) -> dict[str, int]:
+    """The same diff with pandas, on the Arrow fetch: frames from the table and the reference (records, or
+    an Arrow table: ``to_pandas()``), the reference's JSON types read as the table's (amounts as numbers at
+    the table's scale, ISO text as UTC instants), an outer merge on the key with an indicator, and a
+    field-by-field comparison of both sides."""
     import pandas as pd
 
     actual = table.to_pandas()
     actual["amount"] = actual["amount"].astype("float64").round(2)
-    expected = pd.DataFrame.from_records(wanted)
+    expected = pd.DataFrame.from_records(wanted) if isinstance(wanted, list) else wanted.to_pandas()
     expected["amount"] = expected["amount"].astype("float64").round(2)
     expected["ts"] = pd.to_datetime(expected["ts"], utc=True, format="ISO8601").astype(actual["ts"].dtype)
     duplicates = int(actual["event_id"].duplicated().sum())
@@ -274,6 +287,7 @@ class B2Result:
     columnar_s: float  # compare.columnar after the Arrow fetch (median over the columnar children)
     pandas_s: float  # the pandas merge diff after the Arrow fetch (median over the pandas children)
     columnar_arrow_reference_s: float  # compare.columnar with the reference as an Arrow table (same children)
+    pandas_arrow_reference_s: float  # the pandas merge diff given the same two Arrow tables (pandas children)
     compare_s: float  # trackcheck's evaluate_stage after the fetch (median over the compare children)
     polars_s: float  # the same diff with polars after the fetch (median over the polars children)
     same_child_ratio: float  # median of (fetch + compare) / fetch within each compare child, a cross-check
@@ -314,6 +328,11 @@ class B2Result:
         return self.pandas_s / self.columnar_s
 
     @property
+    def pandas_over_columnar_arrow_reference(self) -> float:
+        """The same ratio with both diffs given the reference as an Arrow table (target: >= 3)."""
+        return self.pandas_arrow_reference_s / self.columnar_arrow_reference_s
+
+    @property
     def fetch_over_columnar_fetch(self) -> float:
         """How many times longer today's fetch takes than the Arrow fetch (target: >= 3)."""
         return self.fetch_s / self.columnar_fetch_s
@@ -323,8 +342,13 @@ class B2Result:
         """Every diff found exactly the planted differences, and the columnar compare's evidence is the row
         path's."""
         planted = all({k: c.get(k) for k in self.expected} == self.expected for c in self.counts.values())
-        columnar = self.counts["columnar"]
-        return planted and columnar.get("same_as_rows") == 1 and columnar.get("same_with_arrow_reference") == 1
+        columnar, pandas = self.counts["columnar"], self.counts["pandas"]
+        return (
+            planted
+            and columnar.get("same_as_rows") == 1
+            and columnar.get("same_with_arrow_reference") == 1
+            and pandas.get("same_with_arrow_reference") == 1
+        )
 
 
 def measure(rows: int, repeats: int) -> B2Result:
@@ -360,6 +384,7 @@ def measure(rows: int, repeats: int) -> B2Result:
         columnar_s=common.median(pick("columnar", "compare_s")),
         pandas_s=common.median(pick("pandas", "compare_s")),
         columnar_arrow_reference_s=common.median(pick("columnar", "arrow_reference_s")),
+        pandas_arrow_reference_s=common.median(pick("pandas", "arrow_reference_s")),
         compare_s=common.median(pick("compare", "compare_s")),
         polars_s=common.median(pick("polars", "compare_s")),
         same_child_ratio=common.median([r["total_s"] / r["fetch_s"] for r in runs if r["variant"] == "compare"]),

@@ -467,6 +467,12 @@ def b2_columnar(b2: B2Result) -> str:
             f"{_num((b2.columnar_fetch_s + b2.columnar_arrow_reference_s) / b2.columnar_fetch_s)}x; "
             f"pandas ÷ it: {_num(b2.pandas_s / b2.columnar_arrow_reference_s)}x",
         ],
+        [
+            "pandas merge diff ÷ columnar diff, both given the reference as an Arrow table (target ≥ 3)",
+            "",
+            f"{_num(b2.pandas_over_columnar_arrow_reference)}x",
+            f"pandas: {_num(b2.pandas_arrow_reference_s)} s, columnar: {_num(b2.columnar_arrow_reference_s)} s",
+        ],
         ["today's fetch ÷ Arrow fetch (target ≥ 3)", "", f"{_num(b2.fetch_over_columnar_fetch)}x", ""],
         [
             "peak RSS (MB)",
