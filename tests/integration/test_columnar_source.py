@@ -141,3 +141,24 @@ def test_a_stage_with_select_stays_on_the_row_path(postgres_url: str, reader: An
     _, columns = reader(postgres_url)
     with pytest.raises(SourceQueryError, match="without select"):
         columns.read(request_for(stage(select={"id": "event_id"})))
+
+
+def test_the_planner_estimates_a_postgresql_read(postgres_url: str, reader: Any) -> None:
+    source, _ = reader(filled(postgres_url))
+    source.open()
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE col_events")
+    engine.dispose()
+
+    assert source.estimated_rows(request_for(stage())) == len(ROWS)
+    assert source.estimated_rows(request_for(stage(), test_id=["t1"])) in (1, 2, 3)  # an estimate, not a count
+    # a read that cannot be planned has no estimate; the read itself then says why
+    assert source.estimated_rows(request_for(stage(table="no_such_table"))) is None
+
+
+def test_other_engines_have_no_estimate(mariadb_url: str, reader: Any) -> None:
+    source, _ = reader(filled(mariadb_url))
+    source.open()
+
+    assert source.estimated_rows(request_for(stage())) is None

@@ -150,6 +150,27 @@ def test_a_failing_large_stage_says_what_the_row_path_says(
     assert _shown(in_columns) == _shown(by_rows)
 
 
+def test_a_first_poll_reads_in_columns_when_the_planner_expects_many_rows(
+    plan: Path, postgres_url: str, reads: list[str]
+) -> None:
+    # a stage checking a few sample events among all it reads: at its first poll, nothing but PostgreSQL's
+    # planner tells how many rows come
+    _load(postgres_url, "t4")
+    _sql(postgres_url, "ANALYZE dwd_events")
+    plan.write_text(
+        PLAN.split("stages:")[0].replace("PG_URL", postgres_url)
+        + "stages:\n  - name: dwd\n    source: pg\n    table: dwd_events\n"
+        + '    where: {test_id: "{test_id}"}\n    compare: {with: expect, allow_extra: true}\n'
+    )
+    sample = [{"event_id": "t4-7", "test_id": "t4", "n": 7}, {"event_id": "t4-24000", "test_id": "t4", "n": 24000}]
+
+    result = trackcheck.verify(plan, {"test_id": "t4"}, expect=sample, min_interval="1s")
+
+    assert result.status == "passed", _shown(result)[0]["reason"]
+    assert (result.stages[0].expected, result.stages[0].found, result.stages[0].attempts) == (2, ROWS, 1)
+    assert reads == ["dwd"]  # its first and only poll
+
+
 def test_a_table_arrow_cannot_type_is_read_as_records(plan: Path, postgres_url: str, reads: list[str]) -> None:
     engine = create_engine(postgres_url)
     with engine.begin() as c:

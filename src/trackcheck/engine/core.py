@@ -294,12 +294,19 @@ class Engine:
             self._sources.clear()
 
     def _columnar(
-        self, plan: Plan, plan_id: int, stage: StageSpec, chunk: Sequence[Waiting], source: Source
+        self,
+        plan: Plan,
+        plan_id: int,
+        stage: StageSpec,
+        chunk: Sequence[Waiting],
+        source: Source,
+        request: FetchRequest,
     ) -> ColumnarReader | None:
-        """The reader in columns for this read, or None to read rows as records (the default).
+        """The reader in columns for ``request``, or None to read rows as records (the default).
 
-        Columns pay off past ``COLUMNAR_ROWS`` rows, so a chunk is read in columns when its runs
-        found that many at their last poll, or their reference holds that many (a first poll). Only what the
+        Columns pay off past ``COLUMNAR_ROWS`` rows, so a chunk is read in columns when its runs found that many
+        at their last poll, or their reference holds that many, or, for runs polled the first time, PostgreSQL's
+        planner expects that many (``SqlSource.estimated_rows``: one ``EXPLAIN``). Only what the
         columnar comparison gives the same verdict and evidence for (``compare.in_columns``, no ``time_field``),
         on PostgreSQL through ADBC with the ``columnar`` extra installed, from a source an operator configured
         or trusted: an uploaded plan's inline source keeps the row path, whose connections are the guarded
@@ -322,6 +329,8 @@ class Engine:
                 idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
                 sizes = self.store.snapshot_sizes([w.run_id for w in chunk], idx)
                 rows = max(rows, sum(size[0] for size in sizes.values()))
+        if rows < COLUMNAR_ROWS and any(w.found is None for w in chunk):
+            rows = max(rows, source.estimated_rows(request) or 0)
         if rows < COLUMNAR_ROWS:
             return None
         with self._sources_lock:
@@ -612,7 +621,7 @@ class Engine:
                 captured=captured,
                 poll=poll,
             )
-            reader = self._columnar(plan, plan_id, stage, chunk, source)
+            reader = self._columnar(plan, plan_id, stage, chunk, source, request)
             table = self._read_columns(reader, request, plan_id) if reader is not None else None
             if table is not None:  # PostgreSQL text holds no NUL and UTF-8 no lone surrogate: nothing to escape
                 rows, result = TableRecords(table), FetchResult([], scanned=table.num_rows)

@@ -270,6 +270,20 @@ class SqlSource(Source):
             records = [dict(row) for row in connection.execute(statement).mappings()]
         return FetchResult(apply_select(records, stage.select))
 
+    def estimated_rows(self, request: FetchRequest) -> int | None:
+        """How many rows PostgreSQL's planner expects ``request`` to return (``EXPLAIN``: planned, not run),
+        for the engine to choose how to read them before it has read them once; None on other engines, or
+        when the plan cannot be had (the read itself then says why)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        try:
+            statement = build_statement(self.engine.dialect, request, self, explain=True)
+            with self.session(request.stage) as connection:
+                plan: Any = connection.execute(statement).scalar()
+            return int(plan[0]["Plan"]["Plan Rows"])
+        except (SourceError, LookupError, TypeError, ValueError):
+            return None
+
     @contextmanager
     def session(self, stage: StageSpec | None = None) -> Iterator[Connection]:
         """A connection of the pool for the statements of one read, bounded by the query timeout; what fails
@@ -416,9 +430,10 @@ def bound_filters(
     return conditions, binds
 
 
-def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> TextClause:
+def build_statement(dialect: Dialect, request: FetchRequest, source: Source, *, explain: bool = False) -> TextClause:
     """``SELECT * FROM (<dataset>) AS tc_q WHERE ...`` with every value bound (see the module docstring), or,
-    for a stage with ``aggregates``, the groups and their measures (``... GROUP BY ...``)."""
+    for a stage with ``aggregates``, the groups and their measures (``... GROUP BY ...``). ``explain``: the
+    same statement behind PostgreSQL's ``EXPLAIN (FORMAT JSON)``, planned and not run."""
     stage = request.stage
     preparer = dialect.identifier_preparer
     read = SqlRead.of(stage)
@@ -431,7 +446,7 @@ def build_statement(dialect: Dialect, request: FetchRequest, source: Source) -> 
         if problem is not None:
             raise source.error(SourceQueryError, problem, stage, permanent=True)
         columns, grouped = _aggregated(preparer, stage.aggregates, request)
-    sql = f"SELECT {columns} FROM {dataset} AS tc_q"
+    sql = f"{'EXPLAIN (FORMAT JSON) ' if explain else ''}SELECT {columns} FROM {dataset} AS tc_q"
     conditions, binds = bound_filters(dialect, request.filters, "tc_q", stage, source)
     if conditions:
         sql += "\nWHERE " + "\n  AND ".join(conditions)
