@@ -104,8 +104,9 @@ NOTES_SHOWN = 3
 UNLOADABLE_CHUNK = 1000
 #: a sql stage expected to read at least this many rows in one query is read and compared in columns. Measured
 #: on one poll of one run against as many expected events: at 100,000 rows both paths take about as long, and
-#: the first read in columns loads Arrow, polars and ADBC (~130 MB, once per process) where the records cost
-#: ~85 MB; at 1,000,000 the poll took 5.9 s in columns and 11.0 s as records
+#: the first read in columns loads Arrow, polars and ADBC (up to ~130 MB, with pandas, which they import when it
+#: is installed; once per process) where the records cost ~85 MB; at 1,000,000 the poll took 5.9 s in columns
+#: and 11.0 s as records
 COLUMNAR_ROWS = 100_000
 
 
