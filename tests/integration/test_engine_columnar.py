@@ -150,6 +150,25 @@ def test_a_failing_large_stage_says_what_the_row_path_says(
     assert _shown(in_columns) == _shown(by_rows)
 
 
+def test_a_stage_with_a_time_field_measures_the_lateness_of_every_row_in_columns(
+    plan: Path, postgres_url: str, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expect = _load(postgres_url, "t5", "UPDATE dwd_events SET ts = NULL WHERE event_id IN ('t5-11', 't5-20011')")
+    plan.write_text(plan.read_text().replace("compare: {with: ods}", "compare: {with: ods}\n    time_field: ts"))
+
+    in_columns = trackcheck.verify(plan, {"test_id": "t5"}, expect=expect, min_interval="1s")
+    assert reads == ["ods", "dwd"]
+    monkeypatch.setattr(core, "COLUMNAR_ROWS", 10 * ROWS)  # the same run again, read as records
+    by_rows = trackcheck.verify(plan, {"test_id": "t5"}, expect=expect, min_interval="1s")
+
+    columns, rows = _shown(in_columns)[1], _shown(by_rows)[1]
+    # every row's lateness was measured, the two without a time named; the seconds differ by when each ran
+    assert columns["latency"]["n"] == rows["latency"]["n"] == ROWS - 2
+    assert columns["latency"]["unreadable"] == rows["latency"]["unreadable"] == 2
+    assert "2 event(s) without a readable ts" in columns["reason"]
+    assert {k: v for k, v in columns.items() if k != "latency"} == {k: v for k, v in rows.items() if k != "latency"}
+
+
 def test_a_first_poll_reads_in_columns_when_the_planner_expects_many_rows(
     plan: Path, postgres_url: str, reads: list[str]
 ) -> None:

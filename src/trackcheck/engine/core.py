@@ -308,7 +308,7 @@ class Engine:
         Columns pay off past ``COLUMNAR_ROWS`` rows, so a chunk is read in columns when its runs found that many
         at their last poll, or their reference holds that many, or, for runs polled the first time, PostgreSQL's
         planner expects that many (``SqlSource.estimated_rows``: one ``EXPLAIN``). Only what the
-        columnar comparison gives the same verdict and evidence for (``compare.in_columns``, no ``time_field``),
+        columnar comparison gives the same verdict and evidence for (``compare.in_columns``),
         on PostgreSQL through ADBC with the ``columnar`` extra installed, from a source an operator configured
         or trusted: an uploaded plan's inline source keeps the row path, whose connections are the guarded
         ones."""
@@ -317,7 +317,6 @@ class Engine:
             and source.engine.dialect.name == "postgresql"
             and source.network is None
             and in_columns(stage)
-            and stage.time_field is None
             and (plan_id, stage.name) not in self._by_rows
             and COLUMNAR_INSTALLED
         ):
@@ -837,12 +836,13 @@ class Engine:
             comparison = evaluate_stage(stage, key, found, reference or [])
             if keeps_first_seen(stage):  # when each record was first found here, kept with the snapshot
                 limit = plan.defaults.snapshot_limit
-                if isinstance(found, TableRecords):  # no time_field (``_columnar``): no lateness to measure
+                if isinstance(found, TableRecords) and stage.time_field is None:  # no lateness to measure
                     first_seen, arrived = merge_first_seen(w.first_seen, streamed_key_texts(found, key), now, limit)
                 else:
-                    texts = key_texts(found, key)
+                    timed = _timed(found, key, stage.time_field)
+                    texts = key_texts(timed, key)
                     first_seen, arrived = merge_first_seen(w.first_seen, texts, now, limit)
-                    comparison = judge_latency(stage, comparison, found, key, first_seen, texts)
+                    comparison = judge_latency(stage, comparison, timed, key, first_seen, texts)
         except Exception as exc:  # e.g. a schema file removed since the plan loaded
             log.exception("cannot compare stage %s of plan %s", stage.name, plan.name, extra={"run_id": w.run_id})
             error = f"cannot compare: {type(exc).__name__}: {exc}"
@@ -1054,6 +1054,14 @@ class _ChunkWriter:
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
+
+
+def _timed(found: list[dict[str, Any]] | TableRecords, key: list[str], time_field: str | None) -> list[Record]:
+    """The records a stage's lateness is measured on: ``found``, or of rows in columns each row's key and sent
+    time only (every row is measured; its other fields need not become a dict)."""
+    if isinstance(found, TableRecords):
+        return found.fields([*key, time_field] if time_field else key)
+    return found
 
 
 def _since(began: float) -> float:
