@@ -42,6 +42,22 @@ def test_rows_in_columns_are_split_per_run_as_records_are(wheres: list[dict[str,
     assert [list(part) for part in parts] == split(ROWS, wheres)
 
 
+def test_many_runs_sharing_a_read_each_get_their_rows_in_order() -> None:
+    rows = [{"id": f"e{r}-{i}", "test_id": f"t{r % 50}", "n": i % 3} for r in range(200) for i in range(5)]
+    wheres: list[dict[str, Any]] = [{"test_id": f"t{r}", "n": r % 3} for r in range(50)]
+    wheres += [{"test_id": ["t1", "t2", "nowhere"], "n": [0, "1"]}, {"test_id": "nowhere", "n": 0}]
+
+    parts = split_table(TableRecords(pa.Table.from_pylist(rows)), wheres)
+
+    assert [list(part) for part in parts] == split(rows, wheres)
+
+
+def test_no_rows_split_into_no_rows() -> None:
+    table = pa.table({"test_id": pa.array([], pa.string())})
+
+    assert [len(part) for part in split_table(TableRecords(table), [{"test_id": "a"}, {"test_id": ["a"]}])] == [0, 0]
+
+
 def test_records_are_made_only_for_the_rows_read() -> None:
     rows = TableRecords(pa.Table.from_pylist(ROWS))
 

@@ -52,31 +52,41 @@ def split(records: list[Record], wheres: Sequence[Mapping[str, Any]]) -> list[li
 
 
 def split_table(rows: TableRecords, wheres: Sequence[Mapping[str, Any]]) -> list[TableRecords]:
-    """``split`` for rows held in columns: each where field's distinct values are matched the way ``split``
-    matches them (``canonical``: ``"5"`` is 5, a field the rows lack is null), then each run's rows are taken
-    with one filter in Arrow."""
+    """``split`` for rows held in columns, in one pass over them as ``split`` makes: each row is numbered by
+    the canonical forms of its where fields (``"5"`` is 5, a field the rows lack is null), the rows are grouped
+    by them once, and each run takes the groups of its own values, in the rows' order."""
+    import itertools
+
+    import numpy
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = rows.table
     if not wheres:
         return []
-    distinct: dict[str, tuple[Any, list[Any]]] = {}  # field -> (its column, its distinct values)
+    fields = sorted(wheres[0])
+    if not fields:
+        return [rows for _ in wheres]
+    table = rows.table
+    ids: dict[Any, int] = {}  # canonical value -> its number
+    numbered = []  # per field, each row's number
+    for field in fields:
+        column = table.column(field) if field in table.column_names else pa.chunked_array([pa.nulls(table.num_rows)])
+        encoded = pc.dictionary_encode(column).combine_chunks()
+        numbers = [ids.setdefault(canonical(v), len(ids)) for v in encoded.dictionary.to_pylist()]
+        numbers.append(ids.setdefault(canonical(None), len(ids)))  # the number of a null row
+        numbered.append(numpy.array(numbers)[encoded.indices.fill_null(len(numbers) - 1).to_numpy()])
+    keys, inverse = numpy.unique(numpy.column_stack(numbered), axis=0, return_inverse=True)
+    group_of = {tuple(key): group for group, key in enumerate(keys.tolist())}
+    order = numpy.argsort(inverse.ravel(), kind="stable")  # each group's rows together, in their order
+    bounds = numpy.searchsorted(inverse.ravel()[order], numpy.arange(len(keys) + 1))
     parts = []
     for where in wheres:
-        if not where:
-            parts.append(rows)
-            continue
-        mask = None
-        for field, value in where.items():
-            if field not in distinct:
-                column = table.column(field) if field in table.column_names else pa.nulls(table.num_rows)
-                distinct[field] = (column, pc.unique(column).to_pylist())
-            column, values = distinct[field]
-            accepted = {canonical(v) for v in (value if isinstance(value, list) else [value])}
-            chosen = pa.array([v for v in values if canonical(v) in accepted], column.type)
-            matches = pc.fill_null(pc.is_in(column, value_set=chosen), False)
-            mask = matches if mask is None else pc.and_(mask, matches)
+        choices = [[canonical(v) for v in (w if isinstance(w, list) else [w])] for w in map(where.get, fields)]
+        groups = {
+            group_of.get(tuple(ids.get(c, -1) for c in combination)) for combination in itertools.product(*choices)
+        }
+        taken = [order[bounds[g] : bounds[g + 1]] for g in groups if g is not None]
+        chosen = numpy.sort(numpy.concatenate(taken)) if taken else numpy.zeros(0, dtype=numpy.int64)
         # every row (one run, or runs sharing their values): the same rows, not a copy of them
-        parts.append(rows if pc.all(mask).as_py() else TableRecords(table.filter(mask)))
+        parts.append(rows if len(chosen) == table.num_rows else TableRecords(table.take(chosen)))
     return parts
