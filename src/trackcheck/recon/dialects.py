@@ -378,11 +378,9 @@ def python_text(value: Any, form: str, digits: int) -> str | None:
 
 
 def _instant(value: Any) -> datetime | None:
-    """The instant ``value`` stands for, naive in UTC (``compare.values.as_instant``), also a date kept as text
-    (SQLite writes dates so)."""
+    """The instant ``value`` stands for, naive in UTC (``compare.values.as_instant``, which reads a date kept as
+    text, as SQLite writes dates, as its midnight)."""
     moment = as_instant(value)
-    if moment is None and isinstance(value, str) and len(value.strip()) == 10:
-        moment = as_instant(value.strip() + "T00:00:00")
     return None if moment is None else moment.replace(tzinfo=None)
 
 
