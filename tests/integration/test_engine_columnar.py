@@ -1,6 +1,7 @@
 """Large sql stages read and compared in columns by the engine (issue 13): past ``COLUMNAR_ROWS`` rows a
 PostgreSQL stage is read through ADBC into Arrow and compared there, with the verdict, the evidence and the
-snapshot the row path gives; a table Arrow cannot type is read as records without failing the run.
+snapshot the row path gives; a table Arrow cannot type is read as records without failing the run. Rows read
+in columns beyond ``snapshot_limit`` are kept whole in columns, and later stages compare with all of them.
 
 The threshold is lowered to 20,000 rows here, so that tables of 25,000 rows cross it in a few seconds."""
 
@@ -14,8 +15,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import trackcheck
+from trackcheck.compare.tables import table_of
 from trackcheck.engine import core
 from trackcheck.sources.columnar import ColumnarReader
+from trackcheck.store.repository import Store
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +151,90 @@ def test_a_failing_large_stage_says_what_the_row_path_says(
     assert sorted(m["field"] for m in dwd["mismatches"]) == ["amount", "amount", "day", "seen", "ts"]
     assert (dwd["missing"], dwd["unexpected"]) == (["t2-3", "t2-24999"], ["t2-x1"])
     assert _shown(in_columns) == _shown(by_rows)
+
+
+FAULTS = (
+    "UPDATE dwd_events SET amount = amount + 1 WHERE event_id IN ('{id}-17', '{id}-23000')",
+    "UPDATE dwd_events SET ts = ts + interval '1 microsecond' WHERE event_id = '{id}-5'",
+    "UPDATE dwd_events SET seen = NULL, day = NULL WHERE event_id = '{id}-9'",
+    "DELETE FROM dwd_events WHERE event_id IN ('{id}-3', '{id}-24999')",
+    "INSERT INTO dwd_events VALUES ('{id}-x1', '{id}', -1, 0, now(), true, NULL)",
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mariadb"])
+def test_a_stage_compares_with_more_rows_than_its_reference_snapshot_keeps_as_records(
+    plan: Path,
+    postgres_url: str,
+    reads: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    backend: str,
+) -> None:
+    # the snapshots keep 1,000 records to show; a stage read in columns keeps all 25,000 rows in columns too,
+    # in the state database (each backend: COPY on PostgreSQL, a LONGBLOB under max_allowed_packet on MariaDB)
+    state = request.getfixturevalue(f"{backend}_url")
+    plan.write_text(plan.read_text().replace("snapshot_limit: 30000", "snapshot_limit: 1000"))
+    expect = _load(postgres_url, "t6", *(fault.format(id="t6") for fault in FAULTS))
+
+    in_columns = trackcheck.verify(plan, {"test_id": "t6"}, expect=expect, min_interval="1s", db=state)
+
+    assert reads == ["ods", "dwd"]
+    dwd = _shown(in_columns)[1]
+    assert dwd["status"] == "failed", dwd["reason"]
+    assert sorted(m["field"] for m in dwd["mismatches"]) == ["amount", "amount", "day", "seen", "ts"]
+    assert (dwd["missing"], dwd["unexpected"]) == (["t6-3", "t6-24999"], ["t6-x1"])
+    store = Store(state).open()
+    ods = store.snapshots_for([in_columns.run_id], 0, arrow=True)[in_columns.run_id]
+    assert (len(ods.records), ods.total, ods.truncated) == (1000, ROWS, True)
+    assert ods.arrow is not None and table_of(ods.arrow).num_rows == ROWS
+    assert store.snapshot_sizes([in_columns.run_id], 0) == {in_columns.run_id: (ROWS, False)}
+    store.close()
+    # the row path says the same, given a snapshot of every record
+    plan.write_text(plan.read_text().replace("snapshot_limit: 1000", "snapshot_limit: 30000"))
+    monkeypatch.setattr(core, "COLUMNAR_ROWS", 10 * ROWS)
+    by_rows = trackcheck.verify(plan, {"test_id": "t6"}, expect=expect, min_interval="1s")
+    assert _shown(in_columns) == _shown(by_rows)
+
+
+def test_rows_in_columns_too_large_for_the_state_database_are_not_compared_with(
+    plan: Path, postgres_url: str, reads: list[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan.write_text(plan.read_text().replace("snapshot_limit: 30000", "snapshot_limit: 1000"))
+    expect = _load(postgres_url, "t7")
+    monkeypatch.setattr(Store, "largest_blob", lambda self: 4096)  # a MariaDB with a 1 MiB + 4 KiB packet
+
+    result = trackcheck.verify(plan, {"test_id": "t7"}, expect=expect, min_interval="1s")
+
+    dwd = _shown(result)[1]
+    assert (result.status, dwd["status"]) == ("error", "error")
+    assert dwd["reason"].endswith(
+        f"stage 'ods' read {ROWS} records, more than its snapshot keeps (1000); raise defaults.snapshot_limit, "
+        "or compare with method: checksum"
+    )
+    assert any(
+        "more than the state database takes in one value" in r.getMessage() and "first 1000 records" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_a_stage_read_as_records_compares_with_rows_kept_in_columns(
+    plan: Path, postgres_url: str, reads: list[str]
+) -> None:
+    # dwd cannot be read in columns (jsonb): it compares its records with all of ods's rows, kept in columns
+    _sql(postgres_url, "ALTER TABLE dwd_events ADD COLUMN extra jsonb")
+    expect = _load(postgres_url, "t8", "UPDATE dwd_events SET amount = 0 WHERE event_id = 't8-24001'")
+    plan.write_text(
+        plan.read_text().replace("snapshot_limit: 30000", "snapshot_limit: 1000").split("  - name: bi")[0]
+    )
+
+    result = trackcheck.verify(plan, {"test_id": "t8"}, expect=expect, min_interval="1s")
+
+    assert reads == ["ods", "dwd"]  # dwd was tried in columns once
+    dwd = _shown(result)[1]
+    assert dwd["status"] == "failed"
+    assert dwd["mismatches"] == [{"key": "t8-24001", "field": "amount", "expected": 0.01, "actual": 0}]
+    assert (dwd["expected"], dwd["found"], dwd["missing"], dwd["unexpected"]) == (ROWS, ROWS, [], [])
 
 
 def test_a_stage_with_a_time_field_measures_the_lateness_of_every_row_in_columns(

@@ -17,10 +17,12 @@ from trackcheck.compare.counts import CountsCheck
 from trackcheck.compare.records import RecordsCheck, required
 from trackcheck.compare.result import Comparison
 from trackcheck.compare.schema import SchemaCheck
-from trackcheck.compare.tables import TableRecords
+from trackcheck.compare.tables import TableRecords, reference_records
 from trackcheck.errors import PlanError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from trackcheck.plan.model import StageSpec
 
 #: plan key → the check that evaluates what is declared under it; a stage declares exactly one of them
@@ -51,13 +53,15 @@ def main_check(stage: StageSpec, key: list[str]) -> Check[Any]:
 
 
 def evaluate_stage(
-    stage: StageSpec, key: list[str], found: list[Record] | TableRecords, reference: list[Record]
+    stage: StageSpec, key: list[str], found: list[Record] | TableRecords, reference: list[Record] | pa.Table
 ) -> Comparison:
     """Judge the records one run found at ``stage`` against its reference: the stage's main check, then its
     JSON Schema if it has one. Schema violations are added to the evidence and make the verdict failed.
 
     Rows read in columns (``TableRecords``) are compared in columns when the stage's check is ``compare``
     alone (``ColumnarRecordsCheck``: the same verdict and evidence); for any other check they become records.
+    A reference in columns (an earlier stage's snapshot kept so) is compared as it is with rows in columns, and
+    as the records its snapshot would have held (``reference_records``) with records.
 
     Raises PlanError only when the stage cannot be evaluated (no check declared, unreadable schema file).
     """
@@ -69,6 +73,7 @@ def evaluate_stage(
             check = ColumnarRecordsCheck(stage.compare, key)
             return apply_severity(check.spec, check.evaluate_table(found.table, reference))
         found = list(found)
+    reference = reference_records(reference)
     size = max(len(found), len(reference))
     if size < LARGE:  # a run's few records: not even a context manager's cost
         return _evaluate(stage, key, found, reference)

@@ -4,6 +4,10 @@ A large sql stage is read in columns (``sources.columnar``) and compared in colu
 a dict per row is what made a million rows cost seconds and gigabytes (issue 13). What still wants records,
 the snapshot's first ``snapshot_limit`` rows and the evidence, asks this view for them, and only those rows
 become dicts; measuring lateness reads two fields of every row (``fields``).
+
+A later stage compares with such a stage's rows by rows, so when they are more than the records a snapshot
+keeps, the snapshot keeps them all in columns too: Arrow IPC bytes, compressed (``table_bytes``), read back
+as a table (``table_of``) whose typed columns the columnar comparison reads as they are.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, overload
 
 from trackcheck.compare.checks import Record
+from trackcheck.compare.values import jsonable
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+#: the codec of a snapshot kept in columns: a million rows of six fields (62 MB in Arrow) take 17 MB, written
+#: in 0.11 s and read back in 0.06 s (lz4: 28 MB, as fast)
+CODEC = "zstd"
 
 
 class TableRecords(Sequence[Record]):
@@ -56,3 +65,31 @@ class TableRecords(Sequence[Record]):
 
     def __repr__(self) -> str:
         return f"TableRecords({self.table.num_rows} rows: {', '.join(self.table.column_names)})"
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """``table`` as the bytes of one Arrow IPC stream, its buffers compressed (``CODEC``)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=CODEC)) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def table_of(data: bytes) -> pa.Table:
+    """The table ``table_bytes`` wrote."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def reference_records(reference: Sequence[Record] | pa.Table) -> list[Record]:
+    """A reference as the records the row path compares with: a table's rows as the JSON values a snapshot of
+    records would hold (``jsonable``), so that a stage read as records judges a snapshot kept in columns as it
+    judges one kept as records."""
+    if isinstance(reference, list):
+        return reference
+    if isinstance(reference, Sequence):
+        return list(reference)
+    return [jsonable(record) for record in reference.to_pylist()]

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from trackcheck.compare import TableRecords, evaluate_stage, in_columns
 from trackcheck.compare.checks import collection_paused
@@ -37,6 +37,7 @@ from trackcheck.compare.latency import (
     streamed_key_texts,
 )
 from trackcheck.compare.result import Comparison
+from trackcheck.compare.tables import table_bytes, table_of
 from trackcheck.compare.values import jsonable
 from trackcheck.connections import Connections, Keyring
 from trackcheck.connections.keyring import no_key_error
@@ -154,6 +155,10 @@ class Outcome:
     arrived: bool = False
     #: nothing was found and the source added no note: the reason cannot change until something is found
     quiet: bool = False
+
+
+#: what a run's stage is compared with: records, an earlier stage's rows kept in columns, or why there is none
+Reference: TypeAlias = "list[dict[str, Any]] | pa.Table | str"
 
 
 @dataclass(frozen=True)
@@ -820,7 +825,7 @@ class Engine:
         stage: StageSpec,
         w: Waiting,
         found: list[dict[str, Any]] | TableRecords,
-        reference: list[dict[str, Any]] | str | None,
+        reference: Reference | None,
         fetched: Fetched,
         records: FetchResult,
         now: datetime,
@@ -931,7 +936,7 @@ class Engine:
         # a snapshot when what was read changed (none for a first poll that found nothing: the API and the
         # dashboard show no snapshot as no records), when the stage ends, or when a record arrived
         if comparison is not None and (comparison.found != (w.found or 0) or terminal or outcome.arrived):
-            write.snapshots.append(_snapshot(plan, w, outcome.found, now, outcome.first_seen))
+            write.snapshots.append(self._snapshot(plan, stage, w, outcome, now))
         write.stages.append(row)
         log.info(
             "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
@@ -992,29 +997,62 @@ class Engine:
             max_errors = max(max_errors, decision.errors_in_row)
         return None if max_errors == 0 else _backoff(plan, stage, max_errors)
 
-    def _references(
-        self, plan: Plan, stage: StageSpec, chunk: Sequence[Waiting]
-    ) -> dict[str, list[dict[str, Any]] | str]:
-        """Each run's reference records, or a message saying why it cannot be compared."""
+    def _references(self, plan: Plan, stage: StageSpec, chunk: Sequence[Waiting]) -> dict[str, Reference]:
+        """Each run's reference records (an Arrow table for a snapshot kept in columns), or a message saying
+        why it cannot be compared."""
         if stage.reference is None:  # an absent stage checks what arrives, against nothing
             return {w.run_id: [] for w in chunk}
         if stage.reference == EXPECT:
             return {w.run_id: w.expect for w in chunk}
         idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
-        snapshots = self.store.snapshots_for([w.run_id for w in chunk], idx)
-        references: dict[str, list[dict[str, Any]] | str] = {}
+        snapshots = self.store.snapshots_for([w.run_id for w in chunk], idx, arrow=True)
+        references: dict[str, Reference] = {}
         for w in chunk:
             snap = snapshots.get(w.run_id)
             if snap is None:
                 references[w.run_id] = f"no snapshot of stage {stage.reference!r} to compare with"
+            elif snap.arrow is not None and COLUMNAR_INSTALLED:
+                references[w.run_id] = table_of(snap.arrow)
+            elif snap.arrow is not None:
+                references[w.run_id] = (
+                    f"stage {stage.reference!r} kept its {snap.total} records in columns: install "
+                    "trackcheck[columnar] to compare with them"
+                )
             elif snap.truncated:
                 references[w.run_id] = (
-                    f"stage {stage.reference!r} read {snap.total} records, more than the snapshot "
-                    f"keeps ({len(snap.records)}); raise defaults.snapshot_limit to compare"
+                    f"stage {stage.reference!r} read {snap.total} records, more than its snapshot keeps "
+                    f"({len(snap.records)}); raise defaults.snapshot_limit, or compare with method: checksum"
                 )
             else:
                 references[w.run_id] = list(snap.records)
         return references
+
+    def _snapshot(self, plan: Plan, stage: StageSpec, w: Waiting, outcome: Outcome, now: datetime) -> SnapshotRow:
+        """What a stage read, kept up to ``snapshot_limit`` records, which later stages compare with and pages
+        show. Rows read in columns beyond that limit are kept whole in columns as well (``arrow``) when a later
+        stage compares with them by rows and the state database takes them in one value."""
+        found, limit = outcome.found, plan.defaults.snapshot_limit
+        kept = SnapshotRow(
+            w.run_id, w.idx, jsonable(found[:limit]), len(found), len(found) > limit, now, outcome.first_seen
+        )
+        if isinstance(found, TableRecords) and kept.truncated and _compared_by_rows_later(plan, stage):
+            arrow = table_bytes(found.table)
+            largest = self.store.largest_blob()
+            if len(arrow) <= largest:
+                kept.arrow = arrow
+            else:
+                log.warning(
+                    "stage %s of plan %s: its %d rows take %.1f MB in columns, more than the state database "
+                    "takes in one value (%.1f MB): its snapshot keeps its first %d records only",
+                    stage.name,
+                    plan.name,
+                    len(found),
+                    len(arrow) / 1e6,
+                    largest / 1e6,
+                    limit,
+                    extra={"run_id": w.run_id},
+                )
+        return kept
 
 
 class _ChunkWriter:
@@ -1123,12 +1161,12 @@ class Fetched:
     rows: TableRecords | None = None
 
 
-def _snapshot(
-    plan: Plan, w: Waiting, found: list[dict[str, Any]] | TableRecords, now: datetime, first_seen: dict[str, str] | None
-) -> SnapshotRow:
-    """What a stage read, kept up to ``snapshot_limit`` records (later stages compare with it)."""
-    limit = plan.defaults.snapshot_limit
-    return SnapshotRow(w.run_id, w.idx, jsonable(found[:limit]), len(found), len(found) > limit, now, first_seen)
+def _compared_by_rows_later(plan: Plan, stage: StageSpec) -> bool:
+    """Whether a later stage compares with ``stage``'s rows (not by checksum, which reads none of them)."""
+    return any(
+        s.reference == stage.name and not (s.compare is not None and s.compare.method == "checksum")
+        for s in plan.stages
+    )
 
 
 def _end_run(plan: Plan, w: Waiting, status: str, now: datetime, write: TickWrite) -> None:

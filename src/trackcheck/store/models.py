@@ -143,6 +143,10 @@ class Snapshot(Base):
     #: when each record was first found at this stage (the poll tick's time), by the JSON text of its canonical
     #: key (``compare.latency.key_texts``): kept across polls, for stages that read events; None otherwise
     first_seen: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: every row, when the stage read more than ``records`` keeps in columns and a later stage compares with
+    #: them by rows: Arrow IPC bytes (``compare.tables.table_bytes``). Loaded only when asked for: a page
+    #: that shows the records never reads megabytes it does not show
+    arrow: Mapped[bytes | None] = mapped_column(LargeBinary(2**32 - 1), deferred=True)
 
 
 class Schedule(Base):

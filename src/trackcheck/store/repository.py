@@ -30,12 +30,13 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker, undefer
 from sqlalchemy.pool import StaticPool
 
 from trackcheck.errors import RunNotFound, StoreError, Superseded
@@ -152,6 +153,7 @@ class Store:
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in growing steps
         # (up to 100 ms) before it retries: the threads of this process queue for it here instead
         self._writes: AbstractContextManager[Any] = nullcontext()
+        self._largest_blob: int | None = None
 
     def open(self) -> Store:
         if self._engine is None:
@@ -550,21 +552,36 @@ class Store:
             return [Waiting.from_row(row) for row in s.connection().execute(query).mappings().all()]
 
     def snapshot_sizes(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, tuple[int, bool]]:
-        """(rows read, whether the snapshot kept fewer) of each run's snapshot of a stage, without its records."""
+        """(rows read, whether the snapshot kept fewer) of each run's snapshot of a stage, without its records:
+        one kept in columns (``arrow``) kept them all."""
         with self.session() as s:
             found = s.execute(
-                select(Snapshot.run_id, Snapshot.total, Snapshot.truncated).where(
+                select(Snapshot.run_id, Snapshot.total, Snapshot.truncated & Snapshot.arrow.is_(None)).where(
                     Snapshot.run_id.in_(list(run_ids)), Snapshot.stage_idx == stage_idx
                 )
             )
-            return {run_id: (total, truncated) for run_id, total, truncated in found}
+            return {run_id: (total, bool(kept_fewer)) for run_id, total, kept_fewer in found}
 
-    def snapshots_for(self, run_ids: Sequence[str], stage_idx: int) -> dict[str, Snapshot]:
+    def snapshots_for(self, run_ids: Sequence[str], stage_idx: int, *, arrow: bool = False) -> dict[str, Snapshot]:
+        """Each run's snapshot of a stage; with its rows in columns (``arrow``) only when asked for."""
+        query = select(Snapshot).where(Snapshot.run_id.in_(list(run_ids)), Snapshot.stage_idx == stage_idx)
+        if arrow:
+            query = query.options(undefer(Snapshot.arrow))
         with self.session() as s:
-            found = s.scalars(
-                select(Snapshot).where(Snapshot.run_id.in_(list(run_ids)), Snapshot.stage_idx == stage_idx)
-            )
-            return {snap.run_id: snap for snap in found}
+            return {snap.run_id: snap for snap in s.scalars(query)}
+
+    def largest_blob(self) -> int:
+        """The most bytes one binary value may take in the state database: MariaDB's ``max_allowed_packet`` (16
+        MiB by default) less a mebibyte for the rest of the statement; elsewhere 512 MiB, half of what one
+        PostgreSQL value or SQLite text holds (COPY sends it as hex text, twice as long). Read once."""
+        if self._largest_blob is None:
+            largest = 2**29
+            if self.dialect in ("mysql", "mariadb"):
+                with self.session() as s:
+                    packet = s.execute(text("SELECT @@max_allowed_packet")).scalar_one()
+                largest = min(largest, max(0, int(packet) - 2**20))
+            self._largest_blob = largest
+        return self._largest_blob
 
     # -- fencing (ticks.Claim) -----------------------------------------------------------------------------
     def report_worker(self, report: PollWorker) -> None:

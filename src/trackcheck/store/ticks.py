@@ -254,7 +254,8 @@ class QuietPolls:
 
 @dataclass(slots=True)
 class SnapshotRow:
-    """The records a stage read (up to ``snapshot_limit``), replacing the run's earlier snapshot of it."""
+    """The records a stage read (up to ``snapshot_limit``; all of them in ``arrow`` too, when kept in columns),
+    replacing the run's earlier snapshot of it."""
 
     run_id: str
     stage_idx: int
@@ -263,6 +264,8 @@ class SnapshotRow:
     truncated: bool
     taken_at: datetime
     first_seen: dict[str, str] | None
+    #: every row in columns (Arrow IPC) when ``records`` keeps fewer and a later stage compares with them
+    arrow: bytes | None = None
 
 
 @dataclass(slots=True)
