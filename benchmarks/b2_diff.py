@@ -19,8 +19,14 @@ Variants, each in a child process of its own (peak RSS is then the variant's), i
 - ``pandas``: that fetch, then the same diff with a pandas merge (``pandas_diff``).
 
 The ``columnar`` and ``pandas`` children then also time their diff, off the main clock, with the reference
-as an Arrow table built beforehand (a snapshot read in columns): both are given the same two tables, and each
-converts what it needs on its clock (pandas: ``to_pandas()`` of both), so their ratio is on the same inputs.
+as an Arrow table built beforehand from the records: both are given the same two tables, and each converts
+what it needs on its clock (pandas: ``to_pandas()`` of both), so their ratio is on the same inputs.
+
+The ``columnar`` child also times, off the main clock, the engine's own shape of a large comparison by rows:
+the reference is an earlier stage's snapshot kept in columns (the same records in a table
+``reference_events``, read in columns and turned into the snapshot's bytes by ``compare.tables.table_bytes``
+beforehand, as the earlier stage's poll did), and the clock runs from those bytes (``table_of``) to the
+comparison's end.
 
 Run as ``python -m benchmarks.b2_diff '<json config>'`` it is one child; ``measure`` is the parent side.
 """
@@ -86,6 +92,20 @@ def create_table(database: str, rows: int) -> None:
         )
         connection.execute("CREATE INDEX events_test_id ON events (test_id)")
         connection.execute("VACUUM ANALYZE events")
+        # the records of ``reference`` in the table's types, in the same order: an earlier stage's rows
+        extra = sum(1 for i in range(rows) if is_unexpected(i))
+        connection.execute(
+            f"CREATE TABLE reference_events AS SELECT 'e' || lpad(i::text, 8, '0') AS event_id, "
+            f"'{RUN}'::text AS test_id, (ARRAY{list(EVENTS)})[i % {len(EVENTS)} + 1] AS event, "
+            f"'u' || (i % 50000) AS user_id, "
+            f"((i % 100000) / 100.0 + CASE WHEN i % 1000 = 500 THEN 1 ELSE 0 END)::numeric(12, 2) AS amount, "
+            f"timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second' AS ts "
+            f"FROM generate_series(0, {rows + extra - 1}) AS i WHERE i >= {rows} OR i % 1000 <> 7 ORDER BY i"
+        )
+        # indexed as the stage's own table: read in key order, as ``events`` is (a parallel scan interleaves
+        # the rows, and the comparison then pairs keys by a hash join: ~0.2 s more per million rows)
+        connection.execute("CREATE INDEX reference_events_test_id ON reference_events (test_id)")
+        connection.execute("VACUUM ANALYZE reference_events")
 
 
 def reference(rows: int) -> list[dict[str, Any]]:
@@ -132,7 +152,8 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
     from trackcheck.sources import build_source
     from trackcheck.sources.base import FetchRequest
 
-    plan = load_plan_text(PLAN.replace("URL", common.sqlalchemy_url(config.database)))
+    url = common.sqlalchemy_url(config.database)
+    plan = load_plan_text(PLAN.replace("URL", url))
     stage = plan.stages[0]
     source = build_source("warehouse", plan.sources["warehouse"], plan=plan.name)
     source.open()
@@ -173,7 +194,7 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
     elif config.variant == "pandas":
         counts = pandas_diff(table, wanted)
     ended = time.perf_counter()
-    arrow_reference_s = None
+    arrow_reference_s = snapshot_s = None
     if config.variant == "columnar":  # off the clock: the row path on the same rows gives the same evidence
         evidence = comparison.to_dict()
         counts["same_as_rows"] = int(evidence == check.evaluate(table.to_pylist(), wanted).to_dict())
@@ -185,6 +206,17 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
         in_columns = check.evaluate_table(table, reference_table)
         arrow_reference_s = time.perf_counter() - began_arrow
         counts["same_with_arrow_reference"] = int(in_columns.to_dict() == evidence)
+        # and with the reference as the engine keeps an earlier stage's rows in columns: the snapshot's bytes
+        from trackcheck.compare.tables import table_bytes, table_of
+
+        earlier = load_plan_text(PLAN.replace("URL", url).replace("table: events", "table: reference_events"))
+        request = FetchRequest(plan=plan.name, stage=earlier.stages[0], filters={"test_id": [RUN]})
+        kept = table_bytes(reader.read(request))
+        gc.collect()
+        began_snapshot = time.perf_counter()
+        from_snapshot = check.evaluate_table(table, table_of(kept))
+        snapshot_s = time.perf_counter() - began_snapshot
+        counts["same_with_snapshot"] = int(_differences(from_snapshot) == _differences(comparison))
     elif config.variant == "pandas":  # the same inputs as the columnar diff's second figure: two Arrow tables
         import pyarrow as pa
 
@@ -205,6 +237,7 @@ def run_child(config: ChildConfig) -> dict[str, Any]:
         "peak_rss_mb": common.peak_rss_mb(),
         "counts": counts,
         "arrow_reference_s": arrow_reference_s,
+        "snapshot_s": snapshot_s,
     }
     source.close()
     return result
@@ -238,6 +271,13 @@ def _counts(comparison: Any) -> dict[str, int]:
         "mismatched": len({json.dumps(m["key"]) for m in comparison.mismatches}),
         "duplicates": len(comparison.duplicates),
     }
+
+
+def _differences(comparison: Any) -> tuple[list[Any], list[Any], list[tuple[Any, str]]]:
+    """The keys missing and unexpected, and the (key, field) of each mismatch: what a snapshot in the table's
+    types must find as the records do (its values show as the table's: ``6`` where the records say ``6.0``)."""
+    mismatches = [(m["key"], m["field"]) for m in comparison.mismatches]
+    return list(comparison.missing), list(comparison.unexpected), mismatches
 
 
 def pandas_diff(table: Any, wanted: list[dict[str, Any]] | Any) -> dict[str, int]:
@@ -288,6 +328,7 @@ class B2Result:
     pandas_s: float  # the pandas merge diff after the Arrow fetch (median over the pandas children)
     columnar_arrow_reference_s: float  # compare.columnar with the reference as an Arrow table (same children)
     pandas_arrow_reference_s: float  # the pandas merge diff given the same two Arrow tables (pandas children)
+    columnar_snapshot_s: float  # compare.columnar from an earlier stage's snapshot kept in columns (its bytes)
     compare_s: float  # trackcheck's evaluate_stage after the fetch (median over the compare children)
     polars_s: float  # the same diff with polars after the fetch (median over the polars children)
     same_child_ratio: float  # median of (fetch + compare) / fetch within each compare child, a cross-check
@@ -323,6 +364,12 @@ class B2Result:
         return (self.columnar_fetch_s + self.columnar_s) / self.columnar_fetch_s
 
     @property
+    def snapshot_ratio_to_fetch(self) -> float:
+        """The same with the reference an earlier stage's snapshot kept in columns, as the engine compares a
+        large stage with the one before it: the target is at most 1.25."""
+        return (self.columnar_fetch_s + self.columnar_snapshot_s) / self.columnar_fetch_s
+
+    @property
     def pandas_over_columnar(self) -> float:
         """How many times longer the pandas merge diff takes than the columnar compare (target: >= 3)."""
         return self.pandas_s / self.columnar_s
@@ -347,6 +394,7 @@ class B2Result:
             planted
             and columnar.get("same_as_rows") == 1
             and columnar.get("same_with_arrow_reference") == 1
+            and columnar.get("same_with_snapshot") == 1
             and pandas.get("same_with_arrow_reference") == 1
         )
 
@@ -385,6 +433,7 @@ def measure(rows: int, repeats: int) -> B2Result:
         pandas_s=common.median(pick("pandas", "compare_s")),
         columnar_arrow_reference_s=common.median(pick("columnar", "arrow_reference_s")),
         pandas_arrow_reference_s=common.median(pick("pandas", "arrow_reference_s")),
+        columnar_snapshot_s=common.median(pick("columnar", "snapshot_s")),
         compare_s=common.median(pick("compare", "compare_s")),
         polars_s=common.median(pick("polars", "compare_s")),
         same_child_ratio=common.median([r["total_s"] / r["fetch_s"] for r in runs if r["variant"] == "compare"]),

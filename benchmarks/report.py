@@ -468,6 +468,13 @@ def b2_columnar(b2: B2Result) -> str:
             f"pandas ÷ it: {_num(b2.pandas_s / b2.columnar_arrow_reference_s)}x",
         ],
         [
+            "fetch and diff ÷ fetch alone, the reference an earlier stage's snapshot kept in columns (target ≤ 1.25)",
+            "",
+            f"{_num(b2.snapshot_ratio_to_fetch)}x",
+            f"diff from the snapshot's bytes: {_num(b2.columnar_snapshot_s)} s"
+            + ("" if c["columnar"].get("same_with_snapshot") else " (differences DIFFER)"),
+        ],
+        [
             "pandas merge diff ÷ columnar diff, both given the reference as an Arrow table (target ≥ 3)",
             "",
             f"{_num(b2.pandas_over_columnar_arrow_reference)}x",
