@@ -224,9 +224,7 @@ def test_a_stage_read_as_records_compares_with_rows_kept_in_columns(
     # dwd cannot be read in columns (jsonb): it compares its records with all of ods's rows, kept in columns
     _sql(postgres_url, "ALTER TABLE dwd_events ADD COLUMN extra jsonb")
     expect = _load(postgres_url, "t8", "UPDATE dwd_events SET amount = 0 WHERE event_id = 't8-24001'")
-    plan.write_text(
-        plan.read_text().replace("snapshot_limit: 30000", "snapshot_limit: 1000").split("  - name: bi")[0]
-    )
+    plan.write_text(plan.read_text().replace("snapshot_limit: 30000", "snapshot_limit: 1000").split("  - name: bi")[0])
 
     result = trackcheck.verify(plan, {"test_id": "t8"}, expect=expect, min_interval="1s")
 

@@ -376,3 +376,56 @@ def test_reference_records_with_as_many_but_other_fields(columns_only: None) -> 
     assert both({}, found, other)["mismatches"] == [{"key": "e2", "field": "c", "expected": "y", "actual": None}]
     both({}, found, other[:1] + other[2:] + [{"id": "e4", "a": 4, "c": "q"}])
     both({"fields": ["a", "b"]}, found, other)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_reference_in_the_found_types_is_compared_in_arrow(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an earlier stage's snapshot kept in columns has the table's own types: decimals, dates and instants
+    # against the same types are decided in Arrow, and say what the row path says of their Python values
+    rng = random.Random(seed)
+    n = 60
+    amounts = [None if rng.random() < 0.1 else Decimal(rng.randint(-9999, 9999)) / 100 for _ in range(n)]
+    days = [None if rng.random() < 0.1 else BASE.date() + timedelta(days=rng.randint(-3, 3)) for _ in range(n)]
+    times = [None if rng.random() < 0.1 else BASE + timedelta(microseconds=rng.randint(-3, 3)) for _ in range(n)]
+
+    def changed(values: list[Any], step: Any) -> list[Any]:
+        return [step(v) if v is not None and rng.random() < 0.2 else v for v in values]
+
+    types = {"amount": pa.decimal128(12, 2), "day": pa.date32(), "ts": pa.timestamp("us", tz="UTC")}
+    found = pa.table(
+        {
+            "id": list(range(n)),
+            **{f: pa.array(v, t) for (f, t), v in zip(types.items(), (amounts, days, times), strict=True)},
+        }
+    )
+    kept = pa.table(
+        {
+            "id": list(range(n)),
+            "amount": pa.array(changed(amounts, lambda v: v + Decimal("0.01")), types["amount"]),
+            "day": pa.array(changed(days, lambda v: None), types["day"]),
+            "ts": pa.array(changed(times, lambda v: v + timedelta(microseconds=1)), types["ts"]),
+        }
+    )
+    uncertain = spy(monkeypatch, "_uncertain")
+
+    result = both({}, found, kept)
+
+    assert len(uncertain) == 3 and all(positions is not None for positions in uncertain)
+    differing = {
+        (r["id"], f) for r, k in zip(found.to_pylist(), kept.to_pylist(), strict=True) for f in types if r[f] != k[f]
+    }
+    assert {(m["key"], m["field"]) for m in result["mismatches"]} == differing
+    assert differing  # the seeds change something
+
+
+def test_decimals_of_other_scales_in_the_reference_are_compared_as_numbers(columns_only: None) -> None:
+    found = pa.table(
+        {"id": [1, 2, 3], "amount": pa.array([Decimal("1.50"), Decimal("2.00"), None], pa.decimal128(12, 2))}
+    )
+    kept = pa.table(
+        {"id": [1, 2, 3], "amount": pa.array([Decimal("1.5000"), Decimal("2.0001"), None], pa.decimal128(14, 4))}
+    )
+
+    result = both({}, found, kept)
+
+    assert result["mismatches"] == [{"key": 2, "field": "amount", "expected": 2.0001, "actual": 2}]

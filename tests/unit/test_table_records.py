@@ -1,9 +1,11 @@
 """Rows read in columns, seen as records by the engine: split per run as ``split`` splits records, kept in
-snapshots a slice at a time, and their keys streamed into the first-seen map only until it is full."""
+snapshots a slice at a time (and whole, as bytes), and their keys streamed into the first-seen map only until it
+is full."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 
 from trackcheck.compare.latency import key_texts, merge_first_seen, streamed_key_texts  # noqa: E402
-from trackcheck.compare.tables import TableRecords  # noqa: E402
+from trackcheck.compare.tables import TableRecords, reference_records, table_bytes, table_of  # noqa: E402
 from trackcheck.engine.groups import split, split_table  # noqa: E402
 
 ROWS = [
@@ -87,3 +89,35 @@ def test_a_full_first_seen_map_reads_no_more_keys() -> None:
 
     assert (merged, gained) == ({"x": "t", "a": "2026-12-04T00:00:00+00:00"}, True)
     assert next(keys) == "c"  # "b" was read to find the map full; "c" never was
+
+
+def test_a_table_kept_as_bytes_reads_back_the_same() -> None:
+    table = pa.table(
+        {
+            "id": ["a", "b"],
+            "amount": pa.array([Decimal("1.25"), None], pa.decimal128(12, 2)),
+            "ts": pa.array([datetime(2026, 12, 4, 10, tzinfo=UTC), None], pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+    kept = table_bytes(table)
+
+    assert isinstance(kept, bytes)
+    assert table_of(kept).equals(table)
+
+
+def test_a_reference_in_columns_becomes_the_records_a_snapshot_of_records_holds() -> None:
+    table = pa.table(
+        {
+            "id": ["a"],
+            "amount": pa.array([Decimal("1.25")], pa.decimal128(12, 2)),
+            "day": pa.array([date(2026, 12, 4)], pa.date32()),
+            "ts": pa.array([datetime(2026, 12, 4, 10, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+    assert reference_records(table) == [
+        {"id": "a", "amount": 1.25, "day": "2026-12-04", "ts": "2026-12-04T10:00:00+00:00"}
+    ]
+    records = [{"id": "a"}]
+    assert reference_records(records) is records
