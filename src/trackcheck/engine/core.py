@@ -936,7 +936,8 @@ class Engine:
         # a snapshot when what was read changed (none for a first poll that found nothing: the API and the
         # dashboard show no snapshot as no records), when the stage ends, or when a record arrived
         if comparison is not None and (comparison.found != (w.found or 0) or terminal or outcome.arrived):
-            write.snapshots.append(self._snapshot(plan, stage, w, outcome, now))
+            passed = decision.status == StageStatus.PASSED
+            write.snapshots.append(self._snapshot(plan, stage, w, outcome, now, passed=passed))
         write.stages.append(row)
         log.info(
             "poll run=%s plan=%s stage=%s outcome=%s found=%s expected=%s duration_ms=%.0f%s",
@@ -1027,15 +1028,19 @@ class Engine:
                 references[w.run_id] = list(snap.records)
         return references
 
-    def _snapshot(self, plan: Plan, stage: StageSpec, w: Waiting, outcome: Outcome, now: datetime) -> SnapshotRow:
+    def _snapshot(
+        self, plan: Plan, stage: StageSpec, w: Waiting, outcome: Outcome, now: datetime, *, passed: bool
+    ) -> SnapshotRow:
         """What a stage read, kept up to ``snapshot_limit`` records, which later stages compare with and pages
-        show. Rows read in columns beyond that limit are kept whole in columns as well (``arrow``) when a later
-        stage compares with them by rows and the state database takes them in one value."""
+        show. When the stage ``passed``, rows read in columns beyond that limit are kept whole in columns as
+        well (``arrow``) if a later stage compares with them by rows and the state database takes them in one
+        value: a stage that still waits is compared with by no one yet, and may write its snapshot at every
+        poll."""
         found, limit = outcome.found, plan.defaults.snapshot_limit
         kept = SnapshotRow(
             w.run_id, w.idx, jsonable(found[:limit]), len(found), len(found) > limit, now, outcome.first_seen
         )
-        if isinstance(found, TableRecords) and kept.truncated and _compared_by_rows_later(plan, stage):
+        if passed and isinstance(found, TableRecords) and kept.truncated and _compared_by_rows_later(plan, stage):
             arrow = table_bytes(found.table)
             largest = self.store.largest_blob()
             if len(arrow) <= largest:
