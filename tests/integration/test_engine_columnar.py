@@ -7,6 +7,7 @@ The threshold is lowered to 20,000 rows here, so that tables of 25,000 rows cros
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,76 @@ def test_a_stage_read_as_records_compares_with_rows_kept_in_columns(
     assert dwd["status"] == "failed"
     assert dwd["mismatches"] == [{"key": "t8-24001", "field": "amount", "expected": 0.01, "actual": 0}]
     assert (dwd["expected"], dwd["found"], dwd["missing"], dwd["unexpected"]) == (ROWS, ROWS, [], [])
+
+
+COLLECTED = """\
+name: collected
+key: event_id
+params:
+  test_id: {required: true}
+defaults: {interval: 1s, timeout: 30s, snapshot_limit: 1000}
+sources:
+  spool: {type: file, path: "SPOOL/*.jsonl", format: jsonl}
+  pg: {type: sql, url: "PG_URL"}
+stages:
+  - name: collector
+    source: spool
+    where: {test_id: "{test_id}"}
+    compare: {with: expect, fields: [test_id]}
+  - name: dwd
+    source: pg
+    table: dwd_events
+    where: {test_id: "{test_id}"}
+    compare: {with: collector, fields: [n, amount]}
+"""
+
+
+def _spool(folder: Path, test_id: str, **extra: Any) -> None:
+    """The run's events as a collector wrote them: JSON lines with the values ``ROW`` puts in the tables."""
+    folder.mkdir(exist_ok=True)
+    with (folder / f"{test_id}.jsonl").open("w") as spool:
+        for i in range(ROWS):
+            event = {"event_id": f"{test_id}-{i}", "test_id": test_id, "n": i, "amount": (i % 1000) / 100, **extra}
+            spool.write(json.dumps(event) + "\n")
+
+
+def test_records_of_any_source_are_kept_in_columns_for_a_later_stage(
+    tmp_path: Path, plan: Path, postgres_url: str, reads: list[str]
+) -> None:
+    # a file stage's 25,000 events, more than its snapshot keeps as records: kept in columns, the warehouse
+    # stage compares every row with them
+    expect = _load(postgres_url, "t9", "UPDATE dwd_events SET amount = 7 WHERE event_id = 't9-20500'")
+    _spool(tmp_path / "spool", "t9")
+    plan.write_text(COLLECTED.replace("SPOOL", str(tmp_path / "spool")).replace("PG_URL", postgres_url))
+
+    result = trackcheck.verify(plan, {"test_id": "t9"}, expect=expect, min_interval="1s")
+
+    assert reads == ["dwd"]  # the file is read as records, the warehouse in columns
+    dwd = _shown(result)[1]
+    assert dwd["status"] == "failed", dwd["reason"]
+    assert dwd["mismatches"] == [{"key": "t9-20500", "field": "amount", "expected": 5.0, "actual": 7}]
+    assert (dwd["expected"], dwd["found"], dwd["missing"], dwd["unexpected"]) == (ROWS, ROWS, [], [])
+
+
+def test_records_arrow_would_change_are_not_kept_in_columns(
+    tmp_path: Path, plan: Path, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    expect = _load(postgres_url, "t10")
+    _spool(tmp_path / "spool", "t10", props={"screen": "home"})  # nested: Arrow would read it back otherwise
+    plan.write_text(COLLECTED.replace("SPOOL", str(tmp_path / "spool")).replace("PG_URL", postgres_url))
+
+    result = trackcheck.verify(plan, {"test_id": "t10"}, expect=expect, min_interval="1s")
+
+    dwd = _shown(result)[1]
+    assert dwd["status"] == "error"
+    assert dwd["reason"].endswith(
+        f"stage 'collector' read {ROWS} records, more than its snapshot keeps (1000); "
+        "raise defaults.snapshot_limit, or compare with method: checksum"
+    )
+    assert any(
+        "cannot be kept in columns (field 'props' holds values of several types, or nested ones)" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_a_stage_with_a_time_field_measures_the_lateness_of_every_row_in_columns(

@@ -13,7 +13,13 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 
 from trackcheck.compare.latency import key_texts, merge_first_seen, streamed_key_texts  # noqa: E402
-from trackcheck.compare.tables import TableRecords, reference_records, table_bytes, table_of  # noqa: E402
+from trackcheck.compare.tables import (  # noqa: E402
+    TableRecords,
+    records_table,
+    reference_records,
+    table_bytes,
+    table_of,
+)
 from trackcheck.engine.groups import split, split_table  # noqa: E402
 
 ROWS = [
@@ -121,3 +127,31 @@ def test_a_reference_in_columns_becomes_the_records_a_snapshot_of_records_holds(
     ]
     records = [{"id": "a"}]
     assert reference_records(records) is records
+
+
+def test_records_arrow_holds_as_they_are_read_back_the_same() -> None:
+    records = [
+        {"id": "e1", "n": 1, "amount": 2.5, "ok": True, "note": None},
+        {"id": "e2", "n": None, "amount": 3.0, "ok": False, "note": None},
+    ]
+
+    table = records_table(records)
+
+    assert not isinstance(table, str)
+    assert table.to_pylist() == records
+    assert reference_records(table_of(table_bytes(table))) == records
+
+
+@pytest.mark.parametrize(
+    ("records", "problem"),
+    [
+        ([{"id": "a", "n": 1}, {"id": "b"}], "the records do not all have the same fields"),
+        ([{"id": "a", "n": 1}, {"id": "b", "n": 1.5}], "field 'n' holds values of several types, or nested ones"),
+        ([{"id": "a", "p": {"x": 1}}], "field 'p' holds values of several types, or nested ones"),
+        ([{"id": "a", "p": [1, 2]}], "field 'p' holds values of several types, or nested ones"),
+        ([{"id": "a", "n": 2**70}], "field 'n' holds an integer beyond 64 bits"),
+        ([], "no records"),
+    ],
+)
+def test_records_arrow_would_change_are_refused_with_the_reason(records: list[dict[str, Any]], problem: str) -> None:
+    assert records_table(records) == problem

@@ -32,6 +32,7 @@ from trackcheck.compare.records import (
     judged,
     mismatch_entry,
 )
+from trackcheck.compare.tables import one_safe_type
 from trackcheck.compare.values import jsonable
 
 if TYPE_CHECKING:
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
 
 #: ``values._INSTANT``, with at most microseconds: ISO text both Arrow and ``as_instant`` read the same way
 _INSTANT = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$"
-#: Python types a reference column may hold (one of them, and None) to become an Arrow column whose values
-#: read back as they were: mixing ints and floats would read 1 back as 1.0, datetimes would lose their zone
-_ARROW_SAFE = (str, int, float, bool)
 #: the most significant digits a decimal may have for its correctly rounded double to stand for it alone
 #: (DBL_DIG: two decimals of at most 15 digits never round to the same double)
 _DOUBLE_DIGITS = 15
@@ -282,16 +280,9 @@ def _reference_column(
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         column = None
     # text reads back as it was (Arrow refuses to mix it with anything but None); other types are checked
-    if column is not None and (_is_text(column.type) or _one_safe_type(values)):
+    if column is not None and (_is_text(column.type) or one_safe_type(values)):
         return _at(column, references)
     return list(map(values.__getitem__, references.tolist()))
-
-
-def _one_safe_type(values: list[Any]) -> bool:
-    """Whether the values (but None) are of one of ``_ARROW_SAFE``'s types: Arrow would read ints mixed with
-    floats back as floats, and a Decimal or a datetime back in another form."""
-    types = set(map(type, values)) - {type(None)}
-    return len(types) == 1 and next(iter(types)) in _ARROW_SAFE
 
 
 def _uncertain(wanted: pa.Array | pa.ChunkedArray, column: pa.Array | pa.ChunkedArray) -> pa.Array | None:

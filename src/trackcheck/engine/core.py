@@ -37,7 +37,7 @@ from trackcheck.compare.latency import (
     streamed_key_texts,
 )
 from trackcheck.compare.result import Comparison
-from trackcheck.compare.tables import table_bytes, table_of
+from trackcheck.compare.tables import records_table, table_bytes, table_of
 from trackcheck.compare.values import jsonable
 from trackcheck.connections import Connections, Keyring
 from trackcheck.connections.keyring import no_key_error
@@ -1032,31 +1032,38 @@ class Engine:
         self, plan: Plan, stage: StageSpec, w: Waiting, outcome: Outcome, now: datetime, *, passed: bool
     ) -> SnapshotRow:
         """What a stage read, kept up to ``snapshot_limit`` records, which later stages compare with and pages
-        show. When the stage ``passed``, rows read in columns beyond that limit are kept whole in columns as
-        well (``arrow``) if a later stage compares with them by rows and the state database takes them in one
-        value: a stage that still waits is compared with by no one yet, and may write its snapshot at every
-        poll."""
+        show. When the stage ``passed`` with more records than that, they are kept whole in columns as well
+        (``arrow``) if a later stage compares with them by rows, Arrow holds them as they are (rows read in
+        columns always; other records when ``records_table`` takes them) and the state database takes them in
+        one value. A stage that still waits is compared with by no one yet, and may write its snapshot at
+        every poll."""
         found, limit = outcome.found, plan.defaults.snapshot_limit
         kept = SnapshotRow(
             w.run_id, w.idx, jsonable(found[:limit]), len(found), len(found) > limit, now, outcome.first_seen
         )
-        if passed and isinstance(found, TableRecords) and kept.truncated and _compared_by_rows_later(plan, stage):
-            arrow = table_bytes(found.table)
+        if not (passed and kept.truncated and COLUMNAR_INSTALLED and _compared_by_rows_later(plan, stage)):
+            return kept
+        table = found.table if isinstance(found, TableRecords) else records_table(jsonable(list(found)))
+        if isinstance(table, str):
+            problem = f"its {len(found)} records cannot be kept in columns ({table})"
+        else:
+            arrow = table_bytes(table)
             largest = self.store.largest_blob()
             if len(arrow) <= largest:
                 kept.arrow = arrow
-            else:
-                log.warning(
-                    "stage %s of plan %s: its %d rows take %.1f MB in columns, more than the state database "
-                    "takes in one value (%.1f MB): its snapshot keeps its first %d records only",
-                    stage.name,
-                    plan.name,
-                    len(found),
-                    len(arrow) / 1e6,
-                    largest / 1e6,
-                    limit,
-                    extra={"run_id": w.run_id},
-                )
+                return kept
+            problem = (
+                f"its {len(found)} records take {len(arrow) / 1e6:.1f} MB in columns, more than the state "
+                f"database takes in one value ({largest / 1e6:.1f} MB)"
+            )
+        log.warning(
+            "stage %s of plan %s: %s: its snapshot keeps its first %d records only",
+            stage.name,
+            plan.name,
+            problem,
+            limit,
+            extra={"run_id": w.run_id},
+        )
         return kept
 
 
