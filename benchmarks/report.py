@@ -460,7 +460,7 @@ def b2_columnar(b2: B2Result) -> str:
         ],
         ["pandas merge diff ÷ columnar diff (target ≥ 3)", "", f"{_num(b2.pandas_over_columnar)}x", ""],
         [
-            "columnar diff with the reference as an Arrow table (s)",
+            "columnar diff with the reference the run's expected events kept in columns (s)",
             "",
             _num(b2.columnar_arrow_reference_s),
             f"fetch and diff ÷ fetch: "
@@ -475,7 +475,7 @@ def b2_columnar(b2: B2Result) -> str:
             + ("" if c["columnar"].get("same_with_snapshot") else " (differences DIFFER)"),
         ],
         [
-            "pandas merge diff ÷ columnar diff, both given the reference as an Arrow table (target ≥ 3)",
+            "pandas merge diff ÷ columnar diff, both given the expected events in columns (target ≥ 3)",
             "",
             f"{_num(b2.pandas_over_columnar_arrow_reference)}x",
             f"pandas: {_num(b2.pandas_arrow_reference_s)} s, columnar: {_num(b2.columnar_arrow_reference_s)} s",

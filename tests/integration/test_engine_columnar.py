@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 import trackcheck
 from trackcheck.compare.tables import table_of
 from trackcheck.engine import core
 from trackcheck.sources.columnar import ColumnarReader
+from trackcheck.store.models import Run
 from trackcheck.store.repository import Store
+from trackcheck.store.ticks import Waiting
 
 pytestmark = pytest.mark.integration
 
@@ -234,6 +236,37 @@ def test_a_stage_read_as_records_compares_with_rows_kept_in_columns(
     assert dwd["status"] == "failed"
     assert dwd["mismatches"] == [{"key": "t8-24001", "field": "amount", "expected": 0.01, "actual": 0}]
     assert (dwd["expected"], dwd["found"], dwd["missing"], dwd["unexpected"]) == (ROWS, ROWS, [], [])
+
+
+def test_many_expected_events_are_kept_in_columns_and_never_parsed_at_a_poll(
+    plan: Path, postgres_url: str, sqlite_url: str, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expect = _load(postgres_url, "t11", "INSERT INTO events VALUES ('t11-x1', 't11', -1, 0, now(), true, NULL)")
+    expect[7]["test_id"] = "t11x"
+    parse = Waiting.expect
+
+    def refused(self: Waiting) -> Any:
+        raise AssertionError("the expected events' JSON was parsed")
+
+    monkeypatch.setattr(Waiting, "expect", property(refused))
+
+    in_columns = trackcheck.verify(plan, {"test_id": "t11"}, expect=expect, min_interval="1s", db=sqlite_url)
+
+    assert reads == ["ods"]
+    ods = _shown(in_columns)[0]
+    assert ods["status"] == "failed"
+    assert ods["mismatches"] == [{"key": "t11-7", "field": "test_id", "expected": "t11x", "actual": "t11"}]
+    assert (ods["expected"], ods["found"], ods["missing"], ods["unexpected"]) == (ROWS, ROWS + 1, [], ["t11-x1"])
+    store = Store(sqlite_url).open()
+    with store.session() as s:
+        kept = s.execute(select(Run.expect_arrow).where(Run.id == in_columns.run_id)).scalar_one()
+    store.close()
+    assert kept is not None and table_of(kept).to_pylist() == expect
+    # as records, parsed from their JSON, they say the same
+    monkeypatch.setattr(Waiting, "expect", parse)
+    monkeypatch.setattr(core, "COLUMNAR_ROWS", 10 * ROWS)
+    by_rows = trackcheck.verify(plan, {"test_id": "t11"}, expect=expect, min_interval="1s")
+    assert _shown(in_columns) == _shown(by_rows)
 
 
 COLLECTED = """\

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from trackcheck.compare import TableRecords, evaluate_stage, in_columns
 from trackcheck.compare.checks import collection_paused
@@ -37,7 +37,7 @@ from trackcheck.compare.latency import (
     streamed_key_texts,
 )
 from trackcheck.compare.result import Comparison
-from trackcheck.compare.tables import records_table, table_bytes, table_of
+from trackcheck.compare.tables import records_table, reference_records, table_bytes, table_of
 from trackcheck.compare.values import jsonable
 from trackcheck.connections import Connections, Keyring
 from trackcheck.connections.keyring import no_key_error
@@ -329,7 +329,7 @@ class Engine:
         rows = sum(w.found or 0 for w in chunk)
         if rows < COLUMNAR_ROWS:
             if stage.reference == EXPECT:
-                rows = max(rows, sum(len(w.expect or ()) for w in chunk))
+                rows = max(rows, sum(len(_expected(w)) for w in chunk))
             elif stage.reference is not None:
                 idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
                 sizes = self.store.snapshot_sizes([w.run_id for w in chunk], idx)
@@ -439,12 +439,29 @@ class Engine:
             events = plan_events
         overrides = dict(request.overrides or {})
         run = NewRun(run_id, plan_id, plan.name, RunStatus.RUNNING, resolved, events, overrides, now)
+        run.expect_arrow = self._expect_in_columns(plan, events)
         first = self._activation(plan, plan_id, 0, run.id, resolved, overrides, now)
         stages = [
             NewStage(run.id, 0, plan.stages[0].name, first.status, first.group_key, first.where, now, first.deadline),
             *(NewStage(run.id, i, s.name, StageStatus.PENDING) for i, s in enumerate(plan.stages[1:], start=1)),
         ]
         return run, stages
+
+    def _expect_in_columns(self, plan: Plan, events: list[dict[str, Any]]) -> bytes | None:
+        """The expected events as Arrow IPC bytes, when there are at least ``COLUMNAR_ROWS`` of them and a stage
+        compares with them by rows in columns: such a stage is read in columns, and its polls then read these
+        bytes instead of parsing the events' JSON each time (a million took 0.6 to 1 s). None when Arrow would
+        not hold them as they are (``records_table``) or the state database would not take them."""
+        if len(events) < COLUMNAR_ROWS or not COLUMNAR_INSTALLED:
+            return None
+        if not any(s.reference == EXPECT and in_columns(s) for s in plan.stages):
+            return None
+        table = records_table(events)
+        if isinstance(table, str):
+            log.info("plan %s: the %d expected events are kept as records: %s", plan.name, len(events), table)
+            return None
+        kept = table_bytes(table)
+        return kept if len(kept) <= self.store.largest_blob() else None
 
     def cancel(self, run_id: str) -> bool:
         """Stop a running run; what its stages verified so far is kept. False if it had already ended."""
@@ -510,7 +527,7 @@ class Engine:
         polled = 0
         activated: dict[str, None] = {}
         retry_in: float | None = None
-        head = self.store.waiting(group, fresh_only=fresh_only, limit=1)
+        head = self.store.waiting(group, fresh_only=fresh_only, limit=1, arrow=COLUMNAR_INSTALLED)
         if head:
             plan: Plan | None = None
             names: dict[str, str] = {}  # what the lines of this poll are about
@@ -524,7 +541,9 @@ class Engine:
             after = 0
             with log_context(**names), _ChunkWriter(functools.partial(self._apply, claim=claim)) as writer:
                 for number in itertools.count():
-                    chunk = self.store.waiting(group, fresh_only=fresh_only, after=after, limit=size)
+                    chunk = self.store.waiting(
+                        group, fresh_only=fresh_only, after=after, limit=size, arrow=COLUMNAR_INSTALLED
+                    )
                     if not chunk:
                         break
                     after = chunk[-1].stage_id
@@ -974,7 +993,7 @@ class Engine:
         for w in chunk:
             now = utcnow()
             began = time.monotonic()
-            events = stamped(w.expect, stage.emit, w.params, w.run_id) if stage.emit else []
+            events = stamped(reference_records(_expected(w)), stage.emit, w.params, w.run_id) if stage.emit else []
             comparison: Comparison | None = None
             error: str | None = None
             kind = ErrorKind.TRANSIENT
@@ -1004,7 +1023,7 @@ class Engine:
         if stage.reference is None:  # an absent stage checks what arrives, against nothing
             return {w.run_id: [] for w in chunk}
         if stage.reference == EXPECT:
-            return {w.run_id: w.expect for w in chunk}
+            return {w.run_id: _expected(w) for w in chunk}
         idx = next(i for i, s in enumerate(plan.stages) if s.name == stage.reference)
         snapshots = self.store.snapshots_for([w.run_id for w in chunk], idx, arrow=True)
         references: dict[str, Reference] = {}
@@ -1171,6 +1190,16 @@ class Fetched:
     escaped: frozenset[int] = frozenset()
     #: the rows, when they were read in columns (``result`` then holds no records)
     rows: TableRecords | None = None
+
+
+def _expected(w: Waiting) -> list[dict[str, Any]] | pa.Table:
+    """The run's expected events: the table they were kept as in columns (read once per poll), or their
+    records."""
+    if w.expect_arrow is None:
+        return w.expect
+    if w.expect_table is None:
+        w.expect_table = table_of(w.expect_arrow)
+    return cast("pa.Table", w.expect_table)
 
 
 def _compared_by_rows_later(plan: Plan, stage: StageSpec) -> bool:

@@ -61,6 +61,9 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     params: Mapped[dict[str, Any]]
     expect: Mapped[list[Any]]
+    #: many expected events, when a stage compares with them by rows, also in columns: Arrow IPC bytes
+    #: (``compare.tables.table_bytes``), which a poll reads instead of parsing ``expect``'s JSON
+    expect_arrow: Mapped[bytes | None] = mapped_column(LargeBinary(2**32 - 1), deferred=True)
     overrides: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(index=True)
     #: indexed for retention: the ended runs to prune are a range of it (status alone matches nearly every run)

@@ -26,9 +26,11 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     delete,
     func,
     insert,
+    null,
     select,
     text,
     update,
@@ -507,11 +509,19 @@ class Store:
             if g is not None
         ]
 
-    def waiting(self, group_key: str, *, fresh_only: bool = False, after: int = 0, limit: int = 1000) -> list[Waiting]:
+    def waiting(
+        self, group_key: str, *, fresh_only: bool = False, after: int = 0, limit: int = 1000, arrow: bool = False
+    ) -> list[Waiting]:
         """Up to ``limit`` runs waiting in ``group_key`` (only never-polled ones with ``fresh_only``), in stage
-        id order after ``after``: a tick reads its group a chunk at a time, as plain rows."""
+        id order after ``after``: a tick reads its group a chunk at a time, as plain rows. With ``arrow`` (the
+        reader has Arrow), expected events kept in columns are read so, and their JSON text is left where it is;
+        without, every run's expected events are read as JSON."""
         stage, run = cast(Table, RunStage.__table__).c, cast(Table, Run.__table__).c
         snapshot = cast(Table, Snapshot.__table__).c
+        expect, expect_arrow = _as_text(run.expect), cast(Any, null())
+        if arrow:
+            expect = case((run.expect_arrow.is_(None), sql_cast(run.expect, Text)), else_=null()).label("expect")
+            expect_arrow = run.expect_arrow
         query = (
             select(
                 stage.id.label("stage_id"),
@@ -526,7 +536,8 @@ class Store:
                 stage.found,
                 run.plan_id,
                 _as_text(run.params),
-                _as_text(run.expect),
+                expect,
+                expect_arrow.label("expect_arrow"),
                 _as_text(run.overrides),
                 run.created_at,
                 _as_text(snapshot.first_seen),

@@ -61,6 +61,10 @@ class Waiting:
     quiet: bool = False
     #: ``expect`` once read
     parsed_expect: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    #: the expected events in columns (Arrow IPC bytes), for a run that has them so: ``expect_json`` is then
+    #: not read (None), and the engine reads these (``expect_table`` keeps what it made of them)
+    expect_arrow: bytes | None = field(default=None, repr=False)
+    expect_table: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Self:
@@ -83,6 +87,7 @@ class Waiting:
             created_at=aware(row["created_at"]) or datetime.now(UTC),
             first_seen=_parsed(row["first_seen"]) or None,
             quiet=bool(row["quiet"]),
+            expect_arrow=row["expect_arrow"],
         )
 
     @property
@@ -178,6 +183,8 @@ class NewRun:
     expect: list[dict[str, Any]]
     overrides: dict[str, Any]
     created_at: datetime
+    #: ``expect`` in columns too (Arrow IPC), when it is long and a stage compares with it by rows
+    expect_arrow: bytes | None = None
 
 
 @dataclass(slots=True)
