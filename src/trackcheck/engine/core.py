@@ -1018,8 +1018,8 @@ class Engine:
         return None if max_errors == 0 else _backoff(plan, stage, max_errors)
 
     def _references(self, plan: Plan, stage: StageSpec, chunk: Sequence[Waiting]) -> dict[str, Reference]:
-        """Each run's reference records (an Arrow table for a snapshot kept in columns), or a message saying
-        why it cannot be compared."""
+        """Each run's reference records (an Arrow table for expected events or a snapshot kept in columns), or
+        a message saying why it cannot be compared."""
         if stage.reference is None:  # an absent stage checks what arrives, against nothing
             return {w.run_id: [] for w in chunk}
         if stage.reference == EXPECT:
