@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, select, text
 
 import trackcheck
 from trackcheck.compare.tables import table_of
-from trackcheck.engine import core
+from trackcheck.engine import Engine, core, store_plan
 from trackcheck.sources.columnar import ColumnarReader
 from trackcheck.store.models import Run
 from trackcheck.store.repository import Store
@@ -267,6 +267,24 @@ def test_many_expected_events_are_kept_in_columns_and_never_parsed_at_a_poll(
     monkeypatch.setattr(core, "COLUMNAR_ROWS", 10 * ROWS)
     by_rows = trackcheck.verify(plan, {"test_id": "t11"}, expect=expect, min_interval="1s")
     assert _shown(in_columns) == _shown(by_rows)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mariadb"])
+def test_a_reader_without_arrow_reads_the_expected_events_kept_in_columns_as_json(
+    plan: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    expect = [{"event_id": f"t12-{i}", "test_id": "t12", "n": i} for i in range(ROWS)]
+    with Engine(request.getfixturevalue(f"{backend}_url")) as engine:
+        plan_id = store_plan(engine, plan.read_text(), str(plan), None)[0]
+        engine.submit(plan_id, {"test_id": "t12"}, expect=expect)
+        [group] = engine.store.active_groups()
+
+        [in_columns] = engine.store.waiting(group.group_key, arrow=True)
+        [as_json] = engine.store.waiting(group.group_key, arrow=False)
+
+    assert in_columns.expect_json is None and in_columns.expect_arrow is not None
+    assert table_of(in_columns.expect_arrow).to_pylist() == expect
+    assert as_json.expect_arrow is None and as_json.expect == expect
 
 
 COLLECTED = """\
