@@ -189,7 +189,9 @@ def test_retries_give_a_permanent_error_more_chances_when_the_plan_asks(engine: 
     assert stage.status == "error" and stage.attempts == 3 and "2 retries used up" in (stage.reason or "")
 
 
-def test_a_reference_larger_than_the_snapshot_ends_the_later_stage_at_once(engine: Engine) -> None:
+def test_a_reference_larger_than_the_snapshot_and_not_kept_in_columns_ends_the_later_stage_at_once(
+    engine: Engine,
+) -> None:
     stages = (
         MEM_STAGE
         + """  - name: again
@@ -200,7 +202,8 @@ def test_a_reference_larger_than_the_snapshot_ends_the_later_stage_at_once(engin
     )
     text_ = plan_text(stages, snapshot_limit=2).replace("expect:\n  - {event_id: e1, event: view}", "")
     plan_id, _ = store_plan(engine, text_, origin="t", base_dir=None)
-    events = [{"event_id": f"e{i}", "event": "view", "test_id": "big"} for i in range(3)]
+    # a nested value: Arrow would not read these records back as they are, so they are not kept in columns
+    events = [{"event_id": f"e{i}", "event": "view", "test_id": "big", "props": {"n": i}} for i in range(3)]
     MemorySource.tables["events"].extend(events)
     run = engine.submit(
         plan_id, {"test_id": "big"}, expect=[{k: v for k, v in e.items() if k != "test_id"} for e in events]
