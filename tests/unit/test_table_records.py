@@ -150,6 +150,7 @@ def test_records_arrow_holds_as_they_are_read_back_the_same() -> None:
         ([{"id": "a", "p": {"x": 1}}], "field 'p' holds values of several types, or nested ones"),
         ([{"id": "a", "p": [1, 2]}], "field 'p' holds values of several types, or nested ones"),
         ([{"id": "a", "n": 2**70}], "field 'n' holds an integer beyond 64 bits"),
+        ([{"id": "a\ud800"}], "field 'id' holds a value Arrow cannot hold"),
         ([], "no records"),
     ],
 )

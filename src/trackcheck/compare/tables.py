@@ -109,7 +109,7 @@ def one_safe_type(values: list[Any]) -> bool:
 def records_table(records: Sequence[Record]) -> pa.Table | str:
     """``records`` (JSON values: a snapshot's) as a table whose rows read back as the same records, or why
     Arrow would change them: records of other fields (a field one lacks is not a null), a field of mixed
-    types or of nested values, an integer beyond 64 bits."""
+    types or of nested values, an integer beyond 64 bits, text that is not valid UTF-8."""
     import pyarrow as pa
 
     if not records:
@@ -124,6 +124,8 @@ def records_table(records: Sequence[Record]) -> pa.Table | str:
             return f"field {name!r} holds values of several types, or nested ones"
         try:
             columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, OverflowError):
+        except OverflowError:
             return f"field {name!r} holds an integer beyond 64 bits"
+        except (pa.ArrowInvalid, UnicodeEncodeError):  # text with a lone surrogate, which UTF-8 cannot hold
+            return f"field {name!r} holds a value Arrow cannot hold"
     return pa.table(columns)
