@@ -429,3 +429,12 @@ def test_decimals_of_other_scales_in_the_reference_are_compared_as_numbers(colum
     result = both({}, found, kept)
 
     assert result["mismatches"] == [{"key": 2, "field": "amount", "expected": 2.0001, "actual": 2}]
+
+
+def test_reference_text_arrow_cannot_hold_is_compared_in_python() -> None:
+    # a lone surrogate (JSON allows "\ud800" in expected events): UTF-8, so Arrow, cannot hold it
+    found = pa.table({"id": [1, 2], "name": ["a", "b"]})
+
+    result = both({}, found, [{"id": 1, "name": "a"}, {"id": 2, "name": "b\ud800"}])
+
+    assert result["mismatches"] == [{"key": 2, "field": "name", "expected": "b\ud800", "actual": "b"}]

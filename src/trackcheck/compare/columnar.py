@@ -32,7 +32,7 @@ from trackcheck.compare.records import (
     judged,
     mismatch_entry,
 )
-from trackcheck.compare.tables import one_safe_type
+from trackcheck.compare.tables import arrow_column, is_text
 from trackcheck.compare.values import jsonable
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class ColumnarRecordsCheck(RecordsCheck):
         kind = column.type
         if pa.types.is_integer(kind):
             text = column.cast(pa.string())
-        elif _is_text(kind):
+        elif is_text(kind):
             if not _letters_first(column):
                 return None
             text = column.cast(pa.string())
@@ -118,7 +118,7 @@ class ColumnarRecordsCheck(RecordsCheck):
             if self.key[0] not in reference.column_names:
                 return None
             column = reference.column(self.key[0]).combine_chunks()
-            if not numeric and _is_text(column.type) and not column.null_count:
+            if not numeric and is_text(column.type) and not column.null_count:
                 return column.cast(pa.string())  # text the found keys (letters first) can only equal as it is
             return self._reference_keys(reference.select([self.key[0]]).to_pylist(), numeric)
         if not numeric:
@@ -275,12 +275,8 @@ def _reference_column(
             return [ABSENT] * len(references)
         return _at(reference.column(field), references)
     values = field_values(reference, field) if extracted is None else extracted
-    try:
-        column = pa.array(values)  # Arrow infers one type from them all, or raises (ABSENT among them)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        column = None
-    # text reads back as it was (Arrow refuses to mix it with anything but None); other types are checked
-    if column is not None and (_is_text(column.type) or one_safe_type(values)):
+    column = arrow_column(values)  # ABSENT among them: Arrow refuses it
+    if not isinstance(column, str):
         return _at(column, references)
     return list(map(values.__getitem__, references.tolist()))
 
@@ -295,7 +291,7 @@ def _uncertain(wanted: pa.Array | pa.ChunkedArray, column: pa.Array | pa.Chunked
     want, got = wanted.type, column.type
     reference: Any = wanted
     found: Any = column
-    if (_is_text(want) and _is_text(got)) or (pa.types.is_boolean(want) and pa.types.is_boolean(got)):
+    if (is_text(want) and is_text(got)) or (pa.types.is_boolean(want) and pa.types.is_boolean(got)):
         pass
     elif want == got and (pa.types.is_decimal(want) or pa.types.is_date(want)):
         pass  # one decimal or date type on both sides (a snapshot kept in columns): equal values, equal meaning
@@ -311,7 +307,7 @@ def _uncertain(wanted: pa.Array | pa.ChunkedArray, column: pa.Array | pa.Chunked
             # both as plain decimal text (Arrow writes a float's shortest round-trip digits, as repr does):
             # equal text is the same number, as ``norm`` reads each; text in exponent form is left to Python
             reference, found = _plain(wanted.cast(pa.string())), _plain(column.cast(pa.string()))
-    elif _is_text(want) and pa.types.is_timestamp(got) and got.tz is not None and got.unit in _FRACTION_DIGITS:
+    elif is_text(want) and pa.types.is_timestamp(got) and got.tz is not None and got.unit in _FRACTION_DIGITS:
         reference = _instants(_single(wanted), got)
         if reference is None:
             return None
@@ -452,7 +448,7 @@ def _letter_first_texts(records: list[Record], field: str) -> pa.Array | None:
         texts = pa.array(list(map(itemgetter(field), records)))
     except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
         return None
-    if not _is_text(texts.type) or texts.null_count or not _letters_first(texts):
+    if not is_text(texts.type) or texts.null_count or not _letters_first(texts):
         return None
     return texts.cast(pa.string())
 
@@ -462,12 +458,6 @@ def _letters_first(texts: pa.Array) -> bool:
     import pyarrow.compute as pc
 
     return not len(texts) or bool(pc.all(pc.utf8_is_alpha(pc.utf8_slice_codeunits(texts, 0, 1))).as_py())
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def _plain(numbers: Any) -> Any:

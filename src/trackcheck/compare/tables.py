@@ -88,22 +88,42 @@ def table_of(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-def reference_records(reference: Sequence[Record] | pa.Table) -> list[Record]:
+def reference_records(reference: list[Record] | pa.Table) -> list[Record]:
     """A reference as the records the row path compares with: a table's rows as the JSON values a snapshot of
     records would hold (``jsonable``), so that a stage read as records judges a snapshot kept in columns as it
     judges one kept as records."""
     if isinstance(reference, list):
         return reference
-    if isinstance(reference, Sequence):
-        return list(reference)
     return [jsonable(record) for record in reference.to_pylist()]
 
 
-def one_safe_type(values: list[Any]) -> bool:
-    """Whether the values (but None) are of one of ``ARROW_SAFE``'s types: Arrow would read ints mixed with
-    floats back as floats, and a Decimal or a datetime back in another form."""
+def is_text(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def arrow_column(values: list[Any]) -> pa.Array | str:
+    """``values`` as one Arrow array whose values read back as they are, or why Arrow would change them (the
+    problem, to follow a field's name). Text and nulls read back as they were (Arrow refuses to mix text with
+    anything else); other values when they are of one of ``ARROW_SAFE``'s types: Arrow would read ints mixed
+    with floats back as floats, and a Decimal or a datetime back in another form."""
+    import pyarrow as pa
+
+    try:
+        column = pa.array(values)  # Arrow infers one type from them all, or raises
+    except OverflowError:
+        return "holds an integer beyond 64 bits"
+    except UnicodeEncodeError:  # text with a lone surrogate, which UTF-8 cannot hold
+        return "holds a value Arrow cannot hold"
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return "holds values of several types, or nested ones"
+    if is_text(column.type) or pa.types.is_null(column.type):
+        return column
     types = set(map(type, values)) - {type(None)}
-    return len(types) == 1 and next(iter(types)) in ARROW_SAFE
+    if len(types) == 1 and next(iter(types)) in ARROW_SAFE:
+        return column
+    return "holds values of several types, or nested ones"
 
 
 def records_table(records: Sequence[Record]) -> pa.Table | str:
@@ -119,13 +139,8 @@ def records_table(records: Sequence[Record]) -> pa.Table | str:
         return "the records do not all have the same fields"
     columns = {}
     for name in shape:
-        values = [record[name] for record in records]
-        if not one_safe_type(values) and any(value is not None for value in values):
-            return f"field {name!r} holds values of several types, or nested ones"
-        try:
-            columns[name] = pa.array(values)
-        except OverflowError:
-            return f"field {name!r} holds an integer beyond 64 bits"
-        except (pa.ArrowInvalid, UnicodeEncodeError):  # text with a lone surrogate, which UTF-8 cannot hold
-            return f"field {name!r} holds a value Arrow cannot hold"
+        column = arrow_column([record[name] for record in records])
+        if isinstance(column, str):
+            return f"field {name!r} {column}"
+        columns[name] = column
     return pa.table(columns)
